@@ -1,0 +1,126 @@
+"""Face detection, landmarks and 128-D encodings with dlib, over plain numpy arrays.
+
+Boxes are `(top, right, bottom, left)` pixel tuples (face_recognition's convention); dlib's own
+types never leave this module. Images are RGB uint8 (convert with `cv2.cvtColor`, not slicing).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from recognizer.models_path import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS_5, FACE_LANDMARKS_68, model_path
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # top, right, bottom, left
+DETECTORS = ("hog", "cnn")
+CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How faces are found. `upsample` doubles the image that many times before detecting
+    (finds smaller faces, ~4x slower per step)."""
+
+    detector: str = "hog"
+    upsample: int = 0
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if not 0 <= self.upsample <= 3:
+            raise ValueError(f"upsample must be 0 to 3, got {self.upsample}")
+
+
+def _to_box(rect, height: int, width: int) -> Box:
+    return (max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height), max(rect.left(), 0))
+
+
+class FaceEngine:
+    """dlib's detector, landmark predictors and descriptor network, loaded once and reused.
+
+    HOG detection releases the GIL, so several threads may detect at once; the descriptor
+    network does not, so heavy encoding belongs in worker processes (see `recognizer.workers`).
+    """
+
+    def __init__(self, config: EngineConfig = EngineConfig()) -> None:
+        import dlib  # heavy: imported only when an engine is built
+
+        self._dlib = dlib
+        self.config = config
+        if config.detector == "cnn":
+            self._cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_DETECTOR)))
+            self._hog = None
+        else:
+            self._hog = dlib.get_frontal_face_detector()
+            self._cnn = None
+        self._pose5 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_5)))
+        self._pose68 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_68)))
+        self._encoder = dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
+        log.info("face engine ready: %s detector, upsample %d, dlib CUDA %s",
+                 config.detector, config.upsample, bool(getattr(dlib, "DLIB_USE_CUDA", False)))
+
+    @staticmethod
+    def _check(image: np.ndarray) -> np.ndarray:
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError(f"expected a uint8 grayscale or RGB image, got {image.dtype} {image.shape}")
+        return np.ascontiguousarray(image)
+
+    def detect(self, rgb: np.ndarray, upsample: int | None = None) -> list[Box]:
+        """Face boxes in `rgb` (or grayscale), largest first."""
+        rgb = self._check(rgb)
+        up = self.config.upsample if upsample is None else upsample
+        h, w = rgb.shape[:2]
+        if self._cnn is not None:
+            rects = [d.rect for d in self._cnn(rgb, up)]
+        else:
+            rects = list(self._hog(rgb, up))
+        boxes = [_to_box(r, h, w) for r in rects]
+        return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
+
+    def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:
+        """Detect in several same-sized images; one dlib call with the CNN detector (GPU batching)."""
+        up = self.config.upsample if upsample is None else upsample
+        if self._cnn is None or len(images) < 2:
+            return [self.detect(img, up) for img in images]
+        images = [self._check(i) for i in images]
+        out = []
+        for img, dets in zip(images, self._cnn(list(images), up, batch_size=len(images))):
+            h, w = img.shape[:2]
+            out.append(sorted((_to_box(d.rect, h, w) for d in dets), key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])))
+        return out
+
+    def _rect(self, box: Box):
+        top, right, bottom, left = box
+        return self._dlib.rectangle(int(left), int(top), int(right), int(bottom))
+
+    def landmarks68(self, image: np.ndarray, boxes: Sequence[Box]) -> list[np.ndarray]:
+        """dlib's 68 landmarks per box, each an (68, 2) float32 array of (x, y) pixels."""
+        image = self._check(image)
+        out = []
+        for box in boxes:
+            shape = self._pose68(image, self._rect(box))
+            out.append(np.array([(p.x, p.y) for p in shape.parts()], np.float32))
+        return out
+
+    def chips(self, rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """Aligned 150x150 RGB face chips (k,150,150,3) for the descriptor network (5-point alignment)."""
+        rgb = self._check(rgb)
+        if not boxes:
+            return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+        shapes = self._dlib.full_object_detections([self._pose5(rgb, self._rect(b)) for b in boxes])
+        return np.stack(self._dlib.get_face_chips(rgb, shapes, size=CHIP_SIZE, padding=0.25))
+
+    def encode_chips(self, chips: np.ndarray, jitter: int = 0) -> np.ndarray:
+        """128-D encodings (k,128) float32 of aligned chips, in one batched dlib call."""
+        if len(chips) == 0:
+            return np.zeros((0, 128), np.float32)
+        descriptors = self._encoder.compute_face_descriptor([np.ascontiguousarray(c) for c in chips], jitter)
+        return np.array([np.array(d) for d in descriptors], np.float32)
+
+    def encode(self, rgb: np.ndarray, boxes: Sequence[Box], jitter: int = 0) -> np.ndarray:
+        """128-D encodings (k,128) of the faces at `boxes` in `rgb`."""
+        return self.encode_chips(self.chips(rgb, boxes), jitter)

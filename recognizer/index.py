@@ -1,0 +1,224 @@
+"""The enrolled-face index: 128-D encodings with their person names, stored as `.npz` + JSON manifest.
+
+Layout of an index directory (default `encodings/`)::
+
+    index.npz   arrays: encodings (N,128) float32, names (N,) str, sources (N,) str   (no pickle)
+    index.json  manifest: format, model, count, people, created, updated, npz_sha256
+
+An index built with another face model is refused (distances between models mean nothing).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "dlib_face_recognition_resnet_model_v1"
+FORMAT_VERSION = 1
+NPZ_NAME = "index.npz"
+MANIFEST_NAME = "index.json"
+DIM = 128
+
+
+class FaceIndexError(Exception):
+    """Base class for index problems."""
+
+
+class IndexMissing(FaceIndexError):
+    """No index has been built in that directory yet."""
+
+
+class IndexCorrupt(FaceIndexError):
+    """The index files exist but cannot be read consistently."""
+
+
+class IndexModelMismatch(FaceIndexError):
+    """The index was built with another face model."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class FaceIndex:
+    """An immutable set of enrolled encodings; `add` returns a new index."""
+
+    names: tuple[str, ...]
+    encodings: np.ndarray  # (N, 128) float32
+    sources: tuple[str, ...]
+    model: str = MODEL_ID
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if self.encodings.shape != (len(self.names), DIM) or len(self.sources) != len(self.names):
+            raise ValueError(
+                f"index arrays disagree: {self.encodings.shape} encodings, {len(self.names)} names, "
+                f"{len(self.sources)} sources"
+            )
+
+    @classmethod
+    def empty(cls) -> "FaceIndex":
+        return cls((), np.zeros((0, DIM), np.float32), (), MODEL_ID, _now())
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def people(self) -> list[str]:
+        """Distinct enrolled names, sorted."""
+        return sorted(set(self.names))
+
+    def add(self, name: str, encodings: np.ndarray, sources: Sequence[str]) -> "FaceIndex":
+        """Return a new index with `encodings` (k,128) of `name` appended."""
+        encodings = np.asarray(encodings, np.float32).reshape(-1, DIM)
+        return FaceIndex(
+            self.names + (name,) * len(encodings),
+            np.concatenate([self.encodings, encodings]),
+            self.sources + tuple(sources),
+            self.model,
+            self.created or _now(),
+        )
+
+    def without(self, name: str) -> "FaceIndex":
+        """Return a new index with every encoding of `name` removed."""
+        keep = [i for i, n in enumerate(self.names) if n != name]
+        return FaceIndex(
+            tuple(self.names[i] for i in keep),
+            self.encodings[keep],
+            tuple(self.sources[i] for i in keep),
+            self.model,
+            self.created,
+        )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_index(index: FaceIndex, directory: Path) -> None:
+    """Write the index atomically (npz first, then the manifest that names its hash)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        encodings=index.encodings.astype(np.float32),
+        names=np.array(index.names, dtype=str),
+        sources=np.array(index.sources, dtype=str),
+    )
+    data = buf.getvalue()
+    _atomic_write(directory / NPZ_NAME, data)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "model": index.model,
+        "dim": DIM,
+        "count": len(index),
+        "people": index.people,
+        "created": index.created or _now(),
+        "updated": _now(),
+        "npz_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    _atomic_write(directory / MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
+
+
+def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
+    """Read an index; raise IndexMissing, IndexCorrupt or IndexModelMismatch with a clear message."""
+    directory = Path(directory)
+    manifest_path, npz_path = directory / MANIFEST_NAME, directory / NPZ_NAME
+    if not manifest_path.exists():
+        raise IndexMissing(f"no face index in {directory}: build one with `facemon-enroll`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        data = npz_path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"cannot read the face index in {directory}: {exc}") from exc
+    if manifest.get("model") != model:
+        raise IndexModelMismatch(
+            f"the face index in {directory} was built with model {manifest.get('model')!r}, "
+            f"but this recognizer uses {model!r}: rebuild it with `facemon-enroll`"
+        )
+    if manifest.get("npz_sha256") != hashlib.sha256(data).hexdigest():
+        raise IndexCorrupt(f"{npz_path} does not match its manifest (written while we read? rebuild if it persists)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            encodings = npz["encodings"].astype(np.float32)
+            names = tuple(str(n) for n in npz["names"])
+            sources = tuple(str(s) for s in npz["sources"])
+        return FaceIndex(names, encodings.reshape(-1, DIM), sources, model, manifest.get("created", ""))
+    except (ValueError, KeyError, OSError) as exc:
+        raise IndexCorrupt(f"cannot parse {npz_path}: {exc}") from exc
+
+
+class IndexStore:
+    """Thread-safe holder of the live index: reloads it when the files change, persists additions."""
+
+    def __init__(self, directory: Path, model: str = MODEL_ID) -> None:
+        self.directory = Path(directory)
+        self.model = model
+        self._lock = threading.Lock()
+        self._stamp: Optional[tuple[int, int]] = None
+        self._index = FaceIndex.empty()
+        self.reload_if_changed()
+
+    def _file_stamp(self) -> Optional[tuple[int, int]]:
+        try:
+            st = (self.directory / MANIFEST_NAME).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    @property
+    def index(self) -> FaceIndex:
+        return self._index
+
+    def reload_if_changed(self) -> bool:
+        """Reload the index if its manifest changed on disk; True if a new index was loaded.
+
+        A bad index on disk is logged and the previous one kept, so a half-written or
+        foreign index never takes the recognizer down.
+        """
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return False
+        with self._lock:
+            if stamp is None:
+                self._stamp = None
+                log.warning("no face index in %s yet: every face is unknown until people are enrolled", self.directory)
+                return False
+            try:
+                index = load_index(self.directory, self.model)
+            except IndexMissing:
+                return False
+            except FaceIndexError as exc:
+                log.error("keeping the previous face index: %s", exc)
+                self._stamp = stamp  # don't retry until it changes again
+                return False
+            self._index, self._stamp = index, stamp
+        log.info("loaded face index: %d encodings of %d people", len(index), len(index.people))
+        return True
+
+    def add(self, name: str, encodings: np.ndarray, sources: Sequence[str]) -> FaceIndex:
+        """Append encodings of `name`, persist atomically, and return the new index."""
+        with self._lock:
+            index = self._index.add(name, encodings, sources)
+            save_index(index, self.directory)
+            self._index, self._stamp = index, self._file_stamp()
+        log.info("enrolled %s: index now holds %d encodings", name, len(index))
+        return index

@@ -1,0 +1,244 @@
+"""Wire protocol between edge and recognizer: framing and message shapes, no sockets ("sans-IO").
+
+Every message on the TCP stream is::
+
+    uint32 body_length   (big-endian; length of everything after these 4 bytes)
+    uint8  kind          (MessageKind)
+    uint32 header_length (big-endian; length of the JSON header)
+    bytes  header        (UTF-8 JSON object)
+    bytes  payload       (the rest of the body: a JPEG image, or empty)
+
+`body_length` is checked against the receiver's cap *before* anything is buffered, so a peer
+cannot make us allocate more than the cap. A clean EOF between messages is a normal close; EOF
+inside a message is `TruncatedMessage`. See docs/protocol.md for the full message catalogue.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE = 8 * 1024 * 1024  # 8 MiB: a 1080p JPEG at high quality is ~1 MiB
+MAX_HEADER = 64 * 1024
+
+_LENGTH = struct.Struct("!I")
+_PREFIX = struct.Struct("!BI")  # kind, header_length
+_MIN_BODY = _PREFIX.size
+
+
+class MessageKind(enum.IntEnum):
+    HELLO = 0x01  # edge -> recognizer: station, login, token, protocol
+    WELCOME = 0x02  # recognizer -> edge: handshake accepted
+    REFUSE = 0x03  # recognizer -> edge: handshake refused, with reason; connection then closes
+    FRAME = 0x10  # edge -> recognizer: seq, ts + JPEG
+    RESULT = 0x11  # recognizer -> edge: seq, faces, error? + annotated JPEG
+    ENROL = 0x20  # edge -> recognizer: name, request_id + JPEG
+    ENROL_RESULT = 0x21  # recognizer -> edge: request_id, ok, reason
+    SESSION = 0x30  # edge -> recognizer: login change
+    HEARTBEAT = 0x40  # either way: ts; the recognizer echoes it
+    ERROR = 0x7F  # recognizer -> edge: protocol error, with reason; connection then closes
+
+
+class ProtocolError(Exception):
+    """The peer sent something that breaks the protocol; the connection must be closed."""
+
+
+class MessageTooLarge(ProtocolError):
+    """A length field exceeds the receiver's cap."""
+
+
+class MalformedMessage(ProtocolError):
+    """Bytes that do not parse as a message (bad kind, bad JSON, bad header field)."""
+
+
+class TruncatedMessage(ProtocolError):
+    """The stream ended in the middle of a message."""
+
+
+class UsageError(ValueError):
+    """This program misused the protocol module (e.g. tried to send an oversized message)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One protocol message: its kind, a JSON-able header and an optional binary payload."""
+
+    kind: MessageKind
+    header: dict = field(default_factory=dict)
+    payload: bytes = b""
+
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ...) -> Any:
+        """Return header[key] checked against `typ`; raise MalformedMessage if absent or mistyped."""
+        if key not in self.header:
+            if default is not ...:
+                return default
+            raise MalformedMessage(f"{self.kind.name} header lacks {key!r}")
+        value = self.header[key]
+        # bool is an int subclass; a JSON true must not pass as a sequence number
+        if isinstance(value, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,)):
+            raise MalformedMessage(f"{self.kind.name} header field {key!r} has the wrong type")
+        if not isinstance(value, typ):
+            raise MalformedMessage(f"{self.kind.name} header field {key!r} has the wrong type")
+        return value
+
+
+def encode(message: Message, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes:
+    """Serialise a message to bytes ready for one `sendall`."""
+    if not isinstance(message.header, dict):
+        raise UsageError("header must be a dict")
+    try:
+        header = json.dumps(message.header, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"header is not JSON-serialisable: {exc}") from exc
+    if len(header) > MAX_HEADER:
+        raise UsageError(f"header is {len(header)} bytes; the limit is {MAX_HEADER}")
+    body_length = _PREFIX.size + len(header) + len(message.payload)
+    if body_length > max_size:
+        raise UsageError(f"message body is {body_length} bytes; the limit is {max_size}")
+    return b"".join(
+        (_LENGTH.pack(body_length), _PREFIX.pack(int(message.kind), len(header)), header, message.payload)
+    )
+
+
+def decode_body(body: bytes) -> Message:
+    """Parse one message body (everything after the 4-byte length)."""
+    if len(body) < _MIN_BODY:
+        raise MalformedMessage(f"message body of {len(body)} bytes is shorter than its prefix")
+    kind_value, header_length = _PREFIX.unpack_from(body)
+    try:
+        kind = MessageKind(kind_value)
+    except ValueError:
+        raise MalformedMessage(f"unknown message kind 0x{kind_value:02x}") from None
+    if header_length > MAX_HEADER or _PREFIX.size + header_length > len(body):
+        raise MalformedMessage(f"header length {header_length} does not fit the message")
+    raw = body[_PREFIX.size : _PREFIX.size + header_length]
+    try:
+        header = json.loads(raw.decode("utf-8")) if raw else {}
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise MalformedMessage("header must be a JSON object")
+    return Message(kind, header, bytes(body[_PREFIX.size + header_length :]))
+
+
+class Decoder:
+    """Incremental decoder: feed bytes as they arrive, take whole messages out.
+
+    Holds at most one message body (bounded by `max_size`) plus one partial length field.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE) -> None:
+        if max_size < _MIN_BODY:
+            raise UsageError(f"max_size must be at least {_MIN_BODY}")
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._need: Optional[int] = None  # body length of the message being read
+        self._eof = False
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes. An empty `data` means the peer closed the stream."""
+        if self._eof:
+            raise UsageError("feed() after end of stream")
+        if not data:
+            self._eof = True
+            return
+        self._buffer += data
+        self._check_length()
+
+    def _check_length(self) -> None:
+        if self._need is None and len(self._buffer) >= _LENGTH.size:
+            (need,) = _LENGTH.unpack_from(self._buffer)
+            if need > self.max_size:
+                raise MessageTooLarge(f"peer announced a {need}-byte message; the limit is {self.max_size}")
+            if need < _MIN_BODY:
+                raise MalformedMessage(f"peer announced a {need}-byte message, below the minimum {_MIN_BODY}")
+            self._need = need
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as messages."""
+        return len(self._buffer)
+
+    def next_message(self) -> Optional[Message]:
+        """Return the next complete message, or None if more bytes are needed (or the stream ended cleanly).
+
+        Raises TruncatedMessage if the stream ended inside a message.
+        """
+        self._check_length()
+        if self._need is not None and len(self._buffer) >= _LENGTH.size + self._need:
+            end = _LENGTH.size + self._need
+            body = bytes(self._buffer[_LENGTH.size : end])
+            del self._buffer[:end]
+            self._need = None
+            self._check_length()
+            return decode_body(body)
+        if self._eof and self._buffer:
+            raise TruncatedMessage(f"stream ended inside a message ({len(self._buffer)} bytes pending)")
+        return None
+
+    @property
+    def closed(self) -> bool:
+        """True once the peer closed cleanly and every message has been taken out."""
+        return self._eof and not self._buffer
+
+    def messages(self) -> Iterator[Message]:
+        """Yield every complete message currently buffered."""
+        while (msg := self.next_message()) is not None:
+            yield msg
+
+
+# ---- message builders: one place that knows each message's header fields ----
+
+
+def hello(station: str, login: str, token: str, client: str = "facemon-edge") -> Message:
+    return Message(
+        MessageKind.HELLO,
+        {"protocol": PROTOCOL_VERSION, "station": station, "login": login, "token": token, "client": client},
+    )
+
+
+def welcome(server: str, max_in_flight: int, heartbeat_s: float) -> Message:
+    return Message(
+        MessageKind.WELCOME,
+        {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s},
+    )
+
+
+def refuse(code: str, reason: str) -> Message:
+    return Message(MessageKind.REFUSE, {"code": code, "reason": reason})
+
+
+def error(code: str, reason: str) -> Message:
+    return Message(MessageKind.ERROR, {"code": code, "reason": reason})
+
+
+def frame(seq: int, ts: float, jpeg: bytes) -> Message:
+    return Message(MessageKind.FRAME, {"seq": seq, "ts": ts}, jpeg)
+
+
+def result(seq: int, ts: float, faces: list, jpeg: bytes = b"", error: Optional[str] = None, **extra: Any) -> Message:
+    header: dict = {"seq": seq, "ts": ts, "faces": faces, **extra}
+    if error is not None:
+        header["error"] = error
+    return Message(MessageKind.RESULT, header, jpeg)
+
+
+def enrol(request_id: str, name: str, jpeg: bytes) -> Message:
+    return Message(MessageKind.ENROL, {"request_id": request_id, "name": name}, jpeg)
+
+
+def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0) -> Message:
+    return Message(
+        MessageKind.ENROL_RESULT, {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
+    )
+
+
+def session(login: str) -> Message:
+    return Message(MessageKind.SESSION, {"login": login})
+
+
+def heartbeat(ts: float) -> Message:
+    return Message(MessageKind.HEARTBEAT, {"ts": ts})

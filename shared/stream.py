@@ -1,0 +1,58 @@
+"""Blocking socket shell over `shared.protocol`: send and receive whole messages."""
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Optional
+
+from shared import protocol
+from shared.protocol import Message
+
+_RECV_CHUNK = 256 * 1024
+
+
+class MessageStream:
+    """A connected TCP socket that speaks `shared.protocol` messages.
+
+    `send` may be called from several threads (a lock keeps messages whole); `recv` from one.
+    """
+
+    def __init__(self, sock: socket.socket, max_size: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+        self.sock = sock
+        self.max_size = max_size
+        self._decoder = protocol.Decoder(max_size)
+        self._send_lock = threading.Lock()
+        try:
+            # Header and payload go out in one sendall; no reason to wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def send(self, message: Message) -> None:
+        """Send one message (raises OSError if the connection is gone)."""
+        data = protocol.encode(message, self.max_size)
+        with self._send_lock:
+            self.sock.sendall(data)
+
+    def recv(self) -> Optional[Message]:
+        """Block for the next message; None on a clean close between messages.
+
+        Raises ProtocolError for a malformed, oversized or truncated message, socket.timeout
+        when the socket's timeout elapses with no complete message, OSError on a broken socket.
+        """
+        while True:
+            msg = self._decoder.next_message()
+            if msg is not None:
+                return msg
+            if self._decoder.closed:
+                return None
+            data = self.sock.recv(_RECV_CHUNK)
+            self._decoder.feed(data)
+
+    def close(self) -> None:
+        """Shut the connection down; safe to call twice and from another thread."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
