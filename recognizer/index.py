@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -52,6 +53,36 @@ def _now() -> str:
 
 
 @dataclass(frozen=True)
+class LabelArrays:
+    """Integer view of an index for vectorised matching, built once per index (see `FaceIndex.arrays`).
+
+    Encodings are grouped by person so per-person minima and vote counts are one `reduceat` each.
+    """
+
+    people: tuple[str, ...]  # label -> name, in order of first enrolment
+    labels: np.ndarray  # (N,) int32 label of each encoding, in the grouped order
+    counts: np.ndarray  # (P,) int32 enrolled encodings per person
+    starts: np.ndarray  # (P,) int64 first position of each person in the grouped order
+    grouped: np.ndarray  # (N, 128) float32 encodings grouped by person (a view when already grouped)
+    sq_norms: np.ndarray  # (N,) float32 squared norms of `grouped`
+
+    @classmethod
+    def build(cls, names: Sequence[str], encodings: np.ndarray) -> "LabelArrays":
+        """Label `names` by first appearance and group `encodings` (N,128) by label."""
+        first: dict[str, int] = {}
+        raw = np.fromiter((first.setdefault(n, len(first)) for n in names), np.int32, len(names))
+        if np.all(raw[1:] >= raw[:-1]):  # enrolled person by person: no copy needed
+            labels, grouped = raw, encodings
+        else:
+            order = np.argsort(raw, kind="stable")
+            labels, grouped = raw[order], np.ascontiguousarray(encodings[order])
+        counts = np.bincount(labels, minlength=len(first)).astype(np.int32)
+        starts = (np.cumsum(counts) - counts).astype(np.int64)
+        sq = np.einsum("ij,ij->i", grouped, grouped).astype(np.float32)
+        return cls(tuple(first), labels, counts, starts, grouped, sq)
+
+
+@dataclass(frozen=True)
 class FaceIndex:
     """An immutable set of enrolled encodings; `add` returns a new index."""
 
@@ -74,6 +105,11 @@ class FaceIndex:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    @cached_property
+    def arrays(self) -> LabelArrays:
+        """Integer labels, per-person counts and grouped encodings, computed once (the index is immutable)."""
+        return LabelArrays.build(self.names, self.encodings)
 
     @property
     def people(self) -> list[str]:

@@ -1,17 +1,33 @@
-"""Matching face encodings against the enrolled index by voting.
+"""Matching face encodings against the enrolled index: the seeds' vote and the open-set decision.
 
-The seeds' rule: every enrolled encoding within `tolerance` (Euclidean distance between 128-D
-dlib encodings; 0.6 is dlib's usual operating point, lower is stricter) votes for its person;
+The seeds' rule (`vote`): every enrolled encoding within `tolerance` (Euclidean distance between
+128-D dlib encodings; 0.6 is dlib's usual operating point, lower is stricter) votes for its person;
 the person with most votes wins; no votes means unknown.
+
+The open-set rule (`evidence` per frame, `IdentityVoter` per track) keeps that vote and adds what
+makes "unknown" reliable: a frame supports a person only when that person is the nearest identity
+(`accept_distance`, optionally per person), leads the second-best identity by `margin`, and holds
+`min_votes` votes; a track is named only after `need` of its last `window` frames agree, and keeps
+its name until `need` frames say otherwise (hysteresis). See docs/recognition.md.
 """
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from recognizer.index import FaceIndex
+from recognizer.index import DIM, FaceIndex
+
+log = logging.getLogger(__name__)
+
+PENDING, KNOWN, UNKNOWN = "pending", "known", "unknown"
+STATES = (PENDING, KNOWN, UNKNOWN)
+# kinds of frame evidence
+SUPPORT, WEAK, NONE = "support", "weak", "none"
 
 
 @dataclass(frozen=True)
@@ -35,32 +51,330 @@ class Match:
     votes: int
 
 
-def distances(index: FaceIndex, encodings: np.ndarray) -> np.ndarray:
-    """Euclidean distances (k, N) between k query encodings and the N enrolled ones."""
-    q = np.asarray(encodings, np.float32).reshape(-1, index.encodings.shape[1])
-    e = index.encodings
+def _as_queries(index: FaceIndex, encodings: np.ndarray) -> np.ndarray:
+    q = np.asarray(encodings, np.float32)
+    if q.size % DIM:
+        raise ValueError(f"encodings must be (k, {DIM}) dlib face encodings, got shape {q.shape}")
+    return q.reshape(-1, DIM)
+
+
+def _sq_distances(q: np.ndarray, e: np.ndarray, e_sq: np.ndarray) -> np.ndarray:
     # |q-e|^2 = |q|^2 + |e|^2 - 2 q.e : one matrix product instead of a (k,N,128) temporary
-    d2 = (q * q).sum(1)[:, None] + (e * e).sum(1)[None, :] - 2.0 * (q @ e.T)
-    return np.sqrt(np.maximum(d2, 0.0))
+    d2 = (q * q).sum(1)[:, None] + e_sq[None, :] - 2.0 * (q @ e.T)
+    return np.maximum(d2, 0.0, out=d2)
+
+
+def distances(index: FaceIndex, encodings: np.ndarray) -> np.ndarray:
+    """Euclidean distances (k, N) between k query encodings and the N enrolled ones (index order)."""
+    q = _as_queries(index, encodings)
+    e = index.encodings
+    return np.sqrt(_sq_distances(q, e, np.einsum("ij,ij->i", e, e)))
+
+
+@dataclass(frozen=True)
+class PersonScores:
+    """Per-person figures for k faces against an index with P people (all arrays (k, P))."""
+
+    people: tuple[str, ...]  # label -> name
+    nearest: np.ndarray  # (k,P) float32 distance to each person's closest enrolled encoding
+    votes: np.ndarray  # (k,P) int32 enrolled encodings of each person within `tolerance`
+
+
+def person_scores(index: FaceIndex, encodings: np.ndarray, tolerance: float) -> PersonScores:
+    """Nearest distance and vote count per person for k encodings: one matrix product, two `reduceat`s.
+
+    Encodings are grouped by person in `index.arrays`, so a person's minimum and votes are one
+    segment reduction each (the equivalent of `bincount` over integer labels, without a gather).
+    """
+    a = index.arrays
+    q = _as_queries(index, encodings)
+    k, p = len(q), len(a.people)
+    if p == 0 or k == 0:
+        return PersonScores(a.people, np.full((k, p), np.inf, np.float32), np.zeros((k, p), np.int32))
+    d2 = _sq_distances(q, a.grouped, a.sq_norms)
+    nearest = np.sqrt(np.minimum.reduceat(d2, a.starts, axis=1))
+    votes = np.add.reduceat(d2 <= np.float32(tolerance * tolerance), a.starts, axis=1, dtype=np.int32)
+    return PersonScores(a.people, nearest, votes)
 
 
 def vote(index: FaceIndex, encodings: np.ndarray, params: MatchParams = MatchParams()) -> list[Match]:
     """Match k encodings (k,128) with the seeds' vote; one Match per encoding."""
-    k = len(encodings)
-    if len(index) == 0:
-        return [Match(None, float("inf"), 0) for _ in range(k)]
-    d = distances(index, encodings)
-    names = np.array(index.names)
+    s = person_scores(index, encodings, params.tolerance)
     out = []
-    for row in d:
-        within = row <= params.tolerance
-        if not within.any():
-            out.append(Match(None, float(row.min()), 0))
+    for near, votes in zip(s.nearest, s.votes):
+        best = int(votes.max()) if votes.size else 0
+        if best == 0:
+            out.append(Match(None, float(near.min()) if near.size else float("inf"), 0))
             continue
-        voters, counts = np.unique(names[within], return_counts=True)
-        best = counts.max()
-        tied = voters[counts == best]
         # ties between equally voted people go to the one with the closest encoding
-        winner = min(tied, key=lambda n: row[names == n].min())
-        out.append(Match(str(winner), float(row[names == winner].min()), int(best)))
+        tied = np.flatnonzero(votes == best)
+        winner = int(tied[np.argmin(near[tied])])
+        out.append(Match(s.people[winner], float(near[winner]), best))
     return out
+
+
+@dataclass(frozen=True)
+class OpenSetParams:
+    """Open-set decision per frame and N-of-M accumulation per track (distances are Euclidean, dlib 128-D)."""
+
+    tolerance: float = 0.6
+    """Seeds' vote radius: enrolled encodings within this distance vote for their person; beyond it for
+    everyone, a frame matches nobody (0.6 is dlib's usual operating point)."""
+    accept_distance: float = 0.5
+    """Strict acceptance: the nearest person's closest encoding must be within this distance (≤ tolerance)."""
+    margin: float = 0.05
+    """The second-nearest person must be at least this much farther than the nearest (distance units)."""
+    min_votes: int = 2
+    """Votes (encodings within `tolerance`) the nearest person needs; capped at that person's enrolled count."""
+    person_slack: float = 0.0
+    """Per-person thresholds: accept_distance moves by each person's enrolled spread relative to the
+    index's median spread, by at most this much (distance units; 0 turns it off)."""
+    window: int = 5
+    """M: observations (encoded frames) remembered per track."""
+    need: int = 3
+    """N: observations out of the last `window` that must agree before a track is named or declared
+    unknown, and before it leaves a name (hysteresis); more than half of `window`."""
+    max_tracks: int = 1024
+    """Tracks remembered per station; the least recently observed is dropped beyond this."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tolerance < 2.0:
+            raise ValueError(f"tolerance must be between 0 and 2 (0.6 is typical), got {self.tolerance}")
+        if not 0.0 < self.accept_distance <= self.tolerance:
+            raise ValueError(
+                f"accept_distance must be in (0, tolerance={self.tolerance}] (0.5 is typical), got {self.accept_distance}"
+            )
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"margin must be in [0, 1) distance units (0.05 is typical), got {self.margin}")
+        if self.min_votes < 1:
+            raise ValueError(f"min_votes must be at least 1, got {self.min_votes}")
+        if not 0.0 <= self.person_slack <= 0.2:
+            raise ValueError(f"person_slack must be in [0, 0.2] distance units (0 = off), got {self.person_slack}")
+        if self.window < 1:
+            raise ValueError(f"window must be at least 1 observation, got {self.window}")
+        if not (self.window < 2 * self.need and self.need <= self.window):
+            raise ValueError(
+                f"need must be more than half of window and at most window (so a track cannot be named and "
+                f"unknown at once), got need={self.need}, window={self.window}"
+            )
+        if self.max_tracks < 1:
+            raise ValueError(f"max_tracks must be at least 1, got {self.max_tracks}")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one frame says about one face: `kind` is support (accepted for `name`), weak (someone within
+    tolerance but not accepted) or none (nobody within tolerance). `name` is the nearest person."""
+
+    kind: str
+    name: Optional[str]
+    distance: float  # to the nearest person's closest encoding
+    second: float  # to the second-nearest person's closest encoding (inf when fewer than 2 people)
+    votes: int  # of the nearest person
+
+
+def person_thresholds(index: FaceIndex, params: OpenSetParams) -> np.ndarray:
+    """Acceptance distance per person (P,): `accept_distance`, moved by at most `person_slack` by spread.
+
+    A person's spread is the mean distance between their own enrolled encodings; people whose photos
+    differ more get a looser threshold, tighter ones a stricter threshold, relative to the median.
+    People with a single encoding keep `accept_distance`. Never above `tolerance`.
+    """
+    a = index.arrays
+    base = np.full(len(a.people), params.accept_distance, np.float32)
+    if params.person_slack == 0.0 or len(a.people) == 0:
+        return base
+    spread = np.full(len(a.people), np.nan, np.float32)
+    for p, (start, count) in enumerate(zip(a.starts, a.counts)):
+        if count >= 2:
+            e = a.grouped[start:start + count]
+            d = np.sqrt(np.maximum(_sq_distances(e, e, a.sq_norms[start:start + count]), 0.0))
+            spread[p] = d[np.triu_indices(count, 1)].mean()
+    if np.all(np.isnan(spread)):
+        return base
+    shift = np.clip(np.nan_to_num(spread - np.nanmedian(spread)), -params.person_slack, params.person_slack)
+    return np.minimum(base + shift, params.tolerance).astype(np.float32)
+
+
+_THRESHOLDS: dict[tuple[int, float, float], np.ndarray] = {}
+
+
+def _thresholds(index: FaceIndex, params: OpenSetParams) -> np.ndarray:
+    if params.person_slack == 0.0:
+        return np.full(len(index.arrays.people), params.accept_distance, np.float32)
+    key = (id(index.arrays), params.accept_distance, params.person_slack)
+    if key not in _THRESHOLDS:
+        if len(_THRESHOLDS) > 16:  # indexes are few and replaced rarely
+            _THRESHOLDS.clear()
+        _THRESHOLDS[key] = person_thresholds(index, params)
+    return _THRESHOLDS[key]
+
+
+def evidence(index: FaceIndex, encodings: np.ndarray, params: OpenSetParams = OpenSetParams()) -> list[Evidence]:
+    """Open-set evidence of k encodings (k,128) from one frame, one matrix product for all of them."""
+    s = person_scores(index, encodings, params.tolerance)
+    k, p = s.nearest.shape
+    if p == 0:
+        return [Evidence(NONE, None, float("inf"), float("inf"), 0) for _ in range(k)]
+    rows = np.arange(k)
+    best = np.argmin(s.nearest, axis=1)
+    d1 = s.nearest[rows, best]
+    d2 = np.partition(s.nearest, 1, axis=1)[:, 1] if p > 1 else np.full(k, np.inf, np.float32)
+    v1 = s.votes[rows, best]
+    others = s.votes.copy()
+    others[rows, best] = 0
+    need_votes = np.minimum(params.min_votes, index.arrays.counts[best])
+    accepted = (
+        (d1 <= _thresholds(index, params)[best])
+        & (d2 - d1 >= params.margin)
+        & (v1 >= need_votes)
+        & (v1 >= others.max(axis=1))  # the nearest person must also lead the seeds' vote
+    )
+    out = []
+    for i in range(k):
+        kind = SUPPORT if accepted[i] else (WEAK if d1[i] <= params.tolerance else NONE)
+        out.append(Evidence(kind, s.people[best[i]], float(d1[i]), float(d2[i]), int(v1[i])))
+    return out
+
+
+@dataclass(frozen=True)
+class TrackIdentity:
+    """Who a tracked face is: `state` pending (not enough evidence yet), known (`name` set) or unknown.
+
+    `distance` is the best (smallest) distance to `name` over the window when known, to anyone when
+    unknown, the last frame's when pending; `confidence` is the share (0–1) of the window's
+    observations that agree with the state; `observations` counts frames observed for the track.
+    """
+
+    name: Optional[str]
+    state: str
+    distance: float
+    confidence: float
+    observations: int
+
+
+_NEW = TrackIdentity(None, PENDING, float("inf"), 0.0, 0)
+
+
+class _Track:
+    __slots__ = ("history", "identity")
+
+    def __init__(self, window: int) -> None:
+        self.history: deque[Evidence] = deque(maxlen=window)
+        self.identity = _NEW
+
+
+def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> TrackIdentity:
+    """N-of-M with hysteresis over a track's recent evidence (pure).
+
+    Pending or unknown -> known X: `need` of the window accepted for X. Pending -> unknown: `need` of
+    the window accepted for nobody (weak or none). Known X -> Y or unknown: see below.
+    """
+    n_obs = prev.observations + 1
+    total = len(history)
+    support: dict[str, int] = {}
+    for e in history:
+        if e.kind == SUPPORT:
+            support[e.name] = support.get(e.name, 0) + 1
+    leader, lead = max(support.items(), key=lambda kv: kv[1]) if support else (None, 0)
+    unmatched = total - sum(support.values())  # weak + none
+
+    def known(name: str) -> TrackIdentity:
+        dist = min(e.distance for e in history if e.kind == SUPPORT and e.name == name) if support.get(name) else prev.distance
+        return TrackIdentity(name, KNOWN, dist, support.get(name, 0) / total, n_obs)
+
+    def unknown() -> TrackIdentity:
+        return TrackIdentity(None, UNKNOWN, min(e.distance for e in history), unmatched / total, n_obs)
+
+    if prev.state == KNOWN:
+        # a name is left only on strong contrary evidence: the last `need` frames all accepted for one
+        # other person, or all matching nobody; weak frames never remove a name, and frames
+        # alternating between two people cannot make it flip back and forth
+        recent = list(history)[-params.need:]
+        if len(recent) == params.need and all(e.kind == SUPPORT and e.name == recent[0].name != prev.name for e in recent):
+            return known(recent[0].name)
+        if len(recent) == params.need and all(e.kind == NONE for e in recent):
+            return unknown()
+        return known(prev.name)
+    if lead >= params.need:
+        return known(leader)
+    if unmatched >= params.need:
+        return unknown()
+    if prev.state == UNKNOWN:
+        return unknown()
+    last = history[-1]
+    return TrackIdentity(None, PENDING, last.distance, lead / total, n_obs)
+
+
+class IdentityVoter:
+    """Per-track identity for one station: frame evidence accumulated N of M with hysteresis.
+
+    Thread-safe; tracks are forgotten by `forget` or, beyond `max_tracks`, least recently observed first.
+    """
+
+    def __init__(self, params: OpenSetParams = OpenSetParams()) -> None:
+        self.params = params
+        self._tracks: OrderedDict[int, _Track] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _update(self, track_id: int, ev: Evidence) -> TrackIdentity:
+        track = self._tracks.pop(track_id, None) or _Track(self.params.window)
+        self._tracks[track_id] = track
+        while len(self._tracks) > self.params.max_tracks:
+            dropped, _ = self._tracks.popitem(last=False)
+            log.debug("dropping identity history of track %d (max_tracks %d)", dropped, self.params.max_tracks)
+        track.history.append(ev)
+        before = track.identity
+        track.identity = _decide(before, track.history, self.params)
+        if (before.state, before.name) != (track.identity.state, track.identity.name):
+            log.debug("track %d: %s %s -> %s %s", track_id, before.state, before.name,
+                      track.identity.state, track.identity.name)
+        return track.identity
+
+    def observe(self, track_id: int, index: FaceIndex, encodings: np.ndarray) -> TrackIdentity:
+        """Add one frame's encodings (k,128) of `track_id` (averaged into one observation) and return its identity."""
+        return self.observe_many([(track_id, encodings)], index)[track_id]
+
+    def observe_many(self, observations: list[tuple[int, np.ndarray]], index: FaceIndex) -> dict[int, TrackIdentity]:
+        """Add one frame's observations of several tracks, matched in one matrix product."""
+        queries, ids = [], []
+        for track_id, enc in observations:
+            q = _as_queries(index, enc)
+            if len(q):
+                # several encodings of one face in one frame are one observation, not several votes
+                queries.append(q.mean(axis=0))
+                ids.append(track_id)
+        evs = evidence(index, np.stack(queries), self.params) if queries else []
+        out: dict[int, TrackIdentity] = {}
+        with self._lock:
+            for track_id, ev in zip(ids, evs):
+                out[track_id] = self._update(track_id, ev)
+            for track_id, _ in observations:
+                if track_id not in out:
+                    out[track_id] = self._current(track_id)
+        return out
+
+    def _current(self, track_id: int) -> TrackIdentity:
+        track = self._tracks.get(track_id)
+        return track.identity if track else _NEW
+
+    def current(self, track_id: int) -> TrackIdentity:
+        """The track's identity now (pending with no observations for a track never seen)."""
+        with self._lock:
+            return self._current(track_id)
+
+    def forget(self, track_id: int) -> None:
+        """Drop a track's history (it left the picture)."""
+        with self._lock:
+            self._tracks.pop(track_id, None)
+
+    def needs_more(self, track_id: int) -> bool:
+        """True while the track is undecided or its last observation disagrees with its state."""
+        with self._lock:
+            track = self._tracks.get(track_id)
+            if track is None or track.identity.state == PENDING:
+                return True
+            last = track.history[-1]
+            if track.identity.state == KNOWN:
+                return not (last.kind == SUPPORT and last.name == track.identity.name)
+            return last.kind == SUPPORT
