@@ -1,0 +1,68 @@
+"""Console entry `facemon-recognizer`: read config, build the models and the server, serve until signalled."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Optional, Sequence
+
+from shared.config import ConfigError, add_env_argument, parse_bool, setup_logging
+
+log = logging.getLogger("recognizer")
+ENV = "FACEMON_RECOGNIZER"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facemon-recognizer",
+        description="Face recognizer server: edges stream JPEG frames over TCP; it answers with annotated "
+        "frames and per-face results. Every flag can also be set by the environment variable shown.",
+    )
+    a = lambda *args, **kw: add_env_argument(p, ENV, *args, **kw)  # noqa: E731
+    a("--host", "0.0.0.0", "address to listen on")
+    a("--port", 8002, "TCP port for edges", int)
+    a("--token", "", "shared secret every edge must present (empty: accept any, for a closed lab network only)")
+    a("--index", "encodings", "folder of the face index (index.npz + index.json)")
+    a("--known-faces", "known_faces", "folder where captured enrolment photos are kept (<name>/*.jpg)")
+    a("--detector", "hog", "face detector: hog (CPU) or cnn (dlib MMOD; use with a CUDA build of dlib)")
+    a("--upsample", 0, "times to upsample before detecting (finds smaller faces; each step ~4x slower)", int)
+    a("--downscale", 1.0, "detect on the frame resized by this factor (0.25..1; e.g. 0.5 = half size)", float)
+    a("--tolerance", 0.6, "vote radius: enrolled encodings within this distance vote (lower is stricter)", float)
+    a("--workers", 0, "encoder processes (0 = one per CPU core)", int)
+    a("--max-stations", 32, "most stations served at once", int)
+    a("--max-in-flight", 2, "frames an edge may have outstanding", int)
+    a("--liveness", False, "blink liveness per face", parse_bool)
+    a("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log_level)
+        from recognizer.app import RecognizerApp, RecognizerSettings
+
+        settings = RecognizerSettings.from_args(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"facemon-recognizer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.server.token:
+        log.warning("no --token set: any client on the network can connect")
+    app = RecognizerApp(settings)
+    try:
+        app.start()
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot start: %s", exc)
+        app.stop()
+        return 1
+    stop = lambda *_: app.request_stop()  # noqa: E731
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    app.wait()
+    app.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

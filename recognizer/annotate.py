@@ -1,0 +1,38 @@
+"""Drawing results onto frames: a box per face, with name (or "unknown"), and liveness."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+# BGR colours by identity state
+COLOURS = {"known": (60, 180, 60), "unknown": (40, 40, 220), "pending": (0, 200, 230)}
+
+
+def label_for(face: dict) -> str:
+    """Text drawn under a face: name or state, plus liveness when it is not plain 'unknown'."""
+    state = face.get("state", "pending")
+    text = face.get("name") if state == "known" and face.get("name") else ("unknown" if state == "unknown" else "...")
+    live = face.get("liveness")
+    if live and live not in ("unknown", None):
+        text += f" [{live}]"
+    return text
+
+
+def draw_faces(bgr: np.ndarray, faces: Sequence[dict]) -> np.ndarray:
+    """Draw each face's box and label onto `bgr` in place and return it."""
+    h, w = bgr.shape[:2]
+    scale = max(0.4, min(1.0, w / 900))
+    for face in faces:
+        top, right, bottom, left = face["box"]
+        colour = COLOURS.get(face.get("state", "pending"), COLOURS["pending"])
+        if face.get("liveness") == "no_blink":
+            colour = (0, 0, 255)
+        cv2.rectangle(bgr, (left, top), (right, bottom), colour, 2)
+        text = label_for(face)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 1)
+        y = min(bottom + th + base + 6, h - 1)
+        cv2.rectangle(bgr, (left, y - th - base - 6), (left + tw + 8, y), colour, cv2.FILLED)
+        cv2.putText(bgr, text, (left + 4, y - base - 2), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return bgr

@@ -1,0 +1,187 @@
+"""Enrolment: known faces as images in `known_faces/<name>/*.jpg`, built into the index in `encodings/`.
+
+`facemon-enroll` builds the whole index from the folder (also importing the seeds' flat
+`name1.jpg … name6.jpg` files); `Enroller` adds one captured face while the recognizer runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import cv2
+import numpy as np
+
+from recognizer.detect import FaceEngine
+from recognizer.imageio import BadImage, decode_image, encode_jpeg
+from recognizer.index import FaceIndex, IndexStore, save_index
+from shared.names import InvalidName, validate_name
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+MIN_FACE_PX = 60  # smaller faces give unreliable encodings
+ENROL_UPSAMPLE = 1  # enrolment photos are few: look harder for smaller faces
+_FLAT = re.compile(r"^(?P<name>.+?)[ _-]?\d+$")
+
+
+class EnrolRefused(ValueError):
+    """An image that cannot be enrolled, with the reason a user can act on."""
+
+
+def face_encoding_for_enrolment(engine: FaceEngine, bgr: np.ndarray) -> np.ndarray:
+    """The (128,) encoding of the one face in `bgr`; EnrolRefused if there is none, several, or it is tiny."""
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    boxes = engine.detect(rgb, upsample=ENROL_UPSAMPLE)
+    if not boxes:
+        raise EnrolRefused("no face found in the image")
+    if len(boxes) > 1:
+        raise EnrolRefused(f"{len(boxes)} faces in the image; exactly one person must be in view")
+    top, right, bottom, left = boxes[0]
+    if min(bottom - top, right - left) < MIN_FACE_PX:
+        raise EnrolRefused(f"the face is smaller than {MIN_FACE_PX} px; come closer to the camera")
+    return engine.encode(rgb, boxes)[0]
+
+
+def collect_known_faces(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Images per person under `root`: `<name>/*.jpg` folders, and flat `name1.jpg` files (the seeds' naming).
+
+    Returns (images by name, skipped paths with the reason).
+    """
+    root = Path(root)
+    people: dict[str, list[Path]] = {}
+    skipped: list[tuple[Path, str]] = []
+    if not root.is_dir():
+        raise FileNotFoundError(f"known-faces folder not found: {root}")
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            try:
+                name = validate_name(entry.name, "folder name")
+            except InvalidName as exc:
+                skipped.append((entry, str(exc)))
+                continue
+            files = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                skipped.append((entry, "folder holds no .jpg/.jpeg/.png images"))
+            people.setdefault(name, []).extend(files)
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            m = _FLAT.match(entry.stem)
+            stem = m.group("name") if m else entry.stem
+            try:
+                people.setdefault(validate_name(stem, "file name"), []).append(entry)
+            except InvalidName as exc:
+                skipped.append((entry, str(exc)))
+    return people, skipped
+
+
+def build_index(
+    engine: FaceEngine,
+    root: Path,
+    progress: Optional[Callable[[int, int, Path], None]] = None,
+) -> tuple[FaceIndex, list[tuple[Path, str]]]:
+    """Encode every known-face image; return the index and the skipped images with reasons."""
+    people, skipped = collect_known_faces(root)
+    jobs = [(name, path) for name, paths in people.items() for path in paths]
+    index = FaceIndex.empty()
+    for i, (name, path) in enumerate(jobs):
+        if progress:
+            progress(i, len(jobs), path)
+        try:
+            encoding = face_encoding_for_enrolment(engine, decode_image(path.read_bytes()))
+        except (OSError, BadImage, EnrolRefused) as exc:
+            skipped.append((path, str(exc)))
+            continue
+        index = index.add(name, encoding[None, :], [str(path)])
+    if progress:
+        progress(len(jobs), len(jobs), Path(""))
+    return index, skipped
+
+
+@dataclass(frozen=True)
+class EnrolOutcome:
+    ok: bool
+    reason: str
+    name: str = ""
+    count: int = 0  # encodings of that person after enrolment
+
+
+class Enroller:
+    """Adds a captured face to the live index and keeps its photo under known_faces/<name>/."""
+
+    def __init__(self, engine: FaceEngine, store: IndexStore, known_faces: Path) -> None:
+        self.engine = engine
+        self.store = store
+        self.known_faces = Path(known_faces)
+        self._lock = threading.Lock()
+
+    def enrol(self, raw_name: object, image: bytes, by: str = "") -> EnrolOutcome:
+        """Validate, find exactly one face, encode, persist. Never raises for bad input."""
+        try:
+            name = validate_name(raw_name)
+            bgr = decode_image(image)
+            encoding = face_encoding_for_enrolment(self.engine, bgr)
+        except (InvalidName, BadImage, EnrolRefused) as exc:
+            return EnrolOutcome(False, str(exc))
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = self.known_faces / name
+        path = folder / f"capture-{stamp}.jpg"
+        with self._lock:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_jpeg(bgr, 95))
+            index = self.store.add(name, encoding[None, :], [str(path)])
+        count = sum(1 for n in index.names if n == name)
+        log.info("enrolled %r from a capture%s (%d images of them now)", name, f" by {by}" if by else "", count)
+        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''})", name, count)
+
+
+def _progress_bar(i: int, n: int, path: Path) -> None:
+    width = 30
+    done = int(width * i / max(n, 1))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {path.name[:40]:<40}")
+    if i >= n:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    """Console entry `facemon-enroll`: build encodings/ from known_faces/."""
+    from recognizer.detect import EngineConfig
+
+    parser = argparse.ArgumentParser(
+        prog="facemon-enroll",
+        description="Build the face index (encodings/index.npz + index.json) from known_faces/<name>/*.jpg "
+        "(flat name1.jpg files are imported too). Lists every image it skipped and why.",
+    )
+    parser.add_argument("--known-faces", type=Path, default=Path("known_faces"), help="folder of known people (default: %(default)s)")
+    parser.add_argument("--index", type=Path, default=Path("encodings"), help="output folder for the index (default: %(default)s)")
+    parser.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        engine = FaceEngine(EngineConfig(detector=args.detector))
+        index, skipped = build_index(engine, args.known_faces, None if args.quiet else _progress_bar)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"facemon-enroll: {exc}", file=sys.stderr)
+        return 2
+    save_index(index, args.index)
+    print(f"indexed {len(index)} images of {len(index.people)} people into {args.index}/")
+    for name in index.people:
+        print(f"  {name}: {index.names.count(name)}")
+    if skipped:
+        print(f"skipped {len(skipped)}:")
+        for path, reason in skipped:
+            print(f"  {path}: {reason}")
+    return 0 if len(index) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

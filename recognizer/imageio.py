@@ -1,0 +1,78 @@
+"""Turning untrusted JPEG bytes into images, with the size checked before decoding."""
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+MAX_PIXELS = 4096 * 4096  # a 16 MP frame; far above any desk camera
+
+
+class BadImage(ValueError):
+    """Bytes that are not a usable image (corrupt, not a JPEG, too large)."""
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) read from a JPEG's frame header, without decoding it."""
+    if len(data) < 4 or data[:2] != b"\xff\xd8":
+        raise BadImage("not a JPEG (missing the FFD8 start marker)")
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise BadImage("corrupt JPEG (bad marker)")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _SOF:
+            if i + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        if length < 2:
+            raise BadImage("corrupt JPEG (bad segment length)")
+        i += 2 + length
+    raise BadImage("corrupt JPEG (no frame header)")
+
+
+def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG bytes to a BGR uint8 image; BadImage with a reason otherwise."""
+    width, height = jpeg_dimensions(data)
+    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        raise BadImage("truncated JPEG (no end-of-image marker)")
+    if width == 0 or height == 0:
+        raise BadImage("JPEG has zero width or height")
+    if width * height > max_pixels:
+        raise BadImage(f"JPEG is {width}x{height}; the limit is {max_pixels} pixels")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadImage("corrupt JPEG (could not be decoded)")
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG or PNG file's bytes (enrolment images) to BGR; BadImage otherwise."""
+    if data[:2] == b"\xff\xd8":
+        return decode_jpeg(data, max_pixels)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadImage("unreadable image (not a JPEG or PNG, or corrupt)")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise BadImage(f"image is {image.shape[1]}x{image.shape[0]}; the limit is {max_pixels} pixels")
+    return image
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int = 80) -> bytes:
+    """Encode a BGR image as JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise BadImage("could not encode the image as JPEG")
+    return buf.tobytes()

@@ -1,0 +1,178 @@
+"""The per-frame path of one station: decode → detect → track → encode (only when needed) → vote → annotate.
+
+One `StationPipeline` per connected station holds that station's tracks and identity votes; the
+heavy models (`FaceEngine`, the encoder pool) are shared and passed in.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import cv2
+import numpy as np
+
+from recognizer.annotate import draw_faces
+from recognizer.detect import FaceEngine
+from recognizer.imageio import decode_jpeg, encode_jpeg
+from recognizer.index import IndexStore
+from recognizer.match import IdentityVoter, OpenSetParams
+from recognizer.track import Tracker, TrackerParams
+from recognizer.workers import ChipEncoder
+
+log = logging.getLogger(__name__)
+
+
+class Liveness(Protocol):
+    def update(self, track_id: int, t: float, landmarks68: np.ndarray, gray: np.ndarray): ...
+    def forget(self, track_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Per-frame work. `detect_scale`: detect on the frame resized by this factor (0.25..1; boxes are mapped
+    back); `reencode_every`: frames between re-encodings of a decided face; `pending_every`: frames between
+    encodings while its identity is undecided; `jpeg_quality`: annotated reply (1..100)."""
+
+    detect_scale: float = 1.0
+    reencode_every: int = 30
+    pending_every: int = 2
+    grow_reencode: float = 1.5  # re-encode when the box side changed by this factor since the last encoding
+    jpeg_quality: int = 80
+    min_face_px: int = 40
+    liveness: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.25 <= self.detect_scale <= 1.0:
+            raise ValueError(f"detect_scale must be between 0.25 and 1.0, got {self.detect_scale}")
+        if self.reencode_every < 1 or self.pending_every < 1:
+            raise ValueError("reencode_every and pending_every must be at least 1 frame")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+        if self.grow_reencode <= 1.0:
+            raise ValueError(f"grow_reencode must be > 1, got {self.grow_reencode}")
+
+
+@dataclass
+class FrameOutcome:
+    faces: list[dict]
+    annotated: bytes
+    timings_ms: dict = field(default_factory=dict)
+    encoded: int = 0  # faces encoded on this frame
+
+
+def _side(box) -> int:
+    return max(box[2] - box[0], box[1] - box[3])
+
+
+class StationPipeline:
+    """Processes one station's frames in order. Not thread-safe: one per station thread."""
+
+    def __init__(
+        self,
+        engine: FaceEngine,
+        encoder: ChipEncoder,
+        store: IndexStore,
+        config: PipelineConfig = PipelineConfig(),
+        match_params: OpenSetParams = OpenSetParams(),
+        tracker_params: TrackerParams = TrackerParams(),
+        liveness: Optional[Liveness] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.encoder = encoder
+        self.store = store
+        self.config = config
+        self.tracker = Tracker(tracker_params)
+        self.voter = IdentityVoter(match_params)
+        self.liveness = liveness if config.liveness else None
+        self.clock = clock
+        self._index_seen = None
+
+    def _needs_encoding(self, track) -> bool:
+        frame = self.tracker.frame
+        if track.encoded_frame < 0:
+            return True
+        since = frame - track.encoded_frame
+        if self.voter.needs_more(track.id):
+            return since >= self.config.pending_every
+        if since >= self.config.reencode_every:
+            return True
+        ratio = _side(track.box) / max(_side(track.encoded_box), 1)
+        return ratio >= self.config.grow_reencode or ratio <= 1 / self.config.grow_reencode
+
+    def process(self, jpeg: bytes) -> FrameOutcome:
+        """Run one frame; raises recognizer.imageio.BadImage for a corrupt JPEG (nothing else changes)."""
+        t0 = time.perf_counter()
+        bgr = decode_jpeg(jpeg)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        t1 = time.perf_counter()
+
+        scale = self.config.detect_scale
+        if scale < 1.0:
+            small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            boxes = [tuple(int(round(v / scale)) for v in b) for b in self.engine.detect(small)]
+        else:
+            boxes = self.engine.detect(rgb)
+        boxes = [b for b in boxes if _side(b) >= self.config.min_face_px * scale]
+        update = self.tracker.update(boxes)
+        t2 = time.perf_counter()
+
+        index = self.store.index
+        if index is not self._index_seen:  # enrolment or reload: let every face be judged again
+            for track in self.tracker.tracks.values():
+                track.encoded_frame = -1
+            self.voter = IdentityVoter(self.voter.params)
+            self._index_seen = index
+        for track_id in update.ended:
+            self.voter.forget(track_id)
+            if self.liveness:
+                self.liveness.forget(track_id)
+
+        todo = [t for t in update.tracks if self._needs_encoding(t)]
+        if todo:
+            chips = self.engine.chips(rgb, [t.box for t in todo])
+            encodings = self.encoder.encode_chips(chips)
+            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index)
+            for t in todo:
+                t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
+        t3 = time.perf_counter()
+
+        live = {}
+        if self.liveness and update.tracks:
+            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            now = self.clock()
+            for track, points in zip(update.tracks, self.engine.landmarks68(gray, [t.box for t in update.tracks])):
+                live[track.id] = self.liveness.update(track.id, now, points, gray)
+        t4 = time.perf_counter()
+
+        faces = []
+        for track in update.tracks:
+            ident = self.voter.current(track.id)
+            face = {
+                "box": list(track.box),
+                "track": track.id,
+                "name": ident.name if ident.state == "known" else None,
+                "state": ident.state,
+                "distance": None if not np.isfinite(ident.distance) else round(float(ident.distance), 4),
+                "confidence": round(float(ident.confidence), 3),
+                "liveness": "unknown",
+            }
+            if track.id in live:
+                result = live[track.id]
+                face["liveness"] = result.state.value
+                face["blinks"] = result.blinks
+            faces.append(face)
+        annotated = encode_jpeg(draw_faces(bgr, faces), self.config.jpeg_quality)
+        t5 = time.perf_counter()
+        timings = {
+            "decode": (t1 - t0) * 1e3,
+            "detect": (t2 - t1) * 1e3,
+            "encode": (t3 - t2) * 1e3,
+            "liveness": (t4 - t3) * 1e3,
+            "annotate": (t5 - t4) * 1e3,
+            "total": (t5 - t0) * 1e3,
+        }
+        log.debug("frame %d: %d faces, %d encoded, %.1f ms", self.tracker.frame, len(faces), len(todo), timings["total"])
+        return FrameOutcome(faces, annotated, {k: round(v, 2) for k, v in timings.items()}, len(todo))

@@ -1,0 +1,301 @@
+"""TCP server on :8002: one thread per station, each with its own pipeline; a bad station only hurts itself.
+
+Back-pressure instead of queues: a station thread reads its next frame only after answering the
+previous one, and the edge keeps at most `max_in_flight` frames outstanding, so nothing piles up
+when the server is slower than the camera.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from recognizer.enroll import Enroller
+from recognizer.imageio import BadImage
+from recognizer.index import IndexStore
+from recognizer.pipeline import FrameOutcome, StationPipeline
+from shared import protocol
+from shared.names import InvalidName, validate_name
+from shared.protocol import Message, MessageKind, ProtocolError
+from shared.stream import MessageStream
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "facemon-recognizer/0.1"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Network behaviour. Times in seconds; sizes in bytes."""
+
+    host: str = "0.0.0.0"
+    port: int = 8002
+    token: str = ""
+    max_stations: int = 32
+    max_message: int = protocol.DEFAULT_MAX_MESSAGE
+    max_in_flight: int = 2
+    heartbeat_s: float = 5.0
+    handshake_timeout_s: float = 5.0
+    idle_timeout_s: float = 30.0
+    index_poll_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.max_stations < 1 or self.max_in_flight < 1:
+            raise ValueError("max_stations and max_in_flight must be at least 1")
+        if self.max_message < 64 * 1024:
+            raise ValueError("max_message must be at least 64 KiB")
+        if self.idle_timeout_s <= self.heartbeat_s:
+            raise ValueError("idle_timeout_s must be longer than heartbeat_s")
+
+
+@dataclass
+class StationStatus:
+    """What the server knows of one connected station (read by status reporting)."""
+
+    station: str
+    login: str
+    peer: str
+    connected_at: float
+    frames: int = 0
+    errors: int = 0
+    last_seen: float = 0.0
+    fps: float = 0.0
+    faces: list = field(default_factory=list)
+
+
+FrameObserver = Callable[[StationStatus, FrameOutcome, bytes], None]
+
+
+class StationSession:
+    """One connected station: handshake, then frames, enrolment and heartbeats until it goes."""
+
+    def __init__(self, server: "RecognizerServer", sock: socket.socket, peer: str) -> None:
+        self.server = server
+        self.stream = MessageStream(sock, server.config.max_message)
+        self.peer = peer
+        self.status: Optional[StationStatus] = None
+        self.thread = threading.Thread(target=self._run, name=f"station-{peer}", daemon=True)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def _refuse(self, code: str, reason: str) -> None:
+        log.warning("refused %s: %s", self.peer, reason)
+        try:
+            self.stream.send(protocol.refuse(code, reason))
+        except OSError:
+            pass
+
+    def _handshake(self) -> bool:
+        cfg = self.server.config
+        self.stream.sock.settimeout(cfg.handshake_timeout_s)
+        msg = self.stream.recv()
+        if msg is None:
+            log.info("%s closed before the handshake", self.peer)
+            return False
+        if msg.kind != MessageKind.HELLO:
+            self._refuse("expected_hello", f"the first message must be HELLO, got {msg.kind.name}")
+            return False
+        version = msg.header.get("protocol")
+        if version != protocol.PROTOCOL_VERSION:
+            self._refuse("bad_version", f"this server speaks protocol {protocol.PROTOCOL_VERSION}, the client sent {version!r}")
+            return False
+        token = msg.header.get("token")
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), cfg.token.encode()):
+            self._refuse("bad_token", "wrong or missing token")
+            return False
+        try:
+            station = validate_name(msg.header.get("station"), "station id")
+            login = msg.get("login", str, "")
+        except (InvalidName, ProtocolError) as exc:
+            self._refuse("bad_station", str(exc))
+            return False
+        self.status = StationStatus(station, login, self.peer, time.time())
+        if not self.server._register(self):
+            self._refuse("server_full", f"the server already serves {cfg.max_stations} stations")
+            return False
+        self.stream.send(protocol.welcome(SERVER_NAME, cfg.max_in_flight, cfg.heartbeat_s))
+        log.info("station %s (login %r) connected from %s", station, login, self.peer)
+        return True
+
+    def _run(self) -> None:
+        registered = False
+        try:
+            registered = self._handshake()
+            if registered:
+                self.stream.sock.settimeout(self.server.config.idle_timeout_s)
+                self._serve()
+        except ProtocolError as exc:
+            log.warning("closing %s: %s", self.peer, exc)
+            try:
+                self.stream.send(protocol.error("protocol_error", str(exc)))
+            except OSError:
+                pass
+        except socket.timeout:
+            log.warning("closing %s: nothing received for %.0f s", self.peer, self.stream.sock.gettimeout() or 0)
+        except OSError as exc:
+            log.info("connection %s ended: %s", self.peer, exc)
+        finally:
+            self.close()
+            if registered:
+                self.server._unregister(self)
+                log.info("station %s disconnected", self.status.station if self.status else self.peer)
+
+    def _serve(self) -> None:
+        pipeline = self.server.new_pipeline()
+        assert self.status is not None
+        status = self.status
+        while True:
+            msg = self.stream.recv()
+            if msg is None:
+                return
+            status.last_seen = time.time()
+            if msg.kind == MessageKind.FRAME:
+                self._on_frame(pipeline, msg)
+            elif msg.kind == MessageKind.HEARTBEAT:
+                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
+            elif msg.kind == MessageKind.ENROL:
+                request_id = msg.get("request_id", str)
+                outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{status.station}/{status.login}")
+                self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count))
+            elif msg.kind == MessageKind.SESSION:
+                status.login = msg.get("login", str)
+                log.info("station %s: login is now %r", status.station, status.login)
+            else:
+                raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
+
+    def _on_frame(self, pipeline: StationPipeline, msg: Message) -> None:
+        status = self.status
+        seq = msg.get("seq", int)
+        ts = msg.get("ts", (int, float), 0.0)
+        try:
+            outcome = pipeline.process(msg.payload)
+        except BadImage as exc:
+            status.errors += 1
+            log.info("station %s frame %d: %s", status.station, seq, exc)
+            self.stream.send(protocol.result(seq, ts, [], error=f"bad_image: {exc}"))
+            return
+        except Exception:  # a bug on one frame must not take the station down; it is logged with its trace
+            status.errors += 1
+            log.exception("station %s frame %d: internal error", status.station, seq)
+            self.stream.send(protocol.result(seq, ts, [], error="internal_error"))
+            return
+        now = time.monotonic()
+        last = getattr(self, "_last_frame_t", None)
+        if last is not None:
+            status.fps = 0.9 * status.fps + 0.1 / max(now - last, 1e-3) if status.fps else 1.0 / max(now - last, 1e-3)
+        self._last_frame_t = now
+        status.frames += 1
+        status.faces = outcome.faces
+        for observer in self.server.observers:
+            try:
+                observer(status, outcome, msg.payload)
+            except Exception:  # an observer (alerts) failing must not drop frames; logged with trace
+                log.exception("frame observer failed for station %s", status.station)
+        self.stream.send(protocol.result(seq, ts, outcome.faces, outcome.annotated, timings=outcome.timings_ms))
+
+
+class RecognizerServer:
+    """Accepts stations on a TCP port and serves each in its own thread."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: IndexStore,
+        pipeline_factory: Callable[[], StationPipeline],
+        enroller: Enroller,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.new_pipeline = pipeline_factory
+        self.enroller = enroller
+        self.observers: list[FrameObserver] = []
+        self._stations: dict[str, StationSession] = {}
+        self._sessions: set[StationSession] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener: Optional[socket.socket] = None
+        self.address: tuple[str, int] = (config.host, config.port)
+
+    # -- registry --
+    def _register(self, session: StationSession) -> bool:
+        assert session.status is not None
+        with self._lock:
+            old = self._stations.get(session.status.station)
+            if old is None and len(self._stations) >= self.config.max_stations:
+                return False
+            self._stations[session.status.station] = session
+        if old is not None:
+            log.warning("station %s reconnected from %s; closing its old connection %s",
+                        session.status.station, session.peer, old.peer)
+            old.close()
+        return True
+
+    def _unregister(self, session: StationSession) -> None:
+        with self._lock:
+            if session.status and self._stations.get(session.status.station) is session:
+                del self._stations[session.status.station]
+
+    def stations(self) -> list[StationStatus]:
+        with self._lock:
+            return [s.status for s in self._stations.values() if s.status]
+
+    # -- lifecycle --
+    def start(self) -> tuple[str, int]:
+        """Bind and start accepting in the background; returns the bound (host, port)."""
+        listener = socket.create_server((self.config.host, self.config.port), reuse_port=False, backlog=64)
+        listener.settimeout(0.5)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        for target, name in ((self._accept_loop, "accept"), (self._index_loop, "index-watch")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("recognizer listening on %s:%d", *self.address)
+        return self.address
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                sock, addr = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if not self._stop.is_set():
+                    log.exception("accept failed")
+                    time.sleep(0.1)
+                continue
+            session = StationSession(self, sock, f"{addr[0]}:{addr[1]}")
+            with self._lock:
+                self._sessions = {s for s in self._sessions if s.thread.is_alive()} | {session}
+            session.thread.start()
+
+    def _index_loop(self) -> None:
+        while not self._stop.wait(self.config.index_poll_s):
+            self.store.reload_if_changed()
+
+    def stop(self) -> None:
+        """Stop accepting, close every station and join the threads."""
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            sessions = list(self._sessions)
+        for s in sessions:
+            s.close()
+        for s in sessions:
+            s.thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+        log.info("recognizer stopped")
+
+    def wait(self) -> None:
+        self._stop.wait()
