@@ -1,0 +1,70 @@
+"""Shared fixtures: real sample photos, a real face engine, a real recognizer on 127.0.0.1:0."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+KNOWN_FACES = REPO / "known_faces"
+SAMPLE_CLIP = REPO / "samples" / "hamilton_clip.mp4"
+DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data (not redistributable); tests that need it skip when it is absent."""
+    if not (DATA / "README.md").exists():
+        pytest.skip(f"test data not found at {DATA} (set FACEMON_DATA); skipped")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from recognizer.detect import FaceEngine
+
+    return FaceEngine()
+
+
+@pytest.fixture(scope="session")
+def sample_index_dir(tmp_path_factory, engine) -> Path:
+    """The shipped known_faces/ built into an index once per test session."""
+    from recognizer.enroll import build_index
+    from recognizer.index import save_index
+
+    out = tmp_path_factory.mktemp("index")
+    index, skipped = build_index(engine, KNOWN_FACES)
+    assert not skipped, skipped
+    save_index(index, out)
+    return out
+
+
+@pytest.fixture
+def index_copy(tmp_path, sample_index_dir) -> Path:
+    """A private copy of the sample index that a test may change."""
+    dst = tmp_path / "encodings"
+    shutil.copytree(sample_index_dir, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory, sample_index_dir):
+    """A real recognizer server (worker processes included) on an ephemeral loopback port."""
+    from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.server import ServerConfig
+
+    tmp = tmp_path_factory.mktemp("recognizer")
+    shutil.copytree(sample_index_dir, tmp / "encodings")
+    settings = RecognizerSettings(
+        server=ServerConfig(host="127.0.0.1", port=0, token="secret", idle_timeout_s=10, heartbeat_s=2, index_poll_s=0.2),
+        index_dir=tmp / "encodings",
+        known_faces=tmp / "known_faces",
+        workers=1,
+    )
+    app = RecognizerApp(settings)
+    app.start()
+    yield app
+    app.stop()
