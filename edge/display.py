@@ -25,9 +25,13 @@ def draw_banner(frame: np.ndarray, text: str) -> np.ndarray:
     """A copy of `frame` with a red bar across the top carrying `text` (white); the input is untouched."""
     out = frame.copy()
     height, width = out.shape[:2]
-    scale = max(0.4, min(1.0, width / 900.0))
+    scale = max(0.35, min(1.0, width / 900.0))
     thickness = 1 if scale < 0.7 else 2
     (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    if tw > width - 16:  # shrink long reasons to fit the frame rather than cut them off
+        scale = max(0.3, scale * (width - 16) / tw)
+        thickness = 1
+        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     bar = min(height, th + baseline + 16)
     cv2.rectangle(out, (0, 0), (width, bar), BANNER_BGR, thickness=-1)
     cv2.putText(out, text, (8, bar - baseline - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,

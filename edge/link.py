@@ -282,8 +282,9 @@ class RecognizerLink:
         s = self.settings
         backoff = Backoff(s.backoff_initial_s, s.backoff_max_s, rng=self._rng)
         refused_backoff = Backoff(s.refused_backoff_initial_s, s.refused_backoff_max_s, rng=self._rng)
+        self._set_state("connecting", f"connecting to {s.host}:{s.port}")
         while not self._stop.is_set():
-            self._set_state("connecting", f"connecting to {s.host}:{s.port}")
+            # After a failure the state stays "offline"/"refused" with its reason while we retry.
             try:
                 conn = self._connect()
             except _Refused as exc:

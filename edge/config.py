@@ -1,0 +1,159 @@
+"""The edge's settings: flags, else `FACEMON_EDGE_*` environment variables, else defaults; validated once.
+
+Precedence per setting: command-line flag > environment variable > default. A bad value stops the
+program at start with a sentence naming the flag or variable.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from edge.link import LinkSettings
+from shared.names import InvalidName, validate_name
+
+ENV_PREFIX = "FACEMON_EDGE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the edge cannot use; the message names it and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything the edge process needs to start."""
+
+    source: str = "0"
+    recognizer_host: str = "127.0.0.1"
+    recognizer_port: int = 8002
+    station: str = "edge"
+    login: str = ""
+    token: str = field(default="", repr=False)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8001
+    jpeg_quality: int = 80
+    max_width: int = 640
+    max_in_flight: int = 2
+    fps_cap: float = 0.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ConfigError("source is empty: use picamera, a webcam index (0), a video file or an rtsp:// URL")
+        if not self.recognizer_host:
+            raise ConfigError("recognizer host is empty")
+        for name, value, low, high in (
+            ("recognizer port", self.recognizer_port, 1, 65535),
+            ("web port", self.web_port, 0, 65535),
+            ("jpeg quality", self.jpeg_quality, 1, 100),
+            ("max width", self.max_width, 0, 10000),
+            ("max in flight", self.max_in_flight, 1, 16),
+        ):
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+        if self.max_width and self.max_width < 64:
+            raise ConfigError(f"max width must be 0 (no resizing) or at least 64, not {self.max_width}")
+        if not 0 <= self.fps_cap <= 120:
+            raise ConfigError(f"fps cap must be between 0 (no cap) and 120, not {self.fps_cap}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        try:
+            validate_name(self.station, "station id")
+            if self.login:
+                validate_name(self.login, "login")
+        except InvalidName as exc:
+            raise ConfigError(str(exc)) from None
+
+    def link_settings(self) -> LinkSettings:
+        return LinkSettings(
+            host=self.recognizer_host,
+            port=self.recognizer_port,
+            station=self.station,
+            login=self.login,
+            token=self.token,
+            jpeg_quality=self.jpeg_quality,
+            max_width=self.max_width,
+            max_in_flight=self.max_in_flight,
+        )
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port' or '[v6]:port' -> (host, port); raises ConfigError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ConfigError(f"recognizer address {text!r} has no host; expected host:port such as 127.0.0.1:8002")
+    if not port_text:
+        return host, default_port
+    try:
+        return host, int(port_text)
+    except ValueError:
+        raise ConfigError(f"recognizer address {text!r}: port {port_text!r} is not a number") from None
+
+
+# (dest, flag, env suffix, converter, help). `None` defaults come from EdgeConfig.
+_SETTINGS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
+    ("source", "--source", "SOURCE", str,
+     "camera: 'picamera', a USB webcam index (0), a video file (looped), or an rtsp:// / http:// URL"),
+    ("recognizer", "--recognizer", "RECOGNIZER", str, "recognizer address host:port (default 127.0.0.1:8002)"),
+    ("station", "--station", "STATION", str, "this desk's station id (default: the host name)"),
+    ("login", "--login", "LOGIN", str, "login name of the evaluator at this desk"),
+    ("token", "--token", "TOKEN", str, "station token the recognizer expects (prefer the env variable)"),
+    ("web_host", "--web-host", "WEB_HOST", str, "address the page listens on (default 127.0.0.1; 0.0.0.0 for the LAN)"),
+    ("web_port", "--web-port", "WEB_PORT", int, "port of the page (default 8001)"),
+    ("jpeg_quality", "--jpeg-quality", "JPEG_QUALITY", int, "JPEG quality 1-100 of frames sent (default 80)"),
+    ("max_width", "--max-width", "MAX_WIDTH", int, "shrink frames wider than this before sending; 0 = never (default 640)"),
+    ("max_in_flight", "--max-in-flight", "MAX_IN_FLIGHT", int,
+     "frames awaiting an answer at most; newer frames are skipped meanwhile (default 2)"),
+    ("fps_cap", "--fps-cap", "FPS_CAP", float, "camera frames per second at most; 0 = the source's own rate"),
+    ("log_level", "--log-level", "LOG_LEVEL", lambda s: s.upper(), "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facemon-edge",
+        description="facemon edge: stream a camera to the recognizer and serve the live page on :8001.",
+        epilog="Every flag can also be set by an environment variable FACEMON_EDGE_<NAME>, e.g. "
+        "FACEMON_EDGE_TOKEN, FACEMON_EDGE_RECOGNIZER=10.0.0.5:8002. Flags win over the environment.",
+    )
+    for dest, flag, env, _, help_text in _SETTINGS:
+        parser.add_argument(flag, dest=dest, default=None, metavar=env, help=f"{help_text} [{ENV_PREFIX}{env}]")
+    return parser
+
+
+def load_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> EdgeConfig:
+    """Parse flags (argparse exits on --help or an unknown flag) and the environment into an EdgeConfig."""
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for dest, flag, env, convert, _ in _SETTINGS:
+        raw = getattr(args, dest)
+        origin = flag
+        if raw is None and ENV_PREFIX + env in environ:
+            raw, origin = environ[ENV_PREFIX + env], ENV_PREFIX + env
+        if raw is None:
+            continue
+        try:
+            values[dest] = convert(raw)
+        except ValueError:
+            raise ConfigError(f"{origin}: {raw!r} is not a valid {convert.__name__} value") from None
+    if "recognizer" in values:
+        host, port = parse_host_port(values.pop("recognizer"), EdgeConfig.recognizer_port)
+        values.update(recognizer_host=host, recognizer_port=port)
+    values.setdefault("station", socket.gethostname().split(".")[0] or "edge")
+    known = {f.name for f in fields(EdgeConfig)}
+    return EdgeConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per MJPEG request is noise

@@ -1,0 +1,96 @@
+"""The assembled edge: camera -> capture thread -> link -> display -> web server, started and stopped as one."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from edge.camera import CaptureThread, FrameSource, open_source
+from edge.config import EdgeConfig
+from edge.display import DisplayThread
+from edge.frames import LatestFrame
+from edge.link import RecognizerLink
+from edge.web import EdgeState, create_app
+
+log = logging.getLogger(__name__)
+
+
+class Edge:
+    """Builds every part from an EdgeConfig; `start()` runs them, `stop()` sets one event and joins all.
+
+    A `source` may be passed in (tests, or a camera opened elsewhere); otherwise `config.source` is opened.
+    """
+
+    def __init__(self, config: EdgeConfig, source: Optional[FrameSource] = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        frames_changed = threading.Condition()  # raw and annotated share it: the display waits on either
+        self.raw: LatestFrame = LatestFrame(frames_changed)
+        self.annotated: LatestFrame = LatestFrame(frames_changed)
+        self.display: LatestFrame = LatestFrame()
+        self.source = source if source is not None else open_source(config.source)
+        self.capture = CaptureThread(self.source, self.raw, self.stop_event, fps_cap=config.fps_cap)
+        self.link = RecognizerLink(config.link_settings(), self.raw, self.annotated)
+        self.display_thread = DisplayThread(
+            self.raw, self.annotated, self.display, self.link.offline_reason, self.stop_event,
+            jpeg_quality=config.jpeg_quality,
+        )
+        self.state = EdgeState(
+            display=self.display,
+            link=self.link,
+            stop=self.stop_event,
+            station=config.station,
+            feed_mode=lambda: self.display_thread.mode,
+            camera_status=self._camera_status,
+        )
+        self.app = create_app(self.state)
+        try:
+            self.server: BaseWSGIServer = make_server(config.web_host, config.web_port, self.app, threaded=True)
+        except BaseException:
+            self.source.close()
+            raise
+        self._server_thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host = self.config.web_host if self.config.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.server.server_port}/video_feed_page"
+
+    def _camera_status(self) -> dict:
+        error = self.capture.error
+        return {
+            "source": getattr(self.source, "description", self.config.source),
+            "running": self.capture.is_alive(),
+            "frames": self.capture.frames,
+            "error": str(error) if error is not None else None,
+        }
+
+    def start(self) -> None:
+        self.capture.start()
+        self.display_thread.start()
+        self.link.start()
+        self._server_thread.start()
+        log.info("edge %s serving %s", self.config.station, self.url)
+
+    def stop(self) -> None:
+        """Stop everything: web server, link, capture, display; safe to call twice."""
+        if self.stop_event.is_set() and not self._server_thread.is_alive():
+            return
+        log.info("edge stopping")
+        self.stop_event.set()
+        if self._server_thread.is_alive():
+            self.server.shutdown()  # returns once serve_forever has; viewers notice `stop` within ~1 s
+            self._server_thread.join()
+        self.server.server_close()
+        self.link.stop()
+        if self.capture.is_alive():
+            self.capture.join(5)
+        else:
+            self.source.close()  # never started: close it here instead of in the thread's `finally`
+        self.raw.close()  # wakes the display thread for good
+        if self.display_thread.is_alive():
+            self.display_thread.join(5)
+        self.display.close()
+        log.info("edge stopped")
