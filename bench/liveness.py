@@ -169,6 +169,54 @@ def bench_videos(lm: Landmarker, data: Path, model: EyeStateModel, params: Liven
                   "blink frames (first 12)"), rows)
 
 
+def tilted_photo_frames(photo: Path, seconds: float = 12.0, fps: float = 25.0) -> Iterator[Tuple[float, np.ndarray]]:
+    """A still photo (derived footage) flexed/tilted about its horizontal axis: quick dips and a slow sway.
+
+    Vertical foreshortening by cos(tilt) lowers EAR as a blink does; tilt dips to 35-45 degrees and back
+    within 0.2-0.4 s every 2 s, plus a slow 25-degree sway and 1-px shake, at 640x480.
+    """
+    img = cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE)
+    scale = 400.0 / max(img.shape)
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640), 128, np.uint8)
+    h, w = img.shape
+    y0, x0 = (480 - h) // 2, (640 - w) // 2
+    canvas[y0:y0 + h, x0:x0 + w] = img
+    rng = np.random.default_rng(0)
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        phase = t % 2.0
+        dip = 0.0
+        dur = 0.2 + 0.1 * (int(t / 2.0) % 3)
+        if 1.0 <= phase < 1.0 + dur:
+            dip = (35 + 5 * (int(t / 2.0) % 3)) * np.sin(np.pi * (phase - 1.0) / dur)
+        tilt = np.radians(dip + 25 * max(0.0, np.sin(2 * np.pi * t / 6.0)) * (t > 6))
+        m = np.float32([[1, 0, rng.normal(0, 1)], [0, np.cos(tilt), 240 * (1 - np.cos(tilt)) + rng.normal(0, 1)]])
+        yield t, cv2.warpAffine(canvas, m, (640, 480), borderValue=128)
+
+
+def bench_photo_attack(lm: Landmarker, data: Path, model: EyeStateModel, params: LivenessParams) -> str:
+    """Blinks each method invents on a tilted still photo (every reported blink is false)."""
+    photos = sorted((data / "faces").glob("*/ageitgey_*.jpg"))[:4]
+    rows = []
+    for photo in photos:
+        lives = {m: FaceLiveness(params, model, method=m) for m in METHODS}
+        faces = frames = 0
+        for t, gray in tilted_photo_frames(photo):
+            frames += 1
+            rects = lm.detector(gray, 0)
+            if not rects:
+                continue
+            faces += 1
+            shape = lm.predictor(gray, max(rects, key=lambda r: r.area()))
+            pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+            res = {m: live.update(0, t, pts, gray) for m, live in lives.items()}
+        rows.append((photo.name, f"{faces}/{frames}", *(res[m].blinks for m in METHODS),
+                     *(res[m].state.value for m in METHODS)))
+    return table(("photo (tilted, 12 s)", "faces/frames", *(f"invented blinks {m}" for m in METHODS),
+                  *(f"state {m}" for m in METHODS)), rows)
+
+
 def bench_cew(data: Path, model: EyeStateModel) -> str:
     """Eye-state CNN accuracy on the subjects train_eyes held out (same split, same seed)."""
     from recognizer.train_eyes import group_split, load_cew  # no TensorFlow at module level
@@ -232,7 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--stretch", type=int, default=900, help="frames of eyeblink8 to run (default 900 = 30 s)")
-    ap.add_argument("--only", choices=("blink", "video", "cew", "cost", "spoof"), action="append")
+    ap.add_argument("--only", choices=("blink", "video", "photo", "cew", "cost", "spoof"), action="append")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.data.is_dir():
@@ -245,6 +293,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "blink": ("Blink detection on ../shared/data/blink", lambda: bench_blink_clips(lm, args.data, model, params)),
         "video": ("Live vs phone replay, and a webcam stretch",
                   lambda: bench_videos(lm, args.data, model, params, args.stretch)),
+        "photo": ("Photo attack (derived): a still photo tilted about its horizontal axis",
+                  lambda: bench_photo_attack(lm, args.data, model, params)),
         "cew": ("Eye-state CNN on CEW", lambda: bench_cew(args.data, model)),
         "cost": ("Cost per face per frame", lambda: bench_cost(lm, args.data, model, params)),
         "spoof": ("Passive anti-spoof", lambda: bench_antispoof(args.data)),
