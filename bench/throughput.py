@@ -1,0 +1,208 @@
+"""Throughput and latency of the recognizer: 1..N stations streaming a real 640x480 clip at camera rate.
+
+Each simulated station behaves like the edge: a 30 fps camera, at most `--in-flight` frames
+outstanding, newer frames dropped (never queued) while the window is full. Prints frames/s per
+station and in total, latency percentiles (send → annotated reply), dropped frames, and the
+recognizer's memory (main process + encoder workers) before and after. Also runs the seeds'
+per-frame loop (HOG upsample 1 + encode every face on every frame) on the same frames.
+
+    .venv/bin/python bench/throughput.py --stations 1 4 --seconds 20
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recognizer.app import RecognizerApp, RecognizerSettings  # noqa: E402
+from recognizer.enroll import build_index  # noqa: E402
+from recognizer.index import save_index  # noqa: E402
+from recognizer.pipeline import PipelineConfig  # noqa: E402
+from recognizer.server import ServerConfig  # noqa: E402
+from shared import protocol  # noqa: E402
+from shared.stream import MessageStream  # noqa: E402
+
+DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))
+WEBCAM_CLIP = DATA / "video" / "eyeblink8_concat_webcam.mp4"  # 640x480 webcam, one face
+FALLBACK_CLIP = REPO / "samples" / "hamilton_clip.mp4"
+
+
+def load_frames(path: Path, limit: int, size: tuple[int, int] = (640, 480)) -> list[bytes]:
+    """Up to `limit` frames of the clip as JPEGs (quality 80) at `size`, as an edge would send them."""
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if (frame.shape[1], frame.shape[0]) != size:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
+    cap.release()
+    if not out:
+        raise SystemExit(f"could not read frames from {path}")
+    return out
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int, out: dict) -> None:
+    """One simulated edge: camera at `fps`, bounded window, stale frames dropped."""
+    stream = MessageStream(socket.create_connection(addr, timeout=30))
+    stream.send(protocol.hello(name, "bench", token))
+    assert stream.recv().kind == protocol.MessageKind.WELCOME
+    window = threading.Semaphore(in_flight)
+    sent: dict[int, float] = {}
+    lat: list[float] = []
+    done = threading.Event()
+    replies = [0]
+
+    def receive() -> None:
+        while True:
+            msg = stream.recv()
+            if msg is None:
+                return
+            t = time.perf_counter()
+            seq = msg.header["seq"]
+            if seq in sent:
+                lat.append(t - sent.pop(seq))
+                replies[0] += 1
+            window.release()
+            if done.is_set() and not sent:
+                return
+
+    rx = threading.Thread(target=receive, daemon=True)
+    rx.start()
+    start = time.perf_counter()
+    seq = dropped = 0
+    next_t = start
+    while time.perf_counter() - start < seconds:
+        next_t += 1.0 / fps
+        delay = next_t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        if not window.acquire(blocking=False):
+            dropped += 1
+            continue
+        seq += 1
+        sent[seq] = time.perf_counter()
+        stream.send(protocol.frame(seq, time.time(), frames[seq % len(frames)]))
+    elapsed = time.perf_counter() - start
+    done.set()
+    rx.join(timeout=10)
+    stream.close()
+    out.update(replies=replies[0], elapsed=elapsed, latencies=lat, dropped=dropped)
+
+
+def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
+    results = [dict() for _ in range(n)]
+    threads = [
+        threading.Thread(target=station, args=(app.server.address, f"bench-{n}-{i}", token, frames, seconds, fps, in_flight, results[i]))
+        for i in range(n)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.array([x for r in results for x in r["latencies"]]) * 1e3
+    per_station = [r["replies"] / r["elapsed"] for r in results]
+    return {
+        "stations": n,
+        "fps_station": float(np.mean(per_station)),
+        "fps_total": float(np.sum(per_station)),
+        "p50": float(np.percentile(lat, 50)),
+        "p95": float(np.percentile(lat, 95)),
+        "p99": float(np.percentile(lat, 99)),
+        "dropped": sum(r["dropped"] for r in results),
+    }
+
+
+def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
+    """The seeds' per-frame loop: HOG with upsample 1, encode every face every frame, compare at 0.6."""
+    from recognizer.detect import FaceEngine
+    from recognizer.match import MatchParams, vote
+
+    engine = FaceEngine()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        bgr = cv2.imdecode(np.frombuffer(frames[n % len(frames)], np.uint8), cv2.IMREAD_COLOR)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        boxes = engine.detect(rgb, upsample=1)
+        vote(index, engine.encode(rgb, boxes), MatchParams(0.6))
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clip", type=Path, default=WEBCAM_CLIP if WEBCAM_CLIP.exists() else FALLBACK_CLIP)
+    p.add_argument("--stations", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--seconds", type=float, default=20.0, help="per station-count run")
+    p.add_argument("--fps", type=float, default=30.0, help="simulated camera rate per station")
+    p.add_argument("--in-flight", type=int, default=2)
+    p.add_argument("--downscale", type=float, default=1.0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    frames = load_frames(args.clip, 600)
+    tmp = Path(tempfile.mkdtemp(prefix="facemon-bench-"))
+    from recognizer.detect import FaceEngine
+
+    index, _ = build_index(FaceEngine(), REPO / "known_faces")
+    save_index(index, tmp / "encodings")
+    token = "bench"
+    app = RecognizerApp(RecognizerSettings(
+        server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight),
+        pipeline=PipelineConfig(detect_scale=args.downscale),
+        index_dir=tmp / "encodings", known_faces=tmp / "kf", workers=args.workers,
+    ))
+    app.start()
+    pids = [os.getpid()] + [pr.pid for pr in app.pool._pool._processes.values()]  # noqa: SLF001 (bench only)
+    print(f"clip: {args.clip.name} ({len(frames)} frames used, 640x480), camera {args.fps:.0f} fps per station, "
+          f"in flight {args.in_flight}, downscale {args.downscale}, {app.pool.workers} encoder workers, {os.cpu_count()} CPUs")
+    mem0 = rss_mb(pids)
+    rows = [run_stations(app, n, frames, args.seconds, args.fps, args.in_flight, token) for n in args.stations]
+    mem1 = rss_mb(pids)
+    app.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print("| stations | frames/s per station | frames/s total | latency p50 ms | p95 ms | p99 ms | frames dropped at edge |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['stations']} | {r['fps_station']:.1f} | {r['fps_total']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} |")
+    print(f"\nrecognizer memory (main + workers): {mem0:.0f} MB before, {mem1:.0f} MB after")
+    if not args.no_seeds:
+        seeds = seeds_loop(frames, index, min(args.seconds, 15))
+        print(f"seeds' per-frame loop (HOG upsample 1, encode every face every frame), one station: {seeds:.1f} frames/s")
+        print(f"ours / seeds (1 station): {rows[0]['fps_station'] / seeds:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
