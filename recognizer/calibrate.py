@@ -257,13 +257,18 @@ def _distance_to_default(p: OpenSetParams) -> float:
 def recommend(results: Sequence[tuple[Setting, Rates]], target_far: float = TARGET_FAR) -> Optional[tuple[Setting, Rates]]:
     """The open-set setting with the best genuine accept among those with pooled FAR ≤ target.
 
-    Ties go to lower FAR, then lower misidentification, then the setting nearest the defaults
-    (a small folder cannot tell near-identical settings apart; the defaults are the principled prior).
+    Ties go to lower FAR, then lower misidentification, then the strictest setting (a folder of a few
+    people shows few strangers, so of settings it cannot tell apart the one farthest from accepting a
+    stranger is kept: lowest accept distance, then most votes, widest margin, least slack).
     """
     ok = [(s, r) for s, r in results if s.params is not None and r.far <= target_far]
     if not ok:
         return None
-    return min(ok, key=lambda sr: (-sr[1].gar, sr[1].far, sr[1].mis, _distance_to_default(sr[0].params)))
+    return min(ok, key=lambda sr: (-sr[1].gar, sr[1].far, sr[1].mis, _strictness(sr[0].params)))
+
+
+def _strictness(p: OpenSetParams) -> tuple[float, ...]:
+    return (p.accept_distance, -p.min_votes, -p.margin, p.person_slack)
 
 
 def pareto(results: Sequence[tuple[Setting, Rates]]) -> list[tuple[Setting, Rates]]:
