@@ -155,7 +155,7 @@ def feed(live: FaceLiveness, track: int, trace):
 
 def test_states_unknown_live_no_blink():
     params = LivenessParams(first_blink_timeout_s=5.0, blink_timeout_s=3.0)
-    live = FaceLiveness(params)
+    live = FaceLiveness(params, method="ear")
     res = feed(live, 1, ear_trace(4))
     assert res[-1].state is LivenessState.UNKNOWN and res[-1].blinks == 0
     assert res[-1].seconds_since_blink is None
@@ -170,7 +170,7 @@ def test_states_unknown_live_no_blink():
 
 
 def test_eyes_closed_state():
-    live = FaceLiveness(LivenessParams(long_closure_s=1.5))
+    live = FaceLiveness(LivenessParams(long_closure_s=1.5), method="ear")
     res = feed(live, 7, ear_trace(5, blinks_at=(2.0,), closed_frames=int(2 * FPS)))
     states = [r.state for r in res]
     assert LivenessState.EYES_CLOSED in states
@@ -178,7 +178,7 @@ def test_eyes_closed_state():
 
 
 def test_tracks_are_independent_and_forgettable():
-    live = FaceLiveness(LivenessParams())
+    live = FaceLiveness(LivenessParams(), method="ear")
     feed(live, 1, ear_trace(4, blinks_at=(2.0,)))
     res2 = feed(live, 2, ear_trace(4))
     assert res2[-1].blinks == 0 and len(live) == 2
@@ -192,8 +192,7 @@ def test_tracks_are_independent_and_forgettable():
 def test_bad_method_and_missing_model():
     with pytest.raises(ValueError, match="ear, cnn, both"):
         FaceLiveness(LivenessParams(), method="svm")
-    with pytest.raises(ValueError, match="eye_model"):
-        FaceLiveness(LivenessParams(), method="cnn")
+    assert FaceLiveness(LivenessParams()).eye_model is not None  # default "both" loads the shipped model
 
 
 def test_bad_landmarks_rejected():
