@@ -1,0 +1,164 @@
+"""Command line: `python -m dashboard serve|create-admin|create-user|add-station|purge|db upgrade`."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+from dashboard.config import DEFAULT_DB_URL, ConfigError, DashboardConfig
+
+log = logging.getLogger("dashboard")
+PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"
+TOKEN_ENV = "FACEMON_DASHBOARD_STATION_TOKEN"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
+    p.add_argument("--db", dest="database_url", help=f"SQLAlchemy URL (env FACEMON_DASHBOARD_DATABASE_URL; default {DEFAULT_DB_URL}, relative to the current folder)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env FACEMON_DASHBOARD_LOG_LEVEL)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the web server (migrates the schema first)")
+    s.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 for the whole network)")
+    s.add_argument("--port", type=int, help="TCP port (default 5000)")
+    s.add_argument("--max-body-mib", type=float, help="largest accepted upload in MiB (default 5)")
+
+    for name, role_help in (("create-admin", "an admin"), ("create-user", "a viewer or admin")):
+        u = sub.add_parser(name, help=f"add {role_help} account, or reset its password")
+        u.add_argument("--username", required=True)
+        u.add_argument("--password", help=f"the password (else env {PASSWORD_ENV}, else asked for)")
+        if name == "create-user":
+            u.add_argument("--role", choices=("viewer", "admin"), default="viewer")
+
+    a = sub.add_parser("add-station", help="create a token for a station (or a recognizer service); prints it once")
+    a.add_argument("--station-id", required=True, help="station id such as desk-01 (or a service name)")
+    a.add_argument("--kind", choices=("station", "service"), default="station",
+                   help="station: may post only for itself; service: a recognizer host, may post for any station")
+    a.add_argument("--token", help=f"use this token instead of a random one (>= 24 characters; also env {TOKEN_ENV}), for scripted demos")
+
+    r = sub.add_parser("revoke-station", help="revoke every active token of a station or service")
+    r.add_argument("--station-id", required=True)
+
+    g = sub.add_parser("purge", help="delete evidence images of alerts older than N days (the alerts stay)")
+    g.add_argument("--older-than-days", type=float, required=True)
+
+    d = sub.add_parser("db", help="schema migrations")
+    d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {"database_url": args.database_url, "log_level": args.log_level}
+    if args.command == "serve":
+        overrides.update(host=args.host, port=args.port,
+                         max_body_bytes=None if args.max_body_mib is None else int(args.max_body_mib * 1024 * 1024))
+    try:
+        config = DashboardConfig.from_env(**overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dashboard.db import DatabaseError
+
+    try:
+        return _run(args, config)
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
+    from dashboard import db as dbmod
+
+    if args.command == "serve":
+        return serve(config)
+    engine = dbmod.make_engine(config.database_url)
+    if args.command == "db":
+        if args.action == "upgrade":
+            dbmod.upgrade(engine)
+        print(f"schema revision: {dbmod.current_revision(engine)} (newest: {dbmod.head_revision()})")
+        return 0
+    dbmod.upgrade(engine)
+    with dbmod.make_session_factory(engine)() as db:
+        return _admin_command(args, db)
+
+
+def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    import sqlalchemy as sa
+
+    from dashboard import auth, store
+    from dashboard.ingest import BadAlert, parse_station
+    from dashboard.models import ApiToken, utcnow
+
+    try:
+        if args.command in ("create-admin", "create-user"):
+            password = args.password or os.environ.get(PASSWORD_ENV) or _ask_password()
+            role = "admin" if args.command == "create-admin" else args.role
+            user = auth.create_user(db, args.username, password, role)
+            print(f"user {user.username!r} ({user.role}) saved")
+        elif args.command == "add-station":
+            name = parse_station(args.station_id)
+            token = auth.create_token(db, name, args.kind, args.token or os.environ.get(TOKEN_ENV))
+            print(f"{args.kind} token for {name!r} (shown only once; only its hash is stored):")
+            print(token)
+        elif args.command == "revoke-station":
+            n = db.execute(sa.update(ApiToken).where(ApiToken.name == args.station_id, ApiToken.revoked_at.is_(None))
+                           .values(revoked_at=utcnow())).rowcount
+            db.commit()
+            print(f"revoked {n} token(s) of {args.station_id!r}")
+        elif args.command == "purge":
+            if args.older_than_days < 0:
+                raise auth.AuthError("--older-than-days must not be negative")
+            n = store.purge_evidence(db, args.older_than_days)
+            print(f"deleted {n} evidence image(s) of alerts older than {args.older_than_days:g} days")
+    except (auth.AuthError, BadAlert) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _ask_password() -> str:
+    if not sys.stdin.isatty():
+        raise SystemExit(f"error: no password given; use --password or env {PASSWORD_ENV}")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise SystemExit("error: the passwords differ")
+    return first
+
+
+def serve(config: DashboardConfig) -> int:
+    """Run the threaded WSGI server until SIGINT/SIGTERM; live streams are ended on the way out."""
+    from werkzeug.serving import make_server
+
+    from dashboard.app import create_app, services
+
+    app = create_app(config)
+    server = make_server(config.host, config.port, app, threaded=True)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+        services(app).broker.close()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
+    log.info("dashboard listening on http://%s:%d/", host, server.server_port)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        services(app).engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""HTTP API: alerts in (token), alerts/stations out (viewer session), CSV export, live events."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+from typing import Optional
+
+from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
+
+from dashboard import store
+from dashboard.app import get_db, services
+from dashboard.auth import Caller, caller_for
+from dashboard.images import BadImage, check_jpeg
+from dashboard.ingest import BadAlert, AlertMessage, parse_legacy, parse_login, parse_meta, parse_station, parse_type
+from dashboard.models import Alert, utcnow
+from dashboard.security import login_required
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+MAX_PER_PAGE = 200
+
+
+def _caller() -> Caller:
+    caller = caller_for(get_db(), request.headers.get("Authorization"))
+    if caller is None:
+        abort(401, "missing or invalid token (send Authorization: Bearer <token>)")
+    return caller
+
+
+def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Optional[bytes]):  # noqa: ANN202
+    if not caller.may_post_for(msg.station_id):
+        abort(403, f"this token belongs to station {caller.name!r} and may not post for {msg.station_id!r}")
+    for what, data in (("image", image), ("best_image", best)):
+        if data is not None:
+            try:
+                check_jpeg(data, what)
+            except BadImage as exc:
+                abort(400, str(exc))
+    if msg.state == "open" and image is None:
+        abort(400, "an 'open' event needs the part 'image' (the JPEG evidence)")
+    try:
+        outcome = store.apply_event(services().writer, msg, image, best)
+    except store.Conflict as exc:
+        abort(409, str(exc))
+    if outcome.status == "duplicate":
+        log.debug("duplicate event %s ignored", msg.event_id)
+        return jsonify(status="duplicate", alert_id=outcome.alert_id), 200
+    log.info("alert %s %s: %s %s at %s", outcome.alert_id, outcome.status, msg.type, msg.state, msg.station_id)
+    services().broker.publish("alert", json.dumps({"alert_id": outcome.alert_id, "status": outcome.status}))
+    return jsonify(status=outcome.status, alert_id=outcome.alert_id), 201
+
+
+@bp.post("/api/alerts")
+def post_alert():  # noqa: ANN201
+    caller = _caller()
+    if request.mimetype != "multipart/form-data":
+        abort(400, f"content type must be multipart/form-data with parts 'meta' and 'image', not {request.mimetype or 'none'!r}")
+    meta = request.form.get("meta")
+    if meta is None and "meta" in request.files:
+        meta = request.files["meta"].read()
+    if meta is None:
+        abort(400, "missing part 'meta' (the alert JSON)")
+    try:
+        msg = parse_meta(meta, services().config.max_details_bytes)
+    except BadAlert as exc:
+        abort(400, str(exc))
+    return _store(caller, msg, _file_part("image"), _file_part("best_image"))
+
+
+def _file_part(name: str) -> Optional[bytes]:
+    if name in request.files:
+        return request.files[name].read()
+    if name in request.form:
+        abort(400, f"part {name!r} must be sent as a file (with a filename and Content-Type image/jpeg)")
+    return None
+
+
+@bp.post("/dashboard")
+def post_legacy():  # noqa: ANN201
+    """The seeds' shape: JSON {login_name, time, type, image(base64)}, station_id optional."""
+    caller = _caller()
+    if not request.is_json:
+        abort(400, f"content type must be application/json, not {request.mimetype or 'none'!r}")
+    body = request.get_json(silent=True)
+    if body is None:
+        abort(400, "body is not valid JSON")
+    try:
+        msg, image = parse_legacy(body, caller.name if caller.kind == "station" else None, utcnow())
+    except BadAlert as exc:
+        abort(400, str(exc))
+    return _store(caller, msg, image, None)
+
+
+@bp.post("/api/stations/<station_id>/status")
+def post_status(station_id: str):  # noqa: ANN201
+    caller = _caller()
+    try:
+        station_id = parse_station(station_id)
+    except BadAlert as exc:
+        abort(400, str(exc))
+    if not caller.may_post_for(station_id):
+        abort(403, f"this token belongs to station {caller.name!r} and may not report for {station_id!r}")
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        abort(400, "body must be a JSON object {fps, recognizer_connected, login_name, faces}")
+    fps, rec, faces = body.get("fps"), body.get("recognizer_connected"), body.get("faces")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1000):
+        abort(400, "fps must be a number from 0 to 1000")
+    if rec is not None and not isinstance(rec, bool):
+        abort(400, "recognizer_connected must be true or false")
+    if faces is not None and (isinstance(faces, bool) or not isinstance(faces, int) or not 0 <= faces <= 1000):
+        abort(400, "faces must be a whole number from 0 to 1000")
+    try:
+        login = parse_login(body.get("login_name"))
+    except BadAlert as exc:
+        abort(400, str(exc))
+    store.record_status(services().writer, station_id, None if fps is None else float(fps), rec, login or None, faces)
+    services().broker.publish("station", json.dumps({"station_id": station_id}))
+    return jsonify(status="ok"), 200
+
+
+def filter_from_args(args) -> store.AlertFilter:  # noqa: ANN001 - a MultiDict
+    """Filters from query parameters station, login_name, type, state, from, to (dates or ISO times)."""
+    state = args.get("state") or None
+    if state and state not in store.FILTER_STATES:
+        abort(400, f"state must be one of {', '.join(store.FILTER_STATES)}")
+    kind = args.get("type") or None
+    if kind:
+        try:
+            kind = parse_type(kind)
+        except BadAlert as exc:
+            abort(400, str(exc))
+    return store.AlertFilter(
+        station=args.get("station") or None, login_name=args.get("login_name") or None, type=kind, state=state,
+        date_from=_date_arg(args.get("from"), "from", end=False), date_to=_date_arg(args.get("to"), "to", end=True),
+    )
+
+
+def _date_arg(value: Optional[str], what: str, end: bool) -> Optional[dt.datetime]:
+    """A date (whole day, in UTC; `to` inclusive) or an ISO date-time (naive = UTC)."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.timezone.utc)
+            return day + dt.timedelta(days=1) if end else day
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        abort(400, f"{what} {value[:40]!r} is not a date (YYYY-MM-DD) or ISO-8601 time")
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def page_args(args) -> tuple[int, int]:  # noqa: ANN001
+    try:
+        page, per_page = int(args.get("page", 1)), int(args.get("per_page", 50))
+    except ValueError:
+        abort(400, "page and per_page must be whole numbers")
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        abort(400, f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
+    return page, per_page
+
+
+@bp.get("/api/alerts")
+@login_required()
+def get_alerts():  # noqa: ANN201
+    alerts, total, page, per_page = alerts_page(request.args)
+    return jsonify(alerts=alerts, page=page, per_page=per_page, total=total)
+
+
+def alerts_page(args) -> tuple[list[dict], int, int, int]:  # noqa: ANN001
+    """(alerts as dicts, total matching, page, per_page) for the filters and page in `args`."""
+    flt = filter_from_args(args)
+    page, per_page = page_args(args)
+    db = get_db()
+    rows, total = store.list_alerts(db, flt, page, per_page)
+    kinds = store.evidence_kinds(db, [a.alert_id for a in rows])
+    return [store.alert_to_dict(a, kinds[a.alert_id]) for a in rows], total, page, per_page
+
+
+def _alert_or_404(alert_id: str) -> Alert:
+    alert = get_db().get(Alert, alert_id.lower())
+    if alert is None:
+        abort(404, f"no alert {alert_id[:40]!r}")
+    return alert
+
+
+@bp.get("/api/alerts/<alert_id>")
+@login_required()
+def get_alert(alert_id: str):  # noqa: ANN201
+    alert = _alert_or_404(alert_id)
+    kinds = store.evidence_kinds(get_db(), [alert.alert_id])[alert.alert_id]
+    return jsonify(store.alert_to_dict(alert, kinds))
+
+
+@bp.get("/api/alerts/<alert_id>/<any(image, best_image, thumb):which>")
+@login_required()
+def get_image(alert_id: str, which: str):  # noqa: ANN201
+    alert = _alert_or_404(alert_id)
+    data = store.get_evidence(get_db(), alert.alert_id, {"best_image": "best"}.get(which, which))
+    if data is None:
+        if alert.evidence_purged_at is not None:
+            abort(410, "the evidence of this alert was purged by the retention policy")
+        abort(404, f"this alert has no {which}")
+    resp = Response(data, mimetype="image/jpeg")
+    resp.headers["Cache-Control"] = "private, max-age=300"
+    return resp
+
+
+@bp.get("/api/stations")
+@login_required()
+def get_stations():  # noqa: ANN201
+    return jsonify(stations=store.list_stations(get_db(), services().config.online_window_s))
+
+
+CSV_COLUMNS = ("alert_id", "station_id", "login_name", "type", "state", "started_at", "ended_at",
+               "acknowledged_at", "acknowledged_by", "ack_comment", "details")
+
+
+@bp.get("/api/alerts.csv")
+@login_required()
+def get_csv():  # noqa: ANN201
+    flt = filter_from_args(request.args)
+    factory = services().sessions
+
+    def rows():  # noqa: ANN202 - streamed so a large export never sits in memory
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(CSV_COLUMNS)
+        with factory() as db:
+            for alert in store.iter_alerts(db, flt):
+                d = store.alert_to_dict(alert, set())
+                d["details"] = json.dumps(d["details"], separators=(",", ":"))
+                writer.writerow([_csv_safe(d[c]) for c in CSV_COLUMNS])
+                if buf.tell() > 64 * 1024:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+        yield buf.getvalue()
+
+    resp = Response(stream_with_context(rows()), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f"attachment; filename=facemon-alerts-{utcnow():%Y%m%d-%H%M%S}.csv"
+    return resp
+
+
+def _csv_safe(value: object) -> object:
+    """Text a spreadsheet would run as a formula gets a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+@bp.get("/api/events")
+@login_required()
+def events():  # noqa: ANN201
+    svc = services()
+    sub = svc.broker.subscribe()
+    resp = Response(svc.broker.stream(sub, svc.config.sse_heartbeat_s), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp

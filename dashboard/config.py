@@ -1,0 +1,93 @@
+"""Typed dashboard configuration: defaults, environment variables `FACEMON_DASHBOARD_*`, validation."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping, Optional
+
+ENV_PREFIX = "FACEMON_DASHBOARD_"
+DEFAULT_DB_URL = "sqlite:///var/dashboard.sqlite3"
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the setting and the valid range."""
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Everything the dashboard process needs; every field can be set by `FACEMON_DASHBOARD_<NAME>`."""
+
+    database_url: str = field(default=DEFAULT_DB_URL, metadata={"help": "SQLAlchemy URL (sqlite:///path, mysql+pymysql://..., postgresql+psycopg://...)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=5000, metadata={"help": "TCP port (0 picks a free one)"})
+    secret_key: Optional[str] = field(default=None, metadata={"help": "session signing key; default: generated once and kept in the database"})
+    max_body_bytes: int = field(default=5 * MiB, metadata={"help": "largest accepted request body in bytes (413 above)"})
+    max_details_bytes: int = field(default=16 * 1024, metadata={"help": "largest alert 'details' JSON in bytes"})
+    online_window_s: float = field(default=30.0, metadata={"help": "a station seen within this many seconds counts as online"})
+    sse_queue_size: int = field(default=256, metadata={"help": "events buffered per live-page subscriber before it is dropped"})
+    sse_heartbeat_s: float = field(default=15.0, metadata={"help": "seconds between keep-alive comments on the event stream"})
+    auto_upgrade: bool = field(default=True, metadata={"help": "run schema migrations when the app starts"})
+    secure_cookies: bool = field(default=False, metadata={"help": "mark the session cookie Secure (behind HTTPS)"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    def __post_init__(self) -> None:
+        if not self.database_url or "://" not in self.database_url:
+            raise ConfigError(f"database_url {self.database_url!r} is not an SQLAlchemy URL such as sqlite:///var/dashboard.sqlite3")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} must be between 0 and 65535")
+        if self.max_body_bytes < 64 * 1024:
+            raise ConfigError(f"max_body_bytes {self.max_body_bytes} must be at least 65536")
+        if not 256 <= self.max_details_bytes <= self.max_body_bytes:
+            raise ConfigError("max_details_bytes must be between 256 and max_body_bytes")
+        if self.online_window_s <= 0:
+            raise ConfigError("online_window_s must be positive")
+        if not 1 <= self.sse_queue_size <= 100_000:
+            raise ConfigError("sse_queue_size must be between 1 and 100000")
+        if not 0.05 <= self.sse_heartbeat_s <= 300:
+            raise ConfigError("sse_heartbeat_s must be between 0.05 and 300 seconds")
+        if self.secret_key is not None and len(self.secret_key) < 16:
+            raise ConfigError("secret_key must be at least 16 characters")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+
+    def replace(self, **changes: object) -> "DashboardConfig":
+        """A copy with some fields changed (validated again); None values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None, **overrides: object) -> "DashboardConfig":
+        """Defaults, then `FACEMON_DASHBOARD_*` variables, then non-None `overrides` (command-line flags)."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _convert(name: str, type_name: object, raw: str) -> object:
+    """Turn an environment string into the field's type, with a message naming the variable."""
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

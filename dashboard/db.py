@@ -1,0 +1,116 @@
+"""Engine and session set-up for any SQLAlchemy URL, and schema migrations (Alembic, shipped in the package)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used (driver missing, unreachable, wrong schema); the message says what to do."""
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for `url`; creates the folder of a SQLite file and makes SQLite safe under concurrent writers."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseError(f"cannot parse database URL {url!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict = {"future": True}
+    if backend == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_recycle"] = 1800
+        kwargs["pool_size"] = 10
+        kwargs["max_overflow"] = 20
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(
+            f"the driver for {backend} is not installed ({exc.name}); "
+            "install requirements-dashboard.txt (PyMySQL for mysql+pymysql, psycopg for postgresql+psycopg)"
+        ) from None
+    if backend == "sqlite":
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL so readers never wait for writers; BEGIN IMMEDIATE on write sessions so two writers queue on
+    the busy timeout instead of failing with 'database is locked' when a read upgrades to a write."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("facemon_write") else "BEGIN")
+
+
+def make_session_factory(engine: Engine, write: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`; `write=True` ones take SQLite's write lock when they begin (use them short)."""
+    bind = engine.execution_options(facemon_write=True) if write else engine
+    return sessionmaker(bind=bind, expire_on_commit=False, future=True)
+
+
+def _alembic_config(engine: Engine):  # noqa: ANN202 - alembic imported lazily
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent; a fresh database gets every table)."""
+    from alembic import command
+
+    log.info("database %s: upgrading schema to %s", engine.url.render_as_string(hide_password=True), revision)
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(f"cannot reach or change the database: {exc.orig}") from None
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+__all__ = ["DatabaseError", "make_engine", "make_session_factory", "upgrade", "current_revision", "head_revision", "safe_url"]

@@ -1,0 +1,140 @@
+"""Database schema (SQLAlchemy 2.x ORM). Times are stored as UTC; blobs live apart from the alert rows."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+UTC = dt.timezone.utc
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware datetime in Python, naive UTC in the database (microseconds kept on MySQL/MariaDB too)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):  # noqa: ANN001 - SQLAlchemy hook
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value, dialect):  # noqa: ANN001
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):  # noqa: ANN001
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# 64 KiB BLOB is too small for a JPEG on MySQL; LONGBLOB there, BYTEA on PostgreSQL, BLOB on SQLite.
+Blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+ALERT_TYPES = ("unknown_face", "wrong_person", "multiple_faces", "no_face", "no_blink", "camera_tamper", "failed_sign_in")
+ALERT_STATES = ("open", "update", "closed")
+TOKEN_KINDS = ("station", "service")
+ROLES = ("viewer", "admin")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Alert(Base):
+    """One incident (alert_id), built from one or more delivered events in any order."""
+
+    __tablename__ = "alerts"
+    alert_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    station_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    login_name: Mapped[str] = mapped_column(sa.String(64), index=True, default="")
+    type: Mapped[str] = mapped_column(sa.String(32), index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    ended_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+    details: Mapped[str] = mapped_column(LongText, default="{}")
+    opened_seen: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    acknowledged_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+    acknowledged_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
+    ack_comment: Mapped[Optional[str]] = mapped_column(sa.Text, nullable=True)
+    evidence_purged_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def state(self) -> str:
+        if self.acknowledged_at is not None:
+            return "acknowledged"
+        return "closed" if self.ended_at is not None else "open"
+
+
+class AlertEvent(Base):
+    """A delivered message; its primary key is the idempotency key."""
+
+    __tablename__ = "alert_events"
+    event_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(sa.String(32), index=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Evidence(Base):
+    """A JPEG belonging to an alert: kind 'image' (at opening), 'best' (best frame) or 'thumb'."""
+
+    __tablename__ = "evidence"
+    alert_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("alerts.alert_id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    data: Mapped[bytes] = mapped_column(Blob)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token for a station (posts only for itself) or a service (any station); only its hash is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(64), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StationStatus(Base):
+    """Latest status a station (or its recognizer) reported."""
+
+    __tablename__ = "station_status"
+    station_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    fps: Mapped[Optional[float]] = mapped_column(sa.Float, nullable=True)
+    recognizer_connected: Mapped[Optional[bool]] = mapped_column(sa.Boolean, nullable=True)
+    login_name: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
+    faces: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)
+
+
+class User(Base):
+    """A person who may log in to the page; password stored as a werkzeug hash."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(256))
+    role: Mapped[str] = mapped_column(sa.String(16), default="viewer")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Setting(Base):
+    """Small key/value settings kept with the data (the generated session key)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)

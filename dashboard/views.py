@@ -1,0 +1,152 @@
+"""Server-rendered pages: login, the live alert list with filters and acknowledge, station tokens (admin)."""
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlparse
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+
+from dashboard import store
+from dashboard.api import alerts_page, filter_from_args
+from dashboard.app import get_db, services
+from dashboard.auth import AuthError, check_login, create_token, revoke_token
+from dashboard.ingest import BadAlert, parse_station
+from dashboard.models import ALERT_TYPES, TOKEN_KINDS, ApiToken
+from dashboard.security import check_csrf, csrf_token, current_user, log_in, login_required
+
+log = logging.getLogger(__name__)
+bp = Blueprint("views", __name__)
+
+
+@bp.app_context_processor
+def _template_globals() -> dict:
+    return {"csrf_token": csrf_token, "user": current_user()}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths are followed after login or a form post (no open redirect)."""
+    if not target:
+        return url_for("views.index")
+    parts = urlparse(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("views.index")
+    return target
+
+
+@bp.get("/healthz")
+def healthz():  # noqa: ANN201
+    get_db().execute(sa.text("SELECT 1"))
+    return jsonify(status="ok")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():  # noqa: ANN201
+    error = None
+    if request.method == "POST":
+        check_csrf()
+        user = check_login(get_db(), request.form.get("username", ""), request.form.get("password", ""))
+        if user is not None:
+            log.info("user %s logged in", user.username)
+            log_in(user)
+            return redirect(_safe_next(request.args.get("next")))
+        log.warning("failed login for %r from %s", request.form.get("username", "")[:64], request.remote_addr)
+        error = "Wrong user name or password."
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@bp.post("/logout")
+def logout():  # noqa: ANN201
+    check_csrf()
+    from flask import session
+
+    session.clear()
+    return redirect(url_for("views.login"))
+
+
+@bp.get("/")
+@login_required()
+def index():  # noqa: ANN201
+    alerts, total, page, per_page = alerts_page(request.args)
+    stations = store.list_stations(get_db(), services().config.online_window_s)
+    query = request.query_string.decode()
+    args = request.args.to_dict()
+    return render_template(
+        "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=stations,
+        types=ALERT_TYPES, states=store.FILTER_STATES, args=args, query=query,
+        pages=max(1, -(-total // per_page)),
+        csv_url=url_for("api.get_csv", **{k: v for k, v in args.items() if k not in ("page", "per_page")}),
+    )
+
+
+@bp.get("/fragment/alert/<alert_id>")
+@login_required()
+def alert_fragment(alert_id: str):  # noqa: ANN201
+    """One rendered table row for the live page, or 204 when the alert does not match the page's filters."""
+    flt = filter_from_args(request.args)
+    db = get_db()
+    rows, _ = store.list_alerts(db, store.AlertFilter(**{**flt.__dict__, "alert_id": alert_id.lower()}), 1, 1)
+    if not rows:
+        return Response(status=204)
+    kinds = store.evidence_kinds(db, [rows[0].alert_id])
+    return render_template("_alert_row.html", a=store.alert_to_dict(rows[0], kinds[rows[0].alert_id]),
+                           next_url=_safe_next(request.args.get("next")))
+
+
+@bp.get("/fragment/stations")
+@login_required()
+def stations_fragment():  # noqa: ANN201
+    return render_template("_stations.html", stations=store.list_stations(get_db(), services().config.online_window_s))
+
+
+@bp.post("/alerts/<alert_id>/ack")
+@login_required()
+def acknowledge(alert_id: str):  # noqa: ANN201
+    check_csrf()
+    user = current_user()
+    alert = store.acknowledge(get_db(), alert_id.lower(), user.username, request.form.get("comment", ""))
+    if alert is None:
+        abort(404, "no such alert")
+    log.info("alert %s acknowledged by %s", alert.alert_id, user.username)
+    services().broker.publish("alert", f'{{"alert_id": "{alert.alert_id}", "status": "acknowledged"}}')
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.get("/admin/tokens")
+@login_required(admin=True)
+def tokens():  # noqa: ANN201
+    return _tokens_page(None, None)
+
+
+def _tokens_page(new_token: str | None, new_name: str | None) -> str:
+    rows = get_db().scalars(sa.select(ApiToken).order_by(ApiToken.revoked_at.is_not(None), ApiToken.name)).all()
+    return render_template("tokens.html", tokens=rows, kinds=TOKEN_KINDS, new_token=new_token, new_name=new_name)
+
+
+@bp.post("/admin/tokens")
+@login_required(admin=True)
+def tokens_create():  # noqa: ANN201
+    check_csrf()
+    db = get_db()
+    kind = request.form.get("kind", "station")
+    try:
+        name = parse_station(request.form.get("station_id", ""))
+        token = create_token(db, name, kind)
+    except (BadAlert, AuthError) as exc:
+        flash(str(exc))
+        return redirect(url_for("views.tokens"))
+    log.info("token created for %s %s by %s", kind, name, current_user().username)
+    return _tokens_page(token, name)  # shown once, in this response only; never stored in clear
+
+
+@bp.post("/admin/tokens/<int:token_id>/revoke")
+@login_required(admin=True)
+def tokens_revoke(token_id: int):  # noqa: ANN201
+    check_csrf()
+    if revoke_token(get_db(), token_id):
+        log.info("token %d revoked by %s", token_id, current_user().username)
+    else:
+        flash("That token does not exist or was already revoked.")
+    return redirect(url_for("views.tokens"))
+
+
