@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with what it needs. Idempotent: re-runs only when a
-# requirements file changed. Usage: scripts/setup.sh [server|edge|dev]   (default: dev)
+# requirements file changed. Usage: scripts/setup.sh [server|edge|demo|dev]   (default: dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-dev}"
 case "$profile" in
   server) reqs=(requirements-server.txt requirements-dashboard.txt) ;;
   edge) reqs=(requirements-edge.txt) ;;
+  demo) reqs=(requirements-server.txt requirements-edge.txt requirements-dashboard.txt) ;;
   dev) reqs=(requirements-dev.txt) ;;
-  *) echo "usage: scripts/setup.sh [server|edge|dev]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [server|edge|demo|dev]" >&2; exit 2 ;;
 esac
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then

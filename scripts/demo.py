@@ -1,0 +1,137 @@
+"""Whole demo on one machine: enrol the sample faces, start recognizer (:8002), dashboard (:5000) and an
+edge (:8001) that plays the bundled clip as its camera; print the URLs; stop everything on Ctrl-C.
+
+    scripts/demo.sh                      # what the README says
+    scripts/demo.sh --seconds 60 --check # run unattended for 60 s and verify the feed names someone
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+log = logging.getLogger("demo")
+
+
+def wait_http(url: str, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    return False
+
+
+def wait_port_line(path: Path, needle: str, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default=str(REPO / "samples" / "hamilton_clip.mp4"), help="camera source for the edge")
+    p.add_argument("--workdir", type=Path, default=REPO / "var" / "demo", help="where the demo keeps its state and logs")
+    p.add_argument("--seconds", type=float, default=0, help="stop by itself after this long (0 = run until Ctrl-C)")
+    p.add_argument("--check", action="store_true", help="exit non-zero unless the feed named an enrolled face")
+    p.add_argument("--no-dashboard", action="store_true", help="leave the dashboard out")
+    p.add_argument("--host", default="127.0.0.1", help="address the web pages listen on (0.0.0.0 to show them on the LAN)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="[demo] %(message)s")
+
+    work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    token, dash_token = "demo-station-token", "demo-recognizer-token"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, cmd: list[str]) -> subprocess.Popen:
+        logfile = open(work / f"{name}.log", "w")
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((name, proc))
+        log.info("started %s (pid %d, log %s)", name, proc.pid, work / f"{name}.log")
+        return proc
+
+    def stop_all(*_: object) -> None:
+        for name, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        log.info("enrolling the sample faces from known_faces/")
+        subprocess.run([PY, "-m", "recognizer.enroll", "--known-faces", "known_faces", "--index", str(work / "encodings"), "--quiet"],
+                       cwd=REPO, env=env, check=True)
+        dashboard_args: list[str] = []
+        if not args.no_dashboard and (REPO / "dashboard" / "__main__.py").exists():
+            db = f"sqlite:///{work / 'dashboard.sqlite3'}"
+            subprocess.run([PY, "-m", "dashboard", "--db", db, "create-admin", "--username", "admin", "--password", "admin"],
+                           cwd=REPO, env=env, check=False, stdout=subprocess.DEVNULL)
+            subprocess.run([PY, "-m", "dashboard", "--db", db, "add-station", "--station-id", "recognizer", "--kind", "service",
+                            "--token", dash_token], cwd=REPO, env=env, check=False, stdout=subprocess.DEVNULL)
+            start("dashboard", [PY, "-m", "dashboard", "--db", db, "serve", "--host", args.host, "--port", "5000"])
+            dashboard_args = ["--dashboard-url", "http://127.0.0.1:5000", "--dashboard-token", dash_token,
+                              "--outbox", str(work / "outbox.sqlite3")]
+        start("recognizer", [PY, "-m", "recognizer", "--host", "127.0.0.1", "--port", "8002", "--token", token,
+                             "--index", str(work / "encodings"), "--known-faces", str(work / "known_faces")])  # alerts: see issue 5
+        if not wait_port_line(work / "recognizer.log", "listening on", 60):
+            log.error("the recognizer did not start; see %s", work / "recognizer.log")
+            return 1
+        start("edge", [PY, "-m", "edge", "--source", args.source, "--recognizer", "127.0.0.1:8002", "--station", "demo-desk",
+                       "--login", "lin_manuel_miranda", "--token", token, "--web-host", args.host, "--web-port", "8001"])
+        if not wait_http("http://127.0.0.1:8001/api/status", 30):
+            log.error("the edge page did not come up; see %s", work / "edge.log")
+            return 1
+        print("\n  Live feed (edge):   http://127.0.0.1:8001/video_feed_page")
+        if dashboard_args:
+            print("  Dashboard:          http://127.0.0.1:5000/   (user admin, password admin)")
+        print("  Recognizer:         127.0.0.1:8002 (TCP)")
+        print(f"  Logs:               {work}/*.log\n  Ctrl-C stops everything.\n", flush=True)
+        deadline = time.time() + args.seconds if args.seconds else float("inf")
+        named: set[str] = set()
+        while time.time() < deadline:
+            time.sleep(1)
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    log.error("%s exited with code %s; see %s", name, proc.returncode, work / f"{name}.log")
+                    return 1
+            if args.check:
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:8001/api/status", timeout=2) as r:
+                        status = json.load(r)
+                    named |= {f.get("name") for f in status.get("faces", []) if f.get("name")}
+                except (urllib.error.URLError, OSError, ValueError):
+                    pass
+        if args.check:
+            log.info("names seen on the feed: %s", sorted(named) or "none")
+            return 0 if named else 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        log.info("stopping")
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
