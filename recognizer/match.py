@@ -268,7 +268,8 @@ def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> Track
     """N-of-M with hysteresis over a track's recent evidence (pure).
 
     Pending or unknown -> known X: `need` of the window accepted for X. Pending -> unknown: `need` of
-    the window accepted for nobody (weak or none). Known X -> Y or unknown: see below.
+    the window matching nobody, or a full window with `need` not accepted for anyone (weak or none).
+    Known X -> Y or unknown: see below.
     """
     n_obs = prev.observations + 1
     total = len(history)
@@ -298,7 +299,11 @@ def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> Track
         return known(prev.name)
     if lead >= params.need:
         return known(leader)
-    if unmatched >= params.need:
+    nobody = sum(1 for e in history if e.kind == NONE)
+    # clear strangers (nobody within tolerance) are reported after `need` frames; borderline faces
+    # (weak frames) get the whole window to gather support first, so an enrolled person seen badly
+    # is not called unknown as early as a stranger is
+    if nobody >= params.need or (total == params.window and unmatched >= params.need):
         return unknown()
     if prev.state == UNKNOWN:
         return unknown()

@@ -103,8 +103,8 @@ def test_unknown_is_named_only_by_strong_evidence(world) -> None:
     index, c = world
     rng = np.random.default_rng(6)
     voter = IdentityVoter(P)
-    feed(voter, index, [towards(c[0], c[1], 0.5)] * 3)
-    assert voter.current(1).state == UNKNOWN
+    states = feed(voter, index, [towards(c[0], c[1], 0.5)] * P.window)
+    assert [s.state for s in states] == [PENDING] * (P.window - 1) + [UNKNOWN]  # borderline: a full window
     states = feed(voter, index, list(samples(rng, c[1], 3)))
     assert [s.state for s in states] == [UNKNOWN, UNKNOWN, KNOWN] and states[-1].name == "p1"
 
