@@ -144,8 +144,6 @@ class Tokens:
             self.desk01 = auth.create_token(db, "desk-01", "station")
             self.desk02 = auth.create_token(db, "desk-02", "station")
             self.service = auth.create_token(db, "recognizer-1", "service")
-            auth.create_user(db, "viewer", PASSWORD, "viewer")
-            auth.create_user(db, "admin", PASSWORD, "admin")
 
     @staticmethod
     def header(token: str) -> dict:
@@ -163,7 +161,12 @@ def sqlite_tokens(sqlite_app) -> Tokens:  # noqa: ANN001
 
 
 def login(client, username: str = "viewer", password: str = PASSWORD) -> None:  # noqa: ANN001
-    """Log a test client in through the real form (CSRF token included)."""
+    """Log a test client in through the real form (CSRF token included); the account is made on first use."""
+    from dashboard.models import User
+
+    with services(client.application).sessions() as db:
+        if db.scalar(sa.select(User).where(User.username == username)) is None:
+            auth.create_user(db, username, PASSWORD, "admin" if username == "admin" else "viewer")
     page = client.get("/login")
     token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
     resp = client.post("/login", data={"username": username, "password": password, "csrf_token": token})
@@ -178,3 +181,31 @@ def csrf_of(client) -> str:  # noqa: ANN001
 @pytest.fixture(scope="session")
 def jpeg() -> bytes:
     return make_jpeg()
+
+
+class LiveServer:
+    """The dashboard on a real socket (127.0.0.1, ephemeral port) in a thread, as `serve` runs it."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="dashboard-test-server", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        services(self.app).broker.close()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(sqlite_app) -> Iterator[LiveServer]:  # noqa: ANN001
+    server = LiveServer(sqlite_app)
+    yield server
+    server.stop()

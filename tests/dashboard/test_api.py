@@ -1,4 +1,7 @@
-"""The alert API against real databases: SQLite file always, MariaDB and PostgreSQL when reachable."""
+"""The alert API against real databases: SQLite file always, MariaDB and PostgreSQL when reachable.
+
+Input checks that never reach the database run on SQLite only (`sqlite_app`); the rest on every backend.
+"""
 from __future__ import annotations
 
 import base64
@@ -88,11 +91,11 @@ def test_update_replaces_best_image(app, tokens, jpeg):
 
 
 @pytest.mark.parametrize("header", [None, "Bearer nope-not-a-token-at-all-xxxxxx", "Basic dXNlcjpwYXNz", "Bearer "])
-def test_missing_or_wrong_token_is_401(app, tokens, jpeg, header):
+def test_missing_or_wrong_token_is_401(sqlite_app, sqlite_tokens, jpeg, header):
     headers = {"Authorization": header} if header else {}
-    resp = app.test_client().post("/api/alerts", data=multipart(meta(), jpeg), headers=headers)
+    resp = sqlite_app.test_client().post("/api/alerts", data=multipart(meta(), jpeg), headers=headers)
     assert resp.status_code == 401 and "token" in resp.json["error"]
-    assert count(app, Alert) == 0
+    assert count(sqlite_app, Alert) == 0
 
 
 def test_station_token_may_post_only_for_itself(app, tokens, jpeg):
@@ -152,11 +155,11 @@ BAD_META = [
 
 
 @pytest.mark.parametrize("raw,reason", BAD_META, ids=[r for _, r in BAD_META])
-def test_bad_meta_is_400_with_a_reason(app, tokens, jpeg, raw, reason):
-    resp = post(app.test_client(), tokens.desk01, raw, jpeg)
+def test_bad_meta_is_400_with_a_reason(sqlite_app, sqlite_tokens, jpeg, raw, reason):
+    resp = post(sqlite_app.test_client(), sqlite_tokens.desk01, raw, jpeg)
     assert resp.status_code == 400
     assert reason in resp.json["error"]
-    assert count(app, AlertEvent) == 0
+    assert count(sqlite_app, AlertEvent) == 0
 
 
 @pytest.mark.parametrize("image,reason", [
@@ -166,23 +169,23 @@ def test_bad_meta_is_400_with_a_reason(app, tokens, jpeg, raw, reason):
     ("png", "FF D8 FF"),
     (b"\xff\xd8\xff\xe0" + b"\x00garbage" * 50, "does not decode"),
 ], ids=["empty", "missing", "gif", "png", "jpeg-magic-but-garbage"])
-def test_non_jpeg_image_is_400(app, tokens, image, reason):
+def test_non_jpeg_image_is_400(sqlite_app, sqlite_tokens, image, reason):
     data = _png() if image == "png" else image
-    resp = post(app.test_client(), tokens.desk01, meta(), data)
+    resp = post(sqlite_app.test_client(), sqlite_tokens.desk01, meta(), data)
     assert resp.status_code == 400 and reason in resp.json["error"]
-    assert count(app, Alert) == 0
+    assert count(sqlite_app, Alert) == 0
 
 
-def test_wrong_content_type_is_400(app, tokens):
-    resp = app.test_client().post("/api/alerts", json=meta(), headers={"Authorization": f"Bearer {tokens.desk01}"})
+def test_wrong_content_type_is_400(sqlite_app, sqlite_tokens):
+    resp = sqlite_app.test_client().post("/api/alerts", json=meta(), headers={"Authorization": f"Bearer {sqlite_tokens.desk01}"})
     assert resp.status_code == 400 and "multipart/form-data" in resp.json["error"]
 
 
-def test_oversized_body_is_413(app, tokens):
+def test_oversized_body_is_413(sqlite_app, sqlite_tokens):
     big = b"\xff\xd8\xff\xe0" + b"\x00" * (5 * 1024 * 1024 + 10)
-    resp = post(app.test_client(), tokens.desk01, meta(), big)
+    resp = post(sqlite_app.test_client(), sqlite_tokens.desk01, meta(), big)
     assert resp.status_code == 413 and "error" in resp.json
-    assert count(app, Alert) == 0
+    assert count(sqlite_app, Alert) == 0
 
 
 def test_legacy_dashboard_shape(app, tokens, jpeg):

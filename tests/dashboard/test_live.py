@@ -1,0 +1,80 @@
+"""The live event stream over a real socket, and the broker's promise never to block ingestion."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import requests
+
+from dashboard.events import Broker
+from tests.dashboard.conftest import PASSWORD, login, meta
+
+
+def _session_for(live_server) -> requests.Session:  # noqa: ANN001
+    """A requests session logged in through the real login form."""
+    login(live_server.app.test_client())  # creates the account
+    s = requests.Session()
+    page = s.get(f"{live_server.url}/login", timeout=5).text
+    csrf = page.split('name="csrf_token" value="')[1].split('"')[0]
+    resp = s.post(f"{live_server.url}/login", data={"username": "viewer", "password": PASSWORD, "csrf_token": csrf},
+                  allow_redirects=False, timeout=5)
+    assert resp.status_code == 302
+    return s
+
+
+def test_posted_alert_arrives_on_the_event_stream(live_server, sqlite_tokens, jpeg):
+    viewer = _session_for(live_server)
+    got: list[dict] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with viewer.get(f"{live_server.url}/api/events", stream=True, timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            ready.set()
+            event = None
+            for line in resp.iter_lines(decode_unicode=True):
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "alert":
+                    got.append(json.loads(line[6:]))
+                    return
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    assert ready.wait(5)
+    deadline = time.monotonic() + 5
+    while live_server.app.extensions["facemon"].broker.subscriber_count == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    m = meta()
+    resp = requests.post(f"{live_server.url}/api/alerts", headers={"Authorization": f"Bearer {sqlite_tokens.desk01}"},
+                         files={"meta": (None, json.dumps(m)), "image": ("e.jpg", jpeg, "image/jpeg")}, timeout=5)
+    assert resp.status_code == 201
+    t.join(5)
+    assert got == [{"alert_id": m["alert_id"], "status": "created"}]
+
+
+def test_slow_subscriber_is_dropped_and_never_blocks_publish():
+    broker = Broker(queue_size=3)
+    slow, fast = broker.subscribe(), broker.subscribe()
+    start = time.monotonic()
+    for i in range(10):
+        broker.publish("alert", str(i))
+        assert fast.get(0.1) == ("alert", str(i))  # a reader that keeps up gets everything
+    assert time.monotonic() - start < 1.0
+    assert slow.dropped and not fast.dropped
+    assert broker.subscriber_count == 1
+    assert list(broker.stream(slow, 0.05)) == ["retry: 2000\n\n"], "a dropped subscriber's stream ends at once"
+
+
+def test_stream_sends_keepalives_and_ends_on_close():
+    broker = Broker()
+    sub = broker.subscribe()
+    stream = broker.stream(sub, heartbeat_s=0.05)
+    assert next(stream).startswith("retry:")
+    assert next(stream) == ": keep-alive\n\n"
+    broker.publish("station", '{"station_id": "desk-01"}')
+    assert next(stream) == 'event: station\ndata: {"station_id": "desk-01"}\n\n'
+    broker.close()
+    assert list(stream) == []
+    assert broker.subscriber_count == 0
