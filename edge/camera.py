@@ -177,7 +177,10 @@ class PiCameraSource:
                 "or use a USB webcam index such as --source 0"
             ) from exc
         self.description = "Pi camera"
-        self._cam = Picamera2()
+        try:
+            self._cam = Picamera2()
+        except (RuntimeError, IndexError) as exc:  # what picamera2 raises when libcamera finds no camera
+            raise CameraError(f"cannot open the Pi camera ({exc}): is it connected, and enabled in raspi-config?") from exc
         # "RGB888" in libcamera's naming is B,G,R byte order in memory: what OpenCV calls BGR.
         config = self._cam.create_video_configuration(main={"size": size, "format": "RGB888"})
         self._cam.configure(config)

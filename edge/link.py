@@ -463,10 +463,13 @@ class RecognizerLink:
         faces = message.get("faces", list, [])
         error = message.header.get("error")
         with conn.cond:
-            conn.in_flight.pop(seq, None)
+            sent = conn.in_flight.pop(seq, None)
             conn.cond.notify_all()
         now = time.time()
-        latency_ms = max(0.0, (now - ts) * 1000.0)
+        if 0 < ts <= now:  # the echoed capture time: latency includes capture age and encoding
+            latency_ms = (now - ts) * 1000.0
+        else:  # a server that did not echo `ts`: fall back to our own send time
+            latency_ms = (time.monotonic() - sent) * 1000.0 if sent is not None else 0.0
         if message.payload:
             self.annotated.publish(message.payload, now)
         with self._lock:

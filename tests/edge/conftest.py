@@ -6,7 +6,6 @@ window, skipping, latency and reconnection can be measured without dlib.
 """
 from __future__ import annotations
 
-import logging
 import queue
 import socket
 import threading
@@ -29,7 +28,6 @@ SAMPLE_CLIP = REPO / "samples" / "hamilton_clip.mp4"
 PHOTO = REPO / "tests" / "fixtures" / "obama_probe.jpg"
 TOKEN = "s3cret"
 
-log = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="session")

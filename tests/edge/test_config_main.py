@@ -86,3 +86,13 @@ def test_main_with_a_bad_source_exits_with_a_clear_message() -> None:
     proc = _run_edge("--source", "/no/such/clip.mp4", "--web-port", str(free_port()))
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "is not 'picamera'" in out
+
+
+def test_edge_imports_nothing_a_pi_lacks() -> None:
+    """A Pi installs requirements-edge.txt only: the edge must not pull in dlib, TensorFlow or the recognizer."""
+    code = ("import sys, edge.__main__, edge.runtime; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dlib', 'tensorflow', 'face_recognition', 'face_recognition_models', 'recognizer')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

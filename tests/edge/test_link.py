@@ -97,8 +97,8 @@ def test_slow_server_gets_bounded_in_flight_and_flat_latency(camera, holders, se
     assert 0.7 * expected_fps <= status["fps"] <= 1.2 * expected_fps
     steady = latencies[3:]
     assert len(steady) >= 8
-    # Each frame waits at most for the one ahead of it: ~window x work (+ capture age and encode).
-    bound_ms = (window * work_s + 0.1) * 1000
+    # Each frame waits at most for the ones ahead of it: ~window x work (+ capture age, encode, a loaded CI box).
+    bound_ms = (window * work_s + 0.2) * 1000
     assert max(steady) < bound_ms, latencies
     half = len(steady) // 2
     assert statistics.mean(steady[half:]) < statistics.mean(steady[:half]) + 50  # no backlog growing
