@@ -64,6 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(config.log_level.upper())  # it would default to INFO, one line per request
     from dashboard.db import DatabaseError
 
     try:

@@ -24,7 +24,9 @@ MAX_PER_PAGE = 200
 
 
 def _caller() -> Caller:
-    caller = caller_for(get_db(), request.headers.get("Authorization"))
+    # Own short session: an intake request must never hold one pooled connection while waiting for another.
+    with services().sessions() as db:
+        caller = caller_for(db, request.headers.get("Authorization"))
     if caller is None:
         abort(401, "missing or invalid token (send Authorization: Bearer <token>)")
     return caller

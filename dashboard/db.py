@@ -32,8 +32,11 @@ def make_engine(url: str) -> Engine:
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["pool_recycle"] = 1800
+    if not (backend == "sqlite" and parsed.database in (None, "", ":memory:")):
+        # One connection per concurrent request (the threaded server runs one thread per request).
         kwargs["pool_size"] = 10
-        kwargs["max_overflow"] = 20
+        kwargs["max_overflow"] = 30
+        kwargs["pool_timeout"] = 10
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:

@@ -209,3 +209,11 @@ def live_server(sqlite_app) -> Iterator[LiveServer]:  # noqa: ANN001
     server = LiveServer(sqlite_app)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def live_server_db(app) -> Iterator[LiveServer]:  # noqa: ANN001
+    """A live server on each database backend (see `db_url`)."""
+    server = LiveServer(app)
+    yield server
+    server.stop()

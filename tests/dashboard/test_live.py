@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import requests
 
@@ -78,3 +79,39 @@ def test_stream_sends_keepalives_and_ends_on_close():
     broker.close()
     assert list(stream) == []
     assert broker.subscriber_count == 0
+
+
+def test_concurrent_redeliveries_over_a_real_socket_store_each_event_once(live_server_db, tokens, jpeg):
+    """Many threads deliver the open, update and closed events of the same incidents at once, each event
+    several times: every incident ends closed with both images, and each event is stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    from dashboard.app import services
+    from dashboard.models import Alert, AlertEvent
+
+    incidents = [uuid.uuid4().hex for _ in range(4)]
+    events = []
+    for alert_id in incidents:
+        for state in ("open", "update", "closed"):
+            m = meta(alert_id=alert_id, state=state, ended_at="2025-05-01T10:30:00+05:30" if state == "closed" else None)
+            events.extend([m] * 3)  # the outbox may deliver the same message more than once
+
+    def deliver(m: dict) -> tuple[int, str]:
+        files = {"meta": (None, json.dumps(m)), "image": ("e.jpg", jpeg, "image/jpeg")}
+        if m["state"] != "open":
+            files = {"meta": files["meta"], "best_image": ("b.jpg", jpeg, "image/jpeg")}
+        resp = requests.post(f"{live_server_db.url}/api/alerts", files=files, timeout=20,
+                             headers={"Authorization": f"Bearer {tokens.desk01}"})
+        return resp.status_code, resp.json()["status"]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(deliver, events))
+    firsts = [a for a in answers if a[0] == 201]
+    assert len(firsts) == len(incidents) * 3 and all(a == (200, "duplicate") for a in answers if a[0] != 201)
+    with services(live_server_db.app).sessions() as db:
+        assert db.scalar(sa.select(sa.func.count()).select_from(AlertEvent)) == len(incidents) * 3
+        rows = db.scalars(sa.select(Alert)).all()
+    assert sorted(a.alert_id for a in rows) == sorted(incidents)
+    assert all(a.state == "closed" and a.opened_seen for a in rows)
