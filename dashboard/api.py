@@ -14,7 +14,7 @@ from dashboard import store
 from dashboard.app import get_db, services
 from dashboard.auth import Caller, caller_for
 from dashboard.images import BadImage, check_jpeg
-from dashboard.ingest import BadAlert, AlertMessage, parse_legacy, parse_login, parse_meta, parse_station, parse_type
+from dashboard.ingest import BadAlert, AlertMessage, fromiso, parse_legacy, parse_login, parse_meta, parse_station, parse_type
 from dashboard.models import Alert, utcnow
 from dashboard.security import login_required
 
@@ -149,7 +149,7 @@ def _date_arg(value: Optional[str], what: str, end: bool) -> Optional[dt.datetim
         if len(value) == 10:
             day = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.timezone.utc)
             return day + dt.timedelta(days=1) if end else day
-        when = dt.datetime.fromisoformat(value)
+        when = fromiso(value)
     except ValueError:
         abort(400, f"{what} {value[:40]!r} is not a date (YYYY-MM-DD) or ISO-8601 time")
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)

@@ -6,7 +6,7 @@ import secrets
 from typing import Optional
 
 import sqlalchemy as sa
-from flask import Flask, g, jsonify, request
+from flask import Flask, abort, g, jsonify, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
@@ -67,6 +67,13 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
 
     app.register_blueprint(api_bp)
     app.register_blueprint(views_bp)
+
+    @app.before_request
+    def _refuse_oversized() -> None:
+        # Said before anything is read, with the limit, so a sender knows what to shrink.
+        size = request.content_length
+        if size is not None and size > config.max_body_bytes:
+            abort(413, f"body is {size} bytes, more than the {config.max_body_bytes} allowed")
 
     @app.teardown_appcontext
     def _close_db(_exc: Optional[BaseException]) -> None:

@@ -107,12 +107,20 @@ def parse_time(value: Any, what: str) -> dt.datetime:
     if not isinstance(value, str):
         raise BadAlert(f"{what} must be an ISO-8601 string")
     try:
-        when = dt.datetime.fromisoformat(value.strip())
+        when = fromiso(value)
     except ValueError:
         raise BadAlert(f"{what} {value[:64]!r} is not an ISO-8601 time such as 2025-05-01T10:15:00+05:30") from None
     if when.tzinfo is None:
         raise BadAlert(f"{what} {value[:64]!r} has no time zone; add Z or an offset like +05:30")
     return when
+
+
+def fromiso(text: str) -> dt.datetime:
+    """datetime.fromisoformat that also takes a trailing Z on Python < 3.11."""
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return dt.datetime.fromisoformat(text)
 
 
 def parse_legacy(body: Any, token_station: Optional[str], now: dt.datetime) -> tuple[AlertMessage, bytes]:
@@ -155,7 +163,7 @@ def _legacy_time(value: Any, now: dt.datetime) -> dt.datetime:
         raise BadAlert("time must be a string")
     text = value.strip()
     try:
-        when = dt.datetime.fromisoformat(text)
+        when = fromiso(text)
     except ValueError:
         try:
             clock = dt.time.fromisoformat(text)

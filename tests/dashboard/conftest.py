@@ -73,7 +73,7 @@ def _server_database(base_url: str, label: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure to reach the server means skip
-        pytest.skip(f"{label} not reachable at {url.render_as_string(hide_password=True)} ({type(exc).__name__}: {str(exc)[:120]}); "
+        pytest.skip(f"{label} not reachable at {url.render_as_string(hide_password=True)} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
                     f"set FACEMON_TEST_{'MYSQL' if label == 'MariaDB' else 'PG'}_URL to test against it")
     name = f"facemon_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:

@@ -115,3 +115,10 @@ def test_concurrent_redeliveries_over_a_real_socket_store_each_event_once(live_s
         rows = db.scalars(sa.select(Alert)).all()
     assert sorted(a.alert_id for a in rows) == sorted(incidents)
     assert all(a.state == "closed" and a.opened_seen for a in rows)
+
+
+def test_oversized_upload_gets_413_over_a_real_socket(live_server, sqlite_tokens):
+    m = meta()
+    resp = requests.post(f"{live_server.url}/api/alerts", headers={"Authorization": f"Bearer {sqlite_tokens.desk01}"}, timeout=10,
+                         files={"meta": (None, json.dumps(m)), "image": ("e.jpg", b"\xff\xd8\xff" + bytes(6 * 1024 * 1024), "image/jpeg")})
+    assert resp.status_code == 413 and "more than the 5242880 allowed" in resp.json()["error"]
