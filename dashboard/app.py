@@ -59,7 +59,6 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.secure_cookies,
-        JSON_SORT_KEYS=False,
     )
 
     from dashboard.api import bp as api_bp

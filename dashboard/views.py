@@ -1,6 +1,7 @@
 """Server-rendered pages: login, the live alert list with filters and acknowledge, station tokens (admin)."""
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import urlparse
 
@@ -108,7 +109,7 @@ def acknowledge(alert_id: str):  # noqa: ANN201
     if alert is None:
         abort(404, "no such alert")
     log.info("alert %s acknowledged by %s", alert.alert_id, user.username)
-    services().broker.publish("alert", f'{{"alert_id": "{alert.alert_id}", "status": "acknowledged"}}')
+    services().broker.publish("alert", json.dumps({"alert_id": alert.alert_id, "status": "acknowledged"}))
     return redirect(_safe_next(request.form.get("next")))
 
 

@@ -63,9 +63,25 @@
   setInterval(refreshStations, 10000);
 
   if (!window.EventSource) { setLive(false, "live updates unavailable"); return; }
+  // After a reconnect, fetch what arrived while the stream was down (newest page only).
+  function catchUp() {
+    if (!onFirstPage) { return; }
+    var q = new URLSearchParams(query); q.delete("next"); q.set("per_page", "50");
+    fetch("/api/alerts?" + q.toString(), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : { alerts: [] }; })
+      .then(function (data) {
+        data.alerts.slice().reverse().forEach(function (a) {
+          if (!document.getElementById("alert-" + a.alert_id)) { showAlert(a.alert_id, "created"); }
+        });
+      }).catch(function () {});
+  }
+  var wasDown = false;
   var source = new EventSource(body.dataset.events);
-  source.addEventListener("open", function () { setLive(true, "live"); });
-  source.addEventListener("error", function () { setLive(false, "reconnecting…"); });
+  source.addEventListener("open", function () {
+    setLive(true, "live");
+    if (wasDown) { wasDown = false; catchUp(); refreshStations(); }
+  });
+  source.addEventListener("error", function () { wasDown = true; setLive(false, "reconnecting…"); });
   source.addEventListener("alert", function (ev) {
     var msg = JSON.parse(ev.data);
     showAlert(msg.alert_id, msg.status);

@@ -71,3 +71,14 @@ def test_admin_manages_station_tokens(sqlite_app, sqlite_tokens, jpeg):
     resp = sqlite_app.test_client().post("/api/alerts", data=multipart(meta(station_id="desk-09"), jpeg),
                                          headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 401
+
+
+def test_rows_keep_the_filter_after_acknowledge_and_pages_link(sqlite_app, sqlite_tokens, jpeg):
+    ids = [_post_alert(sqlite_app, sqlite_tokens.desk01, jpeg, type="no_face") for _ in range(3)]
+    client = sqlite_app.test_client()
+    login(client)
+    html = client.get("/?type=no_face&per_page=2").get_data(as_text=True)
+    assert 'name="next" value="/?type=no_face&amp;per_page=2"' in html
+    assert "page 1 of 2" in html and "page=2" in html
+    html2 = client.get("/?type=no_face&per_page=2&page=2").get_data(as_text=True)
+    assert sum(f'id="alert-{i}"' in html2 for i in ids) == 1 and "page=1" in html2
