@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    faulthandler.enable()  # a crash inside dlib/OpenCV leaves a Python traceback in the log
     try:
         args = build_parser().parse_args(argv)
         setup_logging(args.log_level)

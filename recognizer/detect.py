@@ -6,6 +6,9 @@ types never leave this module. Images are RGB uint8 (convert with `cv2.cvtColor`
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,11 +42,36 @@ def _to_box(rect, height: int, width: int) -> Box:
     return (max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height), max(rect.left(), 0))
 
 
-class FaceEngine:
-    """dlib's detector, landmark predictors and descriptor network, loaded once and reused.
+class _Lease:
+    """A free list of non-thread-safe dlib objects: each caller borrows its own, new ones made on demand.
 
-    HOG detection releases the GIL, so several threads may detect at once; the descriptor
-    network does not, so heavy encoding belongs in worker processes (see `recognizer.workers`).
+    dlib's HOG detector keeps per-call scratch state (calling one from two threads crashed the
+    process), but it releases the GIL, so a detector per concurrent caller gives real parallelism.
+    """
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._free: "queue.SimpleQueue" = queue.SimpleQueue()
+
+    @contextmanager
+    def borrow(self):
+        try:
+            obj = self._free.get_nowait()
+        except queue.Empty:
+            obj = self._factory()
+        try:
+            yield obj
+        finally:
+            self._free.put(obj)
+
+
+class FaceEngine:
+    """dlib's detector, landmark predictors and descriptor network, loaded once and shared by threads.
+
+    Thread-safe: each concurrent HOG detection borrows its own detector (HOG releases the GIL, so
+    stations detect in parallel); the CNN detector and the in-process descriptor network are
+    serialised by locks. The descriptor holds the GIL, so heavy encoding belongs in worker
+    processes (see `recognizer.workers`).
     """
 
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
@@ -55,8 +83,12 @@ class FaceEngine:
             self._cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_DETECTOR)))
             self._hog = None
         else:
-            self._hog = dlib.get_frontal_face_detector()
+            self._hog = _Lease(dlib.get_frontal_face_detector)
+            with self._hog.borrow():  # build the first one now, not on the first frame
+                pass
             self._cnn = None
+        self._cnn_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()
         self._pose5 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_5)))
         self._pose68 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_68)))
         self._encoder = dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
@@ -75,9 +107,11 @@ class FaceEngine:
         up = self.config.upsample if upsample is None else upsample
         h, w = rgb.shape[:2]
         if self._cnn is not None:
-            rects = [d.rect for d in self._cnn(rgb, up)]
+            with self._cnn_lock:
+                rects = [d.rect for d in self._cnn(rgb, up)]
         else:
-            rects = list(self._hog(rgb, up))
+            with self._hog.borrow() as hog:
+                rects = list(hog(rgb, up))
         boxes = [_to_box(r, h, w) for r in rects]
         return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
 
@@ -88,7 +122,9 @@ class FaceEngine:
             return [self.detect(img, up) for img in images]
         images = [self._check(i) for i in images]
         out = []
-        for img, dets in zip(images, self._cnn(list(images), up, batch_size=len(images))):
+        with self._cnn_lock:
+            batches = self._cnn(list(images), up, batch_size=len(images))
+        for img, dets in zip(images, batches):
             h, w = img.shape[:2]
             out.append(sorted((_to_box(d.rect, h, w) for d in dets), key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])))
         return out
@@ -118,7 +154,8 @@ class FaceEngine:
         """128-D encodings (k,128) float32 of aligned chips, in one batched dlib call."""
         if len(chips) == 0:
             return np.zeros((0, 128), np.float32)
-        descriptors = self._encoder.compute_face_descriptor([np.ascontiguousarray(c) for c in chips], jitter)
+        with self._encoder_lock:
+            descriptors = self._encoder.compute_face_descriptor([np.ascontiguousarray(c) for c in chips], jitter)
         return np.array([np.array(d) for d in descriptors], np.float32)
 
     def encode(self, rgb: np.ndarray, boxes: Sequence[Box], jitter: int = 0) -> np.ndarray:

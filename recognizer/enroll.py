@@ -129,6 +129,7 @@ class Enroller:
             bgr = decode_image(image)
             encoding = face_encoding_for_enrolment(self.engine, bgr)
         except (InvalidName, BadImage, EnrolRefused) as exc:
+            log.info("enrolment of %r refused%s: %s", raw_name, f" (from {by})" if by else "", exc)
             return EnrolOutcome(False, str(exc))
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.known_faces / name
