@@ -27,8 +27,8 @@ def draw_faces(bgr: np.ndarray, faces: Sequence[dict]) -> np.ndarray:
     for face in faces:
         top, right, bottom, left = face["box"]
         colour = COLOURS.get(face.get("state", "pending"), COLOURS["pending"])
-        if face.get("liveness") == "no_blink":
-            colour = (0, 0, 255)
+        if face.get("liveness") in ("no_blink", "eyes_closed"):
+            colour = (0, 0, 255) if face["liveness"] == "no_blink" else (0, 140, 255)
         cv2.rectangle(bgr, (left, top), (right, bottom), colour, 2)
         text = label_for(face)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 1)

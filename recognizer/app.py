@@ -30,6 +30,9 @@ class RecognizerSettings:
     index_dir: Path = Path("encodings")
     known_faces: Path = Path("known_faces")
     workers: int = 0  # encoder processes; 0 = one per core
+    liveness_method: str = "both"
+    first_blink_timeout_s: float = 300.0
+    blink_timeout_s: float = 15.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
@@ -44,6 +47,9 @@ class RecognizerSettings:
             index_dir=Path(args.index),
             known_faces=Path(args.known_faces),
             workers=args.workers,
+            liveness_method=args.liveness_method,
+            first_blink_timeout_s=args.first_blink_timeout,
+            blink_timeout_s=args.blink_timeout,
         )
 
 
@@ -63,9 +69,12 @@ class RecognizerApp:
         self.pool = EncoderPool(s.workers or None)
         liveness_factory = None
         if s.pipeline.liveness:
+            from recognizer.eyes import EyeStateModel
             from recognizer.liveness import FaceLiveness, LivenessParams
 
-            liveness_factory = lambda: FaceLiveness(LivenessParams())  # noqa: E731
+            params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
+            eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
+            liveness_factory = lambda: FaceLiveness(params, eye_model, method=s.liveness_method)  # noqa: E731
 
         def new_pipeline() -> StationPipeline:
             return StationPipeline(

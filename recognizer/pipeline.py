@@ -41,7 +41,7 @@ class PipelineConfig:
     grow_reencode: float = 1.5  # re-encode when the box side changed by this factor since the last encoding
     jpeg_quality: int = 80
     min_face_px: int = 40
-    liveness: bool = False
+    liveness: bool = True
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.detect_scale <= 1.0:

@@ -56,7 +56,7 @@ def main() -> int:
 
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    token, dash_token = "demo-station-token", "demo-recognizer-token"
+    token, dash_token = "demo-station-token", "demo-recognizer-service-token-0001"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[tuple[str, subprocess.Popen]] = []
 
