@@ -1,0 +1,209 @@
+"""1:1 face verification for sign-in: is the one face in front of the camera the account holder, alive?
+
+Pure state, no images or sockets: the recognizer feeds one `Observation` per frame (how many
+faces, the distance of the face to the claimed identity's enrolled encodings and to anyone
+else's, the blinks liveness has counted on it) and gets a `Progress` back. The check passes only
+after `frames` consecutive agreeing frames (one face, nearest-encoding distance to the claimed
+person ≤ `accept_distance`, at least `margin` closer than any other enrolled person: the same
+rule as `recognizer.match.evidence`, but against the claimed identity only) with a blink seen
+during that run, all within `timeout_s`. Anything else resets the run; a face that is clearly
+someone else for `mismatch_frames` frames in a row fails at once ("not the account holder").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+PENDING, PASSED, FAILED = "pending", "passed", "failed"
+
+NO_FACE = "no_face"
+SEVERAL_FACES = "several_faces"
+NOT_HOLDER = "not_account_holder"
+NO_BLINK = "no_blink"
+TIMED_OUT = "timed_out"
+NOT_ENROLLED = "not_enrolled"
+CANCELLED = "cancelled"
+
+REASONS = {
+    NO_FACE: "no face in front of the camera",
+    SEVERAL_FACES: "several faces in front of the camera; only the account holder may be in view",
+    NOT_HOLDER: "not the account holder",
+    NO_BLINK: "no blink seen (liveness check failed; a photo or a screen is refused)",
+    TIMED_OUT: "timed out before the face check was complete",
+    NOT_ENROLLED: "this account's identity has no enrolled face; ask an admin to enrol it",
+    CANCELLED: "the face check was cancelled",
+}
+
+
+def describe(reason: str) -> str:
+    """A sentence for a reason code (the code itself when unknown)."""
+    return REASONS.get(reason, reason)
+
+
+@dataclass(frozen=True)
+class VerifyParams:
+    """Thresholds of the face check. Distances are Euclidean between dlib 128-D encodings; times in seconds."""
+
+    frames: int = 10
+    """N: consecutive agreeing frames needed."""
+    timeout_s: float = 20.0
+    """The whole check must pass within this time, counted from the first frame."""
+    accept_distance: float = 0.5
+    """The face's nearest encoding of the claimed person must be within this distance (0.5 as in match.py)."""
+    margin: float = 0.05
+    """Every other enrolled person must be at least this much farther than the claimed one."""
+    require_blink: bool = True
+    """A blink must be seen during the agreeing run (a still photo never passes)."""
+    mismatch_frames: int = 5
+    """Consecutive single-face frames that do not agree after which the check fails as not the holder."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.frames <= 300:
+            raise ValueError(f"frames must be 1..300 consecutive frames (10 is typical), got {self.frames}")
+        if not 1.0 <= self.timeout_s <= 600.0:
+            raise ValueError(f"timeout_s must be 1..600 s (20 is typical), got {self.timeout_s}")
+        if not 0.0 < self.accept_distance < 1.0:
+            raise ValueError(f"accept_distance must be in (0, 1) (0.5 is typical), got {self.accept_distance}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"margin must be in [0, 1) (0.05 is typical), got {self.margin}")
+        if self.mismatch_frames < 1:
+            raise ValueError(f"mismatch_frames must be at least 1, got {self.mismatch_frames}")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one frame showed. `distance`: to the claimed person's closest encoding; `other`: to anyone
+    else's (inf when nobody else is enrolled); `blinks`: liveness's running blink count for this face."""
+
+    t: float
+    faces: int
+    distance: float = math.inf
+    other: float = math.inf
+    blinks: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the check stands. `reason`: the failure reason when failed, else the current problem ("" if none)."""
+
+    state: str
+    reason: str
+    agreeing: int
+    needed: int
+    blinked: bool
+    elapsed_s: float
+    remaining_s: float
+    frames_seen: int
+
+    @property
+    def done(self) -> bool:
+        return self.state != PENDING
+
+    def to_dict(self) -> dict:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "message": describe(self.reason) if self.reason else "",
+            "agreeing": self.agreeing,
+            "needed": self.needed,
+            "blinked": self.blinked,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "remaining_s": round(self.remaining_s, 2),
+            "frames_seen": self.frames_seen,
+        }
+
+
+class Verifier:
+    """One sign-in attempt for `identity`; feed it frames in time order. Final once passed or failed."""
+
+    def __init__(self, identity: str, params: VerifyParams = VerifyParams(), enrolled: bool = True) -> None:
+        self.identity = identity
+        self.params = params
+        self._start: Optional[float] = None
+        self._now = 0.0
+        self._run = 0
+        self._run_blinks: Optional[int] = None  # blink count when the current run began
+        self._blinked = False
+        self._mismatch = 0
+        self._problem = ""
+        self._seen = 0
+        self._state = PENDING
+        self._reason = ""
+        if not enrolled:
+            self._finish(FAILED, NOT_ENROLLED)
+
+    def agrees(self, obs: Observation) -> bool:
+        """One face, close enough to the claimed person, and clearly closer to them than to anyone else."""
+        p = self.params
+        return obs.faces == 1 and obs.distance <= p.accept_distance and obs.other - obs.distance >= p.margin
+
+    def observe(self, obs: Observation) -> Progress:
+        """Feed one frame; returns the progress after it. Frames after the decision change nothing."""
+        if self._state != PENDING:
+            return self.progress
+        if self._start is None:
+            self._start = obs.t
+        self._now = max(self._now, obs.t)
+        self._seen += 1
+        if self.agrees(obs):
+            if self._run == 0:
+                self._run_blinks = obs.blinks
+            self._run += 1
+            self._mismatch = 0
+            self._problem = ""
+            if self._run_blinks is not None and obs.blinks > self._run_blinks:
+                self._blinked = True
+        else:
+            self._run, self._run_blinks, self._blinked = 0, None, False
+            if obs.faces == 0:
+                self._problem = NO_FACE
+            elif obs.faces > 1:
+                self._problem = SEVERAL_FACES
+            else:
+                self._problem = NOT_HOLDER
+                self._mismatch += 1
+            if obs.faces != 1:
+                self._mismatch = 0
+            if self._mismatch >= self.params.mismatch_frames:
+                self._finish(FAILED, NOT_HOLDER)
+                return self.progress
+        if self._run >= self.params.frames:
+            if self._blinked or not self.params.require_blink:
+                self._finish(PASSED, "")
+                return self.progress
+            self._problem = NO_BLINK  # the face agrees; waiting for a blink
+        return self.tick(obs.t)
+
+    def tick(self, t: float) -> Progress:
+        """Advance the clock without a frame; fails the check once `timeout_s` has passed since the first frame."""
+        if self._state == PENDING:
+            if self._start is None:
+                self._start = t
+            self._now = max(self._now, t)
+            if self._now - self._start >= self.params.timeout_s:
+                self._finish(FAILED, self._problem if self._problem else TIMED_OUT)
+        return self.progress
+
+    def cancel(self) -> Progress:
+        if self._state == PENDING:
+            self._finish(FAILED, CANCELLED)
+        return self.progress
+
+    def _finish(self, state: str, reason: str) -> None:
+        self._state, self._reason = state, reason
+
+    @property
+    def progress(self) -> Progress:
+        elapsed = 0.0 if self._start is None else self._now - self._start
+        reason = self._reason if self._state != PENDING else self._problem
+        return Progress(
+            state=self._state,
+            reason=reason,
+            agreeing=min(self._run, self.params.frames),
+            needed=self.params.frames,
+            blinked=self._blinked,
+            elapsed_s=elapsed,
+            remaining_s=max(0.0, self.params.timeout_s - elapsed),
+            frames_seen=self._seen,
+        )
