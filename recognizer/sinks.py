@@ -1,0 +1,172 @@
+"""Where alerts go: the dashboard (multipart, bearer token), a webhook (JSON), and station status reports.
+
+Sinks are called only from the outbox's sender thread; each turns an HTTP answer into success, a
+`TransientDeliveryError` (connection error, timeout, 408, 429, 5xx: retry later) or a
+`PermanentDeliveryError` (any other answer: the reason is the server's own `error` text when it
+sends one). The status reporter is best effort and bypasses the outbox: a missed report is
+replaced by the next one five seconds later.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import requests
+
+from recognizer.outbox import PermanentDeliveryError, TransientDeliveryError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = (3.05, 15.0)  # connect, read (seconds)
+
+
+def _reason(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and body.get("error"):
+            return str(body["error"])[:300]
+    except ValueError:
+        pass
+    return (resp.text or resp.reason or "")[:300].strip()
+
+
+def check_response(resp: requests.Response) -> None:
+    """Raise the right delivery error for a non-2xx answer."""
+    code = resp.status_code
+    if 200 <= code < 300:
+        return
+    text = f"HTTP {code}: {_reason(resp)}"
+    if code in (408, 429) or code >= 500:
+        raise TransientDeliveryError(text)
+    if 300 <= code < 400:
+        text += f" (redirected to {resp.headers.get('Location', '?')}; give the final URL)"
+    raise PermanentDeliveryError(text)
+
+
+def _post(session: requests.Session, url: str, **kw) -> requests.Response:  # noqa: ANN003
+    try:
+        return session.post(url, timeout=TIMEOUT, allow_redirects=False, **kw)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TransientDeliveryError(f"{type(exc).__name__} to {url}") from None
+    except requests.RequestException as exc:  # a malformed URL and the like: retrying will not help
+        raise PermanentDeliveryError(f"{type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DashboardTarget:
+    """The dashboard's base URL (http://host:5000) and a station or service token."""
+
+    url: str
+    token: str
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"dashboard URL must start with http:// or https://, got {self.url!r}")
+        if not self.token:
+            raise ValueError("a dashboard URL needs a token (--dashboard-token): add one with "
+                             "`python -m dashboard add-station --station-id recognizer --kind service`")
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+
+
+class DashboardSink:
+    """POST {url}/api/alerts: multipart `meta` JSON, `image` (opening evidence) and optional `best_image`."""
+
+    name = "dashboard"
+
+    def __init__(self, target: DashboardTarget) -> None:
+        self.target = target
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {target.token}"
+
+    def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
+        files: dict = {"meta": (None, json.dumps(meta), "application/json")}
+        if image is not None:
+            files["image"] = ("evidence.jpg", image, "image/jpeg")
+        if best_image is not None:
+            files["best_image"] = ("best.jpg", best_image, "image/jpeg")
+        check_response(_post(self.session, f"{self.target.url}/api/alerts", files=files))
+
+
+class WebhookSink:
+    """POST the alert as one JSON object to any URL (chat, MQTT bridges). Images as base64 only when asked.
+
+    Body: the dashboard's meta fields, plus `image_b64`/`best_image_b64` when `include_images`.
+    At-least-once: a receiver that must not see a repeat should key on `event_id`.
+    """
+
+    name = "webhook"
+
+    def __init__(self, url: str, include_images: bool = False, headers: Optional[dict] = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+        self.url = url
+        self.include_images = include_images
+        self.session = requests.Session()
+        self.session.headers.update(headers or {})
+
+    def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
+        body = dict(meta)
+        if self.include_images:
+            if image is not None:
+                body["image_b64"] = base64.b64encode(image).decode()
+            if best_image is not None:
+                body["best_image_b64"] = base64.b64encode(best_image).decode()
+        check_response(_post(self.session, self.url, json=body))
+
+
+class StatusReporter:
+    """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
+
+    def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0) -> None:
+        self.target = target
+        self._stations = stations
+        self.interval_s = interval_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {target.token}"
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._reported: set[str] = set()
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="status-reporter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=TIMEOUT[0] + TIMEOUT[1] + 1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.report_once()
+            self._stop.wait(self.interval_s)
+        for station in sorted(self._reported):  # the recognizer is going: say so
+            self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
+
+    def report_once(self) -> None:
+        now: set[str] = set()
+        for st in list(self._stations()):
+            now.add(st.station)
+            self._post(st.station, {"fps": round(min(max(float(st.fps), 0.0), 1000.0), 2), "recognizer_connected": True,
+                                    "login_name": st.login or None, "faces": min(len(st.faces or []), 1000)})
+        for station in sorted(self._reported - now):
+            self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
+        self._reported = now
+
+    def _post(self, station: str, body: dict) -> None:
+        url = f"{self.target.url}/api/stations/{station}/status"
+        try:
+            check_response(_post(self.session, url, json=body))
+        except (TransientDeliveryError, PermanentDeliveryError) as exc:
+            if not self._failing:
+                log.warning("station status to the dashboard failed (%s); retrying every %.0f s quietly", exc, self.interval_s)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("station status reaches the dashboard again")
+        self._failing = False
