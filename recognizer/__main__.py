@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--liveness-method", "both", "ear, cnn or both (a blink counts when both see it)")
     a("--first-blink-timeout", 300.0, "seconds a new face may go without a first blink before it is a possible spoof", float)
     a("--blink-timeout", 15.0, "seconds without a blink, after the first, before a possible spoof", float)
+    a("--dashboard-url", "", "dashboard base URL for alerts and station status, e.g. http://127.0.0.1:5000 (empty: alerts are only logged)")
+    a("--dashboard-token", "", "station or service token for the dashboard (python -m dashboard add-station)")
+    a("--outbox", "var/outbox.sqlite3", "SQLite file where alerts wait until delivered")
+    a("--webhook-url", "", "also POST every alert event as JSON to this URL")
+    a("--webhook-images", False, "include the evidence JPEGs as base64 in webhook posts", parse_bool)
+    a("--alert-types", "all", "alert types to raise: all, or a comma-separated list of unknown_face, wrong_person, "
+      "multiple_faces, no_face, no_blink, camera_tamper")
+    a("--unknown-after", 3.0, "seconds an unknown (or wrong) face must stay before its alert opens", float)
+    a("--multiple-after", 5.0, "seconds more than one face must stay before a multiple_faces alert", float)
+    a("--no-face-after", 30.0, "seconds the desk may be empty before a no_face alert", float)
+    a("--no-blink-after", 5.0, "seconds liveness must keep saying no_blink before a no_blink alert", float)
+    a("--cooldown", 60.0, "seconds after an alert closes before the same type opens again on that station", float)
     a("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     return p
 

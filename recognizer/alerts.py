@@ -14,9 +14,11 @@ imported when called) for the tamper rule.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -301,28 +303,46 @@ def frame_stats(jpeg: bytes) -> Optional[FrameStats]:
 class AlertMonitor:
     """The server's frame observer: one `AlertEngine` per station session; events go to `emit` (the outbox).
 
-    Runs in each station's thread, so it only computes frame statistics and hands events on; `emit`
-    must be fast (an SQLite insert). Sessions are keyed by their `StationStatus` object, so a station
-    that reconnects starts a fresh engine and the old session's close does not touch the new one.
+    `on_frame` runs in each station's thread, so it only computes frame statistics and hands events on;
+    `emit` must be fast (an SQLite insert). Sessions are keyed by their `StationStatus` object (held, so
+    its id is not reused), so a station that reconnects starts a fresh engine. A sweeper thread compares
+    the engines with the server's live sessions every `sweep_s` and closes the incidents of sessions
+    that ended (the station disconnected).
     """
 
     def __init__(self, thresholds: AlertThresholds, emit: Callable[[AlertEvent], None],
-                 clock: Callable[[], float] | None = None) -> None:
-        import threading
-        import time
-
+                 live_sessions: Callable[[], Iterable[Any]] = lambda: (), sweep_s: float = 1.0,
+                 clock: Optional[Callable[[], float]] = None) -> None:
         self.thresholds = thresholds
         self._emit = emit
+        self._live = live_sessions
+        self.sweep_s = sweep_s
         self._clock = clock or time.time
-        self._engines: dict[int, AlertEngine] = {}
+        self._engines: dict[int, tuple[Any, AlertEngine]] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._sweep_loop, name="alert-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self, reason: str = "recognizer_stopped") -> None:
+        """Stop the sweeper and close every open incident."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            engines, self._engines = [e for _, e in self._engines.values()], {}
+        for engine in engines:
+            self._send(engine.close_all(self._clock(), reason))
 
     def _engine(self, status: Any) -> AlertEngine:
         with self._lock:
-            engine = self._engines.get(id(status))
-            if engine is None:
-                engine = self._engines[id(status)] = AlertEngine(status.station, self.thresholds)
-            return engine
+            entry = self._engines.get(id(status))
+            if entry is None:
+                entry = self._engines[id(status)] = (status, AlertEngine(status.station, self.thresholds))
+            return entry[1]
 
     def on_frame(self, status: Any, outcome: Any, raw_jpeg: bytes) -> None:
         """FrameObserver: (StationStatus, FrameOutcome, raw JPEG) → events emitted."""
@@ -331,17 +351,27 @@ class AlertMonitor:
         self._send(events)
 
     def on_disconnect(self, status: Any) -> None:
-        """The station session ended: close its open incidents."""
+        """A station session ended: close its open incidents."""
         with self._lock:
-            engine = self._engines.pop(id(status), None)
-        if engine is not None:
-            self._send(engine.close_all(self._clock()))
+            entry = self._engines.pop(id(status), None)
+        if entry is not None:
+            self._send(entry[1].close_all(self._clock()))
 
-    def close_all(self, reason: str = "recognizer_stopped") -> None:
+    def sweep(self) -> None:
+        """Close the incidents of every session that is no longer live."""
+        live = {id(s) for s in self._live()}
         with self._lock:
-            engines, self._engines = list(self._engines.values()), {}
-        for engine in engines:
-            self._send(engine.close_all(self._clock(), reason))
+            gone = [status for key, (status, _) in self._engines.items() if key not in live]
+        for status in gone:
+            log.info("station %s: session ended; closing its incidents", status.station)
+            self.on_disconnect(status)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_s):
+            try:
+                self.sweep()
+            except (RuntimeError, ValueError, OSError):  # a failed sweep is retried on the next tick
+                log.exception("alert sweep failed")
 
     def _send(self, events: list[AlertEvent]) -> None:
         for ev in events:

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from recognizer.alerts import ALERT_TYPES, AlertMonitor, AlertThresholds
 from recognizer.detect import EngineConfig, FaceEngine
 from recognizer.enroll import Enroller
 from recognizer.index import IndexStore
 from recognizer.match import OpenSetParams
+from recognizer.outbox import Outbox, OutboxConfig
 from recognizer.pipeline import PipelineConfig, StationPipeline
 from recognizer.server import RecognizerServer, ServerConfig
+from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.workers import EncoderPool
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,12 @@ class RecognizerSettings:
     liveness_method: str = "both"
     first_blink_timeout_s: float = 300.0
     blink_timeout_s: float = 15.0
+    alerts: AlertThresholds = field(default_factory=AlertThresholds)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
+    webhook_url: str = ""  # alerts also go here as JSON when set
+    webhook_images: bool = False
+    status_interval_s: float = 5.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
@@ -50,7 +59,24 @@ class RecognizerSettings:
             liveness_method=args.liveness_method,
             first_blink_timeout_s=args.first_blink_timeout,
             blink_timeout_s=args.blink_timeout,
+            alerts=AlertThresholds(
+                unknown_after_s=args.unknown_after, wrong_person_after_s=args.unknown_after,
+                multiple_after_s=args.multiple_after, no_face_after_s=args.no_face_after,
+                no_blink_after_s=args.no_blink_after, cooldown_s=args.cooldown,
+                enabled=frozenset(_alert_types(args.alert_types)),
+            ),
+            outbox=OutboxConfig(path=Path(args.outbox)),
+            dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
+            webhook_url=args.webhook_url,
+            webhook_images=args.webhook_images,
         )
+
+
+def _alert_types(text: str) -> list[str]:
+    """'all' or a comma-separated list of alert types."""
+    if text.strip().lower() == "all":
+        return list(ALERT_TYPES)
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 class RecognizerApp:
@@ -60,6 +86,9 @@ class RecognizerApp:
         self.settings = settings
         self.server: Optional[RecognizerServer] = None
         self.pool: Optional[EncoderPool] = None
+        self.outbox: Optional[Outbox] = None
+        self.alerts: Optional[AlertMonitor] = None
+        self.reporter: Optional[StatusReporter] = None
         self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
@@ -83,7 +112,31 @@ class RecognizerApp:
             )
 
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces))
+        self._start_alerts(self.server)
         return self.server.start()
+
+    def _start_alerts(self, server: RecognizerServer) -> None:
+        """Alert rules on every frame; events through the outbox to the dashboard/webhook, or only logged."""
+        s = self.settings
+        sinks: list = []
+        if s.dashboard is not None:
+            sinks.append(DashboardSink(s.dashboard))
+        if s.webhook_url:
+            sinks.append(WebhookSink(s.webhook_url, include_images=s.webhook_images))
+        emit = lambda ev: None  # noqa: E731 - no sink: the monitor's INFO log line is the alert
+        if sinks:
+            self.outbox = Outbox(s.outbox, sinks)
+            self.outbox.start()
+            emit = self.outbox.put
+            log.info("alerts go to %s (outbox %s)", ", ".join(x.name for x in sinks), s.outbox.path)
+        else:
+            log.info("no --dashboard-url or --webhook-url: alerts are only logged")
+        self.alerts = AlertMonitor(s.alerts, emit, server.stations)
+        self.alerts.start()
+        server.observers.append(self.alerts.on_frame)
+        if s.dashboard is not None:
+            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s)
+            self.reporter.start()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -94,5 +147,11 @@ class RecognizerApp:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+        if self.alerts is not None:
+            self.alerts.stop()  # closes the incidents still open
+        if self.reporter is not None:
+            self.reporter.stop()
+        if self.outbox is not None:
+            self.outbox.stop(flush_timeout_s=3.0)
         if self.pool is not None:
             self.pool.close()

@@ -55,6 +55,10 @@ class PermanentDeliveryError(Exception):
     """The sink refused the event for good (4xx); retrying would not help. The message says why."""
 
 
+class OutboxError(RuntimeError):
+    """The outbox file could not be written (disk full, file locked or damaged); the message says which."""
+
+
 class Sink(Protocol):
     name: str
 
@@ -145,20 +149,26 @@ class Outbox:
         best = ev.best_image if isinstance(ev.best_image, (bytes, bytearray)) else None
         now = self._clock()
         payload = json.dumps(event_meta(ev), separators=(",", ":"))
+        if not self.sinks:
+            return
         with self._lock:
-            if not self.sinks:
-                return
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (event_id, alert_id, payload, image, best_image, sinks_left, next_try_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ev.event_id, ev.alert_id, payload, image, best, json.dumps(sorted(self.sinks)), now, now))
-            if cur.rowcount != 1:
-                return  # the same event id again: already stored
-            self._count += 1
-            self._bytes += len(image or b"") + len(best or b"")
-            if self._count > self.config.max_events or self._bytes > self.config.max_bytes:
-                self._shrink()
+            try:
+                self._insert(ev, payload, image, best, now)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot store alert event in {self.config.path}: {exc}") from exc
         self._wake.set()
+
+    def _insert(self, ev: AlertEvent, payload: str, image: Optional[bytes], best: Optional[bytes], now: float) -> None:
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO outbox (event_id, alert_id, payload, image, best_image, sinks_left, next_try_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ev.event_id, ev.alert_id, payload, image, best, json.dumps(sorted(self.sinks)), now, now))
+        if cur.rowcount != 1:
+            return  # the same event id again: already stored
+        self._count += 1
+        self._bytes += len(image or b"") + len(best or b"")
+        if self._count > self.config.max_events or self._bytes > self.config.max_bytes:
+            self._shrink()
 
     def _shrink(self) -> None:
         """Bring the pending events back under the limits, oldest first; every drop is logged."""

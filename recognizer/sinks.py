@@ -12,48 +12,86 @@ import base64
 import json
 import logging
 import threading
+import urllib.error
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
-
-import requests
 
 from recognizer.outbox import PermanentDeliveryError, TransientDeliveryError
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = (3.05, 15.0)  # connect, read (seconds)
+TIMEOUT_S = 15.0  # connect and read, per request
 
 
-def _reason(resp: requests.Response) -> str:
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    location: str = ""
+
+    def reason(self) -> str:
+        """The server's `error` text when it sent JSON, else the start of the body."""
+        try:
+            data = json.loads(self.body)
+            if isinstance(data, dict) and data.get("error"):
+                return str(data["error"])[:300]
+        except ValueError:
+            pass
+        return self.body[:300].decode("utf-8", "replace").strip()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - a redirected POST is reported, not followed
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)  # stateless; safe to share between threads
+
+
+def http_post(url: str, body: bytes, headers: dict, timeout_s: float = TIMEOUT_S) -> HttpAnswer:
+    """POST with the standard library (the recognizer host needs no HTTP package). Network failures are transient."""
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        body = resp.json()
-        if isinstance(body, dict) and body.get("error"):
-            return str(body["error"])[:300]
-    except ValueError:
-        pass
-    return (resp.text or resp.reason or "")[:300].strip()
+        with _OPENER.open(req, timeout=timeout_s) as resp:
+            return HttpAnswer(resp.status, resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return HttpAnswer(exc.code, exc.read() or b"", exc.headers.get("Location", "") if exc.headers else "")
+    except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, reset, timed out
+        raise TransientDeliveryError(f"{getattr(exc, 'reason', exc)} ({url})") from None
+    except ValueError as exc:  # a malformed URL: retrying will not help
+        raise PermanentDeliveryError(f"bad URL {url!r}: {exc}") from None
 
 
-def check_response(resp: requests.Response) -> None:
+def check_answer(answer: HttpAnswer) -> None:
     """Raise the right delivery error for a non-2xx answer."""
-    code = resp.status_code
+    code = answer.status
     if 200 <= code < 300:
         return
-    text = f"HTTP {code}: {_reason(resp)}"
+    text = f"HTTP {code}: {answer.reason()}"
     if code in (408, 429) or code >= 500:
         raise TransientDeliveryError(text)
     if 300 <= code < 400:
-        text += f" (redirected to {resp.headers.get('Location', '?')}; give the final URL)"
+        text += f" (redirected to {answer.location or '?'}; configure the final URL)"
     raise PermanentDeliveryError(text)
 
 
-def _post(session: requests.Session, url: str, **kw) -> requests.Response:  # noqa: ANN003
-    try:
-        return session.post(url, timeout=TIMEOUT, allow_redirects=False, **kw)
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientDeliveryError(f"{type(exc).__name__} to {url}") from None
-    except requests.RequestException as exc:  # a malformed URL and the like: retrying will not help
-        raise PermanentDeliveryError(f"{type(exc).__name__}: {exc}") from None
+def multipart(fields: list[tuple[str, Optional[str], str, bytes]]) -> tuple[bytes, str]:
+    """multipart/form-data body from (name, filename or None, content type, data); returns (body, content type)."""
+    boundary = uuid.uuid4().hex
+    out = bytearray()
+    for name, filename, ctype, data in fields:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\nContent-Type: {ctype}\r\n\r\n".encode()
+        out += data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def post_json(url: str, body: dict, headers: dict) -> None:
+    check_answer(http_post(url, json.dumps(body).encode(), {**headers, "Content-Type": "application/json"}))
 
 
 @dataclass(frozen=True)
@@ -79,16 +117,16 @@ class DashboardSink:
 
     def __init__(self, target: DashboardTarget) -> None:
         self.target = target
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {target.token}"
 
     def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
-        files: dict = {"meta": (None, json.dumps(meta), "application/json")}
+        parts = [("meta", None, "application/json", json.dumps(meta).encode())]
         if image is not None:
-            files["image"] = ("evidence.jpg", image, "image/jpeg")
+            parts.append(("image", "evidence.jpg", "image/jpeg", bytes(image)))
         if best_image is not None:
-            files["best_image"] = ("best.jpg", best_image, "image/jpeg")
-        check_response(_post(self.session, f"{self.target.url}/api/alerts", files=files))
+            parts.append(("best_image", "best.jpg", "image/jpeg", bytes(best_image)))
+        body, ctype = multipart(parts)
+        headers = {"Authorization": f"Bearer {self.target.token}", "Content-Type": ctype}
+        check_answer(http_post(f"{self.target.url}/api/alerts", body, headers))
 
 
 class WebhookSink:
@@ -105,8 +143,7 @@ class WebhookSink:
             raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
         self.url = url
         self.include_images = include_images
-        self.session = requests.Session()
-        self.session.headers.update(headers or {})
+        self.headers = dict(headers or {})
 
     def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
         body = dict(meta)
@@ -115,7 +152,7 @@ class WebhookSink:
                 body["image_b64"] = base64.b64encode(image).decode()
             if best_image is not None:
                 body["best_image_b64"] = base64.b64encode(best_image).decode()
-        check_response(_post(self.session, self.url, json=body))
+        post_json(self.url, body, self.headers)
 
 
 class StatusReporter:
@@ -125,8 +162,6 @@ class StatusReporter:
         self.target = target
         self._stations = stations
         self.interval_s = interval_s
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {target.token}"
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._reported: set[str] = set()
@@ -139,7 +174,7 @@ class StatusReporter:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=TIMEOUT[0] + TIMEOUT[1] + 1)
+            self._thread.join(timeout=2 * TIMEOUT_S + 1)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -161,7 +196,7 @@ class StatusReporter:
     def _post(self, station: str, body: dict) -> None:
         url = f"{self.target.url}/api/stations/{station}/status"
         try:
-            check_response(_post(self.session, url, json=body))
+            post_json(url, body, {"Authorization": f"Bearer {self.target.token}"})
         except (TransientDeliveryError, PermanentDeliveryError) as exc:
             if not self._failing:
                 log.warning("station status to the dashboard failed (%s); retrying every %.0f s quietly", exc, self.interval_s)
