@@ -37,7 +37,7 @@ class PipelineConfig:
 
     detect_scale: float = 1.0
     reencode_every: int = 30
-    pending_every: int = 2
+    pending_every: int = 1
     grow_reencode: float = 1.5  # re-encode when the box side changed by this factor since the last encoding
     jpeg_quality: int = 80
     min_face_px: int = 40
