@@ -123,6 +123,17 @@ class _PendingEnrol:
         self.answer: dict = {}
 
 
+class _PendingVerify:
+    """A sign-in face check sent to the recognizer: its latest progress and who to tell when it ends."""
+
+    def __init__(self, request_id: str, identity: str, deadline: float, on_done: Callable[[dict], None]) -> None:
+        self.request_id = request_id
+        self.identity = identity
+        self.deadline = deadline  # monotonic; the edge gives up even if the recognizer never answers
+        self.on_done = on_done
+        self.progress: dict = {"state": "pending", "reason": "", "message": "", "agreeing": 0}
+
+
 class RecognizerLink:
     """Keeps the edge connected to the recognizer and streams the newest camera frames to it.
 
@@ -146,6 +157,7 @@ class RecognizerLink:
         self._lock = threading.Lock()  # guards the fields below
         self._conn: Optional[_Connection] = None
         self._pending: dict[str, _PendingEnrol] = {}
+        self._verify: Optional[_PendingVerify] = None  # at most one sign-in face check per desk
         self._state = "offline"
         self._reason = "not started"
         self._since = time.time()
@@ -217,7 +229,7 @@ class RecognizerLink:
                 "last_error": self._last_error,
             }
 
-    def enrol(self, name: str, timeout: float = 10.0) -> dict:
+    def enrol(self, name: str, timeout: float = 10.0, by: str = "") -> dict:
         """Send the current raw frame to be enrolled as `name`; wait for the recognizer's answer.
 
         Always returns a dict with `ok` and `reason` (and `code` for answers made here: invalid_name,
@@ -241,7 +253,7 @@ class RecognizerLink:
         with self._lock:
             self._pending[request_id] = pending
         try:
-            conn.stream.send(protocol.enrol(request_id, name, jpeg))
+            conn.stream.send(protocol.enrol(request_id, name, jpeg, by=by))
             log.info("enrol request %s sent for %r (%d bytes)", request_id, name, len(jpeg))
             if not pending.done.wait(timeout):
                 return {
@@ -270,6 +282,67 @@ class RecognizerLink:
             except OSError as exc:
                 conn.fail(f"send failed: {exc}")
         log.info("login set to %r", login)
+
+    def verify(self, identity: str, frames: int, timeout_s: float, on_done: Callable[[dict], None]) -> Optional[str]:
+        """Ask the recognizer to check the next frames against `identity` only; returns the request id.
+
+        Returns None (and calls nothing) when the recognizer is offline. `on_done(progress)` is called
+        once, from a link thread, with the final progress dict (state "passed" or "failed", reason).
+        A check already running is cancelled first (its `on_done` gets reason "cancelled").
+        """
+        identity = validate_name(identity, "identity")
+        with self._lock:
+            conn = self._conn if self._state == "online" else None
+        if conn is None:
+            return None
+        self.cancel_verify()
+        request_id = uuid.uuid4().hex
+        # the recognizer times the check from its first frame; allow it a little more here
+        pending = _PendingVerify(request_id, identity, time.monotonic() + timeout_s + 5.0, on_done)
+        with self._lock:
+            self._verify = pending
+        if not self._send(conn, protocol.verify(request_id, identity, frames, timeout_s)):
+            self._finish_verify(request_id, {"state": "failed", "reason": "offline", "message": "recognizer offline"})
+            return request_id
+        log.info("sign-in face check %s started for %r", request_id, identity)
+        return request_id
+
+    def verify_progress(self, request_id: str) -> Optional[dict]:
+        """The latest progress of the check `request_id`, or None when it is not the current one."""
+        self._expire_verify()
+        with self._lock:
+            v = self._verify
+            return dict(v.progress) if v is not None and v.request_id == request_id else None
+
+    def cancel_verify(self) -> None:
+        """Cancel the current check, if any (its on_done is called with reason 'cancelled')."""
+        with self._lock:
+            v = self._verify
+            conn = self._conn if self._state == "online" else None
+        if v is None:
+            return
+        if conn is not None:
+            self._send(conn, protocol.verify_cancel(v.request_id))
+        self._finish_verify(v.request_id, {"state": "failed", "reason": "cancelled", "message": "cancelled"})
+
+    def _finish_verify(self, request_id: str, progress: dict) -> None:
+        with self._lock:
+            v = self._verify
+            if v is None or v.request_id != request_id:
+                return
+            v.progress = progress
+            self._verify = None
+        try:
+            v.on_done(progress)
+        except Exception:  # the callback's bug must not kill the receiver thread; logged with its trace
+            log.exception("sign-in callback failed for %s", request_id)
+
+    def _expire_verify(self) -> None:
+        with self._lock:
+            v = self._verify
+        if v is not None and time.monotonic() > v.deadline:
+            self._finish_verify(v.request_id, {"state": "failed", "reason": "timed_out",
+                                               "message": "the recognizer did not finish the face check in time"})
 
     # ---- manager thread ----
 
@@ -359,6 +432,11 @@ class RecognizerLink:
             for p in pending:  # nobody will answer these now
                 p.answer = {"ok": False, "code": "offline", "reason": f"recognizer offline: {conn.reason}"}
                 p.done.set()
+            with self._lock:
+                verifying = self._verify
+            if verifying is not None:  # the recognizer's check state went with the connection
+                self._finish_verify(verifying.request_id, {"state": "failed", "reason": "offline",
+                                                           "message": f"recognizer offline: {conn.reason}"})
             log.info("disconnected from recognizer: %s", conn.reason)
 
     def _send_loop(self, conn: _Connection) -> None:
@@ -446,6 +524,8 @@ class RecognizerLink:
             self._on_result(conn, message)
         elif kind == MessageKind.ENROL_RESULT:
             self._on_enrol_result(message)
+        elif kind == MessageKind.VERIFY_RESULT:
+            self._on_verify_result(message)
         elif kind == MessageKind.HEARTBEAT:
             log.debug("heartbeat from recognizer")
         elif kind in (MessageKind.REFUSE, MessageKind.ERROR):
@@ -486,6 +566,18 @@ class RecognizerLink:
             log.info("recognizer could not process frame %d: %s", seq, error)
         log.debug("result %d: %d faces, %.0f ms", seq, len(faces), latency_ms)
 
+    def _on_verify_result(self, message: Message) -> None:
+        request_id = message.get("request_id", str)
+        state = message.get("state", str)
+        progress = _verify_progress(message.header)
+        if state == "pending":
+            with self._lock:
+                if self._verify is not None and self._verify.request_id == request_id:
+                    self._verify.progress = progress
+            return
+        log.info("sign-in face check %s: %s %s", request_id, state, progress.get("reason", ""))
+        self._finish_verify(request_id, progress)
+
     def _on_enrol_result(self, message: Message) -> None:
         request_id = message.get("request_id", str)
         with self._lock:
@@ -502,6 +594,12 @@ class RecognizerLink:
         }
         log.info("enrol answer %s: ok=%s %s", request_id, pending.answer["ok"], pending.answer["reason"])
         pending.done.set()
+
+
+def _verify_progress(header: dict) -> dict:
+    """The JSON-able progress fields of a VERIFY_RESULT header."""
+    keys = ("state", "reason", "message", "agreeing", "needed", "blinked", "elapsed_s", "remaining_s", "frames_seen")
+    return {k: header[k] for k in keys if k in header}
 
 
 def _round(value: Optional[float], digits: int = 1) -> Optional[float]:

@@ -14,10 +14,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import cv2
+
+from recognizer.annotate import draw_faces
 from recognizer.enroll import Enroller
-from recognizer.imageio import BadImage
+from recognizer.imageio import BadImage, decode_jpeg, encode_jpeg
 from recognizer.index import IndexStore
+from recognizer.liveness import FaceLiveness, LivenessParams
+from recognizer.match import person_scores
 from recognizer.pipeline import FrameOutcome, StationPipeline
+from recognizer.verify import Observation, Verifier, VerifyParams
 from shared import protocol
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
@@ -80,6 +86,8 @@ class StationSession:
         self.stream = MessageStream(sock, server.config.max_message)
         self.peer = peer
         self.status: Optional[StationStatus] = None
+        self.verification: Optional["VerifyRun"] = None  # a sign-in face check in progress (VERIFY)
+        self._verify_runs = 0
         self.thread = threading.Thread(target=self._run, name=f"station-{peer}", daemon=True)
 
     def close(self) -> None:
@@ -156,19 +164,92 @@ class StationSession:
             if msg is None:
                 return
             status.last_seen = time.time()
-            if msg.kind == MessageKind.FRAME:
+            if msg.kind == MessageKind.FRAME and self.verification is not None:
+                self._on_verify_frame(pipeline, msg)
+            elif msg.kind == MessageKind.FRAME:
                 self._on_frame(pipeline, msg)
+            elif msg.kind == MessageKind.VERIFY:
+                self._on_verify(pipeline, msg)
             elif msg.kind == MessageKind.HEARTBEAT:
                 self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
             elif msg.kind == MessageKind.ENROL:
                 request_id = msg.get("request_id", str)
-                outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{status.station}/{status.login}")
+                by = msg.get("by", str, "") or status.login
+                outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{status.station}/{by}")
                 self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count))
             elif msg.kind == MessageKind.SESSION:
                 status.login = msg.get("login", str)
                 log.info("station %s: login is now %r", status.station, status.login)
             else:
                 raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
+
+    def _on_verify(self, pipeline: StationPipeline, msg: Message) -> None:
+        """Start (or cancel) a sign-in face check; the station's frames go to it until it is decided."""
+        request_id = msg.get("request_id", str)
+        status = self.status
+        if msg.get("cancel", bool, False):
+            run = self.verification
+            if run is not None and run.request_id == request_id:
+                self._end_verification(pipeline, run, run.verifier.cancel().to_dict())
+            return
+        identity = msg.get("identity", str)
+        frames = msg.get("frames", int)
+        timeout_s = msg.get("timeout_s", (int, float))
+        match = pipeline.voter.params
+        try:
+            identity = validate_name(identity, "identity")
+            params = VerifyParams(frames=frames, timeout_s=float(timeout_s),
+                                  accept_distance=match.accept_distance, margin=match.margin)
+        except (InvalidName, ValueError) as exc:
+            self.stream.send(protocol.verify_result(request_id, {"state": "failed", "reason": "bad_request",
+                                                                 "message": str(exc)}))
+            return
+        enrolled = identity in self.server.store.index.arrays.people
+        if self.verification is not None:
+            self.verification.verifier.cancel()
+        self._verify_runs += 1
+        # the station's own liveness (its method and thresholds); a recognizer run with liveness off
+        # still checks blinks at sign-in, with the default method
+        liveness = pipeline.liveness if pipeline.liveness is not None else FaceLiveness(LivenessParams())
+        run = VerifyRun(request_id, Verifier(identity, params, enrolled=enrolled), -self._verify_runs, liveness)
+        log.info("station %s: sign-in face check %s for %r (%d frames, %.0f s)%s", status.station, request_id,
+                 identity, frames, timeout_s, "" if enrolled else ": not enrolled")
+        if run.verifier.progress.done:
+            self.stream.send(protocol.verify_result(request_id, run.verifier.progress.to_dict()))
+            return
+        self.verification = run
+
+    def _end_verification(self, pipeline: StationPipeline, run: "VerifyRun", progress: dict) -> None:
+        self.verification = None
+        run.liveness.forget(run.track_id)
+        log.info("station %s: sign-in face check %s %s%s", self.status.station, run.request_id, progress["state"],
+                 f" ({progress['reason']})" if progress.get("reason") else "")
+        self.stream.send(protocol.verify_result(run.request_id, progress))
+
+    def _on_verify_frame(self, pipeline: StationPipeline, msg: Message) -> None:
+        """A frame during a sign-in check: every frame encoded and compared with the claimed identity only."""
+        run = self.verification
+        assert run is not None and self.status is not None
+        seq = msg.get("seq", int)
+        ts = msg.get("ts", (int, float), 0.0)
+        try:
+            observation, faces, annotated = verify_observation(pipeline, run, msg.payload, time.monotonic())
+        except BadImage as exc:
+            self.status.errors += 1
+            self.stream.send(protocol.result(seq, ts, [], error=f"bad_image: {exc}"))
+            return
+        except Exception:  # a bug on one frame must not take the station down; logged with its trace
+            self.status.errors += 1
+            log.exception("station %s frame %d (sign-in check): internal error", self.status.station, seq)
+            self.stream.send(protocol.result(seq, ts, [], error="internal_error"))
+            return
+        progress = run.verifier.observe(observation).to_dict()
+        self.status.frames += 1
+        self.stream.send(protocol.result(seq, ts, faces, annotated, verify=progress))
+        if progress["state"] != "pending":
+            self._end_verification(pipeline, run, progress)
+        else:
+            self.stream.send(protocol.verify_result(run.request_id, progress))
 
     def _on_frame(self, pipeline: StationPipeline, msg: Message) -> None:
         status = self.status
@@ -199,6 +280,50 @@ class StationSession:
             except Exception:  # an observer (alerts) failing must not drop frames; logged with trace
                 log.exception("frame observer failed for station %s", status.station)
         self.stream.send(protocol.result(seq, ts, outcome.faces, outcome.annotated, timings=outcome.timings_ms))
+
+
+@dataclass
+class VerifyRun:
+    """A station's sign-in face check: the pure verifier plus the liveness track id it uses."""
+
+    request_id: str
+    verifier: Verifier
+    track_id: int  # negative, so it never meets a tracker id in the station's liveness state
+    liveness: FaceLiveness
+
+
+def verify_observation(pipeline: StationPipeline, run: VerifyRun, jpeg: bytes, now: float) -> tuple[Observation, list, bytes]:
+    """Detect, encode and measure one frame against the claimed identity; returns the observation, faces, JPEG."""
+    bgr = decode_jpeg(jpeg)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    engine = pipeline.engine
+    boxes = [b for b in engine.detect(rgb) if max(b[2] - b[0], b[1] - b[3]) >= pipeline.config.min_face_px]
+    identity = run.verifier.identity
+    distance = other = float("inf")
+    blinks = 0
+    liveness = "unknown"
+    if len(boxes) == 1:
+        encoding = pipeline.encoder.encode_chips(engine.chips(rgb, boxes))
+        scores = person_scores(pipeline.store.index, encoding, pipeline.voter.params.tolerance)
+        for name, d in zip(scores.people, scores.nearest[0]):
+            if name == identity:
+                distance = float(d)
+            else:
+                other = min(other, float(d))
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        points = engine.landmarks68(gray, boxes)[0]
+        result = run.liveness.update(run.track_id, now, points, gray)
+        blinks, liveness = result.blinks, result.state.value
+    observation = Observation(now, len(boxes), distance, other, blinks)
+    agrees = run.verifier.agrees(observation)
+    faces = [{
+        "box": list(b), "track": run.track_id, "name": identity if agrees else None,
+        "state": "known" if agrees else "pending",
+        "distance": None if distance == float("inf") else round(distance, 4),
+        "confidence": 0.0, "liveness": liveness, "blinks": blinks,
+    } for b in boxes]
+    annotated = encode_jpeg(draw_faces(bgr, faces), pipeline.config.jpeg_quality)
+    return observation, faces, annotated
 
 
 class RecognizerServer:

@@ -39,6 +39,8 @@ class MessageKind(enum.IntEnum):
     ENROL_RESULT = 0x21  # recognizer -> edge: request_id, ok, reason
     SESSION = 0x30  # edge -> recognizer: login change
     HEARTBEAT = 0x40  # either way: ts; the recognizer echoes it
+    VERIFY = 0x50  # edge -> recognizer: start (or cancel) a 1:1 sign-in face check of one identity
+    VERIFY_RESULT = 0x51  # recognizer -> edge: progress of that check after each frame, then its decision
     ERROR = 0x7F  # recognizer -> edge: protocol error, with reason; connection then closes
 
 
@@ -226,8 +228,11 @@ def result(seq: int, ts: float, faces: list, jpeg: bytes = b"", error: Optional[
     return Message(MessageKind.RESULT, header, jpeg)
 
 
-def enrol(request_id: str, name: str, jpeg: bytes) -> Message:
-    return Message(MessageKind.ENROL, {"request_id": request_id, "name": name}, jpeg)
+def enrol(request_id: str, name: str, jpeg: bytes, by: str = "") -> Message:
+    header = {"request_id": request_id, "name": name}
+    if by:
+        header["by"] = by  # the signed-in admin who pressed Capture (recorded by the recognizer)
+    return Message(MessageKind.ENROL, header, jpeg)
 
 
 def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0) -> Message:
@@ -242,3 +247,19 @@ def session(login: str) -> Message:
 
 def heartbeat(ts: float) -> Message:
     return Message(MessageKind.HEARTBEAT, {"ts": ts})
+
+
+def verify(request_id: str, identity: str, frames: int, timeout_s: float) -> Message:
+    """Start a sign-in face check: the next frames are checked against `identity` only."""
+    return Message(
+        MessageKind.VERIFY, {"request_id": request_id, "identity": identity, "frames": frames, "timeout_s": timeout_s}
+    )
+
+
+def verify_cancel(request_id: str) -> Message:
+    return Message(MessageKind.VERIFY, {"request_id": request_id, "cancel": True})
+
+
+def verify_result(request_id: str, progress: dict) -> Message:
+    """`progress`: state (pending/passed/failed), reason, message, agreeing, needed, blinked, elapsed_s, ..."""
+    return Message(MessageKind.VERIFY_RESULT, {"request_id": request_id, **progress})
