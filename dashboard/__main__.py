@@ -28,12 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="TCP port (default 5000)")
     s.add_argument("--max-body-mib", type=float, help="largest accepted upload in MiB (default 5)")
 
-    for name, role_help in (("create-admin", "an admin"), ("create-user", "a viewer or admin")):
+    for name, role_help in (("create-admin", "an admin"), ("create-user", "a viewer, evaluator, staff or admin")):
         u = sub.add_parser(name, help=f"add {role_help} account, or reset its password")
         u.add_argument("--username", required=True)
         u.add_argument("--password", help=f"the password (else env {PASSWORD_ENV}, else asked for)")
         if name == "create-user":
-            u.add_argument("--role", choices=("viewer", "admin"), default="viewer")
+            u.add_argument("--role", choices=("viewer", "evaluator", "staff", "admin"), default="viewer",
+                           help="viewer: dashboard only; evaluator: signs in at a desk; staff: dashboard and desk pages; "
+                                "admin: everything, enrolment included")
+            u.add_argument("--identity", help="enrolled face name (known_faces/NAME) a desk sign-in is checked "
+                                              "against; required for evaluators")
 
     a = sub.add_parser("add-station", help="create a token for a station (or a recognizer service); prints it once")
     a.add_argument("--station-id", required=True, help="station id such as desk-01 (or a service name)")
@@ -101,8 +105,9 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
         if args.command in ("create-admin", "create-user"):
             password = args.password or os.environ.get(PASSWORD_ENV) or _ask_password()
             role = "admin" if args.command == "create-admin" else args.role
-            user = auth.create_user(db, args.username, password, role)
-            print(f"user {user.username!r} ({user.role}) saved")
+            user = auth.create_user(db, args.username, password, role, getattr(args, "identity", None))
+            linked = f", identity {user.identity!r}" if user.identity else ""
+            print(f"user {user.username!r} ({user.role}{linked}) saved")
         elif args.command == "add-station":
             name = parse_station(args.station_id)
             token = auth.create_token(db, name, args.kind, args.token or os.environ.get(TOKEN_ENV))

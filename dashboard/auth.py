@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dashboard.models import ROLES, TOKEN_KINDS, ApiToken, User, utcnow
+from shared.names import InvalidName, validate_name
 
 MIN_TOKEN_CHARS = 24
 MIN_PASSWORD_CHARS = 8
@@ -73,10 +74,21 @@ def caller_for(db: Session, authorization: Optional[str]) -> Optional[Caller]:
     return None if row is None else Caller(row.name, row.kind)
 
 
-def create_user(db: Session, username: str, password: str, role: str = "viewer") -> User:
-    """Add an account, or reset the password and role of an existing one."""
+def create_user(db: Session, username: str, password: str, role: str = "viewer", identity: Optional[str] = None) -> User:
+    """Add an account, or reset the password, role (and identity) of an existing one.
+
+    `identity`: the enrolled face name (known_faces/<identity>) a desk sign-in is checked against;
+    required for evaluators, optional for staff and admins (then they sign in at a desk by password only).
+    """
     if role not in ROLES:
         raise AuthError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    if identity:
+        try:
+            identity = validate_name(identity, "identity")
+        except InvalidName as exc:
+            raise AuthError(str(exc)) from None
+    elif role == "evaluator":
+        raise AuthError("an evaluator needs --identity: the enrolled face name their sign-in is checked against")
     username = username.strip()
     if not username or len(username) > 64:
         raise AuthError("username must be 1 to 64 characters")
@@ -88,6 +100,8 @@ def create_user(db: Session, username: str, password: str, role: str = "viewer")
         db.add(user)
     user.password_hash = generate_password_hash(password)
     user.role = role
+    if identity or role == "evaluator":
+        user.identity = identity
     db.commit()
     return user
 

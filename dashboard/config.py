@@ -31,6 +31,8 @@ class DashboardConfig:
     auto_upgrade: bool = field(default=True, metadata={"help": "run schema migrations when the app starts"})
     secure_cookies: bool = field(default=False, metadata={"help": "mark the session cookie Secure (behind HTTPS)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    sign_in_max_failures: int = field(default=5, metadata={"help": "failed desk sign-ins per station or account within sign_in_window_s before 429 and a failed_sign_in alert"})
+    sign_in_window_s: float = field(default=300.0, metadata={"help": "window of the sign-in failure limit, seconds"})
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -49,6 +51,8 @@ class DashboardConfig:
             raise ConfigError("sse_heartbeat_s must be between 0.05 and 300 seconds")
         if self.secret_key is not None and len(self.secret_key) < 16:
             raise ConfigError("secret_key must be at least 16 characters")
+        if not 1 <= self.sign_in_max_failures <= 1000 or not 1 <= self.sign_in_window_s <= 86400:
+            raise ConfigError("sign_in_max_failures must be 1..1000 and sign_in_window_s 1..86400 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
 

@@ -40,7 +40,10 @@ LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 ALERT_TYPES = ("unknown_face", "wrong_person", "multiple_faces", "no_face", "no_blink", "camera_tamper", "failed_sign_in")
 ALERT_STATES = ("open", "update", "closed")
 TOKEN_KINDS = ("station", "service")
-ROLES = ("viewer", "admin")
+ROLES = ("viewer", "evaluator", "staff", "admin")
+# viewer: dashboard only; evaluator: signs in at a desk (face-checked against `identity`), not on the dashboard;
+# staff: the dashboard and any desk's page; admin: all of that plus tokens and enrolment at a desk
+DASHBOARD_ROLES = ("viewer", "staff", "admin")
 
 
 def utcnow() -> dt.datetime:
@@ -130,6 +133,19 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(sa.String(256))
     role: Mapped[str] = mapped_column(sa.String(16), default="viewer")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    identity: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
+    """The enrolled face (known_faces/<identity>) a desk sign-in is checked against; required for evaluators."""
+
+
+class SignInFailure(Base):
+    """A failed desk sign-in (wrong password or failed face check), counted for rate limits and alerts."""
+
+    __tablename__ = "sign_in_failures"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    station_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    username: Mapped[str] = mapped_column(sa.String(64), index=True)
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Setting(Base):

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from flask import abort, redirect, request, session, url_for
 
-from dashboard.models import User
+from dashboard.models import DASHBOARD_ROLES, User
 
 
 def current_user() -> Optional[User]:
@@ -43,6 +43,8 @@ def login_required(admin: bool = False) -> Callable:
                 if request.path.startswith("/api/"):
                     abort(401, "log in first (viewer session required)")
                 return redirect(url_for("views.login", next=request.full_path))
+            if user.role not in DASHBOARD_ROLES:
+                abort(403, f"{user.role} accounts sign in at their desk, not on the dashboard")
             if admin and user.role != "admin":
                 abort(403, "admin role required")
             return view(*args, **kwargs)
