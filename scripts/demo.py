@@ -2,11 +2,14 @@
 edge (:8001) that plays the bundled clip as its camera; print the URLs; stop everything on Ctrl-C.
 
     scripts/demo.sh                      # what the README says
-    scripts/demo.sh --seconds 60 --check # run unattended for 60 s and verify the feed names someone
+    scripts/demo.sh --seconds 60 --check # run unattended for 60 s and verify the feed names someone and
+                                         # the dashboard received at least one alert
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import http.cookiejar
 import json
 import logging
 import os
@@ -15,12 +18,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 log = logging.getLogger("demo")
+ADMIN_PASSWORD = "facemon-demo"  # the dashboard wants at least 8 characters; a demo on loopback only
 
 
 def wait_http(url: str, timeout: float) -> bool:
@@ -43,12 +48,49 @@ def wait_port_line(path: Path, needle: str, timeout: float) -> bool:
     return False
 
 
+def dashboard_alerts(base: str, username: str, password: str, since: str) -> list[dict]:
+    """Log in to the dashboard like a person (form + CSRF token, session cookie) and read GET /api/alerts."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"{base}/login", timeout=10) as r:
+        page = r.read().decode("utf-8", "replace")
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    form = urllib.parse.urlencode({"username": username, "password": password, "csrf_token": csrf}).encode()
+    with opener.open(f"{base}/login", data=form, timeout=10):
+        pass
+    query = urllib.parse.urlencode({"per_page": 200, "from": since})
+    with opener.open(f"{base}/api/alerts?{query}", timeout=10) as r:
+        return json.load(r)["alerts"]
+
+
+def check_alerts(work: Path, since: float) -> bool:
+    """True when the dashboard holds an alert from the demo station started since `since` (waits a little for the outbox)."""
+    since_iso = datetime.datetime.fromtimestamp(since, datetime.timezone.utc).isoformat(timespec="seconds")
+    deadline = time.time() + 15
+    alerts: list[dict] = []
+    while time.time() < deadline:
+        try:
+            alerts = [a for a in dashboard_alerts("http://127.0.0.1:5000", "admin", ADMIN_PASSWORD, since_iso) if a["station_id"] == "demo-desk"]
+        except (urllib.error.URLError, OSError, ValueError, IndexError, KeyError) as exc:
+            log.info("dashboard not readable yet: %s", exc)
+        if alerts:
+            break
+        time.sleep(1)
+    kinds: dict[str, int] = {}
+    for a in alerts:
+        kinds[a["type"]] = kinds.get(a["type"], 0) + 1
+    log.info("alerts on the dashboard: %s", ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")
+    if not alerts:
+        log.error("no alert reached the dashboard; see %s and %s", work / "recognizer.log", work / "dashboard.log")
+    return bool(alerts)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(REPO / "samples" / "hamilton_clip.mp4"), help="camera source for the edge")
     p.add_argument("--workdir", type=Path, default=REPO / "var" / "demo", help="where the demo keeps its state and logs")
     p.add_argument("--seconds", type=float, default=0, help="stop by itself after this long (0 = run until Ctrl-C)")
-    p.add_argument("--check", action="store_true", help="exit non-zero unless the feed named an enrolled face")
+    p.add_argument("--check", action="store_true",
+                   help="exit non-zero unless the feed named an enrolled face (and, with the dashboard, an alert arrived there)")
     p.add_argument("--no-dashboard", action="store_true", help="leave the dashboard out")
     p.add_argument("--host", default="127.0.0.1", help="address the web pages listen on (0.0.0.0 to show them on the LAN)")
     args = p.parse_args()
@@ -59,6 +101,7 @@ def main() -> int:
     token, dash_token = "demo-station-token", "demo-recognizer-service-token-0001"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[tuple[str, subprocess.Popen]] = []
+    started = time.time()
 
     def start(name: str, cmd: list[str]) -> subprocess.Popen:
         logfile = open(work / f"{name}.log", "w")
@@ -85,15 +128,16 @@ def main() -> int:
         dashboard_args: list[str] = []
         if not args.no_dashboard and (REPO / "dashboard" / "__main__.py").exists():
             db = f"sqlite:///{work / 'dashboard.sqlite3'}"
-            subprocess.run([PY, "-m", "dashboard", "--db", db, "create-admin", "--username", "admin", "--password", "admin"],
+            subprocess.run([PY, "-m", "dashboard", "--db", db, "create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],
                            cwd=REPO, env=env, check=False, stdout=subprocess.DEVNULL)
             subprocess.run([PY, "-m", "dashboard", "--db", db, "add-station", "--station-id", "recognizer", "--kind", "service",
                             "--token", dash_token], cwd=REPO, env=env, check=False, stdout=subprocess.DEVNULL)
             start("dashboard", [PY, "-m", "dashboard", "--db", db, "serve", "--host", args.host, "--port", "5000"])
+            # the clip is a 9 s loop whose unenrolled faces stay 1-3 s each: lower the wait so they raise alerts
             dashboard_args = ["--dashboard-url", "http://127.0.0.1:5000", "--dashboard-token", dash_token,
-                              "--outbox", str(work / "outbox.sqlite3")]
+                              "--outbox", str(work / "outbox.sqlite3"), "--unknown-after", "1", "--cooldown", "20"]
         start("recognizer", [PY, "-m", "recognizer", "--host", "127.0.0.1", "--port", "8002", "--token", token,
-                             "--index", str(work / "encodings"), "--known-faces", str(work / "known_faces")])  # alerts: see issue 5
+                             "--index", str(work / "encodings"), "--known-faces", str(work / "known_faces"), *dashboard_args])
         if not wait_port_line(work / "recognizer.log", "listening on", 60):
             log.error("the recognizer did not start; see %s", work / "recognizer.log")
             return 1
@@ -104,7 +148,7 @@ def main() -> int:
             return 1
         print("\n  Live feed (edge):   http://127.0.0.1:8001/video_feed_page")
         if dashboard_args:
-            print("  Dashboard:          http://127.0.0.1:5000/   (user admin, password admin)")
+            print(f"  Dashboard:          http://127.0.0.1:5000/   (user admin, password {ADMIN_PASSWORD})")
         print("  Recognizer:         127.0.0.1:8002 (TCP)")
         print(f"  Logs:               {work}/*.log\n  Ctrl-C stops everything.\n", flush=True)
         deadline = time.time() + args.seconds if args.seconds else float("inf")
@@ -124,7 +168,10 @@ def main() -> int:
                     pass
         if args.check:
             log.info("names seen on the feed: %s", sorted(named) or "none")
-            return 0 if named else 1
+            ok = bool(named)
+            if dashboard_args:
+                ok = check_alerts(work, started) and ok
+            return 0 if ok else 1
         return 0
     except KeyboardInterrupt:
         return 0
