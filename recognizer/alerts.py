@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 log = logging.getLogger(__name__)
@@ -280,11 +280,6 @@ class AlertEngine:
                image: Any = None, best: Any = None) -> AlertEvent:
         return AlertEvent(self._new_id(), inc.alert_id, self.station_id, inc.login, rule.type, state,
                           inc.started_at, ended_at, details, image=image, best_image=best)
-
-
-def with_thresholds(base: AlertThresholds, **changes: Any) -> AlertThresholds:
-    """A copy of `base` with some fields changed (validated again)."""
-    return replace(base, **changes)
 
 
 def frame_stats(jpeg: bytes) -> Optional[FrameStats]:
