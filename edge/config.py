@@ -39,6 +39,13 @@ class EdgeConfig:
     max_in_flight: int = 2
     fps_cap: float = 0.0
     log_level: str = "INFO"
+    dashboard_url: str = ""
+    dashboard_token: str = field(default="", repr=False)
+    auth: str = ""  # "on", "off", or "" = on exactly when dashboard_url is set
+    verify_frames: int = 10
+    verify_timeout: float = 20.0
+    secret_key: str = field(default="", repr=False)
+    state_dir: str = "var/edge"
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -60,12 +67,32 @@ class EdgeConfig:
             raise ConfigError(f"fps cap must be between 0 (no cap) and 120, not {self.fps_cap}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.auth not in ("", "on", "off"):
+            raise ConfigError(f"auth must be 'on' or 'off', not {self.auth!r}")
+        if self.auth_on and not self.dashboard_url:
+            raise ConfigError("--auth on needs --dashboard-url: accounts are checked by the dashboard")
+        if self.auth_on and self.login:
+            raise ConfigError("--login cannot be combined with sign-in (auth on): the desk's login is set only "
+                              "by an evaluator who passed the face check")
+        if self.dashboard_url and not self.dashboard_url.startswith(("http://", "https://")):
+            raise ConfigError(f"dashboard url must start with http:// or https://, not {self.dashboard_url!r}")
+        if not 1 <= self.verify_frames <= 300:
+            raise ConfigError(f"verify frames must be between 1 and 300, not {self.verify_frames}")
+        if not 1 <= self.verify_timeout <= 600:
+            raise ConfigError(f"verify timeout must be between 1 and 600 seconds, not {self.verify_timeout}")
+        if self.secret_key and len(self.secret_key) < 32:
+            raise ConfigError("secret key must be at least 32 characters (or leave it unset: one is generated)")
         try:
             validate_name(self.station, "station id")
             if self.login:
                 validate_name(self.login, "login")
         except InvalidName as exc:
             raise ConfigError(str(exc)) from None
+
+    @property
+    def auth_on(self) -> bool:
+        """Sign-in protects the page: --auth on, or by default whenever a dashboard URL is given."""
+        return self.auth == "on" or (self.auth == "" and bool(self.dashboard_url))
 
     def link_settings(self) -> LinkSettings:
         return LinkSettings(
@@ -116,6 +143,19 @@ _SETTINGS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "frames awaiting an answer at most; newer frames are skipped meanwhile (default 2)"),
     ("fps_cap", "--fps-cap", "FPS_CAP", float, "camera frames per second at most; 0 = the source's own rate"),
     ("log_level", "--log-level", "LOG_LEVEL", lambda s: s.upper(), "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    ("dashboard_url", "--dashboard-url", "DASHBOARD_URL", str,
+     "dashboard base URL (http(s)://host:5000) that checks sign-in passwords; turns sign-in on"),
+    ("dashboard_token", "--dashboard-token", "DASHBOARD_TOKEN", str,
+     "this station's dashboard token (python -m dashboard add-station; prefer the env variable)"),
+    ("auth", "--auth", "AUTH", lambda s: s.lower(),
+     "on|off: require sign-in for the page (default: on when --dashboard-url is set, else off)"),
+    ("verify_frames", "--verify-frames", "VERIFY_FRAMES", int,
+     "consecutive agreeing frames the sign-in face check needs (default 10)"),
+    ("verify_timeout", "--verify-timeout", "VERIFY_TIMEOUT", float, "seconds the sign-in face check may take (default 20)"),
+    ("secret_key", "--secret-key", "SECRET_KEY", str,
+     "session cookie key, >= 32 characters (default: generated once into STATE_DIR/secret_key)"),
+    ("state_dir", "--state-dir", "STATE_DIR", str,
+     "folder for the generated session key and the enrolment record (default var/edge)"),
 )
 
 

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Optional
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from edge.auth import AuthSettings, DashboardClient, SignIn, load_secret
 from edge.camera import CaptureThread, FrameSource, open_source
 from edge.config import EdgeConfig
 from edge.display import DisplayThread
 from edge.frames import LatestFrame
-from edge.link import RecognizerLink
+from edge.link import RecognizerLink, encode_jpeg
 from edge.web import EdgeState, create_app
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,17 @@ class Edge:
             feed_mode=lambda: self.display_thread.mode,
             camera_status=self._camera_status,
         )
+        if config.auth_on:
+            state_dir = Path(config.state_dir)
+            self.state.auth = SignIn(
+                AuthSettings(station=config.station, verify_frames=config.verify_frames,
+                             verify_timeout_s=config.verify_timeout),
+                DashboardClient(config.dashboard_url, config.dashboard_token),
+                self.link,
+                evidence=self._evidence_jpeg,
+            )
+            self.state.secret_key = config.secret_key or load_secret(state_dir / "secret_key")
+            self.state.enrolment_log = state_dir / "enrolments.jsonl"
         self.app = create_app(self.state)
         try:
             self.server: BaseWSGIServer = make_server(config.web_host, config.web_port, self.app, threaded=True)
@@ -57,6 +70,11 @@ class Edge:
     def url(self) -> str:
         host = self.config.web_host if self.config.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"http://{host}:{self.server.server_port}/video_feed_page"
+
+    def _evidence_jpeg(self) -> Optional[bytes]:
+        """The current camera frame as JPEG (evidence sent with a failed sign-in), or None before the first."""
+        frame = self.raw.latest()
+        return None if frame is None else encode_jpeg(frame.data, 85, self.config.max_width)
 
     def _camera_status(self) -> dict:
         error = self.capture.error

@@ -6,13 +6,17 @@ owns a thread. Each `/video_feed` viewer waits on the display holder's Condition
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Optional, Protocol
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, stream_with_context, url_for
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, stream_with_context, url_for
 
+from edge.auth import EdgeSession, SignIn, may_enrol, may_view, record_enrolment
 from edge.frames import LatestFrame
 from shared.names import InvalidName, validate_name
 
@@ -27,7 +31,7 @@ class Link(Protocol):
 
     def status(self) -> dict: ...
 
-    def enrol(self, name: str, timeout: float = 10.0) -> dict: ...
+    def enrol(self, name: str, timeout: float = 10.0, by: str = "") -> dict: ...
 
 
 @dataclass
@@ -41,6 +45,9 @@ class EdgeState:
     feed_mode: Callable[[], str] = lambda: "unknown"
     camera_status: Callable[[], dict] = dict
     enrol_timeout_s: float = 10.0
+    auth: Optional[SignIn] = None  # None: the page is open (--auth off, the standalone demo)
+    secret_key: str = ""  # signs the session cookie when auth is on
+    enrolment_log: Optional[Path] = None  # who enrolled whom and when (JSON lines), when auth is on
     _viewers: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -93,20 +100,113 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
     """The edge's Flask app over `edge_state`."""
     app = Flask(__name__)
     app.config.from_mapping(JSON_SORT_KEYS=False)
+    state = edge_state
+    auth = state.auth
+    if auth is not None:
+        if len(state.secret_key) < 32:
+            raise ValueError("auth is on but the session key is missing or shorter than 32 characters")
+        app.config.update(SECRET_KEY=state.secret_key, SESSION_COOKIE_HTTPONLY=True,
+                          SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="facemon_edge")
     if test_config:
         app.config.update(test_config)
-    state = edge_state
+
+    def signed_in() -> Optional[EdgeSession]:
+        return auth.session(session.get("sid")) if auth is not None else None
+
+    def require_viewer() -> None:
+        """401 without a session, 403 for a role that may not watch this desk (no-op when auth is off)."""
+        if auth is None:
+            return
+        who = signed_in()
+        if who is None:
+            abort(401, "sign in first")
+        if not may_view(who, auth.desk()):
+            abort(403, "only staff, admins and the evaluator signed in at this desk may watch it")
+
+    def csrf_token() -> str:
+        if "csrf" not in session:
+            session["csrf"] = secrets.token_urlsafe(24)
+        return session["csrf"]
+
+    @app.before_request
+    def _check_csrf() -> None:
+        if auth is not None and request.method == "POST":
+            sent = request.headers.get("X-CSRF-Token", "") or request.form.get("csrf_token", "")
+            if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+                abort(403, "missing or wrong CSRF token; reload the page")
+
+    @app.errorhandler(401)
+    @app.errorhandler(403)
+    def _json_error(exc):  # noqa: ANN001, ANN202
+        return jsonify({"ok": False, "code": exc.code, "reason": exc.description}), exc.code
 
     @app.get("/")
     def index() -> Response:
         return redirect(url_for("video_feed_page"))
 
     @app.get("/video_feed_page")
-    def video_feed_page() -> str:
-        return render_template("video_feed_page.html", station=state.station)
+    def video_feed_page():  # noqa: ANN202
+        who = signed_in()
+        if auth is not None and not may_view(who, auth.desk()):
+            return redirect(url_for("signin_page"))
+        return render_template("video_feed_page.html", station=state.station, auth=auth is not None, user=who,
+                               can_enrol=auth is None or may_enrol(who), csrf=csrf_token() if auth else "")
+
+    @app.get("/signin")
+    def signin_page():  # noqa: ANN202
+        if auth is None:
+            return redirect(url_for("video_feed_page"))
+        return render_template("signin.html", station=state.station, csrf=csrf_token(), user=signed_in(),
+                               needed=auth.settings.verify_frames, timeout=auth.settings.verify_timeout_s)
+
+    @app.post("/api/signin")
+    def api_signin():  # noqa: ANN202
+        if auth is None:
+            abort(404, "sign-in is off at this edge (--auth off)")
+        payload = request.get_json(silent=True) if request.is_json else request.form
+        username = str((payload or {}).get("username", ""))
+        password = str((payload or {}).get("password", ""))
+        session.pop("sid", None)
+        session.pop("attempt", None)
+        status, body = auth.password(username, password)
+        if "sid" in body:  # staff/admin without an enrolled face: signed in by password
+            session["sid"] = body.pop("sid")
+        if "attempt" in body:  # the face check runs; the cookie names the attempt, which is not a session
+            session["attempt"] = body.pop("attempt")
+        return jsonify(body), status
+
+    @app.get("/api/signin/progress")
+    def api_signin_progress():  # noqa: ANN202
+        if auth is None:
+            abort(404, "sign-in is off at this edge (--auth off)")
+        body = auth.progress(session.get("attempt", ""))
+        if body is None:
+            abort(404, "no sign-in in progress")
+        if body["state"] == "signed_in":
+            session["sid"] = body.pop("sid")
+            session.pop("attempt", None)
+        elif body["state"] == "failed":
+            session.pop("attempt", None)
+        return jsonify(body)
+
+    @app.post("/api/signout")
+    def api_signout():  # noqa: ANN202
+        if auth is None:
+            abort(404, "sign-in is off at this edge (--auth off)")
+        ended = auth.sign_out(session.pop("sid", None))
+        return jsonify({"ok": ended})
+
+    @app.get("/api/whoami")
+    def api_whoami():  # noqa: ANN202
+        who = signed_in()
+        desk = auth.desk() if auth is not None else None
+        return jsonify({"auth": auth is not None, "signed_in": who is not None,
+                        "username": who.username if who else None, "role": who.role if who else None,
+                        "desk": desk.username if desk else None})
 
     @app.get("/video_feed")
     def video_feed() -> Response:
+        require_viewer()
         viewer = f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '?')}"
         response = Response(
             stream_with_context(mjpeg_stream(state, viewer)),
@@ -118,6 +218,7 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
 
     @app.get("/api/status")
     def api_status() -> Response:
+        require_viewer()
         body = dict(state.link.status())
         body["feed"] = state.feed_mode()
         body["viewers"] = state.viewers
@@ -128,16 +229,27 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
 
     @app.post("/api/capture")
     def api_capture() -> tuple[Response, int]:
+        by = ""
+        if auth is not None:
+            who = signed_in()
+            if who is None:
+                abort(401, "sign in first")
+            if not may_enrol(who):
+                abort(403, "only an admin may enrol faces")
+            by = who.username
         payload = request.get_json(silent=True) if request.is_json else request.form
         raw_name = (payload or {}).get("name", "")
         try:
             name = validate_name(raw_name)
         except InvalidName as exc:
             return jsonify({"ok": False, "code": "invalid_name", "reason": str(exc)}), 400
-        answer = state.link.enrol(name, timeout=state.enrol_timeout_s)
+        answer = state.link.enrol(name, timeout=state.enrol_timeout_s, by=by) if by else \
+            state.link.enrol(name, timeout=state.enrol_timeout_s)
+        if state.enrolment_log is not None and by:
+            record_enrolment(state.enrolment_log, by, name, answer)
         code = answer.get("code")
         http_status = 503 if code in ("offline", "timeout", "no_frame") else 400 if code == "invalid_name" else 200
-        log.info("capture for %r: ok=%s %s", name, answer.get("ok"), answer.get("reason"))
+        log.info("capture for %r%s: ok=%s %s", name, f" by {by}" if by else "", answer.get("ok"), answer.get("reason"))
         return jsonify(answer), http_status
 
     return app

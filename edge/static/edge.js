@@ -4,6 +4,8 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const STATUS_EVERY_MS = 1000;
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const CSRF = csrfMeta ? csrfMeta.content : "";
   const FEED_RETRY_MS = 2000;
 
   function text(el, value) { el.textContent = value; }
@@ -50,6 +52,10 @@
   async function pollStatus() {
     try {
       const response = await fetch("/api/status", { cache: "no-store" });
+      if (response.status === 401 || response.status === 403) {  // signed out (here or elsewhere)
+        window.location.assign("/signin");
+        return;
+      }
       renderStatus(await response.json());
     } catch (err) {
       const badge = $("link-badge");
@@ -67,7 +73,16 @@
     setTimeout(() => { feed.src = "/video_feed?t=" + Date.now(); }, FEED_RETRY_MS);
   });
 
-  $("capture-form").addEventListener("submit", async (event) => {
+  const signout = $("signout");
+  if (signout) {
+    signout.addEventListener("click", async () => {
+      await fetch("/api/signout", { method: "POST", headers: { "X-CSRF-Token": CSRF } });
+      window.location.assign("/signin");
+    });
+  }
+
+  const captureForm = $("capture-form");
+  if (captureForm) captureForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const answer = $("capture-answer");
     const button = $("capture");
@@ -78,7 +93,7 @@
     try {
       const response = await fetch("/api/capture", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
         body: JSON.stringify({ name: name }),
       });
       const body = await response.json();

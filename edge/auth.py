@@ -1,0 +1,357 @@
+"""Desk sign-in at the edge: password checked by the dashboard, then a live 1:1 face check, then a session.
+
+The order is the point (the seeds set the session before the face check, so it could be skipped):
+a password that the dashboard accepts starts a face check on the recognizer and nothing else; an
+`EdgeSession` is created, and the evaluator's identity sent to the recognizer as the desk's login,
+only in the callback that receives a *passed* check. Sessions live here, server-side, keyed by a
+random id; the browser's signed cookie only carries that id, so a forged or replayed cookie names no
+session. Failed sign-ins (wrong password or failed face check) are limited per desk and per account,
+here and on the dashboard, which raises `failed_sign_in` with the evidence frame.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+log = logging.getLogger(__name__)
+
+DESK_ROLES = ("evaluator", "staff", "admin")
+FEED_ROLES = ("staff", "admin")  # plus the evaluator signed in at this desk
+ENROL_ROLES = ("admin",)
+
+
+class DashboardUnavailable(Exception):
+    """The dashboard could not be asked (down, unreachable, or an unexpected answer)."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Sign-in behaviour. Times in seconds."""
+
+    station: str = "edge"
+    verify_frames: int = 10
+    verify_timeout_s: float = 20.0
+    max_failures: int = 5  # per desk and per account within failure_window_s (the dashboard counts too)
+    failure_window_s: float = 300.0
+    attempt_ttl_s: float = 120.0  # a finished attempt is forgotten after this
+
+
+class DashboardClient:
+    """Calls the dashboard's sign-in API over HTTP(S) with this station's bearer token (stdlib only)."""
+
+    def __init__(self, base_url: str, token: str, timeout_s: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _post(self, path: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.base_url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - our own URL
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:
+                raise DashboardUnavailable(f"dashboard answered {exc.code} without JSON") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DashboardUnavailable(f"dashboard {self.base_url} unreachable: {exc}") from None
+
+    def check(self, username: str, password: str, image: Optional[bytes]) -> tuple[int, dict]:
+        body = {"username": username, "password": password}
+        if image:
+            body["image"] = base64.b64encode(image).decode()
+        return self._post("/api/auth/check", body)
+
+    def report_failure(self, username: str, reason: str, image: Optional[bytes]) -> tuple[int, dict]:
+        body = {"username": username, "reason": reason}
+        if image:
+            body["image"] = base64.b64encode(image).decode()
+        return self._post("/api/auth/failure", body)
+
+
+class FailureLimiter:
+    """At most `limit` failures per key within `window_s` (a sliding window of failure times)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self._clock = limit, window_s, clock
+        self._times: dict[str, deque] = {}
+
+    def _recent(self, key: str) -> deque:
+        times = self._times.setdefault(key, deque())
+        while times and self._clock() - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def blocked_for(self, *keys: str) -> float:
+        """Seconds until every key is under the limit again (0: allowed now)."""
+        wait = 0.0
+        for key in keys:
+            times = self._recent(key)
+            if len(times) >= self.limit:
+                wait = max(wait, self.window_s - (self._clock() - times[0]))
+        return wait
+
+    def record(self, *keys: str) -> None:
+        for key in keys:
+            self._recent(key).append(self._clock())
+
+
+@dataclass
+class EdgeSession:
+    """A signed-in person at this edge (server-side; the cookie holds only `sid`)."""
+
+    sid: str
+    username: str
+    role: str
+    identity: Optional[str]
+    created: float
+
+
+@dataclass
+class Attempt:
+    """One sign-in after its password step: waiting for the face check; `sid` is set only when it passed."""
+
+    id: str
+    username: str
+    role: str
+    identity: str
+    started: float
+    state: str = "verifying"  # verifying | signed_in | failed
+    progress: dict = field(default_factory=dict)
+    sid: Optional[str] = None
+    request_id: Optional[str] = None
+
+
+class VerifyLink(Protocol):
+    """What sign-in needs from `edge.link.RecognizerLink`."""
+
+    def verify(self, identity: str, frames: int, timeout_s: float, on_done: Callable[[dict], None]) -> Optional[str]: ...
+
+    def verify_progress(self, request_id: str) -> Optional[dict]: ...
+
+    def cancel_verify(self) -> None: ...
+
+    def set_login(self, login: str) -> None: ...
+
+
+class SignIn:
+    """Sign-in, sessions and sign-out of one edge. Thread-safe (Flask threads and link threads call it)."""
+
+    def __init__(self, settings: AuthSettings, dashboard: DashboardClient, link: VerifyLink,
+                 evidence: Callable[[], Optional[bytes]] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.dashboard = dashboard
+        self.link = link
+        self.evidence = evidence  # the current camera frame as JPEG, sent along with failures
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, EdgeSession] = {}
+        self._attempts: dict[str, Attempt] = {}
+        self._desk: Optional[str] = None  # sid of the evaluator whose monitored session runs at this desk
+        self.limiter = FailureLimiter(settings.max_failures, settings.failure_window_s, clock)
+
+    # ---- the password step ----
+
+    def password(self, username: str, password: str) -> tuple[int, dict]:
+        """Check the password with the dashboard; on success start the face check (no session yet).
+
+        Returns (HTTP status, JSON body): 200 {state: verifying, attempt} or {state: signed_in} for an
+        account without an enrolled identity (staff/admin only), 401 wrong password, 403 no desk role,
+        429 too many failures, 503 dashboard or recognizer unavailable.
+        """
+        username = username.strip()[:64]
+        with self._lock:
+            wait = self.limiter.blocked_for("desk", f"user:{username}")
+        if wait:
+            return 429, {"state": "failed", "reason": "too_many_failures",
+                         "message": f"too many failed sign-ins; try again in {int(wait) + 1} s"}
+        try:
+            status, body = self.dashboard.check(username, password, self.evidence())
+        except DashboardUnavailable as exc:
+            log.warning("sign-in for %r: %s", username, exc)
+            return 503, {"state": "failed", "reason": "dashboard_unavailable", "message": "sign-in service unavailable"}
+        if status == 401:
+            with self._lock:
+                self.limiter.record("desk", f"user:{username}")
+            log.warning("sign-in for %r: wrong password", username)
+            return 401, {"state": "failed", "reason": "wrong_password", "message": "wrong user name or password"}
+        if status != 200 or not body.get("ok"):
+            return status if status in (403, 429) else 503, {
+                "state": "failed", "reason": body.get("reason", "refused"), "message": body.get("message", "refused")}
+        role, identity = body.get("role"), body.get("identity")
+        if role not in DESK_ROLES:
+            return 403, {"state": "failed", "reason": "no_desk_role", "message": "this account may not sign in at a desk"}
+        if not identity:
+            if role == "evaluator":
+                return 403, {"state": "failed", "reason": "not_enrolled",
+                             "message": "this evaluator has no enrolled identity"}
+            # staff/admin without an enrolled face: password only, and they never become the desk's login
+            sid = self._new_session(body["username"], role, None)
+            return 200, {"state": "signed_in", "sid": sid, "role": role}
+        return self._start_check(body["username"], role, identity)
+
+    def _start_check(self, username: str, role: str, identity: str) -> tuple[int, dict]:
+        attempt = Attempt(secrets.token_urlsafe(32), username, role, identity, self._clock())
+        with self._lock:
+            self._forget_old()
+            for other in self._attempts.values():  # one face check at a time per desk
+                if other.state == "verifying":
+                    other.state = "failed"
+                    other.progress = {"state": "failed", "reason": "cancelled", "message": "another sign-in started"}
+            self._attempts[attempt.id] = attempt
+        request_id = self.link.verify(identity, self.settings.verify_frames, self.settings.verify_timeout_s,
+                                      lambda progress: self._on_checked(attempt.id, progress))
+        if request_id is None:
+            with self._lock:
+                attempt.state = "failed"
+                attempt.progress = {"state": "failed", "reason": "offline", "message": "recognizer offline"}
+            return 503, {"state": "failed", "reason": "offline", "message": "recognizer offline; try again shortly"}
+        with self._lock:
+            attempt.request_id = request_id
+        log.info("password accepted for %r (%s); face check against %r started", username, role, identity)
+        return 200, {"state": "verifying", "attempt": attempt.id, "needed": self.settings.verify_frames}
+
+    # ---- the face check's outcome (called from a link thread) ----
+
+    def _on_checked(self, attempt_id: str, progress: dict) -> None:
+        with self._lock:
+            attempt = self._attempts.get(attempt_id)
+            if attempt is None or attempt.state != "verifying":
+                return
+            attempt.progress = progress
+            passed = progress.get("state") == "passed"
+            if not passed:
+                attempt.state = "failed"
+        if passed:
+            sid = self._new_session(attempt.username, attempt.role, attempt.identity, desk=True)
+            with self._lock:
+                attempt.sid, attempt.state = sid, "signed_in"
+            log.info("sign-in of %r passed the face check; session started", attempt.username)
+            return
+        reason = str(progress.get("reason", "failed"))
+        log.warning("sign-in of %r failed the face check: %s", attempt.username, reason)
+        if reason in ("cancelled", "offline"):  # not the person's failure: nothing to count or report
+            return
+        with self._lock:
+            self.limiter.record("desk", f"user:{attempt.username}")
+        try:
+            self.dashboard.report_failure(attempt.username, reason, self.evidence())
+        except DashboardUnavailable as exc:
+            log.warning("could not report the failed sign-in: %s", exc)
+
+    def progress(self, attempt_id: str) -> Optional[dict]:
+        """The attempt's state for the page: verifying (with progress), signed_in (with sid) or failed."""
+        with self._lock:
+            attempt = self._attempts.get(attempt_id)
+            if attempt is None:
+                return None
+            request_id, state = attempt.request_id, attempt.state
+        if state == "verifying" and request_id is not None:
+            latest = self.link.verify_progress(request_id)  # also expires a check the recognizer never ended
+            with self._lock:
+                if latest is not None and attempt.state == "verifying":
+                    attempt.progress = latest
+        with self._lock:
+            body = {"state": attempt.state, "progress": dict(attempt.progress), "needed": self.settings.verify_frames}
+            if attempt.state == "signed_in":
+                body["sid"] = attempt.sid
+                body["role"] = attempt.role
+            return body
+
+    # ---- sessions ----
+
+    def _new_session(self, username: str, role: str, identity: Optional[str], desk: bool = False) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            self._sessions[sid] = EdgeSession(sid, username, role, identity, self._clock())
+            previous = self._desk if desk and role == "evaluator" else None
+            if desk and role == "evaluator":
+                self._desk = sid
+            if previous is not None and previous != sid:
+                self._sessions.pop(previous, None)  # the desk has one evaluator: the earlier one is signed out
+        if desk and role == "evaluator":
+            self.link.set_login(identity or "")  # monitoring now expects this face
+        return sid
+
+    def session(self, sid: Optional[str]) -> Optional[EdgeSession]:
+        """The live session for a cookie's sid (None when unknown, ended, or an evaluator no longer at the desk)."""
+        if not sid or not isinstance(sid, str):
+            return None
+        with self._lock:
+            s = self._sessions.get(sid)
+            if s is not None and s.role == "evaluator" and self._desk != sid:
+                return None
+            return s
+
+    def sign_out(self, sid: Optional[str]) -> bool:
+        """End a session; the desk's evaluator signing out ends monitoring under their name (desk unattended)."""
+        with self._lock:
+            s = self._sessions.pop(sid, None) if sid else None
+            ends_desk = s is not None and self._desk == sid
+            if ends_desk:
+                self._desk = None
+        if ends_desk:
+            self.link.set_login("")
+        if s is not None:
+            log.info("%r signed out%s", s.username, " (desk now unattended)" if ends_desk else "")
+        return s is not None
+
+    def desk(self) -> Optional[EdgeSession]:
+        with self._lock:
+            return self._sessions.get(self._desk) if self._desk else None
+
+    def _forget_old(self) -> None:
+        cutoff = self._clock() - self.settings.attempt_ttl_s - self.settings.verify_timeout_s
+        for key in [k for k, a in self._attempts.items() if a.started < cutoff]:
+            del self._attempts[key]
+
+
+def may_view(session: Optional[EdgeSession], desk: Optional[EdgeSession]) -> bool:
+    """The live feed and status: staff and admins, or the evaluator signed in at this desk."""
+    if session is None:
+        return False
+    return session.role in FEED_ROLES or (desk is not None and session.sid == desk.sid)
+
+
+def may_enrol(session: Optional[EdgeSession]) -> bool:
+    return session is not None and session.role in ENROL_ROLES
+
+
+def load_secret(path: Path) -> str:
+    """The Flask session key kept in `path`, created (mode 0600) on first use."""
+    try:
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(value + "\n")
+    log.info("generated a new session key in %s", path)
+    return value
+
+
+def record_enrolment(path: Path, by: str, name: str, answer: dict) -> None:
+    """Append who enrolled whom, when and with what outcome to a JSON-lines file."""
+    line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "by": by, "name": name,
+                       "ok": bool(answer.get("ok")), "reason": answer.get("reason", "")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
