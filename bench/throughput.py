@@ -40,8 +40,16 @@ WEBCAM_CLIP = DATA / "video" / "eyeblink8_concat_webcam.mp4"  # 640x480 webcam, 
 FALLBACK_CLIP = REPO / "samples" / "hamilton_clip.mp4"
 
 
-def load_frames(path: Path, limit: int, size: tuple[int, int] = (640, 480)) -> list[bytes]:
-    """Up to `limit` frames of the clip as JPEGs (quality 80) at `size`, as an edge would send them."""
+def tile(frame: np.ndarray, faces: int) -> np.ndarray:
+    """k copies of a one-face frame: 2 side by side, 4 in a 2x2 grid (each face keeps its size)."""
+    if faces == 1:
+        return frame
+    row = np.hstack([frame, frame[:, ::-1]])
+    return row if faces == 2 else np.vstack([row, row[:, ::-1]])
+
+
+def load_frames(path: Path, limit: int, size: tuple[int, int] = (640, 480), faces: int = 1) -> list[bytes]:
+    """Up to `limit` frames of the clip as JPEGs (quality 80) at `size` (tiled for several faces)."""
     cap = cv2.VideoCapture(str(path))
     out = []
     while len(out) < limit:
@@ -50,6 +58,7 @@ def load_frames(path: Path, limit: int, size: tuple[int, int] = (640, 480)) -> l
             break
         if (frame.shape[1], frame.shape[0]) != size:
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        frame = tile(frame, faces)
         out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
     cap.release()
     if not out:
@@ -83,7 +92,10 @@ def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fp
 
     def receive() -> None:
         while True:
-            msg = stream.recv()
+            try:
+                msg = stream.recv()
+            except OSError:  # closed by the sender side at the end of the run
+                return
             if msg is None:
                 return
             t = time.perf_counter()
@@ -121,7 +133,7 @@ def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fp
 def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
     results = [dict() for _ in range(n)]
     threads = [
-        threading.Thread(target=station, args=(app.server.address, f"bench-{n}-{i}", token, frames, seconds, fps, in_flight, results[i]))
+        threading.Thread(target=station, args=(app.server.address, f"bench-{n}-{i}-{time.monotonic_ns() % 100000}", token, frames, seconds, fps, in_flight, results[i]))
         for i in range(n)
     ]
     for t in threads:
@@ -166,11 +178,15 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=2)
     p.add_argument("--downscale", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--faces", type=int, nargs="+", default=[1], choices=[1, 2, 4],
+                   help="faces per frame (the clip tiled: 2 = 1280x480, 4 = 1280x960)")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
+    p.add_argument("--mem-every", type=float, default=0, help="also print memory every N seconds (soak runs)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    frames = load_frames(args.clip, 600)
+    frames_by_faces = {k: load_frames(args.clip, 300 if k > 1 else 600, faces=k) for k in args.faces}
+    frames = frames_by_faces[args.faces[0]]
     tmp = Path(tempfile.mkdtemp(prefix="facemon-bench-"))
     from recognizer.detect import FaceEngine
 
@@ -187,16 +203,29 @@ def main() -> None:
     print(f"clip: {args.clip.name} ({len(frames)} frames used, 640x480), camera {args.fps:.0f} fps per station, "
           f"in flight {args.in_flight}, downscale {args.downscale}, {app.pool.workers} encoder workers, {os.cpu_count()} CPUs")
     mem0 = rss_mb(pids)
-    rows = [run_stations(app, n, frames, args.seconds, args.fps, args.in_flight, token) for n in args.stations]
+    sampling = threading.Event()
+    if args.mem_every:
+        def sample() -> None:
+            start = time.monotonic()
+            while not sampling.wait(args.mem_every):
+                print(f"t={time.monotonic() - start:5.0f} s  recognizer RSS {rss_mb(pids):.0f} MB", flush=True)
+        threading.Thread(target=sample, daemon=True).start()
+    rows = []
+    for k, kframes in frames_by_faces.items():
+        for n in args.stations:
+            row = run_stations(app, n, kframes, args.seconds, args.fps, args.in_flight, token)
+            row["faces"] = k
+            rows.append(row)
     mem1 = rss_mb(pids)
+    sampling.set()
     app.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print("| stations | frames/s per station | frames/s total | latency p50 ms | p95 ms | p99 ms | frames dropped at edge |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| faces/frame | stations | frames/s per station | frames/s total | latency p50 ms | p95 ms | p99 ms | frames dropped at edge |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['stations']} | {r['fps_station']:.1f} | {r['fps_total']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} |")
+        print(f"| {r['faces']} | {r['stations']} | {r['fps_station']:.1f} | {r['fps_total']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} |")
     print(f"\nrecognizer memory (main + workers): {mem0:.0f} MB before, {mem1:.0f} MB after")
     if not args.no_seeds:
         seeds = seeds_loop(frames, index, min(args.seconds, 15))
