@@ -128,10 +128,12 @@ def main() -> int:
         dashboard_args: list[str] = []
         if not args.no_dashboard and (REPO / "dashboard" / "__main__.py").exists():
             db = f"sqlite:///{work / 'dashboard.sqlite3'}"
-            subprocess.run([PY, "-m", "dashboard", "--db", db, "create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],
-                           cwd=REPO, env=env, check=False, stdout=subprocess.DEVNULL)
-            subprocess.run([PY, "-m", "dashboard", "--db", db, "add-station", "--station-id", "recognizer", "--kind", "service",
-                            "--token", dash_token], cwd=REPO, env=env, check=False, stdout=subprocess.DEVNULL)
+            # on a second run the admin and the token exist already: their "already" errors are expected
+            with open(work / "dashboard-setup.log", "w") as setup_log:
+                for cmd in (["create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],
+                            ["add-station", "--station-id", "recognizer", "--kind", "service", "--token", dash_token]):
+                    subprocess.run([PY, "-m", "dashboard", "--db", db, *cmd], cwd=REPO, env=env, check=False,
+                                   stdout=setup_log, stderr=subprocess.STDOUT)
             start("dashboard", [PY, "-m", "dashboard", "--db", db, "serve", "--host", args.host, "--port", "5000"])
             # the clip is a 9 s loop whose unenrolled faces stay 1-3 s each: lower the wait so they raise alerts
             dashboard_args = ["--dashboard-url", "http://127.0.0.1:5000", "--dashboard-token", dash_token,
