@@ -68,3 +68,37 @@ def recognizer(tmp_path_factory, sample_index_dir):
     app.start()
     yield app
     app.stop()
+
+
+def launch_chromium(window: str = "1280,800"):
+    """Debian's headless Chromium under Selenium, with a throw-away profile; skips when not installed.
+
+    Returns (driver, profile_dir); the caller quits the driver and removes the profile (see `chromium`).
+    """
+    import tempfile
+
+    chromedriver = shutil.which("chromedriver")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromedriver or not binary:
+        pytest.skip("Debian chromium + chromium-driver not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    profile = tempfile.mkdtemp(prefix="facemon-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    # the machine's network is closed: without the background-networking flags Chromium keeps dialling out
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--window-size={window}", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=chromedriver), options=options)
+    driver.set_page_load_timeout(20)
+    return driver, profile
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One headless Chromium per test module."""
+    driver, profile = launch_chromium()
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from typing import Iterator
 
 import pytest
 import requests
 
+from tests.conftest import launch_chromium
 from tests.dashboard.conftest import PASSWORD, login, make_jpeg, meta
 
 pytestmark = pytest.mark.browser
@@ -17,20 +17,7 @@ SCREENSHOT = "/tmp/facemon-dashboard.png"
 
 @pytest.fixture
 def driver() -> Iterator[object]:
-    chromedriver = shutil.which("chromedriver")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromedriver or not chromium:
-        pytest.skip("Debian chromium + chromium-driver not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="facemon-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    drv, profile = launch_chromium("1400,1000")
     drv.implicitly_wait(0)
     try:
         yield drv

@@ -250,10 +250,8 @@ def test_roles_staff_watch_admin_enrols_and_is_recorded(stack):
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from tests.edge.test_browser import browser as make_browser
-
-    yield from make_browser.__wrapped__()
+def browser(chromium) -> Iterator[object]:
+    yield chromium
 
 
 @pytest.mark.browser
