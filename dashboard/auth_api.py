@@ -133,12 +133,17 @@ def record_failure(station: str, username: str, reason: str, image: Optional[byt
     return outcome.alert_id
 
 
+def _desk_request() -> tuple[dict, str, str]:
+    """The authenticated desk's request: (JSON body, station id, user name), or abort with the reason."""
+    caller = _caller()
+    body = _body()
+    return body, _station(caller, body), _username(body)
+
+
 @bp.post("/api/auth/check")
 def check():  # noqa: ANN201
     """{username, password, image?} -> 200 {ok, username, role, identity} | 401 | 429 (station token)."""
-    caller = _caller()
-    body = _body()
-    station, username = _station(caller, body), _username(body)
+    body, station, username = _desk_request()
     password = body.get("password")
     if not isinstance(password, str):
         abort(400, "password must be a string")
@@ -163,9 +168,7 @@ def check():  # noqa: ANN201
 @bp.post("/api/auth/failure")
 def failure():  # noqa: ANN201
     """{username, reason, image?}: a failed face check at a desk; counts toward the limit (station token)."""
-    caller = _caller()
-    body = _body()
-    station, username = _station(caller, body), _username(body)
+    body, station, username = _desk_request()
     reason = body.get("reason")
     if reason not in FAILURE_REASONS:
         abort(400, f"reason must be one of {', '.join(FAILURE_REASONS)}")

@@ -86,6 +86,7 @@ class StationSession:
         self.stream = MessageStream(sock, server.config.max_message)
         self.peer = peer
         self.status: Optional[StationStatus] = None
+        self._last_frame_t: Optional[float] = None  # monotonic time of the last answered frame
         self.verification: Optional["VerifyRun"] = None  # a sign-in face check in progress (VERIFY)
         self._verify_runs = 0
         self.thread = threading.Thread(target=self._run, name=f"station-{peer}", daemon=True)
@@ -268,9 +269,9 @@ class StationSession:
             self.stream.send(protocol.result(seq, ts, [], error="internal_error"))
             return
         now = time.monotonic()
-        last = getattr(self, "_last_frame_t", None)
-        if last is not None:
-            status.fps = 0.9 * status.fps + 0.1 / max(now - last, 1e-3) if status.fps else 1.0 / max(now - last, 1e-3)
+        if self._last_frame_t is not None:  # frames/s as an exponential moving average over ~10 frames
+            rate = 1.0 / max(now - self._last_frame_t, 1e-3)
+            status.fps = 0.9 * status.fps + 0.1 * rate if status.fps else rate
         self._last_frame_t = now
         status.frames += 1
         status.faces = outcome.faces
