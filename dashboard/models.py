@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.alerts import ALERT_STATES, ALERT_TYPES  # noqa: F401 - re-exported for the dashboard modules
+
 UTC = dt.timezone.utc
 
 
@@ -37,8 +39,6 @@ class UTCDateTime(sa.types.TypeDecorator):
 Blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
-ALERT_TYPES = ("unknown_face", "wrong_person", "multiple_faces", "no_face", "no_blink", "camera_tamper", "failed_sign_in")
-ALERT_STATES = ("open", "update", "closed")
 TOKEN_KINDS = ("station", "service")
 ROLES = ("viewer", "evaluator", "staff", "admin")
 # viewer: dashboard only; evaluator: signs in at a desk (face-checked against `identity`), not on the dashboard;

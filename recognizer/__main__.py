@@ -15,11 +15,11 @@ log = logging.getLogger("recognizer")
 ENV = "FACEMON_RECOGNIZER"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "facemon-recognizer", description: str = "") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="facemon-recognizer",
-        description="Face recognizer server: edges stream JPEG frames over TCP; it answers with annotated "
-        "frames and per-face results. Every flag can also be set by the environment variable shown.",
+        prog=prog,
+        description=description or "Face recognizer server: edges stream JPEG frames over TCP; it answers with "
+        "annotated frames and per-face results. Every flag can also be set by the environment variable shown.",
     )
     a = lambda *args, **kw: add_env_argument(p, ENV, *args, **kw)  # noqa: E731
     a("--host", "0.0.0.0", "address to listen on")
@@ -36,19 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-in-flight", 2, "frames an edge may have outstanding", int)
     a("--liveness", True, "blink liveness per face (eye aspect ratio and/or the eye-state CNN)", parse_bool)
     a("--liveness-method", "both", "ear, cnn or both (a blink counts when both see it)")
-    a("--first-blink-timeout", 300.0, "seconds a new face may go without a first blink before it is a possible spoof", float)
-    a("--blink-timeout", 15.0, "seconds without a blink, after the first, before a possible spoof", float)
+    a("--first-blink-timeout", 30.0, "seconds a new face may go without a first blink before it is a possible spoof "
+      "(a photo held up is flagged after this plus --no-blink-after)", float)
+    a("--blink-timeout", 60.0, "seconds without a blink, after the first, before a possible spoof (people reading "
+      "blink only a few times a minute)", float)
     a("--dashboard-url", "", "dashboard base URL for alerts and station status, e.g. http://127.0.0.1:5000 (empty: alerts are only logged)")
     a("--dashboard-token", "", "station or service token for the dashboard (python -m dashboard add-station)")
     a("--outbox", "var/outbox.sqlite3", "SQLite file where alerts wait until delivered")
     a("--webhook-url", "", "also POST every alert event as JSON to this URL")
     a("--webhook-images", False, "include the evidence JPEGs as base64 in webhook posts", parse_bool)
     a("--alert-types", "all", "alert types to raise: all, or a comma-separated list of unknown_face, wrong_person, "
-      "multiple_faces, no_face, no_blink, camera_tamper")
+      "multiple_faces, no_face, no_blink, eyes_closed, camera_tamper")
     a("--unknown-after", 3.0, "seconds an unknown (or wrong) face must stay before its alert opens", float)
     a("--multiple-after", 5.0, "seconds more than one face must stay before a multiple_faces alert", float)
     a("--no-face-after", 30.0, "seconds the desk may be empty before a no_face alert", float)
     a("--no-blink-after", 5.0, "seconds liveness must keep saying no_blink before a no_blink alert", float)
+    a("--eyes-closed-after", 10.0, "seconds liveness must keep saying eyes_closed (closed over 2 s) before an eyes_closed alert", float)
     a("--cooldown", 60.0, "seconds after an alert closes before the same type opens again on that station", float)
     a("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     return p

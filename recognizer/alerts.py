@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
-ALERT_TYPES = ("unknown_face", "wrong_person", "multiple_faces", "no_face", "no_blink", "camera_tamper")
+from shared.alerts import RECOGNIZER_ALERT_TYPES as ALERT_TYPES
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class AlertThresholds:
     multiple_after_s: float = 5.0
     no_face_after_s: float = 30.0
     no_blink_after_s: float = 5.0
+    eyes_closed_after_s: float = 10.0  # on top of liveness' long_closure_s (2 s): reading looks down, not asleep
     tamper_after_s: float = 3.0
     frozen_after_s: float = 10.0
     gap_s: float = 1.5
@@ -55,7 +56,7 @@ class AlertThresholds:
 
     def __post_init__(self) -> None:
         for name in ("unknown_after_s", "wrong_person_after_s", "multiple_after_s", "no_face_after_s", "no_blink_after_s",
-                     "tamper_after_s", "frozen_after_s", "gap_s", "clear_after_s", "cooldown_s", "update_every_s"):
+                     "eyes_closed_after_s", "tamper_after_s", "frozen_after_s", "gap_s", "clear_after_s", "cooldown_s", "update_every_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 86400:
                 raise ValueError(f"alert threshold {name} must be 0..86400 seconds, got {value!r}")
@@ -155,6 +156,7 @@ class AlertEngine:
             "multiple_faces": _Rule("multiple_faces", th.multiple_after_s, detail_merge=_merge_max),
             "no_face": _Rule("no_face", th.no_face_after_s),
             "no_blink": _Rule("no_blink", th.no_blink_after_s, detail_merge=_merge_max),
+            "eyes_closed": _Rule("eyes_closed", th.eyes_closed_after_s, detail_merge=_merge_max),
             "camera_tamper": _Rule("camera_tamper", th.tamper_after_s, detail_merge=_merge_max),
         }
         self._last_thumb: bytes = b""
@@ -193,6 +195,11 @@ class AlertEngine:
         out["no_blink"] = (max(_area(f) for f in spoof), {
             "tracks": [f.get("track") for f in spoof], "names": sorted({f.get("name") or "unknown" for f in spoof}),
         }) if spoof else None
+
+        asleep = [f for f in faces if f.get("liveness") == "eyes_closed"]
+        out["eyes_closed"] = (max(_area(f) for f in asleep), {
+            "tracks": [f.get("track") for f in asleep], "names": sorted({f.get("name") or "unknown" for f in asleep}),
+        }) if asleep else None
 
         tamper: Optional[tuple[float, dict]] = None
         if stats is not None:

@@ -7,15 +7,17 @@ import cv2
 import numpy as np
 
 # BGR colours by identity state
-COLOURS = {"known": (60, 180, 60), "unknown": (40, 40, 220), "pending": (0, 200, 230)}
+COLOURS = {"known": (60, 180, 60), "unknown": (40, 40, 220), "pending": (0, 200, 230), "unsure": (0, 150, 255)}
+STATE_TEXT = {"unknown": "unknown", "unsure": "not sure", "pending": "..."}
+LIVENESS_TEXT = {"live": "live", "no_blink": "no blink!", "eyes_closed": "eyes closed"}
 
 
 def label_for(face: dict) -> str:
-    """Text drawn under a face: name or state, plus liveness when it is not plain 'unknown'."""
+    """Text drawn under a face: the name (known) or the verdict, plus liveness once it says something."""
     state = face.get("state", "pending")
-    text = face.get("name") if state == "known" and face.get("name") else ("unknown" if state == "unknown" else "...")
-    live = face.get("liveness")
-    if live and live not in ("unknown", None):
+    text = face.get("name") if state == "known" and face.get("name") else STATE_TEXT.get(state, "...")
+    live = LIVENESS_TEXT.get(face.get("liveness") or "")
+    if live is not None:
         text += f" [{live}]"
     return text
 

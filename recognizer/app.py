@@ -6,7 +6,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+import time
+from typing import TYPE_CHECKING, Callable, Optional
 
 from recognizer.alerts import ALERT_TYPES, AlertMonitor, AlertThresholds
 from recognizer.detect import EngineConfig, FaceEngine
@@ -17,7 +18,10 @@ from recognizer.outbox import Outbox, OutboxConfig
 from recognizer.pipeline import PipelineConfig, StationPipeline
 from recognizer.server import RecognizerServer, ServerConfig
 from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
-from recognizer.workers import EncoderPool
+from recognizer.workers import ChipEncoder, EncoderPool
+
+if TYPE_CHECKING:
+    from recognizer.liveness import FaceLiveness
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,8 @@ class RecognizerSettings:
     known_faces: Path = Path("known_faces")
     workers: int = 0  # encoder processes; 0 = one per core
     liveness_method: str = "both"
-    first_blink_timeout_s: float = 300.0
-    blink_timeout_s: float = 15.0
+    first_blink_timeout_s: float = 30.0
+    blink_timeout_s: float = 60.0
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
@@ -62,7 +66,8 @@ class RecognizerSettings:
             alerts=AlertThresholds(
                 unknown_after_s=args.unknown_after, wrong_person_after_s=args.unknown_after,
                 multiple_after_s=args.multiple_after, no_face_after_s=args.no_face_after,
-                no_blink_after_s=args.no_blink_after, cooldown_s=args.cooldown,
+                no_blink_after_s=args.no_blink_after, eyes_closed_after_s=args.eyes_closed_after,
+                cooldown_s=args.cooldown,
                 enabled=frozenset(_alert_types(args.alert_types)),
             ),
             outbox=OutboxConfig(path=Path(args.outbox)),
@@ -77,6 +82,32 @@ def _alert_types(text: str) -> list[str]:
     if text.strip().lower() == "all":
         return list(ALERT_TYPES)
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLiveness"]]:
+    """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
+    if not s.pipeline.liveness:
+        return None
+    from recognizer.eyes import EyeStateModel
+    from recognizer.liveness import FaceLiveness, LivenessParams
+
+    params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
+    eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
+    return lambda: FaceLiveness(params, eye_model, method=s.liveness_method)
+
+
+def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEncoder, store: IndexStore,
+                     clock: Callable[[], float] = time.monotonic) -> Callable[[], StationPipeline]:
+    """A maker of one station's per-frame pipeline, exactly as the server runs it (used by facemon-replay too)."""
+    make_liveness = liveness_factory(s)
+
+    def new_pipeline() -> StationPipeline:
+        return StationPipeline(
+            engine, encoder, store, s.pipeline, s.match,
+            liveness=make_liveness() if make_liveness is not None else None, clock=clock,
+        )
+
+    return new_pipeline
 
 
 class RecognizerApp:
@@ -96,21 +127,7 @@ class RecognizerApp:
         engine = FaceEngine(s.engine)
         store = IndexStore(s.index_dir)
         self.pool = EncoderPool(s.workers or None)
-        liveness_factory = None
-        if s.pipeline.liveness:
-            from recognizer.eyes import EyeStateModel
-            from recognizer.liveness import FaceLiveness, LivenessParams
-
-            params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
-            eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
-            liveness_factory = lambda: FaceLiveness(params, eye_model, method=s.liveness_method)  # noqa: E731
-
-        def new_pipeline() -> StationPipeline:
-            return StationPipeline(
-                engine, self.pool, store, s.pipeline, s.match,
-                liveness=liveness_factory() if liveness_factory else None,
-            )
-
+        new_pipeline = pipeline_factory(s, engine, self.pool, store)
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces))
         self._start_alerts(self.server)
         return self.server.start()

@@ -24,8 +24,11 @@ from recognizer.index import DIM, FaceIndex
 
 log = logging.getLogger(__name__)
 
-PENDING, KNOWN, UNKNOWN = "pending", "known", "unknown"
-STATES = (PENDING, KNOWN, UNKNOWN)
+PENDING, KNOWN, UNKNOWN, UNSURE = "pending", "known", "unknown", "unsure"
+STATES = (PENDING, KNOWN, UNKNOWN, UNSURE)
+"""A track's verdict: pending (not enough evidence yet), known (named), unknown (certainly nobody enrolled:
+nobody within the vote radius), unsure (someone is within the vote radius but nobody is accepted: an
+enrolled person seen badly, or a look-alike; never reported as a stranger)."""
 # kinds of frame evidence
 SUPPORT, WEAK, NONE = "support", "weak", "none"
 
@@ -239,7 +242,8 @@ def evidence(index: FaceIndex, encodings: np.ndarray, params: OpenSetParams = Op
 
 @dataclass(frozen=True)
 class TrackIdentity:
-    """Who a tracked face is: `state` pending (not enough evidence yet), known (`name` set) or unknown.
+    """Who a tracked face is: `state` pending (not enough evidence yet), known (`name` set), unknown
+    (nobody enrolled) or unsure (someone within the vote radius, nobody accepted; `candidate` is the nearest).
 
     `distance` is the best (smallest) distance to `name` over the window when known, to anyone when
     unknown, the last frame's when pending; `confidence` is the share (0–1) of the window's
@@ -251,6 +255,7 @@ class TrackIdentity:
     distance: float
     confidence: float
     observations: int
+    candidate: Optional[str] = None  # unsure: the nearest enrolled person (a hint for staff, not a name)
 
 
 _NEW = TrackIdentity(None, PENDING, float("inf"), 0.0, 0)
@@ -267,9 +272,10 @@ class _Track:
 def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> TrackIdentity:
     """N-of-M with hysteresis over a track's recent evidence (pure).
 
-    Pending or unknown -> known X: `need` of the window accepted for X. Pending -> unknown: `need` of
-    the window matching nobody, or a full window with `need` not accepted for anyone (weak or none).
-    Known X -> Y or unknown: see below.
+    Not known -> known X: `need` of the window accepted for X. -> unknown: `need` of the window matching
+    nobody (no enrolled encoding within `tolerance`). -> unsure: a full window with `need` frames not
+    accepted for anyone while someone was within `tolerance` (weak), or an unknown track whose last `need`
+    frames were all weak. Known X -> Y or unknown: see below; weak frames never remove a name.
     """
     n_obs = prev.observations + 1
     total = len(history)
@@ -279,34 +285,44 @@ def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> Track
             support[e.name] = support.get(e.name, 0) + 1
     leader, lead = max(support.items(), key=lambda kv: kv[1]) if support else (None, 0)
     unmatched = total - sum(support.values())  # weak + none
+    recent = list(history)[-params.need:]
+    full_recent = len(recent) == params.need
 
     def known(name: str) -> TrackIdentity:
         dist = min(e.distance for e in history if e.kind == SUPPORT and e.name == name) if support.get(name) else prev.distance
         return TrackIdentity(name, KNOWN, dist, support.get(name, 0) / total, n_obs)
 
     def unknown() -> TrackIdentity:
-        return TrackIdentity(None, UNKNOWN, min(e.distance for e in history), unmatched / total, n_obs)
+        nobody_share = sum(1 for e in history if e.kind == NONE) / total
+        return TrackIdentity(None, UNKNOWN, min(e.distance for e in history), nobody_share, n_obs)
+
+    def unsure() -> TrackIdentity:
+        near = min(history, key=lambda e: e.distance)
+        return TrackIdentity(None, UNSURE, near.distance, unmatched / total, n_obs, candidate=near.name)
 
     if prev.state == KNOWN:
         # a name is left only on strong contrary evidence: the last `need` frames all accepted for one
         # other person, or all matching nobody; weak frames never remove a name, and frames
         # alternating between two people cannot make it flip back and forth
-        recent = list(history)[-params.need:]
-        if len(recent) == params.need and all(e.kind == SUPPORT and e.name == recent[0].name != prev.name for e in recent):
+        if full_recent and all(e.kind == SUPPORT and e.name == recent[0].name != prev.name for e in recent):
             return known(recent[0].name)
-        if len(recent) == params.need and all(e.kind == NONE for e in recent):
+        if full_recent and all(e.kind == NONE for e in recent):
             return unknown()
         return known(prev.name)
     if lead >= params.need:
         return known(leader)
+    if prev.state == UNKNOWN:
+        # a stranger stays a stranger unless the recent frames all put someone within the vote radius
+        if full_recent and all(e.kind != NONE for e in recent):
+            return unsure()
+        return unknown()
     nobody = sum(1 for e in history if e.kind == NONE)
     # clear strangers (nobody within tolerance) are reported after `need` frames; borderline faces
-    # (weak frames) get the whole window to gather support first, so an enrolled person seen badly
-    # is not called unknown as early as a stranger is
-    if nobody >= params.need or (total == params.window and unmatched >= params.need):
+    # (weak frames) get the whole window to gather support first and then are "unsure", not strangers
+    if nobody >= params.need:
         return unknown()
-    if prev.state == UNKNOWN:
-        return unknown()
+    if (total == params.window and unmatched >= params.need) or prev.state == UNSURE:
+        return unsure()
     last = history[-1]
     return TrackIdentity(None, PENDING, last.distance, lead / total, n_obs)
 
@@ -382,4 +398,9 @@ class IdentityVoter:
             last = track.history[-1]
             if track.identity.state == KNOWN:
                 return not (last.kind == SUPPORT and last.name == track.identity.name)
-            return last.kind == SUPPORT
+            return last.kind == SUPPORT  # unknown / unsure: only while a frame points at someone
+
+    def state(self, track_id: int) -> str:
+        """The track's verdict state now (pending for a track never observed)."""
+        with self._lock:
+            return self._current(track_id).state

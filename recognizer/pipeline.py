@@ -17,7 +17,7 @@ from recognizer.annotate import draw_faces
 from recognizer.detect import FaceEngine
 from recognizer.imageio import decode_jpeg, encode_jpeg
 from recognizer.index import IndexStore
-from recognizer.match import IdentityVoter, OpenSetParams
+from recognizer.match import UNSURE, IdentityVoter, OpenSetParams
 from recognizer.track import Tracker, TrackerParams
 from recognizer.workers import ChipEncoder
 
@@ -38,6 +38,7 @@ class PipelineConfig:
     detect_scale: float = 1.0
     reencode_every: int = 30
     pending_every: int = 1
+    unsure_every: int = 5  # frames between encodings of a face whose verdict is "unsure" (seen badly)
     grow_reencode: float = 1.5  # re-encode when the box side changed by this factor since the last encoding
     jpeg_quality: int = 80
     min_face_px: int = 40
@@ -46,8 +47,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not 0.25 <= self.detect_scale <= 1.0:
             raise ValueError(f"detect_scale must be between 0.25 and 1.0, got {self.detect_scale}")
-        if self.reencode_every < 1 or self.pending_every < 1:
-            raise ValueError("reencode_every and pending_every must be at least 1 frame")
+        if self.reencode_every < 1 or self.pending_every < 1 or self.unsure_every < 1:
+            raise ValueError("reencode_every, pending_every and unsure_every must be at least 1 frame")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
         if self.grow_reencode <= 1.0:
@@ -97,6 +98,8 @@ class StationPipeline:
         since = frame - track.encoded_frame
         if self.voter.needs_more(track.id):
             return since >= self.config.pending_every
+        if self.voter.state(track.id) == UNSURE:
+            return since >= self.config.unsure_every
         if since >= self.config.reencode_every:
             return True
         ratio = _side(track.box) / max(_side(track.encoded_box), 1)
@@ -127,7 +130,7 @@ class StationPipeline:
             self._index_seen = index
         for track_id in update.ended:
             self.voter.forget(track_id)
-            if self.liveness:
+            if self.liveness is not None:
                 self.liveness.forget(track_id)
 
         todo = [t for t in update.tracks if self._needs_encoding(t)]
@@ -140,7 +143,7 @@ class StationPipeline:
         t3 = time.perf_counter()
 
         live = {}
-        if self.liveness and update.tracks:
+        if self.liveness is not None and update.tracks:  # FaceLiveness has __len__: never test it for truth
             gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
             now = self.clock()
             for track, points in zip(update.tracks, self.engine.landmarks68(gray, [t.box for t in update.tracks])):
@@ -157,8 +160,11 @@ class StationPipeline:
                 "state": ident.state,
                 "distance": None if not np.isfinite(ident.distance) else round(float(ident.distance), 4),
                 "confidence": round(float(ident.confidence), 3),
-                "liveness": "unknown",
+                "liveness": "unknown" if self.liveness is not None else "off",
+                "blinks": 0,
             }
+            if ident.state == UNSURE and ident.candidate is not None:
+                face["candidate"] = ident.candidate
             if track.id in live:
                 result = live[track.id]
                 face["liveness"] = result.state.value

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recognizer.index import FaceIndex
-from recognizer.match import (KNOWN, NONE, PENDING, SUPPORT, UNKNOWN, WEAK, IdentityVoter, OpenSetParams,
+from recognizer.match import (KNOWN, NONE, PENDING, SUPPORT, UNKNOWN, UNSURE, WEAK, IdentityVoter, OpenSetParams,
                               TrackIdentity, evidence, person_thresholds)
 from tests.match.synth import build_index, centres, samples, towards
 
@@ -99,14 +99,31 @@ def test_hysteresis_keeps_a_name_through_weak_frames_and_switches_on_strong_evid
     assert [s.state for s in gone] == [KNOWN, KNOWN, UNKNOWN]
 
 
-def test_unknown_is_named_only_by_strong_evidence(world) -> None:
+def test_borderline_face_is_unsure_not_a_stranger(world) -> None:
     index, c = world
     rng = np.random.default_rng(6)
     voter = IdentityVoter(P)
     states = feed(voter, index, [towards(c[0], c[1], 0.5)] * P.window)
-    assert [s.state for s in states] == [PENDING] * (P.window - 1) + [UNKNOWN]  # borderline: a full window
+    # someone within the vote radius, nobody accepted: "not sure", after a full window, never "unknown"
+    assert [s.state for s in states] == [PENDING] * (P.window - 1) + [UNSURE]
+    assert states[-1].candidate in ("p0", "p1") and states[-1].name is None
     states = feed(voter, index, list(samples(rng, c[1], 3)))
-    assert [s.state for s in states] == [UNKNOWN, UNKNOWN, KNOWN] and states[-1].name == "p1"
+    assert [s.state for s in states] == [UNSURE, UNSURE, KNOWN] and states[-1].name == "p1"
+
+
+def test_stranger_is_unknown_and_stays_so_until_someone_is_near(world) -> None:
+    index, c = world
+    rng = np.random.default_rng(1234)
+    voter = IdentityVoter(P)
+    stranger = centres(rng, 1)[0]
+    states = feed(voter, index, [stranger] * P.need)
+    assert [s.state for s in states] == [PENDING] * (P.need - 1) + [UNKNOWN]
+    # one weak frame among strangers' frames does not make it "unsure"
+    states = feed(voter, index, [towards(c[0], c[1], 0.5), stranger])
+    assert [s.state for s in states] == [UNKNOWN, UNKNOWN]
+    # the last `need` frames all within the radius: no longer called a stranger
+    states = feed(voter, index, [towards(c[0], c[1], 0.5)] * P.need)
+    assert states[-1].state == UNSURE
 
 
 def test_observe_many_equals_observe_one_by_one(world) -> None:

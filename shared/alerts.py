@@ -1,0 +1,17 @@
+"""The alert vocabulary shared by the recognizer (which raises alerts) and the dashboard (which stores them)."""
+from __future__ import annotations
+
+# raised by the recognizer's rules, one incident per station and type
+RECOGNIZER_ALERT_TYPES = (
+    "unknown_face",    # a face nobody enrolled (certainly: nobody within the vote radius)
+    "wrong_person",    # an enrolled person other than the signed-in evaluator
+    "multiple_faces",  # more than one face at a desk
+    "no_face",         # the desk empty too long
+    "no_blink",        # a face that never blinks: possible photo or replay
+    "eyes_closed",     # eyes closed far longer than a blink (asleep, or a photo with closed eyes)
+    "camera_tamper",   # black, covered, frozen or lost camera
+)
+# raised by the dashboard itself
+DASHBOARD_ALERT_TYPES = ("failed_sign_in",)
+ALERT_TYPES = RECOGNIZER_ALERT_TYPES + DASHBOARD_ALERT_TYPES
+ALERT_STATES = ("open", "update", "closed")

@@ -1,0 +1,37 @@
+"""The per-frame pipeline as the server builds it: liveness really runs on every tracked face."""
+from __future__ import annotations
+
+import pytest
+
+from recognizer.app import RecognizerSettings, pipeline_factory
+from recognizer.index import IndexStore
+from recognizer.pipeline import PipelineConfig
+from tests.conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def obama_jpeg() -> bytes:
+    return (FIXTURES / "obama_probe.jpg").read_bytes()
+
+
+def test_liveness_is_fed_from_the_first_frame(engine, sample_index_dir, obama_jpeg) -> None:
+    settings = RecognizerSettings(index_dir=sample_index_dir)
+    t = [100.0]
+    pipeline = pipeline_factory(settings, engine, engine, IndexStore(sample_index_dir), clock=lambda: t[0])()
+    # FaceLiveness has __len__ (tracks held), 0 at the start: it must be used anyway
+    assert pipeline.liveness is not None and len(pipeline.liveness) == 0
+    faces = pipeline.process(obama_jpeg).faces
+    assert len(pipeline.liveness) == 1
+    assert faces[0]["liveness"] == "unknown" and faces[0]["blinks"] == 0
+    for _ in range(3):
+        t[0] += settings.first_blink_timeout_s / 2  # a still photo: never blinks
+        faces = pipeline.process(obama_jpeg).faces
+    assert faces[0]["liveness"] == "no_blink"
+    assert faces[0]["name"] == "barack_obama"
+
+
+def test_liveness_off_says_so(engine, sample_index_dir, obama_jpeg) -> None:
+    settings = RecognizerSettings(index_dir=sample_index_dir, pipeline=PipelineConfig(liveness=False))
+    pipeline = pipeline_factory(settings, engine, engine, IndexStore(sample_index_dir))()
+    assert pipeline.liveness is None
+    assert pipeline.process(obama_jpeg).faces[0]["liveness"] == "off"
