@@ -5,9 +5,7 @@ mid-stream; the edge runs in this process with its real Flask server on an ephem
 """
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +18,10 @@ import requests
 from edge.config import EdgeConfig
 from edge.runtime import Edge
 from tests.conftest import FIXTURES, REPO, SAMPLE_CLIP
+from tests.procs import free_port, read_mjpeg
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 TOKEN = "e2e-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def still_video(photo: Path, out: Path, frames: int = 30) -> Path:
@@ -114,28 +107,11 @@ def wait_for(pred, timeout: float, what: str, edge: Edge):
     raise AssertionError(f"timed out waiting for {what}; last status: {last}")
 
 
-def read_mjpeg_frames(url: str, n: int) -> list:
-    frames = []
-    with requests.get(url, stream=True, timeout=10) as r:
-        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
-        buf = b""
-        for chunk in r.iter_content(65536):
-            buf += chunk
-            while (start := buf.find(b"\xff\xd8")) >= 0 and (end := buf.find(b"\xff\xd9", start)) >= 0:
-                img = cv2.imdecode(__import__("numpy").frombuffer(buf[start : end + 2], "uint8"), cv2.IMREAD_COLOR)
-                buf = buf[end + 2 :]
-                if img is not None:
-                    frames.append(img)
-                if len(frames) >= n:
-                    return frames
-    return frames
-
-
 def test_clip_streams_and_names_known_and_unknown_faces(stack):
     rec, make_edge, _ = stack
     edge = make_edge(SAMPLE_CLIP, "desk-clip")
     wait_for(lambda s: s["online"] and s["results"] > 5, 60, "results", edge)
-    frames = read_mjpeg_frames(edge.url.replace("/video_feed_page", "/video_feed"), 3)
+    frames = read_mjpeg(edge.url.replace("/video_feed_page", "/video_feed"), 3)
     assert len(frames) == 3 and frames[0].shape[1] == 640
     seen_known, seen_unknown = set(), 0
     deadline = time.time() + 90
@@ -176,7 +152,7 @@ def test_recognizer_killed_and_restarted_edge_recovers(stack):
     offline = wait_for(lambda s: not s["online"], 20, "offline state", edge)
     assert offline["reason"]
     wait_for(lambda s: s["feed"] == "raw", 10, "raw feed", edge)
-    frames = read_mjpeg_frames(edge.url.replace("/video_feed_page", "/video_feed"), 2)
+    frames = read_mjpeg(edge.url.replace("/video_feed_page", "/video_feed"), 2)
     assert len(frames) == 2  # the page keeps showing the camera
     before = status(edge)["results"]
     rec.start()
