@@ -50,8 +50,14 @@ def descendants(pid: int) -> list[int]:
     return [p for p in out if alive(p)]
 
 
+def own_resource_tracker(pid: int) -> bool:
+    """multiprocessing's resource tracker of *this* process: it ends when this process exits (EOF on its pipe)."""
+    st = _stat(pid)
+    return st is not None and st[1] == os.getpid() and "multiprocessing.resource_tracker" in cmdline(pid)
+
+
 def marked(token: str) -> list[int]:
-    """Live processes (other than this one) whose environment carries MARKER=token."""
+    """Live processes (other than this one and its own resource tracker) whose environment carries MARKER=token."""
     needle = f"{MARKER}={token}".encode()
     found = []
     for entry in PROC.iterdir():
@@ -61,7 +67,7 @@ def marked(token: str) -> list[int]:
             env = (entry / "environ").read_bytes()
         except OSError:  # gone, or another user's
             continue
-        if needle in env.split(b"\0") and alive(int(entry.name)):
+        if needle in env.split(b"\0") and alive(int(entry.name)) and not own_resource_tracker(int(entry.name)):
             found.append(int(entry.name))
     return found
 
