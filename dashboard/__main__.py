@@ -11,6 +11,7 @@ import threading
 from typing import Optional, Sequence
 
 from dashboard.config import DEFAULT_DB_URL, ConfigError, DashboardConfig
+from shared.config import setup_logging
 
 log = logging.getLogger("dashboard")
 PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"
@@ -67,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(config.log_level)  # one record, one line: control characters in logged values escaped
     logging.getLogger("werkzeug").setLevel(config.log_level.upper())  # it would default to INFO, one line per request
     from dashboard.db import DatabaseError
 

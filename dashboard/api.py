@@ -14,13 +14,14 @@ from dashboard import store
 from dashboard.app import get_db, services
 from dashboard.auth import Caller, caller_for
 from dashboard.images import BadImage, check_jpeg
-from dashboard.ingest import BadAlert, AlertMessage, fromiso, parse_legacy, parse_login, parse_meta, parse_station, parse_type
+from dashboard.ingest import BadAlert, AlertMessage, fromiso, in_range, parse_legacy, parse_login, parse_meta, parse_station, parse_type
 from dashboard.models import Alert, utcnow
 from dashboard.security import login_required
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000  # beyond it the SQL OFFSET overflows a 64-bit integer on some backends
 
 
 def _caller() -> Caller:
@@ -147,12 +148,17 @@ def _date_arg(value: Optional[str], what: str, end: bool) -> Optional[dt.datetim
         return None
     try:
         if len(value) == 10:
-            day = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.timezone.utc)
-            return day + dt.timedelta(days=1) if end else day
-        when = fromiso(value)
+            when = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.timezone.utc)
+        else:
+            when = fromiso(value)
     except ValueError:
         abort(400, f"{what} {value[:40]!r} is not a date (YYYY-MM-DD) or ISO-8601 time")
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    try:
+        in_range(when, what)
+    except BadAlert as exc:
+        abort(400, str(exc))
+    return when + dt.timedelta(days=1) if len(value) == 10 and end else when
 
 
 def page_args(args) -> tuple[int, int]:  # noqa: ANN001
@@ -160,8 +166,8 @@ def page_args(args) -> tuple[int, int]:  # noqa: ANN001
         page, per_page = int(args.get("page", 1)), int(args.get("per_page", 50))
     except ValueError:
         abort(400, "page and per_page must be whole numbers")
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        abort(400, f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        abort(400, f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     return page, per_page
 
 

@@ -14,6 +14,8 @@ from dashboard import db as dbmod
 from dashboard.config import DashboardConfig
 from dashboard.events import Broker
 from dashboard.models import Setting
+from dashboard.security import add_security_headers
+from shared.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 EXT = "facemon"
@@ -28,6 +30,8 @@ class Services:
         self.sessions = dbmod.make_session_factory(engine)
         self.writer = dbmod.make_session_factory(engine, write=True)  # short write transactions only
         self.broker = Broker(config.sse_queue_size)
+        # viewer logins, per (address, account): exponential delay after sign_in_max_failures, never a lock
+        self.login_throttle = FailureThrottle(free=config.sign_in_max_failures, forget_s=config.sign_in_window_s)
 
 
 def services(app: Optional[Flask] = None) -> Services:
@@ -75,6 +79,8 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
         size = request.content_length
         if size is not None and size > config.max_body_bytes:
             abort(413, f"body is {size} bytes, more than the {config.max_body_bytes} allowed")
+
+    app.after_request(add_security_headers)
 
     @app.teardown_appcontext
     def _close_db(_exc: Optional[BaseException]) -> None:

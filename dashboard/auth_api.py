@@ -3,9 +3,12 @@
 An edge (a station token) asks `POST /api/auth/check` whether a username and password are right and
 learns the account's role and enrolled identity; it reports failed face checks to
 `POST /api/auth/failure`. Failures (wrong password or failed face check) are counted per station and
-per account in the database; at `sign_in_max_failures` within `sign_in_window_s` either count stops
-further checks with 429, and the failure that reaches the limit raises a `failed_sign_in` alert with
-the evidence frame the edge sent.
+per account in the database; the failure that brings either count to `sign_in_max_failures` within
+`sign_in_window_s` raises a `failed_sign_in` alert with the evidence frame the edge sent. Checks are
+slowed, never locked: past `sign_in_max_failures` failures of one account *at one desk*, that pair
+waits 5 s, 10 s, 20 s ... (at most 120 s, `shared.throttle`) before its next check, answered 429 with
+Retry-After. The same account at another desk, and other accounts at that desk, are not slowed, so a
+guesser cannot lock the real evaluator, or an admin, out.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from dashboard.images import BadImage, check_jpeg
 from dashboard.ingest import AlertMessage
 from dashboard.models import SignInFailure, utcnow
 from shared.names import InvalidName, validate_name
+from shared.throttle import delay_after
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth_api", __name__)
@@ -42,10 +46,14 @@ FAILURE_REASONS = ("wrong_password", "no_face", "several_faces", "not_account_ho
 class FailureCounts:
     station: int
     account: int
-    oldest: Optional[dt.datetime]  # oldest failure in the window (when the limit lifts)
+    pair: int  # of this account at this station
+    pair_last: Optional[dt.datetime]  # the latest failure of the pair
 
-    def over(self, limit: int) -> bool:
-        return self.station >= limit or self.account >= limit
+    def wait_s(self, free: int, now: dt.datetime) -> float:
+        """Seconds this account must wait at this station before its next check (0: now)."""
+        if self.pair_last is None:
+            return 0.0
+        return max(0.0, delay_after(self.pair, free) - (now - self.pair_last).total_seconds())
 
 
 def failure_counts(db: Session, station_id: str, username: str, since: dt.datetime) -> FailureCounts:
@@ -54,9 +62,11 @@ def failure_counts(db: Session, station_id: str, username: str, since: dt.dateti
     by_account = recent.where(SignInFailure.username == username).subquery()
     station = db.scalar(sa.select(sa.func.count()).select_from(by_station)) or 0
     account = db.scalar(sa.select(sa.func.count()).select_from(by_account)) or 0
-    oldest = db.scalar(sa.select(sa.func.min(SignInFailure.at)).where(
-        SignInFailure.at >= since, sa.or_(SignInFailure.station_id == station_id, SignInFailure.username == username)))
-    return FailureCounts(station, account, oldest)
+    pair, last = db.execute(sa.select(sa.func.count(), sa.func.max(SignInFailure.at)).where(
+        SignInFailure.at >= since, SignInFailure.station_id == station_id, SignInFailure.username == username)).one()
+    if last is not None and last.tzinfo is None:  # an aggregate skips the column type on some backends
+        last = last.replace(tzinfo=dt.timezone.utc)
+    return FailureCounts(station, account, pair or 0, last)
 
 
 def _body() -> dict:
@@ -94,11 +104,10 @@ def _image(body: dict) -> Optional[bytes]:
     return data
 
 
-def _too_many(counts: FailureCounts, now: dt.datetime):  # noqa: ANN202
-    window = services().config.sign_in_window_s
-    retry = max(1, int(window - (now - counts.oldest).total_seconds())) if counts.oldest else int(window)
+def _too_many(wait_s: float):  # noqa: ANN202
+    retry = int(wait_s) + 1
     response = jsonify(ok=False, reason="too_many_failures",
-                       message=f"too many failed sign-ins at this desk or for this account; try again in {retry} s")
+                       message=f"too many failed sign-ins for this account at this desk; try again in {retry} s")
     response.headers["Retry-After"] = str(retry)
     return response, 429
 
@@ -150,9 +159,10 @@ def check():  # noqa: ANN201
     now = utcnow()
     with services().sessions() as db:
         counts = failure_counts(db, station, username, now - dt.timedelta(seconds=services().config.sign_in_window_s))
-        if counts.over(services().config.sign_in_max_failures):
-            log.warning("sign-in for %r at %s refused: too many failures", username, station)
-            return _too_many(counts, now)
+        wait = counts.wait_s(services().config.sign_in_max_failures, now)
+        if wait:
+            log.warning("sign-in for %r at %s refused: too many failures, %.0f s to wait", username, station, wait)
+            return _too_many(wait)
         user = check_login(db, username, password)
         found = None if user is None else {"username": user.username, "role": user.role, "identity": user.identity}
     if found is None:

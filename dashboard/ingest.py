@@ -112,6 +112,21 @@ def parse_time(value: Any, what: str) -> dt.datetime:
         raise BadAlert(f"{what} {value[:64]!r} is not an ISO-8601 time such as 2025-05-01T10:15:00+05:30") from None
     if when.tzinfo is None:
         raise BadAlert(f"{what} {value[:64]!r} has no time zone; add Z or an offset like +05:30")
+    return in_range(when, what)
+
+
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def in_range(when: dt.datetime, what: str) -> dt.datetime:
+    """`when` (aware) if it lies in 2000..2099 UTC; BadAlert otherwise (year 1 or 9999 would overflow later)."""
+    try:
+        ok = EARLIEST <= when.astimezone(dt.timezone.utc) < LATEST
+    except (OverflowError, ValueError):
+        ok = False
+    if not ok:
+        raise BadAlert(f"{what} {when.isoformat()[:40]!r} is out of range: times must fall in the years 2000 to 2099 (UTC)")
     return when
 
 

@@ -154,3 +154,16 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     value: Mapped[str] = mapped_column(sa.Text)
+
+
+class WebSession(Base):
+    """A person's logged-in page session: the cookie holds a random id, only its SHA-256 is kept here.
+
+    Logging out deletes the row, so the cookie is dead even if it was copied; a new password deletes every
+    session of that account. Nothing in the cookie is derived from the password hash.
+    """
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

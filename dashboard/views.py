@@ -14,7 +14,7 @@ from dashboard.app import get_db, services
 from dashboard.auth import AuthError, check_login, create_token, revoke_token
 from dashboard.ingest import BadAlert, parse_station
 from dashboard.models import ALERT_TYPES, TOKEN_KINDS, ApiToken
-from dashboard.security import check_csrf, csrf_token, current_user, log_in, login_required
+from dashboard.security import check_csrf, csrf_token, current_user, log_in, log_out, login_required
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)
@@ -46,12 +46,24 @@ def login():  # noqa: ANN201
     error = None
     if request.method == "POST":
         check_csrf()
-        user = check_login(get_db(), request.form.get("username", ""), request.form.get("password", ""))
+        username = request.form.get("username", "").strip()[:64]
+        key = f"{request.remote_addr}|{username}"  # per address and account: guessing never locks the owner out
+        throttle = services().login_throttle
+        wait = throttle.wait_s(key)
+        if wait:
+            log.warning("login for %r from %s refused: too many failures, %.0f s to wait", username, request.remote_addr, wait)
+            resp = Response(render_template("login.html", error=f"Too many failed logins; try again in {int(wait) + 1} s."), 429)
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp
+        user = check_login(get_db(), username, request.form.get("password", ""))
         if user is not None:
-            log.info("user %s logged in", user.username)
+            throttle.succeeded(key)
+            log.info("user %r logged in", user.username)
             log_in(user)
             return redirect(_safe_next(request.args.get("next")))
-        log.warning("failed login for %r from %s", request.form.get("username", "")[:64], request.remote_addr)
+        delay = throttle.failed(key)
+        log.warning("failed login for %r from %s%s", username, request.remote_addr,
+                    f"; next try in {delay:.0f} s" if delay else "")
         error = "Wrong user name or password."
     return render_template("login.html", error=error), (401 if error else 200)
 
@@ -59,9 +71,7 @@ def login():  # noqa: ANN201
 @bp.post("/logout")
 def logout():  # noqa: ANN201
     check_csrf()
-    from flask import session
-
-    session.clear()
+    log_out()
     return redirect(url_for("views.login"))
 
 

@@ -5,8 +5,10 @@ a password that the dashboard accepts starts a face check on the recognizer and 
 `EdgeSession` is created, and the evaluator's identity sent to the recognizer as the desk's login,
 only in the callback that receives a *passed* check. Sessions live here, server-side, keyed by a
 random id; the browser's signed cookie only carries that id, so a forged or replayed cookie names no
-session. Failed sign-ins (wrong password or failed face check) are limited per desk and per account,
-here and on the dashboard, which raises `failed_sign_in` with the evidence frame.
+session. Failed sign-ins (wrong password or failed face check) slow down that account at this desk
+(exponential delay, `shared.throttle`), here and on the dashboard, which raises `failed_sign_in` with the
+evidence frame. Nothing is locked: another account at this desk, or this account at another desk, is
+never slowed by someone guessing, so guessing cannot lock the real user (or an admin) out.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
+
+from shared.throttle import MAX_DELAY_S, FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,9 @@ class AuthSettings:
     station: str = "edge"
     verify_frames: int = 10
     verify_timeout_s: float = 20.0
-    max_failures: int = 5  # per desk and per account within failure_window_s (the dashboard counts too)
-    failure_window_s: float = 300.0
+    max_failures: int = 5  # failures of one account at this desk before each further try waits (5 s doubling)
+    failure_window_s: float = 300.0  # quiet time after which an account's failures are forgotten
+    max_delay_s: float = MAX_DELAY_S
     attempt_ttl_s: float = 120.0  # a finished attempt is forgotten after this
 
 
@@ -81,33 +85,6 @@ class DashboardClient:
         if image:
             body["image"] = base64.b64encode(image).decode()
         return self._post("/api/auth/failure", body)
-
-
-class FailureLimiter:
-    """At most `limit` failures per key within `window_s` (a sliding window of failure times)."""
-
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s, self._clock = limit, window_s, clock
-        self._times: dict[str, deque] = {}
-
-    def _recent(self, key: str) -> deque:
-        times = self._times.setdefault(key, deque())
-        while times and self._clock() - times[0] > self.window_s:
-            times.popleft()
-        return times
-
-    def blocked_for(self, *keys: str) -> float:
-        """Seconds until every key is under the limit again (0: allowed now)."""
-        wait = 0.0
-        for key in keys:
-            times = self._recent(key)
-            if len(times) >= self.limit:
-                wait = max(wait, self.window_s - (self._clock() - times[0]))
-        return wait
-
-    def record(self, *keys: str) -> None:
-        for key in keys:
-            self._recent(key).append(self._clock())
 
 
 @dataclass
@@ -163,7 +140,8 @@ class SignIn:
         self._sessions: dict[str, EdgeSession] = {}
         self._attempts: dict[str, Attempt] = {}
         self._desk: Optional[str] = None  # sid of the evaluator whose monitored session runs at this desk
-        self.limiter = FailureLimiter(settings.max_failures, settings.failure_window_s, clock)
+        self.throttle = FailureThrottle(free=settings.max_failures, cap_s=settings.max_delay_s,
+                                        forget_s=settings.failure_window_s, clock=clock)
 
     # ---- the password step ----
 
@@ -175,8 +153,7 @@ class SignIn:
         429 too many failures, 503 dashboard or recognizer unavailable.
         """
         username = username.strip()[:64]
-        with self._lock:
-            wait = self.limiter.blocked_for("desk", f"user:{username}")
+        wait = self.throttle.wait_s(username)
         if wait:
             return 429, {"state": "failed", "reason": "too_many_failures",
                          "message": f"too many failed sign-ins; try again in {int(wait) + 1} s"}
@@ -186,9 +163,8 @@ class SignIn:
             log.warning("sign-in for %r: %s", username, exc)
             return 503, {"state": "failed", "reason": "dashboard_unavailable", "message": "sign-in service unavailable"}
         if status == 401:
-            with self._lock:
-                self.limiter.record("desk", f"user:{username}")
-            log.warning("sign-in for %r: wrong password", username)
+            delay = self.throttle.failed(username)
+            log.warning("sign-in for %r: wrong password%s", username, f"; next try in {delay:.0f} s" if delay else "")
             return 401, {"state": "failed", "reason": "wrong_password", "message": "wrong user name or password"}
         if status != 200 or not body.get("ok"):
             return status if status in (403, 429) else 503, {
@@ -202,6 +178,7 @@ class SignIn:
                              "message": "this evaluator has no enrolled identity"}
             # staff/admin without an enrolled face: password only, and they never become the desk's login
             sid = self._new_session(body["username"], role, None)
+            self.throttle.succeeded(username)
             return 200, {"state": "signed_in", "sid": sid, "role": role}
         return self._start_check(body["username"], role, identity)
 
@@ -239,6 +216,7 @@ class SignIn:
                 attempt.state = "failed"
         if passed:
             sid = self._new_session(attempt.username, attempt.role, attempt.identity, desk=True)
+            self.throttle.succeeded(attempt.username)
             with self._lock:
                 attempt.sid, attempt.state = sid, "signed_in"
             log.info("sign-in of %r passed the face check; session started", attempt.username)
@@ -247,8 +225,7 @@ class SignIn:
         log.warning("sign-in of %r failed the face check: %s", attempt.username, reason)
         if reason in ("cancelled", "offline"):  # not the person's failure: nothing to count or report
             return
-        with self._lock:
-            self.limiter.record("desk", f"user:{attempt.username}")
+        self.throttle.failed(attempt.username)
         try:
             self.dashboard.report_failure(attempt.username, reason, self.evidence())
         except DashboardUnavailable as exc:

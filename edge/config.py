@@ -195,5 +195,7 @@ def load_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> Ed
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    from shared.config import setup_logging as one_line_logging
+
+    one_line_logging(level)  # control characters in logged values escaped: no forged lines
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per MJPEG request is noise

@@ -198,11 +198,12 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
 
     @app.get("/api/whoami")
     def api_whoami():  # noqa: ANN202
+        """The caller's own session only; who sits at the desk is told to those allowed to watch it."""
         who = signed_in()
         desk = auth.desk() if auth is not None else None
         return jsonify({"auth": auth is not None, "signed_in": who is not None,
                         "username": who.username if who else None, "role": who.role if who else None,
-                        "desk": desk.username if desk else None})
+                        "desk": desk.username if desk is not None and may_view(who, desk) else None})
 
     @app.get("/video_feed")
     def video_feed() -> Response:

@@ -10,6 +10,16 @@ not hammered. A permanent failure (any other 4xx) parks the row for that sink wi
 The file is bounded: over `max_bytes` the images of the oldest pending events are dropped first
 (an opening image becomes a grey placeholder, so the dashboard still accepts it), over `max_events`
 the oldest pending events are deleted; both are logged at WARNING/ERROR, never silent.
+
+Incidents still open are kept in the file too (`open_incidents`), with a heartbeat of the sender thread.
+A recognizer that dies without closing them (SIGKILL, power loss) closes them at its next start with
+`closed_by: recognizer_restart`, ended at the last moment it was known alive, so none stays open forever.
+
+Damage to the file does not stop the recognizer and loses as little as it can, always with an ERROR line:
+a file deleted (or replaced) while running is noticed within seconds (and at every put and stop), and a
+fresh file is written from what the open connection still reads, so nothing is lost; a damaged file (at
+start or while running) is moved aside as `<name>.corrupt-<time>`, its readable rows are copied into a
+fresh outbox, and the count of what could not be read is logged.
 """
 from __future__ import annotations
 
@@ -17,9 +27,11 @@ import datetime as dt
 import json
 import logging
 import random
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
@@ -44,7 +56,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error   TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, created_at);
+CREATE TABLE IF NOT EXISTS open_incidents (  -- incidents opened and not yet closed (closed at the next start)
+    alert_id    TEXT PRIMARY KEY,
+    station_id  TEXT NOT NULL,
+    login_name  TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    details     TEXT NOT NULL,            -- JSON of the last event's details
+    updated_at  REAL NOT NULL             -- time of its last event
+);
+CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), alive_at REAL NOT NULL);
 """
+COLUMNS = ("event_id", "alert_id", "payload", "image", "best_image", "sinks_left", "parked", "attempts", "next_try_at",
+           "created_at", "delivered_at", "last_error")
+INCIDENT_COLUMNS = ("alert_id", "station_id", "login_name", "type", "started_at", "details", "updated_at")
+HEARTBEAT_S = 5.0  # the sender notes it is alive this often (the end time of incidents a crash left open)
 
 
 class TransientDeliveryError(Exception):
@@ -124,10 +150,6 @@ class Outbox:
         self.sinks = {s.name: s for s in sinks}
         self._clock = clock
         config.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(config.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash, fast commits
-        self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -135,12 +157,158 @@ class Outbox:
         self._sink_failures = {name: 0 for name in self.sinks}
         self._sink_next = {name: 0.0 for name in self.sinks}
         self._placeholder: Optional[bytes] = None
+        self._alive_written = 0.0
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:  # not a database, malformed: the recognizer runs on regardless
+            self._db = self._replace_damaged(None, exc)
+        self._file_id = self._stat_id()
+        self._recount()
+        if self._count:
+            log.info("outbox %s: %d pending event(s) (%.1f MiB) from before, to deliver",
+                     config.path, self._count, self._bytes / 2**20)
+        self._close_interrupted()
+
+    # -- the file --
+    def _connect(self) -> sqlite3.Connection:
+        """Open (or create) the file and check it; sqlite3.DatabaseError when it is damaged."""
+        db = sqlite3.connect(str(self.config.path), check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash, fast commits
+            db.executescript(SCHEMA)
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                first = verdict.replace("*** in database main ***", "").strip().splitlines()[0][:200]
+                raise sqlite3.DatabaseError(f"integrity check failed: {first}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _recount(self) -> None:
         count, size = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(image)) + 0, 0) + COALESCE(SUM(LENGTH(best_image)), 0) "
             "FROM outbox WHERE delivered_at IS NULL").fetchone()
         self._count, self._bytes = int(count), int(size)
-        if count:
-            log.info("outbox %s: %d pending event(s) (%.1f MiB) from before, to deliver", config.path, count, size / 2**20)
+
+    def _stat_id(self) -> Optional[tuple[int, int]]:
+        try:
+            st = os.stat(self.config.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _move_aside(self, tag: str) -> Path:
+        """Rename the file (and its -wal/-shm) to `<name>.<tag>-<YYYYmmdd-HHMMSS>`; returns the new path."""
+        path = self.config.path
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dst = path.with_name(f"{path.name}.{tag}-{stamp}")
+        n = 1
+        while dst.exists():
+            n += 1
+            dst = path.with_name(f"{path.name}.{tag}-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{dst}{suffix}")
+        return dst
+
+    def _replace_damaged(self, old: Optional[sqlite3.Connection], exc: Exception) -> sqlite3.Connection:
+        """The file is damaged: move it aside, start a fresh one, copy in the rows that can still be read."""
+        if old is not None:
+            try:
+                old.close()
+            except sqlite3.Error:
+                pass
+        aside = self._move_aside("corrupt")
+        db = self._connect()
+        saved, lost = _salvage(aside, db)
+        log.error("OUTBOX DAMAGED: %s could not be used (%s); moved it to %s and started a fresh outbox. Salvaged %d "
+                  "pending event(s) and %d open incident(s); %d row(s) could not be read and are lost",
+                  self.config.path, exc, aside.name, saved[0], saved[1], lost)
+        return db
+
+    def _check_file(self) -> None:
+        """The file deleted or replaced under the open connection: recreate it from what the connection reads.
+
+        Caller holds the lock. SQLite keeps writing to a deleted file without a word, and all of it would be
+        gone at the next start; the open connection still reads it, so a backup into a new file loses nothing.
+        """
+        now_id = self._stat_id()
+        if now_id == self._file_id:
+            return
+        path = self.config.path
+        replaced = None
+        if now_id is not None:  # someone else's file at our path: keep it for inspection
+            replaced = self._move_aside("replaced")
+        path.parent.mkdir(parents=True, exist_ok=True)  # the whole folder may have gone
+        tmp = path.with_name(path.name + ".recovering")
+        tmp.unlink(missing_ok=True)
+        copy = sqlite3.connect(str(tmp))
+        try:
+            self._db.backup(copy)
+        finally:
+            copy.close()
+        self._db.close()
+        for suffix in ("-wal", "-shm"):  # the deleted file's, left behind: they would be replayed into the new one
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        os.replace(tmp, path)
+        self._db = self._connect()
+        self._file_id = self._stat_id()
+        self._recount()
+        held = self._db.execute("SELECT COUNT(*) FROM open_incidents").fetchone()[0]
+        log.error("OUTBOX FILE %s while running: %s; recreated it with the %d pending event(s) and %d open "
+                  "incident(s) still held, nothing lost", "REPLACED" if replaced else "DELETED", path, self._count, held)
+        if replaced is not None:
+            log.error("the file found in its place was moved to %s", replaced)
+
+    def _guard(self) -> None:
+        """Caller holds the lock: notice a deleted or replaced file; a failure to recreate it is logged, not raised."""
+        try:
+            self._check_file()
+        except (OSError, sqlite3.Error):
+            log.exception("outbox: cannot recreate %s", self.config.path)
+
+    # -- incidents a crash left open --
+    def _track_incident(self, ev: AlertEvent, now: float) -> None:
+        if ev.state == "closed":
+            self._db.execute("DELETE FROM open_incidents WHERE alert_id = ?", (ev.alert_id,))
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO open_incidents (alert_id, station_id, login_name, type, started_at, details, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ev.alert_id, ev.station_id, ev.login_name, ev.type, ev.started_at, json.dumps(ev.details), now))
+
+    def _close_interrupted(self) -> None:
+        """Close the incidents that were open when the last recognizer died without closing them."""
+        rows = self._db.execute(f"SELECT {', '.join(INCIDENT_COLUMNS)} FROM open_incidents ORDER BY started_at").fetchall()
+        if not rows:
+            return
+        beat = self._db.execute("SELECT alive_at FROM heartbeat WHERE id = 1").fetchone()
+        log.warning("outbox: %d incident(s) were left open by a recognizer that stopped without closing them "
+                    "(killed or crashed); closing them now (closed_by recognizer_restart)", len(rows))
+        for alert_id, station, login, kind, started, details, updated in rows:
+            ended = max(updated, beat[0]) if beat is not None else updated  # the last moment it was known alive
+            try:
+                old = json.loads(details)
+            except ValueError:
+                old = {}
+            ev = AlertEvent(uuid.uuid4().hex, alert_id, station, login, kind, "closed", started, ended,
+                            {**(old if isinstance(old, dict) else {}), "closed_by": "recognizer_restart",
+                             "duration_s": round(max(0.0, ended - started), 1)})
+            log.info("alert %s closed station=%s login=%r alert_id=%s (recognizer restart)", kind, station, login, alert_id)
+            if self.sinks:
+                self.put(ev)
+            else:
+                self._db.execute("DELETE FROM open_incidents WHERE alert_id = ?", (alert_id,))
+
+    def _beat(self) -> None:
+        now = self._clock()
+        if now - self._alive_written >= HEARTBEAT_S:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO heartbeat (id, alive_at) VALUES (1, ?)", (now,))
+            self._alive_written = now
 
     # -- writing (station threads) --
     def put(self, ev: AlertEvent) -> None:
@@ -152,8 +320,17 @@ class Outbox:
         if not self.sinks:
             return
         with self._lock:
+            self._guard()
             try:
-                self._insert(ev, payload, image, best, now)
+                try:
+                    self._insert(ev, payload, image, best, now)
+                except sqlite3.DatabaseError as exc:
+                    if type(exc) is not sqlite3.DatabaseError:  # locked, disk full, constraint: not damage
+                        raise
+                    self._db = self._replace_damaged(self._db, exc)
+                    self._file_id = self._stat_id()
+                    self._recount()
+                    self._insert(ev, payload, image, best, now)
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot store alert event in {self.config.path}: {exc}") from exc
         self._wake.set()
@@ -163,6 +340,7 @@ class Outbox:
             "INSERT OR IGNORE INTO outbox (event_id, alert_id, payload, image, best_image, sinks_left, next_try_at, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (ev.event_id, ev.alert_id, payload, image, best, json.dumps(sorted(self.sinks)), now, now))
+        self._track_incident(ev, now)
         if cur.rowcount != 1:
             return  # the same event id again: already stored
         self._count += 1
@@ -232,6 +410,7 @@ class Outbox:
             self._wake.set()
             self._thread.join(timeout=flush_timeout_s + 35)  # a request in flight may take its timeout
         with self._lock:
+            self._guard()
             left = self._count
             self._db.close()
         if left:
@@ -276,10 +455,19 @@ class Outbox:
             log.exception("outbox database error while reading pending events")
         while not self._stop.is_set():
             try:
+                with self._lock:
+                    self._guard()
+                self._beat()
                 sent = self._pass()
-            except sqlite3.Error:
-                log.exception("outbox database error; retrying in 5 s")
+            except sqlite3.DatabaseError as exc:
                 sent = 0
+                if type(exc) is sqlite3.DatabaseError:  # malformed / not a database: damage, not a busy file
+                    with self._lock:
+                        self._db = self._replace_damaged(self._db, exc)
+                        self._file_id = self._stat_id()
+                        self._recount()
+                    continue
+                log.exception("outbox database error; retrying in 5 s")
                 self._stop.wait(5)
             if sent:
                 continue
@@ -350,3 +538,38 @@ class Outbox:
             self._count -= 1
             self._bytes -= row[1]
             self._db.execute("DELETE FROM outbox WHERE delivered_at < ? AND parked = '{}'", (now - self.config.keep_delivered_s,))
+
+
+def _salvage(src_path: Path, dst: sqlite3.Connection) -> tuple[tuple[int, int], int]:
+    """Copy the readable pending events and open incidents of a damaged file into `dst`, row by row.
+
+    Returns ((events saved, incidents saved), rows lost). A file whose header is gone yields nothing.
+    """
+    saved, lost = [0, 0], 0
+    try:
+        src = sqlite3.connect(str(src_path))
+    except sqlite3.Error:
+        return (0, 0), 0
+    try:
+        for i, (table, cols, where) in enumerate((("outbox", COLUMNS, "WHERE delivered_at IS NULL"),
+                                                  ("open_incidents", INCIDENT_COLUMNS, ""))):
+            try:
+                rowids = [r for (r,) in src.execute(f"SELECT rowid FROM {table} {where} ORDER BY rowid")]
+            except sqlite3.DatabaseError:
+                try:  # the index may be what is damaged: scan the table itself
+                    rowids = [r for (r,) in src.execute(f"SELECT rowid FROM {table} NOT INDEXED")]
+                except sqlite3.DatabaseError:
+                    continue
+            for rowid in rowids:
+                try:
+                    row = src.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+                    if row is None or (table == "outbox" and row[cols.index("delivered_at")] is not None):
+                        continue
+                    json.loads(row[2] if table == "outbox" else row[cols.index("details")])
+                    dst.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
+                    saved[i] += 1
+                except (sqlite3.DatabaseError, ValueError, TypeError):
+                    lost += 1
+    finally:
+        src.close()
+    return (saved[0], saved[1]), lost

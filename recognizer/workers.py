@@ -4,12 +4,22 @@ dlib's descriptor network holds the GIL for its whole ~75 ms per face, so encodi
 stalls every other station's I/O and uses one core. Workers each load the network once and take
 batches of aligned 150x150 chips (67 KB each, cheap to send), so encodings of several stations
 run on all cores while the station threads keep detecting (HOG releases the GIL).
+
+Workers never outlive the recognizer, even when it is SIGKILLed: on Linux each asks the kernel for
+SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG), and everywhere a watchdog thread also polls
+`os.getppid()` once a second and exits when the parent is gone. (PDEATHSIG fires when the *thread*
+that started the worker ends, so it is only asked for when the pool is built in the main thread.)
 """
 from __future__ import annotations
 
 import logging
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Optional, Protocol
 
@@ -23,10 +33,34 @@ class ChipEncoder(Protocol):
 
 
 _worker_net = None  # per worker process only; set by _init_worker, never in the parent
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 1.0
 
 
-def _init_worker() -> None:
+def exit_with_parent(parent_pid: int, use_pdeathsig: bool = True, poll_s: float = PARENT_POLL_S) -> None:
+    """Make this (child) process end when `parent_pid` dies: PDEATHSIG on Linux, plus a getppid() watchdog."""
+    if use_pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+                log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); relying on the parent watchdog", ctypes.get_errno())
+        except (OSError, AttributeError) as exc:
+            log.warning("prctl unavailable (%s); relying on the parent watchdog", exc)
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:  # re-parented: the recognizer is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_worker(parent_pid: int, use_pdeathsig: bool) -> None:
     global _worker_net
+    exit_with_parent(parent_pid, use_pdeathsig)
     import dlib
 
     from recognizer.models_path import FACE_DESCRIPTOR, model_path
@@ -48,7 +82,8 @@ class EncoderPool:
         self.workers = workers or max(1, os.cpu_count() or 1)
         # spawn: never fork a process that holds threads and sockets
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(os.getpid(), threading.current_thread() is threading.main_thread()),
         )
         # load the network in every worker now, not on the first face
         for f in [self._pool.submit(_encode_in_worker, np.zeros((0, 150, 150, 3), np.uint8)) for _ in range(self.workers)]:

@@ -45,9 +45,23 @@ def add_env_argument(
         parser.add_argument(flag, default=value, type=parse, help=f"{help} (default: %(default)s) [env {env}]", **kw)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Escapes control characters (newline, carriage return, ESC ...) in the message, so a value a user typed
+    (a name, a `by`) can never start a forged log line or recolour a terminal. Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's hook
+        return super().formatMessage(record).translate(_CONTROL)
+
+
 def setup_logging(level: str) -> None:
-    """Configure root logging once for a console program."""
+    """Configure root logging once for a console program (one record, one line)."""
     numeric = getattr(logging, level.upper(), None)
     if not isinstance(numeric, int):
         raise ConfigError(f"log level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT))
+    logging.basicConfig(level=numeric, handlers=[handler])

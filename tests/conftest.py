@@ -2,16 +2,53 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
+
+from tests import proctree as procs
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 KNOWN_FACES = REPO / "known_faces"
 SAMPLE_CLIP = REPO / "samples" / "hamilton_clip.mp4"
 DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))
+
+
+LEFTOVER_GRACE_S = 15.0  # time the session's children get to exit after the last test
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark this session's environment so every process it starts (and their children) can be found at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and procs.PROC.is_dir():
+        os.environ[procs.MARKER] = secrets.token_hex(8)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process started by the tests outlives them; list and end those processes."""
+    token = os.environ.get(procs.MARKER)
+    if token is None or os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        return
+    left = procs.wait_gone(lambda: procs.marked(token), LEFTOVER_GRACE_S)
+    if not left:
+        return
+    lines = [f"  pid {pid}: {procs.cmdline(pid)[:200]}" for pid in left]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    text = (f"{len(left)} process(es) started by this test session were still running {LEFTOVER_GRACE_S:.0f} s "
+            "after the last test (now killed):\n" + "\n".join(lines))
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "leftover processes", red=True)
+        reporter.write_line(text)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def test_admin_commands(tmp_path: Path, capsys):
     assert TOKEN in out.out and len(random_token) >= 40 and "at least 8" in out.err
     assert main(["--db", db, "add-station", "--station-id", "x", "--token", "short"]) == 2
     assert main(["--db", db, "db", "current"]) == 0
-    assert "schema revision: 0002" in capsys.readouterr().out
+    assert "schema revision: 0003" in capsys.readouterr().out
     raw = (tmp_path / "cli.sqlite3").read_bytes()
     assert TOKEN.encode() not in raw and random_token.encode() not in raw and b"long-enough-pw" not in raw
 
