@@ -144,6 +144,7 @@ class Trust:
                 return Admission(station, verified=True)
             raise
         if answer.status == 200:
+            log.info("station %s proved its credential with the dashboard", station)
             with self._lock:
                 self._remember(self._confirmed, key, now)
                 self._refused.pop(key, None)
