@@ -1,4 +1,5 @@
-"""Command line: `python -m dashboard serve|create-admin|create-user|add-station|purge|db upgrade`."""
+"""Command line: `python -m dashboard serve|create-admin|create-user|add-station|revoke-station|enrol-grant|enrolments|
+purge|db upgrade`."""
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
             u.add_argument("--identity", help="enrolled face name (known_faces/NAME) a desk sign-in is checked "
                                               "against; required for evaluators")
 
-    a = sub.add_parser("add-station", help="create a token for a station (or a recognizer service); prints it once")
+    a = sub.add_parser("add-station", help="create a token for a station (or a recognizer service); prints it once. "
+                       "A station token is also that station's credential at the recognizer (--station-auth dashboard)")
     a.add_argument("--station-id", required=True, help="station id such as desk-01 (or a service name)")
     a.add_argument("--kind", choices=("station", "service"), default="station",
                    help="station: may post only for itself; service: a recognizer host, may post for any station")
     a.add_argument("--token", help=f"use this token instead of a random one (>= 24 characters; also env {TOKEN_ENV}), for scripted demos")
 
-    r = sub.add_parser("revoke-station", help="revoke every active token of a station or service")
+    r = sub.add_parser("revoke-station", help="revoke every active token of a station or service (the recognizer "
+                       "refuses that station's next handshake)")
     r.add_argument("--station-id", required=True)
+
+    e = sub.add_parser("enrol-grant", help="issue one single-use enrol grant (for scripted enrolment); prints it once")
+    e.add_argument("--admin", required=True, help="the admin account the grant speaks for (recorded as `by`)")
+    e.add_argument("--station-id", required=True, help="the station whose connection may redeem it")
+    e.add_argument("--identity", required=True, help="the name that may be enrolled with it")
+    e.add_argument("--ttl", type=float, default=60.0, help="seconds it stays redeemable (default 60)")
+
+    la = sub.add_parser("enrolments", help="print the enrolment audit: grants issued, redeemed, and their outcome")
+    la.add_argument("--limit", type=int, default=50)
 
     g = sub.add_parser("purge", help="delete evidence images of alerts older than N days (the alerts stay)")
     g.add_argument("--older-than-days", type=float, required=True)
@@ -98,9 +110,10 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from dashboard import auth, store
+    from dashboard import auth, grants, store
     from dashboard.ingest import BadAlert, parse_station
-    from dashboard.models import ApiToken, utcnow
+    from shared.names import InvalidName, validate_name
+    from dashboard.models import ApiToken, User, utcnow
 
     try:
         if args.command in ("create-admin", "create-user"):
@@ -119,6 +132,25 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
                            .values(revoked_at=utcnow())).rowcount
             db.commit()
             print(f"revoked {n} token(s) of {args.station_id!r}")
+        elif args.command == "enrol-grant":
+            station = parse_station(args.station_id)
+            try:
+                identity = validate_name(args.identity, "identity")
+            except InvalidName as exc:
+                raise auth.AuthError(str(exc)) from None
+            admin = db.scalar(sa.select(User).where(User.username == args.admin))
+            if admin is None or admin.role != "admin":
+                raise auth.AuthError(f"{args.admin!r} is not an admin account")
+            if not 5 <= args.ttl <= 3600:
+                raise auth.AuthError("--ttl must be 5..3600 seconds")
+            grant, row = grants.issue_grant(db, admin.username, station, identity, args.ttl)
+            print(f"enrol grant {row.id}: {admin.username!r} may enrol {identity!r} at {station!r} until "
+                  f"{row.expires_at.isoformat()} (single-use, shown once):")
+            print(grant)
+        elif args.command == "enrolments":
+            for g in grants.enrolment_audit(db, args.limit):
+                print(f"{g.id}\t{g.issued_at.isoformat()}\tby={g.admin}\tstation={g.station_id}\tidentity={g.identity}"
+                      f"\tused={g.used_at.isoformat() if g.used_at else '-'}\t{g.outcome or '-'}\t{g.reason or ''}")
         elif args.command == "purge":
             if args.older_than_days < 0:
                 raise auth.AuthError("--older-than-days must not be negative")

@@ -67,10 +67,12 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
 
     from dashboard.api import bp as api_bp
     from dashboard.auth_api import bp as auth_api_bp
+    from dashboard.trust_api import bp as trust_api_bp
     from dashboard.views import bp as views_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(auth_api_bp)
+    app.register_blueprint(trust_api_bp)
     app.register_blueprint(views_bp)
 
     @app.before_request

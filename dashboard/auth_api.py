@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
 from sqlalchemy.orm import Session
 
-from dashboard import store
+from dashboard import grants, store
 from dashboard.app import services
 from dashboard.api import _caller
 from dashboard.auth import Caller, check_login
@@ -151,7 +151,7 @@ def _desk_request() -> tuple[dict, str, str]:
 
 @bp.post("/api/auth/check")
 def check():  # noqa: ANN201
-    """{username, password, image?} -> 200 {ok, username, role, identity} | 401 | 429 (station token)."""
+    """{username, password, image?} -> 200 {ok, username, role, identity, enrol_ticket (admins)} | 401 | 429."""
     body, station, username = _desk_request()
     password = body.get("password")
     if not isinstance(password, str):
@@ -172,6 +172,10 @@ def check():  # noqa: ANN201
     if found["role"] == "viewer":
         return jsonify(ok=False, reason="no_desk_role", message="this account may not sign in at a desk"), 403
     log.info("password accepted for %r (%s) at %s", found["username"], found["role"], station)
+    if found["role"] == "admin":  # the admin's right to ask for enrol grants at this desk (docs/trust.md)
+        with services().writer() as db:
+            found["enrol_ticket"] = grants.issue_ticket(db, found["username"], station,
+                                                        services().config.enrol_ticket_ttl_s)
     return jsonify(ok=True, **found)
 
 

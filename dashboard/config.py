@@ -33,6 +33,8 @@ class DashboardConfig:
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     sign_in_max_failures: int = field(default=5, metadata={"help": "failed desk sign-ins per station or account within sign_in_window_s before 429 and a failed_sign_in alert"})
     sign_in_window_s: float = field(default=300.0, metadata={"help": "window of the sign-in failure limit, seconds"})
+    enrol_ticket_ttl_s: float = field(default=3600.0, metadata={"help": "seconds an admin's desk sign-in may ask for enrol grants"})
+    enrol_grant_ttl_s: float = field(default=60.0, metadata={"help": "seconds an enrol grant stays redeemable (single-use)"})
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -53,6 +55,8 @@ class DashboardConfig:
             raise ConfigError("secret_key must be at least 16 characters")
         if not 1 <= self.sign_in_max_failures <= 1000 or not 1 <= self.sign_in_window_s <= 86400:
             raise ConfigError("sign_in_max_failures must be 1..1000 and sign_in_window_s 1..86400 seconds")
+        if not 60 <= self.enrol_ticket_ttl_s <= 86400 or not 5 <= self.enrol_grant_ttl_s <= 3600:
+            raise ConfigError("enrol_ticket_ttl_s must be 60..86400 and enrol_grant_ttl_s 5..3600 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
 

@@ -167,3 +167,32 @@ class WebSession(Base):
     id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class DeskTicket(Base):
+    """An admin's right to ask for enrol grants at one station, issued when they sign in there (hash only)."""
+
+    __tablename__ = "desk_tickets"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    username: Mapped[str] = mapped_column(sa.String(64), index=True)
+    station_id: Mapped[str] = mapped_column(sa.String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class EnrolGrant(Base):
+    """A single-use grant to enrol one identity at one station, and its audit: who, when, where, outcome."""
+
+    __tablename__ = "enrol_grants"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    admin: Mapped[str] = mapped_column(sa.String(64), index=True)
+    station_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    identity: Mapped[str] = mapped_column(sa.String(64))
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+    used_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # the recognizer's service name
+    outcome: Mapped[Optional[str]] = mapped_column(sa.String(16), nullable=True)  # enrolled | refused | rejected
+    reason: Mapped[Optional[str]] = mapped_column(sa.String(256), nullable=True)

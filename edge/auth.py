@@ -80,6 +80,10 @@ class DashboardClient:
             body["image"] = base64.b64encode(image).decode()
         return self._post("/api/auth/check", body)
 
+    def enrol_grant(self, ticket: str, identity: str) -> tuple[int, dict]:
+        """Ask for a single-use grant to enrol `identity` here, with the desk ticket of the admin signed in."""
+        return self._post("/api/enrol/grants", {"ticket": ticket, "identity": identity})
+
     def report_failure(self, username: str, reason: str, image: Optional[bytes]) -> tuple[int, dict]:
         body = {"username": username, "reason": reason}
         if image:
@@ -96,6 +100,7 @@ class EdgeSession:
     role: str
     identity: Optional[str]
     created: float
+    enrol_ticket: Optional[str] = field(default=None, repr=False)  # an admin's right to ask for enrol grants here
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Attempt:
     progress: dict = field(default_factory=dict)
     sid: Optional[str] = None
     request_id: Optional[str] = None
+    enrol_ticket: Optional[str] = field(default=None, repr=False)
 
 
 class VerifyLink(Protocol):
@@ -170,6 +176,7 @@ class SignIn:
             return status if status in (403, 429) else 503, {
                 "state": "failed", "reason": body.get("reason", "refused"), "message": body.get("message", "refused")}
         role, identity = body.get("role"), body.get("identity")
+        ticket = body.get("enrol_ticket") if role in ENROL_ROLES and isinstance(body.get("enrol_ticket"), str) else None
         if role not in DESK_ROLES:
             return 403, {"state": "failed", "reason": "no_desk_role", "message": "this account may not sign in at a desk"}
         if not identity:
@@ -177,13 +184,13 @@ class SignIn:
                 return 403, {"state": "failed", "reason": "not_enrolled",
                              "message": "this evaluator has no enrolled identity"}
             # staff/admin without an enrolled face: password only, and they never become the desk's login
-            sid = self._new_session(body["username"], role, None)
+            sid = self._new_session(body["username"], role, None, enrol_ticket=ticket)
             self.throttle.succeeded(username)
             return 200, {"state": "signed_in", "sid": sid, "role": role}
-        return self._start_check(body["username"], role, identity)
+        return self._start_check(body["username"], role, identity, ticket)
 
-    def _start_check(self, username: str, role: str, identity: str) -> tuple[int, dict]:
-        attempt = Attempt(secrets.token_urlsafe(32), username, role, identity, self._clock())
+    def _start_check(self, username: str, role: str, identity: str, ticket: Optional[str] = None) -> tuple[int, dict]:
+        attempt = Attempt(secrets.token_urlsafe(32), username, role, identity, self._clock(), enrol_ticket=ticket)
         with self._lock:
             self._forget_old()
             for other in self._attempts.values():  # one face check at a time per desk
@@ -215,7 +222,8 @@ class SignIn:
             if not passed:
                 attempt.state = "failed"
         if passed:
-            sid = self._new_session(attempt.username, attempt.role, attempt.identity, desk=True)
+            sid = self._new_session(attempt.username, attempt.role, attempt.identity, desk=True,
+                                    enrol_ticket=attempt.enrol_ticket)
             self.throttle.succeeded(attempt.username)
             with self._lock:
                 attempt.sid, attempt.state = sid, "signed_in"
@@ -252,10 +260,11 @@ class SignIn:
 
     # ---- sessions ----
 
-    def _new_session(self, username: str, role: str, identity: Optional[str], desk: bool = False) -> str:
+    def _new_session(self, username: str, role: str, identity: Optional[str], desk: bool = False,
+                     enrol_ticket: Optional[str] = None) -> str:
         sid = secrets.token_urlsafe(32)
         with self._lock:
-            self._sessions[sid] = EdgeSession(sid, username, role, identity, self._clock())
+            self._sessions[sid] = EdgeSession(sid, username, role, identity, self._clock(), enrol_ticket)
             previous = self._desk if desk and role == "evaluator" else None
             if desk and role == "evaluator":
                 self._desk = sid
@@ -287,6 +296,23 @@ class SignIn:
         if s is not None:
             log.info("%r signed out%s", s.username, " (desk now unattended)" if ends_desk else "")
         return s is not None
+
+    def enrol_grant(self, who: EdgeSession, name: str) -> tuple[int, dict]:
+        """A dashboard grant for `who` (an admin signed in here) to enrol `name`: (201, {grant, ...}) or a refusal."""
+        if not who.enrol_ticket:
+            return 403, {"ok": False, "code": "no_ticket", "reason": "this sign-in carries no enrol right; sign in again"}
+        try:
+            status, body = self.dashboard.enrol_grant(who.enrol_ticket, name)
+        except DashboardUnavailable as exc:
+            log.warning("enrol grant for %r: %s", name, exc)
+            return 503, {"ok": False, "code": "dashboard_unavailable",
+                         "reason": "the dashboard that issues enrol grants is unreachable"}
+        if status != 201 or not isinstance(body.get("grant"), str):
+            reason = str(body.get("error") or body.get("reason") or f"HTTP {status}")
+            log.warning("enrol grant for %r refused: %s", name, reason)
+            return (403 if status in (401, 403) else 503), {"ok": False, "code": str(body.get("code", "no_grant")),
+                                                           "reason": f"no enrol grant: {reason}"}
+        return 201, body
 
     def desk(self) -> Optional[EdgeSession]:
         with self._lock:

@@ -101,6 +101,7 @@ class EdgeConfig:
             station=self.station,
             login=self.login,
             token=self.token,
+            credential=self.dashboard_token,
             jpeg_quality=self.jpeg_quality,
             max_width=self.max_width,
             max_in_flight=self.max_in_flight,
@@ -146,7 +147,8 @@ _SETTINGS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("dashboard_url", "--dashboard-url", "DASHBOARD_URL", str,
      "dashboard base URL (http(s)://host:5000) that checks sign-in passwords; turns sign-in on"),
     ("dashboard_token", "--dashboard-token", "DASHBOARD_TOKEN", str,
-     "this station's dashboard token (python -m dashboard add-station; prefer the env variable)"),
+     "this station's token (python -m dashboard add-station): used with the dashboard, and sent to the recognizer "
+     "as the station's credential (recognizer --station-auth dashboard); prefer the env variable"),
     ("auth", "--auth", "AUTH", lambda s: s.lower(),
      "on|off: require sign-in for the page (default: on when --dashboard-url is set, else off)"),
     ("verify_frames", "--verify-frames", "VERIFY_FRAMES", int,

@@ -41,6 +41,7 @@ class LinkSettings:
     station: str = "edge"
     login: str = ""
     token: str = ""
+    credential: str = ""  # this station's own token, proving its station id (recognizer --station-auth dashboard)
     jpeg_quality: int = 80  # 1-100, for frames sent for recognition
     max_width: int = 0  # frames wider than this are shrunk before sending (0: never)
     max_in_flight: int = 2  # our cap on unanswered frames; the server's WELCOME may lower it
@@ -229,11 +230,11 @@ class RecognizerLink:
                 "last_error": self._last_error,
             }
 
-    def enrol(self, name: str, timeout: float = 10.0, by: str = "") -> dict:
-        """Send the current raw frame to be enrolled as `name`; wait for the recognizer's answer.
+    def enrol(self, name: str, timeout: float = 10.0, grant: str = "") -> dict:
+        """Send the current raw frame to be enrolled as `name` (with the dashboard's enrol `grant`); wait for the answer.
 
         Always returns a dict with `ok` and `reason` (and `code` for answers made here: invalid_name,
-        offline, no_frame, timeout).
+        offline, no_frame, timeout; or the recognizer's refusal code, e.g. no_grant, grant_used).
         """
         try:
             name = validate_name(name)
@@ -253,7 +254,7 @@ class RecognizerLink:
         with self._lock:
             self._pending[request_id] = pending
         try:
-            conn.stream.send(protocol.enrol(request_id, name, jpeg, by=by))
+            conn.stream.send(protocol.enrol(request_id, name, jpeg, grant=grant))
             log.info("enrol request %s sent for %r (%d bytes)", request_id, name, len(jpeg))
             if not pending.done.wait(timeout):
                 return {
@@ -388,7 +389,7 @@ class RecognizerLink:
         sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s)
         stream = MessageStream(sock)
         try:
-            stream.send(protocol.hello(s.station, s.login, s.token))
+            stream.send(protocol.hello(s.station, s.login, s.token, credential=s.credential))
             reply = stream.recv()
             if reply is None:
                 raise ConnectionError("recognizer closed the connection during the handshake")
@@ -592,6 +593,8 @@ class RecognizerLink:
             "name": str(h.get("name", "")),
             "count": h.get("count", 0),
         }
+        if h.get("code"):
+            pending.answer["code"] = str(h["code"])
         log.info("enrol answer %s: ok=%s %s", request_id, pending.answer["ok"], pending.answer["reason"])
         pending.done.set()
 

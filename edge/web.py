@@ -31,7 +31,7 @@ class Link(Protocol):
 
     def status(self) -> dict: ...
 
-    def enrol(self, name: str, timeout: float = 10.0, by: str = "") -> dict: ...
+    def enrol(self, name: str, timeout: float = 10.0, grant: str = "") -> dict: ...
 
 
 @dataclass
@@ -231,6 +231,7 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
     @app.post("/api/capture")
     def api_capture() -> tuple[Response, int]:
         by = ""
+        who = None
         if auth is not None:
             who = signed_in()
             if who is None:
@@ -244,8 +245,13 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
             name = validate_name(raw_name)
         except InvalidName as exc:
             return jsonify({"ok": False, "code": "invalid_name", "reason": str(exc)}), 400
-        answer = state.link.enrol(name, timeout=state.enrol_timeout_s, by=by) if by else \
-            state.link.enrol(name, timeout=state.enrol_timeout_s)
+        grant = ""
+        if auth is not None and who is not None:  # the recognizer enrols only with the dashboard's grant
+            status, body = auth.enrol_grant(who, name)
+            if status != 201:
+                return jsonify({**body, "name": name}), status
+            grant = body["grant"]
+        answer = state.link.enrol(name, timeout=state.enrol_timeout_s, grant=grant)
         if state.enrolment_log is not None and by:
             record_enrolment(state.enrolment_log, by, name, answer)
         code = answer.get("code")

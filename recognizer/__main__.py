@@ -42,6 +42,13 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> arg
       "blink only a few times a minute)", float)
     a("--dashboard-url", "", "dashboard base URL for alerts and station status, e.g. http://127.0.0.1:5000 (empty: alerts are only logged)")
     a("--dashboard-token", "", "station or service token for the dashboard (python -m dashboard add-station)")
+    a("--station-auth", "", "shared: the shared --token admits any station id (closed lab); dashboard: each edge "
+      "proves its station id with that station's own token, checked by the dashboard (default: dashboard when "
+      "--dashboard-url is set, else shared)")
+    a("--enrol-policy", "grant", "grant: ENROL needs a single-use grant the dashboard issued to a signed-in admin; "
+      "open: any connected client may enrol any face (closed lab / demo only; logged loudly)")
+    a("--credential-grace", 300.0, "seconds a station credential the dashboard confirmed is still accepted while "
+      "the dashboard is unreachable (0: refuse every claim then)", float)
     a("--outbox", "var/outbox.sqlite3", "SQLite file where alerts wait until delivered")
     a("--webhook-url", "", "also POST every alert event as JSON to this URL")
     a("--webhook-images", False, "include the evidence JPEGs as base64 in webhook posts", parse_bool)

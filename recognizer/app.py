@@ -18,6 +18,7 @@ from recognizer.outbox import Outbox, OutboxConfig
 from recognizer.pipeline import PipelineConfig, StationPipeline
 from recognizer.server import RecognizerServer, ServerConfig
 from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
+from recognizer.trust import Trust, TrustConfig
 from recognizer.workers import ChipEncoder, EncoderPool
 
 if TYPE_CHECKING:
@@ -43,9 +44,15 @@ class RecognizerSettings:
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
+    trust: TrustConfig = field(default_factory=TrustConfig)  # station credentials and enrolment rights
     webhook_url: str = ""  # alerts also go here as JSON when set
     webhook_images: bool = False
     status_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.trust.station_auth == "dashboard" and self.dashboard is None:
+            raise ValueError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
+                             "holds the station credentials)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
@@ -72,6 +79,8 @@ class RecognizerSettings:
             ),
             outbox=OutboxConfig(path=Path(args.outbox)),
             dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
+            trust=TrustConfig(station_auth=args.station_auth or ("dashboard" if args.dashboard_url else "shared"),
+                              enrol_policy=args.enrol_policy, grace_s=args.credential_grace),
             webhook_url=args.webhook_url,
             webhook_images=args.webhook_images,
         )
@@ -128,7 +137,10 @@ class RecognizerApp:
         store = IndexStore(s.index_dir)
         self.pool = EncoderPool(s.workers or None)
         new_pipeline = pipeline_factory(s, engine, self.pool, store)
-        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces))
+        trust = Trust(s.trust, s.dashboard)
+        for warning in trust.describe():
+            log.warning("%s", warning)
+        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces), trust)
         self._start_alerts(self.server)
         return self.server.start()
 

@@ -23,6 +23,7 @@ from recognizer.index import IndexStore
 from recognizer.liveness import FaceLiveness, LivenessParams
 from recognizer.match import person_scores
 from recognizer.pipeline import FrameOutcome, StationPipeline
+from recognizer.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.verify import Observation, Verifier, VerifyParams
 from shared import protocol
 from shared.names import InvalidName, validate_name
@@ -125,9 +126,15 @@ class StationSession:
         except (InvalidName, ProtocolError) as exc:
             self._refuse("bad_station", str(exc))
             return False
+        try:
+            admission = self.server.trust.admit(station, msg.header)
+        except TrustRefusal as exc:
+            self._refuse(exc.code, exc.reason)
+            return False
         self.status = StationStatus(station, login, self.peer, time.time())
-        if not self.server._register(self):
-            self._refuse("server_full", f"the server already serves {cfg.max_stations} stations")
+        refusal = self.server._register(self, admission)
+        if refusal is not None:
+            self._refuse(*refusal)
             return False
         self.stream.send(protocol.welcome(SERVER_NAME, cfg.max_in_flight, cfg.heartbeat_s))
         log.info("station %s (login %r) connected from %s", station, login, self.peer)
@@ -174,15 +181,26 @@ class StationSession:
             elif msg.kind == MessageKind.HEARTBEAT:
                 self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
             elif msg.kind == MessageKind.ENROL:
-                request_id = msg.get("request_id", str)
-                by = msg.get("by", str, "") or status.login
-                outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{status.station}/{by}")
-                self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count))
+                self._on_enrol(msg)
             elif msg.kind == MessageKind.SESSION:
                 status.login = msg.get("login", str)
                 log.info("station %s: login is now %r", status.station, status.login)
             else:
                 raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
+
+    def _on_enrol(self, msg: Message) -> None:
+        """Enrol only with the right the trust policy gives (an admin's grant); `by` comes from that right."""
+        request_id = msg.get("request_id", str)
+        station = self.status.station
+        try:
+            right = self.server.trust.authorize_enrol(station, msg.header.get("name"), msg.header)
+        except TrustRefusal as exc:
+            log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
+            self.stream.send(protocol.enrol_result(request_id, False, exc.reason, code=exc.code))
+            return
+        outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}")
+        self.server.trust.enrol_done(right, outcome.ok, outcome.reason)
+        self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count))
 
     def _on_verify(self, pipeline: StationPipeline, msg: Message) -> None:
         """Start (or cancel) a sign-in face check; the station's frames go to it until it is decided."""
@@ -336,8 +354,10 @@ class RecognizerServer:
         store: IndexStore,
         pipeline_factory: Callable[[], StationPipeline],
         enroller: Enroller,
+        trust: Optional[Trust] = None,
     ) -> None:
         self.config = config
+        self.trust = trust if trust is not None else Trust(TrustConfig(), None)  # default: grants needed, none checkable
         self.store = store
         self.new_pipeline = pipeline_factory
         self.enroller = enroller
@@ -351,18 +371,26 @@ class RecognizerServer:
         self.address: tuple[str, int] = (config.host, config.port)
 
     # -- registry --
-    def _register(self, session: StationSession) -> bool:
+    def _register(self, session: StationSession, admission: Admission) -> Optional[tuple[str, str]]:
+        """Register a handshaken station; (code, reason) to refuse it with instead."""
         assert session.status is not None
+        station = session.status.station
         with self._lock:
-            old = self._stations.get(session.status.station)
+            old = self._stations.get(station)
             if old is None and len(self._stations) >= self.config.max_stations:
-                return False
-            self._stations[session.status.station] = session
+                return "server_full", f"the server already serves {self.config.max_stations} stations"
+            if old is not None and old.status is not None:
+                silent_s = time.time() - (old.status.last_seen or old.status.connected_at)
+                if not self.trust.may_take_over(admission, silent_s):
+                    log.warning("station %s claimed again from %s while connected from %s; refused (no credential)",
+                                station, session.peer, old.peer)
+                    return "station_in_use", (f"station {station!r} is connected from elsewhere; only its own "
+                                              "credential may replace that connection")
+            self._stations[station] = session
         if old is not None:
-            log.warning("station %s reconnected from %s; closing its old connection %s",
-                        session.status.station, session.peer, old.peer)
+            log.warning("station %s reconnected from %s; closing its old connection %s", station, session.peer, old.peer)
             old.close()
-        return True
+        return None
 
     def _unregister(self, session: StationSession) -> None:
         with self._lock:

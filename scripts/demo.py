@@ -117,6 +117,7 @@ def main() -> int:
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     token, dash_token = "demo-station-token", "demo-recognizer-service-token-0001"
+    desk_token = "demo-desk-station-credential-0001"  # demo-desk's own token: proves its station id to the recognizer
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[tuple[str, subprocess.Popen]] = []
     started = time.time()
@@ -149,20 +150,24 @@ def main() -> int:
             # on a second run the admin and the token exist already: their "already" errors are expected
             with open(work / "dashboard-setup.log", "w") as setup_log:
                 for cmd in (["create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],
-                            ["add-station", "--station-id", "recognizer", "--kind", "service", "--token", dash_token]):
+                            ["add-station", "--station-id", "recognizer", "--kind", "service", "--token", dash_token],
+                            ["add-station", "--station-id", "demo-desk", "--token", desk_token]):
                     subprocess.run([PY, "-m", "dashboard", "--db", db, *cmd], cwd=REPO, env=env, check=False,
                                    stdout=setup_log, stderr=subprocess.STDOUT)
             start("dashboard", [PY, "-m", "dashboard", "--db", db, "serve", "--host", args.host, "--port", "5000"])
             # the clip is a 9 s loop whose unenrolled faces stay 1-3 s each: lower the wait so they raise alerts
             dashboard_args = ["--dashboard-url", "http://127.0.0.1:5000", "--dashboard-token", dash_token,
                               "--outbox", str(work / "outbox.sqlite3"), "--unknown-after", "1", "--cooldown", "20"]
+        # the demo's edge runs without sign-in, so Capture has no admin grant to send: enrolment is open here
+        # (the recognizer says so loudly in its log); station ids are still bound when the dashboard runs
         start("recognizer", [PY, "-m", "recognizer", "--host", "127.0.0.1", "--port", "8002", "--token", token,
-                             "--index", str(work / "encodings"), "--known-faces", str(work / "known_faces"), *dashboard_args])
+                             "--enrol-policy", "open", "--index", str(work / "encodings"), "--known-faces", str(work / "known_faces"), *dashboard_args])
         if not wait_port_line(work / "recognizer.log", "listening on", 60):
             log.error("the recognizer did not start; see %s", work / "recognizer.log")
             return 1
         start("edge", [PY, "-m", "edge", "--source", args.source, "--recognizer", "127.0.0.1:8002", "--station", "demo-desk",
-                       "--login", "lin_manuel_miranda", "--token", token, "--web-host", args.host, "--web-port", "8001"])
+                       "--login", "lin_manuel_miranda", "--token", token, "--web-host", args.host, "--web-port", "8001",
+                       *(["--dashboard-token", desk_token] if dashboard_args else [])])
         if not wait_http("http://127.0.0.1:8001/api/status", 30):
             log.error("the edge page did not come up; see %s", work / "edge.log")
             return 1

@@ -30,12 +30,12 @@ _MIN_BODY = _PREFIX.size
 
 
 class MessageKind(enum.IntEnum):
-    HELLO = 0x01  # edge -> recognizer: station, login, token, protocol
+    HELLO = 0x01  # edge -> recognizer: station, login, token, protocol, credential?
     WELCOME = 0x02  # recognizer -> edge: handshake accepted
     REFUSE = 0x03  # recognizer -> edge: handshake refused, with reason; connection then closes
     FRAME = 0x10  # edge -> recognizer: seq, ts + JPEG
     RESULT = 0x11  # recognizer -> edge: seq, faces, error? + annotated JPEG
-    ENROL = 0x20  # edge -> recognizer: name, request_id + JPEG
+    ENROL = 0x20  # edge -> recognizer: name, request_id, grant? + JPEG
     ENROL_RESULT = 0x21  # recognizer -> edge: request_id, ok, reason
     SESSION = 0x30  # edge -> recognizer: login change
     HEARTBEAT = 0x40  # either way: ts; the recognizer echoes it
@@ -195,11 +195,12 @@ class Decoder:
 # ---- message builders: one place that knows each message's header fields ----
 
 
-def hello(station: str, login: str, token: str, client: str = "facemon-edge") -> Message:
-    return Message(
-        MessageKind.HELLO,
-        {"protocol": PROTOCOL_VERSION, "station": station, "login": login, "token": token, "client": client},
-    )
+def hello(station: str, login: str, token: str, client: str = "facemon-edge", credential: str = "") -> Message:
+    """`credential`: the station's own token (its dashboard token), which binds `station` (docs/trust.md)."""
+    header = {"protocol": PROTOCOL_VERSION, "station": station, "login": login, "token": token, "client": client}
+    if credential:
+        header["credential"] = credential
+    return Message(MessageKind.HELLO, header)
 
 
 def welcome(server: str, max_in_flight: int, heartbeat_s: float) -> Message:
@@ -228,17 +229,20 @@ def result(seq: int, ts: float, faces: list, jpeg: bytes = b"", error: Optional[
     return Message(MessageKind.RESULT, header, jpeg)
 
 
-def enrol(request_id: str, name: str, jpeg: bytes, by: str = "") -> Message:
+def enrol(request_id: str, name: str, jpeg: bytes, grant: str = "") -> Message:
+    """`grant`: the dashboard's single-use enrol grant for this station and name (who enrols comes from it)."""
     header = {"request_id": request_id, "name": name}
-    if by:
-        header["by"] = by  # the signed-in admin who pressed Capture (recorded by the recognizer)
+    if grant:
+        header["grant"] = grant
     return Message(MessageKind.ENROL, header, jpeg)
 
 
-def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0) -> Message:
-    return Message(
-        MessageKind.ENROL_RESULT, {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
-    )
+def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0, code: str = "") -> Message:
+    """`code`: a machine-readable refusal (no_grant, grant_used, ...) when enrolment was not allowed."""
+    header = {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
+    if code:
+        header["code"] = code
+    return Message(MessageKind.ENROL_RESULT, header)
 
 
 def session(login: str) -> Message:

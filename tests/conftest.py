@@ -92,11 +92,14 @@ def recognizer(tmp_path_factory, sample_index_dir):
     """A real recognizer server (worker processes included) on an ephemeral loopback port."""
     from recognizer.app import RecognizerApp, RecognizerSettings
     from recognizer.server import ServerConfig
+    from recognizer.trust import TrustConfig
 
     tmp = tmp_path_factory.mktemp("recognizer")
     shutil.copytree(sample_index_dir, tmp / "encodings")
     settings = RecognizerSettings(
         server=ServerConfig(host="127.0.0.1", port=0, token="secret", idle_timeout_s=10, heartbeat_s=2, index_poll_s=0.2),
+        # a closed-lab recognizer: enrolment without grants (tests/trust covers the grant policy)
+        trust=TrustConfig(station_auth="shared", enrol_policy="open"),
         index_dir=tmp / "encodings",
         known_faces=tmp / "known_faces",
         workers=1,

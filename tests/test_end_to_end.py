@@ -40,7 +40,7 @@ def still_video(photo: Path, out: Path, frames: int = 30) -> Path:
 class RecognizerProcess:
     def __init__(self, port: int, index: Path, known: Path, log: Path) -> None:
         self.cmd = [sys.executable, "-m", "recognizer", "--host", "127.0.0.1", "--port", str(port), "--token", TOKEN,
-                    "--index", str(index), "--known-faces", str(known), "--workers", "1"]
+                    "--enrol-policy", "open", "--index", str(index), "--known-faces", str(known), "--workers", "1"]
         self.log = log
         self.proc: subprocess.Popen | None = None
 

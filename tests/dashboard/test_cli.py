@@ -42,9 +42,19 @@ def test_admin_commands(tmp_path: Path, capsys):
     assert TOKEN in out.out and len(random_token) >= 40 and "at least 8" in out.err
     assert main(["--db", db, "add-station", "--station-id", "x", "--token", "short"]) == 2
     assert main(["--db", db, "db", "current"]) == 0
-    assert "schema revision: 0003" in capsys.readouterr().out
+    assert "schema revision: 0004" in capsys.readouterr().out
+    # a scripted enrol grant: only for an admin, printed once, kept as a hash, listed in the enrolment audit
+    assert main(["--db", db, "enrol-grant", "--admin", "nobody", "--station-id", "desk-01", "--identity", "kit"]) == 2
+    assert main(["--db", db, "enrol-grant", "--admin", "root", "--station-id", "desk-01", "--identity", "../x"]) == 2
+    assert main(["--db", db, "enrol-grant", "--admin", "root", "--station-id", "desk-01", "--identity", "kit"]) == 0
+    grant = capsys.readouterr().out.strip().splitlines()[-1]
+    assert len(grant) >= 40
+    assert main(["--db", db, "enrolments"]) == 0
+    listed = capsys.readouterr().out
+    assert "by=root" in listed and "station=desk-01" in listed and "identity=kit" in listed and "used=-" in listed
     raw = (tmp_path / "cli.sqlite3").read_bytes()
     assert TOKEN.encode() not in raw and random_token.encode() not in raw and b"long-enough-pw" not in raw
+    assert grant.encode() not in raw
 
 
 def _wait_for_port(proc: subprocess.Popen, lines: list[str]) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge.camera import CaptureThread, VideoFileSource
+from edge.config import EdgeConfig
 from edge.link import Backoff, encode_jpeg
 from tests.edge.conftest import FakeRecognizer, free_port, make_link, wait_until
 
@@ -173,6 +174,21 @@ def test_enrol_round_trip(fake_recognizer: FakeRecognizer, camera, holders) -> N
         assert fake_recognizer.enrols[0]["name"] == "Ada Lovelace"
     finally:
         link.stop()
+
+
+def test_hello_carries_the_station_credential_and_enrol_the_grant(fake_recognizer: FakeRecognizer, camera,
+                                                                   holders) -> None:
+    raw, annotated = holders
+    link = make_link(fake_recognizer, raw, annotated, credential="desk-1-own-token")
+    link.start()
+    try:
+        assert wait_until(lambda: link.online, 3)
+        assert fake_recognizer.hellos[0]["credential"] == "desk-1-own-token"
+        assert link.enrol("Ada", timeout=5, grant="the-dashboards-grant")["ok"]
+        assert fake_recognizer.enrols[0]["grant"] == "the-dashboards-grant" and "by" not in fake_recognizer.enrols[0]
+    finally:
+        link.stop()
+    assert EdgeConfig(dashboard_token="t" * 30).link_settings().credential == "t" * 30
 
 
 def test_enrol_times_out_when_the_server_does_not_answer(camera, holders) -> None:

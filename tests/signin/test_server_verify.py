@@ -107,8 +107,8 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_enrol_records_who_pressed_capture(recognizer):
-    """ENROL's `by` (the signed-in admin) reaches the recognizer's enrolment record."""
+def test_open_policy_never_records_a_typed_by(recognizer):
+    """Under --enrol-policy open a client-typed `by` is ignored: the record says unverified, not a name it chose."""
     records = _Records()
     logger = logging.getLogger("recognizer.enroll")
     logger.addHandler(records)
@@ -116,11 +116,14 @@ def test_enrol_records_who_pressed_capture(recognizer):
     logger.setLevel(logging.INFO)
     try:
         stream, _ = connect(recognizer, station="desk-v5")
-        stream.send(protocol.enrol("e1", "joe_biden", (FIXTURES / "biden_probe.jpg").read_bytes(), by="admin_ada"))
+        enrol = protocol.enrol("e1", "joe_biden", (FIXTURES / "biden_probe.jpg").read_bytes())
+        enrol.header["by"] = "admin_ada"  # what an old edge (or a forger) would send
+        stream.send(enrol)
         answer = stream.recv()
         assert answer.kind == MessageKind.ENROL_RESULT and answer.header["ok"], answer.header
         stream.close()
     finally:
         logger.removeHandler(records)
         logger.setLevel(old_level)
-    assert any("desk-v5/admin_ada" in m for m in records.messages), records.messages
+    assert not any("admin_ada" in m for m in records.messages), records.messages
+    assert any("desk-v5/unverified" in m for m in records.messages), records.messages

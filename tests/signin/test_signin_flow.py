@@ -48,6 +48,10 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
     from recognizer.enroll import build_index
     from recognizer.index import save_index
     from recognizer.server import ServerConfig
+    from recognizer.alerts import AlertThresholds
+    from recognizer.outbox import OutboxConfig
+    from recognizer.sinks import DashboardTarget
+    from recognizer.trust import TrustConfig
 
     tmp = tmp_path_factory.mktemp("signin")
     known = tmp / "known_faces"
@@ -62,13 +66,19 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
     index, _ = build_index(engine, known)
     (tmp / "encodings").mkdir()
     save_index(index, tmp / "encodings")
+    app = build_app(f"sqlite:///{tmp / 'dashboard.sqlite3'}")
+    dashboard = LiveServer(app)
+    with services(app).sessions() as db:
+        service_token = dash_auth.create_token(db, "recognizer", "service")
+    # the trust contract in full: each edge proves its station with its own token, enrolment needs grants
     rec = RecognizerApp(RecognizerSettings(
         server=ServerConfig(host="127.0.0.1", port=0, token=TOKEN, idle_timeout_s=10, heartbeat_s=2),
+        trust=TrustConfig(station_auth="dashboard", enrol_policy="grant"),
+        dashboard=DashboardTarget(dashboard.url, service_token), status_interval_s=60,
+        alerts=AlertThresholds(enabled=frozenset()), outbox=OutboxConfig(path=tmp / "outbox.sqlite3"),
         index_dir=tmp / "encodings", known_faces=known, workers=1))
     _, rec_port = rec.start()
 
-    app = build_app(f"sqlite:///{tmp / 'dashboard.sqlite3'}")
-    dashboard = LiveServer(app)
     with services(app).sessions() as db:
         dash_auth.create_user(db, "eva", PASSWORD, "evaluator", identity=HOLDER)
         dash_auth.create_user(db, "barack", PASSWORD, "evaluator", identity="barack_obama")
@@ -245,8 +255,13 @@ def test_roles_staff_watch_admin_enrols_and_is_recorded(stack):
     resp = a.post(base(edge) + "/api/capture", json={"name": "new_person"}, headers={"X-CSRF-Token": csrf_a},
                   timeout=15)
     assert resp.status_code == 200, resp.text  # enrolled or refused for a reason (no face on this frame)
+    assert "grant" not in resp.json()["reason"], resp.text  # the edge got a grant; the recognizer accepted it
     record = (stack["tmp"] / "desk-roles" / "enrolments.jsonl").read_text()
     assert '"by": "ada"' in record and '"name": "new_person"' in record
+    with services(stack["app"]).sessions() as db:  # the central audit: who, where, which name, the outcome
+        rows = db.execute(sa.text("SELECT admin, station_id, identity, used_by, outcome FROM enrol_grants")).all()
+    assert [tuple(r)[:4] for r in rows] == [("ada", "desk-roles", "new_person", "recognizer")], rows
+    assert rows[0][4] in ("enrolled", "refused") and rows[0][4] == ("enrolled" if resp.json()["ok"] else "refused")
 
 
 @pytest.fixture(scope="module")
