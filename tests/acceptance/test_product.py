@@ -40,7 +40,7 @@ class Product:
         self.dash_port, self.rec_port = free_port(), free_port()
         self.dash_url = f"http://127.0.0.1:{self.dash_port}"
         py = sys.executable
-        db_url = f"sqlite:///{self.db}"
+        self.db_url = db_url = f"sqlite:///{self.db}"
         for cmd in (["create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],
                     ["add-station", "--station-id", "recognizer", "--kind", "service", "--token", SERVICE_TOKEN]):
             subprocess.run([py, "-m", "dashboard", "--db", db_url, *cmd], cwd=REPO, check=True, capture_output=True,
@@ -60,11 +60,16 @@ class Product:
         self.recognizer.start(ready=lambda: "listening on" in self.recognizer.output())
 
     def edge(self, station: str, source: Path, login: str) -> "Edge":
+        """An edge as staff set one up: its station credential issued by the dashboard, then started."""
+        credential = f"{station}-credential-0123456789abcdef"
+        subprocess.run([sys.executable, "-m", "dashboard", "--db", self.db_url, "add-station", "--station-id", station,
+                        "--token", credential], cwd=REPO, check=True, capture_output=True, timeout=120)
         port = free_port()
         proc = ManagedProcess(
             f"edge-{station}", [sys.executable, "-m", "edge", "--source", str(source), "--recognizer",
                                 f"127.0.0.1:{self.rec_port}", "--station", station, "--login", login,
-                                "--token", STATION_TOKEN, "--web-host", "127.0.0.1", "--web-port", str(port)],
+                                "--token", STATION_TOKEN, "--dashboard-token", credential,
+                                "--web-host", "127.0.0.1", "--web-port", str(port)],
             self.tmp / f"edge-{station}.log")
         proc.start(ready=lambda: _http_ok(f"http://127.0.0.1:{port}/api/status"))
         self.edges.append(proc)
