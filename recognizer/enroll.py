@@ -162,6 +162,13 @@ def build_index(
         index = index.add(name, encoding[None, :], [str(path)])
     if progress:
         progress(len(jobs), len(jobs), Path(""))
+    enrolled = set(index.people)
+    for name, paths in people.items():
+        if paths and name not in enrolled:  # every image of this person was skipped: say so by name
+            folder = paths[0].parent if paths[0].parent != Path(root) else Path(root) / name
+            reason = f"no usable image for {name!r}: all {len(paths)} skipped, so {name!r} is not enrolled"
+            log.warning("%s (%s)", reason, folder)
+            skipped.append((folder, reason))
     return index, skipped
 
 
@@ -207,12 +214,27 @@ class Enroller:
 
 
 def _progress_bar(i: int, n: int, path: Path) -> None:
+    """A bar redrawn in place: only for a terminal (carriage returns would litter a log)."""
     width = 30
     done = int(width * i / max(n, 1))
     sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {path.name[:40]:<40}")
     if i >= n:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def _progress_lines(i: int, n: int, path: Path) -> None:
+    """Progress for a log (not a terminal): one plain line per tenth of the images, and at the end."""
+    step = max(1, n // 10)
+    if i >= n:
+        sys.stderr.write(f"facemon-enroll: {n}/{n} images done\n")
+    elif i % step == 0:
+        sys.stderr.write(f"facemon-enroll: {i}/{n} images, now {path}\n")
+
+
+def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - a text stream
+    """The bar on a terminal, plain lines otherwise."""
+    return _progress_bar if stream.isatty() else _progress_lines
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
@@ -227,12 +249,12 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--known-faces", type=Path, default=Path("known_faces"), help="folder of known people (default: %(default)s)")
     parser.add_argument("--index", type=Path, default=Path("encodings"), help="output folder for the index (default: %(default)s)")
     parser.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, lines otherwise)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         engine = FaceEngine(EngineConfig(detector=args.detector))
-        index, skipped = build_index(engine, args.known_faces, None if args.quiet else _progress_bar)
+        index, skipped = build_index(engine, args.known_faces, None if args.quiet else progress_for(sys.stderr))
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enroll: {exc}", file=sys.stderr)
         return 2
