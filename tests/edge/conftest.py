@@ -169,9 +169,15 @@ class FakeRecognizer:
                         self.enrols.append(dict(msg.header))
                     if self.enrol_answer:
                         name = msg.header["name"]
-                        ok = cv2.imdecode(np.frombuffer(msg.payload, np.uint8), cv2.IMREAD_COLOR) is not None
+                        image = cv2.imdecode(np.frombuffer(msg.payload, np.uint8), cv2.IMREAD_COLOR)
+                        ok = image is not None
                         reason = "enrolled" if ok else "bad image"
-                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1))
+                        box, crop = None, b""
+                        if ok:  # like the recognizer: the middle of the picture as "the enrolled face"
+                            h, w = image.shape[:2]
+                            box = (h // 4, 3 * w // 4, 3 * h // 4, w // 4)
+                            crop = cv2.imencode(".jpg", image[box[0]:box[2], box[3]:box[1]])[1].tobytes()
+                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1, box, crop))
                 elif msg.kind == MessageKind.SESSION:
                     self.sessions.append(msg.header["login"])
                 elif msg.kind == MessageKind.HEARTBEAT and self.answer:
