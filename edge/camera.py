@@ -5,9 +5,11 @@ A source is chosen from one `--source` string (see `open_source`):
 - ``picamera``: the Raspberry Pi camera through picamera2 (imported only when asked for);
 - an integer such as ``0``: a USB webcam by index;
 - a path to a video file: played in a loop, paced to the file's frame rate so it behaves like a camera;
-- an ``rtsp://``, ``http://`` or ``https://`` URL: a network stream, reopened with back-off when it fails.
+- an ``rtsp://``, ``http://`` or ``https://`` URL: a network stream, reopened within ~2 s when it fails.
 
-Every source has ``read() -> BGR ndarray | None`` (None: no frame right now, try again) and ``close()``.
+Every source has ``read() -> BGR ndarray | None`` (None: no frame right now, try again) and ``close()``,
+and may keep ``last_error`` (why the last read gave nothing). The capture thread judges the camera
+lost when no frame came for ``lost_after_s`` (2.5 s), whatever the source does meanwhile.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 import cv2
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 DEFAULT_FILE_FPS = 25.0
+LOST_AFTER_S = 2.5  # no camera frame for this long: the camera is lost
+STREAM_TIMEOUT_MS = 3000  # OpenCV/FFmpeg open and read timeouts for network streams (its default is 30 s)
 
 
 class CameraError(RuntimeError):
@@ -71,6 +76,7 @@ class VideoFileSource:
         self.description = f"video file {path}"
         self.realtime = realtime
         self.loops = 0
+        self.last_error: Optional[str] = None
         self._cap = cv2.VideoCapture(path)
         if not self._cap.isOpened():
             self._cap.release()
@@ -105,6 +111,7 @@ class VideoFileSource:
             self._cap.release()
             self._cap = cv2.VideoCapture(self.path)
             ok, frame = self._cap.read()
+        self.last_error = None if ok else f"{self.description}: cannot read it again from the start"
         return frame if ok else None
 
     def _pace(self) -> None:
@@ -121,15 +128,27 @@ class VideoFileSource:
         self._cap.release()
 
 
-class StreamSource:
-    """An RTSP/HTTP stream; on failure it is closed and reopened with back-off (1 s doubling to 30 s)."""
+def _open_stream(url: str) -> Any:
+    """cv2.VideoCapture of a network stream with bounded open/read times, so a dead server is noticed."""
+    return cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
 
-    def __init__(self, url: str, capture_factory: Callable[[Any], Any] = cv2.VideoCapture) -> None:
+
+class StreamSource:
+    """An RTSP/HTTP stream; on failure it is closed and reopened after a short back-off (0.5 s doubling
+    to `max_backoff_s`, 2 s: a camera that comes back is used again within ~2 s)."""
+
+    def __init__(self, url: str, capture_factory: Callable[[Any], Any] = _open_stream,
+                 initial_backoff_s: float = 0.5, max_backoff_s: float = 2.0) -> None:
+        if not 0 < initial_backoff_s <= max_backoff_s:
+            raise ValueError("stream back-off needs 0 < initial_backoff_s <= max_backoff_s")
         self.url = url
         self.description = f"stream {_redact(url)}"
+        self.last_error: Optional[str] = None
         self._factory = capture_factory
         self._cap: Any = None
-        self._delay = 1.0
+        self._initial, self._max = initial_backoff_s, max_backoff_s
+        self._delay = initial_backoff_s
         self._retry_at = 0.0
 
     def read(self) -> Optional[np.ndarray]:
@@ -147,16 +166,20 @@ class StreamSource:
         if not ok:
             self._fail("read failed")
             return None
-        self._delay = 1.0
+        self._delay = self._initial
+        self.last_error = None
         return frame
 
     def _fail(self, what: str) -> None:
-        log.warning("%s: %s; retrying in %.0f s", self.description, what, self._delay)
+        first = self._delay == self._initial  # the first failure after frames: a warning; the retries: debug
+        log.log(logging.WARNING if first else logging.DEBUG, "%s: %s; retrying in %.1f s", self.description, what,
+                self._delay)
+        self.last_error = f"{self.description}: {what}"
         if self._cap is not None:
             self._cap.release()
         self._cap = None
         self._retry_at = time.monotonic() + self._delay
-        self._delay = min(self._delay * 2, 30.0)
+        self._delay = min(self._delay * 2, self._max)
 
     def close(self) -> None:
         if self._cap is not None:
@@ -221,10 +244,27 @@ def open_source(spec: str, realtime: bool = True) -> FrameSource:
     )
 
 
+@dataclass(frozen=True)
+class CameraHealth:
+    """Whether frames come from the camera: `state` starting | ok | lost, why not (`error`), since when
+    (`since`, wall-clock seconds), and the age of the last frame in seconds (None before the first)."""
+
+    state: str
+    error: Optional[str]
+    since: float
+    last_frame_age_s: Optional[float]
+
+    def to_dict(self) -> dict:
+        return {"state": self.state, "error": self.error, "since": self.since,
+                "last_frame_age_s": None if self.last_frame_age_s is None else round(self.last_frame_age_s, 2)}
+
+
 class CaptureThread(threading.Thread):
     """Reads the source continuously and publishes each frame into `output`; closes the source when done.
 
-    `fps_cap` (> 0) limits how often frames are published. Stops when `stop` is set.
+    `fps_cap` (> 0) limits how often frames are published. Stops when `stop` is set. `health()` says
+    whether the camera is delivering: lost after `lost_after_s` without a frame (judged from the clock,
+    so a read blocked inside the driver cannot hide it).
     """
 
     def __init__(
@@ -234,6 +274,7 @@ class CaptureThread(threading.Thread):
         stop: threading.Event,
         fps_cap: float = 0.0,
         idle_wait_s: float = 0.05,
+        lost_after_s: float = LOST_AFTER_S,
     ) -> None:
         super().__init__(name="capture", daemon=True)
         self.source = source
@@ -241,10 +282,37 @@ class CaptureThread(threading.Thread):
         self.stop_event = stop
         self.min_period = 1.0 / fps_cap if fps_cap > 0 else 0.0
         self.idle_wait_s = idle_wait_s
+        self.lost_after_s = lost_after_s
         self.frames = 0
         self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._created = (time.monotonic(), time.time())
+        self._last_frame: Optional[tuple[float, float]] = None  # (monotonic, wall) of the newest frame
+        self._ok_since = 0.0  # wall time frames started coming (after a loss: came back)
+        self._began = threading.Event()  # run() has started
+
+    def health(self) -> CameraHealth:
+        """The camera's state now (thread-safe)."""
+        now = time.monotonic()
+        with self._lock:
+            last, ok_since = self._last_frame, self._ok_since
+        age = None if last is None else now - last[0]
+        description = getattr(self.source, "description", "the camera")
+        if self.error is not None:
+            return CameraHealth("lost", f"capture stopped: {self.error}", last[1] if last else self._created[1], age)
+        if self._began.is_set() and not self.is_alive() and not self.stop_event.is_set():
+            return CameraHealth("lost", "capture stopped", last[1] if last else self._created[1], age)
+        source_error = getattr(self.source, "last_error", None)
+        if last is None:
+            if now - self._created[0] <= self.lost_after_s:
+                return CameraHealth("starting", None, self._created[1], None)
+            return CameraHealth("lost", source_error or f"no frame from {description} yet", self._created[1], None)
+        if age is not None and age > self.lost_after_s:
+            return CameraHealth("lost", source_error or f"no frame from {description} for {age:.0f} s", last[1], age)
+        return CameraHealth("ok", None, ok_since, age)
 
     def run(self) -> None:
+        self._began.set()
         last = 0.0
         misses = 0
         try:
@@ -258,6 +326,7 @@ class CaptureThread(threading.Thread):
                     continue
                 misses = 0
                 now = time.monotonic()
+                self._got_frame(now)
                 if self.min_period and now - last < self.min_period:
                     continue  # over the fps cap: drop this one (the read itself paced us)
                 last = now
@@ -269,3 +338,13 @@ class CaptureThread(threading.Thread):
         finally:
             self.source.close()
             log.info("capture stopped after %d frames", self.frames)
+
+    def _got_frame(self, now: float) -> None:
+        wall = time.time()
+        with self._lock:
+            previous = self._last_frame
+            self._last_frame = (now, wall)
+            if previous is None or now - previous[0] > self.lost_after_s:
+                self._ok_since = wall
+        if previous is not None and now - previous[0] > self.lost_after_s:
+            log.warning("camera back after %.1f s without frames", now - previous[0])

@@ -39,6 +39,30 @@ def draw_banner(frame: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
+def camera_lost_card(size: tuple[int, int], reason: str, since: float) -> np.ndarray:
+    """A dark picture saying the camera is lost, why and since when: shown instead of a black or frozen frame."""
+    height, width = size
+    card = np.full((height, width, 3), 40, np.uint8)
+    scale = max(0.6, min(2.0, width / 400.0))
+    thick = max(2, int(scale * 2))
+    title = "CAMERA LOST"
+    (tw, th), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.putText(card, title, ((width - tw) // 2, height // 2 - th), cv2.FONT_HERSHEY_SIMPLEX, scale, (60, 60, 255),
+                thick, cv2.LINE_AA)
+    lines = [f"no picture since {time.strftime('%H:%M:%S', time.localtime(since))}", reason]
+    small = scale * 0.45
+    y = height // 2 + th
+    for line in lines:
+        (lw, lh), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, small, 1)
+        if lw > width - 16:
+            line = line[: max(8, int(len(line) * (width - 16) / lw)) - 1] + "…"
+            (lw, lh), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, small, 1)
+        cv2.putText(card, line, (max(8, (width - lw) // 2), y), cv2.FONT_HERSHEY_SIMPLEX, small, (230, 230, 230), 1,
+                    cv2.LINE_AA)
+        y += int(lh * 2.2)
+    return card
+
+
 class DisplayThread(threading.Thread):
     """Publishes JPEGs for the page into `output`.
 
@@ -57,6 +81,8 @@ class DisplayThread(threading.Thread):
         stale_after_s: float = 1.0,
         jpeg_quality: int = 80,
         max_fps: float = 0.0,
+        camera_lost: Callable[[], Optional[str]] = lambda: None,
+        lost_card_every_s: float = 1.0,
     ) -> None:
         super().__init__(name="display", daemon=True)
         if raw.condition is not annotated.condition:
@@ -67,12 +93,15 @@ class DisplayThread(threading.Thread):
         self.stale_after_s = stale_after_s
         self.jpeg_quality = jpeg_quality
         self.min_period = 1.0 / max_fps if max_fps > 0 else 0.0
+        self.camera_lost = camera_lost
+        self.lost_card_every_s = lost_card_every_s
         self._mode = "starting"
         self._lock = threading.Lock()
 
     @property
     def mode(self) -> str:
-        """'annotated' (recognizer's frames), 'raw' (camera frames with a banner), or 'starting'."""
+        """'annotated' (recognizer's frames), 'raw' (camera frames with a banner), 'camera_lost' (a card
+        saying so), or 'starting'."""
         with self._lock:
             return self._mode
 
@@ -85,7 +114,7 @@ class DisplayThread(threading.Thread):
     def run(self) -> None:
         cond = self.raw.condition
         last_raw = last_ann = 0
-        last_raw_shown = 0.0
+        last_raw_shown = last_card = 0.0
         try:
             while not self.stop_event.is_set():
                 with cond:
@@ -95,17 +124,29 @@ class DisplayThread(threading.Thread):
                     raw, ann = self.raw.latest(), self.annotated.latest()
                 if self.raw.closed:
                     break
+                lost = self.camera_lost()
+                if lost is not None:
+                    now = time.monotonic()
+                    if self.mode != "camera_lost" or now - last_card >= self.lost_card_every_s:
+                        last_card = now
+                        size = raw.data.shape[:2] if raw is not None else (480, 640)
+                        card = camera_lost_card(size, lost, raw.ts if raw is not None else time.time())
+                        self.output.publish(encode_jpeg(card, self.jpeg_quality), meta=[])
+                        self._set_mode("camera_lost", lost)
+                    last_raw = raw.seq if raw is not None else 0
+                    last_ann = ann.seq if ann is not None else 0
+                    continue
                 reason = self.offline_reason()
                 fresh = reason is None and ann is not None and time.time() - ann.ts <= self.stale_after_s
                 if fresh and ann is not None and ann.seq != last_ann:
-                    self.output.publish(ann.data, ann.ts)
+                    self.output.publish(ann.data, ann.ts, meta=ann.meta)
                     self._set_mode("annotated")
                 elif not fresh and raw is not None and raw.seq != last_raw:
                     now = time.monotonic()
                     if now - last_raw_shown >= self.min_period:
                         last_raw_shown = now
                         text = f"recognizer offline: {reason}" if reason else "recognizer not answering"
-                        self.output.publish(encode_jpeg(draw_banner(raw.data, text), self.jpeg_quality), raw.ts)
+                        self.output.publish(encode_jpeg(draw_banner(raw.data, text), self.jpeg_quality), raw.ts, meta=[])
                         self._set_mode("raw", text)
                 last_raw = raw.seq if raw is not None else 0
                 last_ann = ann.seq if ann is not None else 0

@@ -11,18 +11,20 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Deque, Generic, Optional, TypeVar
+from typing import Any, Deque, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Frame(Generic[T]):
-    """One published item: `seq` counts up from 1, `ts` is the wall-clock time (s) it was published."""
+    """One published item: `seq` counts up from 1, `ts` is the wall-clock time (s) it was published;
+    `meta`: what goes with it (an annotated frame's face list), None when nothing does."""
 
     seq: int
     data: T
     ts: float
+    meta: Any = None
 
 
 class LatestFrame(Generic[T]):
@@ -36,11 +38,11 @@ class LatestFrame(Generic[T]):
         self._frame: Optional[Frame[T]] = None
         self._closed = False
 
-    def publish(self, data: T, ts: Optional[float] = None) -> Frame[T]:
+    def publish(self, data: T, ts: Optional[float] = None, meta: Any = None) -> Frame[T]:
         """Replace the held item and wake every waiting consumer; returns the new Frame."""
         with self.condition:
             seq = self._frame.seq + 1 if self._frame is not None else 1
-            self._frame = Frame(seq, data, time.time() if ts is None else ts)
+            self._frame = Frame(seq, data, time.time() if ts is None else ts, meta)
             self.condition.notify_all()
             return self._frame
 

@@ -148,11 +148,14 @@ class RecognizerLink:
         raw: LatestFrame,
         annotated: LatestFrame,
         rng: Callable[[], float] = random.random,
+        camera: Optional[Callable[[], Optional[dict]]] = None,
     ) -> None:
         self.settings = settings
         self.raw = raw
         self.annotated = annotated
         self._rng = rng
+        # the camera's state for the recognizer ({"state": "ok"|"lost", "error", "lost_s"}; None: not known yet)
+        self._camera = camera if camera is not None else (lambda: None)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()  # guards the fields below
@@ -234,7 +237,8 @@ class RecognizerLink:
         """Send the current raw frame to be enrolled as `name` (with the dashboard's enrol `grant`); wait for the answer.
 
         Always returns a dict with `ok` and `reason` (and `code` for answers made here: invalid_name,
-        offline, no_frame, timeout; or the recognizer's refusal code, e.g. no_grant, grant_used).
+        offline, no_frame, timeout; or the recognizer's refusal code, e.g. no_grant, grant_used); on success
+        also `box` (in the sent frame) and `crop` (JPEG bytes of the enrolled face) when the recognizer sent them.
         """
         try:
             name = validate_name(name)
@@ -444,7 +448,15 @@ class RecognizerLink:
         s = self.settings
         last_seq = 0
         last_tx = time.monotonic()
+        told_camera: Optional[str] = None  # the camera state the recognizer last heard from us
         while not self._stop.is_set() and not conn.dead:
+            camera = self._camera()
+            if camera is not None and camera["state"] != told_camera:  # tell it at once, not at the next heartbeat
+                if not self._send(conn, protocol.heartbeat(time.time(), camera)):
+                    return
+                log.info("told the recognizer: camera %s%s", camera["state"],
+                         f" ({camera['error']})" if camera.get("error") else "")
+                told_camera, last_tx = camera["state"], time.monotonic()
             if self._wait_for_room(conn):
                 frame = self.raw.wait_for_frame(last_seq, timeout=_WAIT_SLICE_S)
                 if frame is not None:
@@ -463,7 +475,7 @@ class RecognizerLink:
                     log.debug("frame %d sent (%d bytes)", frame.seq, len(jpeg))
             now = time.monotonic()
             if now - last_tx >= conn.heartbeat_s:
-                if not self._send(conn, protocol.heartbeat(time.time())):
+                if not self._send(conn, protocol.heartbeat(time.time(), camera)):
                     return
                 last_tx = now
             silence = now - conn.last_rx
@@ -552,7 +564,7 @@ class RecognizerLink:
         else:  # a server that did not echo `ts`: fall back to our own send time
             latency_ms = (time.monotonic() - sent) * 1000.0 if sent is not None else 0.0
         if message.payload:
-            self.annotated.publish(message.payload, now)
+            self.annotated.publish(message.payload, now, meta=faces)  # the faces travel with their picture
         with self._lock:
             self._results += 1
             self._result_rate.tick()
@@ -595,6 +607,11 @@ class RecognizerLink:
         }
         if h.get("code"):
             pending.answer["code"] = str(h["code"])
+        box = h.get("box")
+        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box):
+            pending.answer["box"] = box
+        if message.payload:
+            pending.answer["crop"] = message.payload  # JPEG of the face the recognizer enrolled
         log.info("enrol answer %s: ok=%s %s", request_id, pending.answer["ok"], pending.answer["reason"])
         pending.done.set()
 

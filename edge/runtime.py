@@ -34,10 +34,10 @@ class Edge:
         self.display: LatestFrame = LatestFrame()
         self.source = source if source is not None else open_source(config.source)
         self.capture = CaptureThread(self.source, self.raw, self.stop_event, fps_cap=config.fps_cap)
-        self.link = RecognizerLink(config.link_settings(), self.raw, self.annotated)
+        self.link = RecognizerLink(config.link_settings(), self.raw, self.annotated, camera=self._camera_report)
         self.display_thread = DisplayThread(
             self.raw, self.annotated, self.display, self.link.offline_reason, self.stop_event,
-            jpeg_quality=config.jpeg_quality,
+            jpeg_quality=config.jpeg_quality, camera_lost=self._camera_lost,
         )
         self.state = EdgeState(
             display=self.display,
@@ -77,13 +77,27 @@ class Edge:
         return None if frame is None else encode_jpeg(frame.data, 85, self.config.max_width)
 
     def _camera_status(self) -> dict:
-        error = self.capture.error
+        """For /api/status: state starting/ok/lost, error, since, last frame's age, source, frames."""
+        health = self.capture.health()
         return {
             "source": getattr(self.source, "description", self.config.source),
-            "running": self.capture.is_alive(),
+            **health.to_dict(),
+            "running": health.state == "ok",
             "frames": self.capture.frames,
-            "error": str(error) if error is not None else None,
         }
+
+    def _camera_report(self) -> Optional[dict]:
+        """The camera state the link tells the recognizer; None while starting."""
+        health = self.capture.health()
+        if health.state == "starting":
+            return None
+        return {"state": health.state, "error": health.error,
+                "lost_s": health.last_frame_age_s if health.state == "lost" else None}
+
+    def _camera_lost(self) -> Optional[str]:
+        """Why the camera is lost (for the picture), or None while frames come."""
+        health = self.capture.health()
+        return (health.error or "no frames") if health.state == "lost" else None
 
     def start(self) -> None:
         self.capture.start()

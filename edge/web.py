@@ -6,6 +6,7 @@ owns a thread. Each `/video_feed` viewer waits on the display holder's Condition
 """
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 import secrets
@@ -224,6 +225,9 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
         body["feed"] = state.feed_mode()
         body["viewers"] = state.viewers
         body["camera"] = state.camera_status()
+        shown = state.display.latest()
+        # the faces of the picture on the page now (none on a raw, offline or camera-lost picture)
+        body["shown_faces"] = list(shown.meta) if shown is not None and shown.meta is not None else []
         response = jsonify(body)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -245,6 +249,10 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
             name = validate_name(raw_name)
         except InvalidName as exc:
             return jsonify({"ok": False, "code": "invalid_name", "reason": str(exc)}), 400
+        camera = state.camera_status()
+        if camera.get("state") == "lost":  # the last frame is old: it may show someone long gone
+            reason = f"camera lost ({camera.get('error') or 'no frames'}); nothing to capture"
+            return jsonify({"ok": False, "code": "camera_lost", "reason": reason, "name": name}), 503
         grant = ""
         if auth is not None and who is not None:  # the recognizer enrols only with the dashboard's grant
             status, body = auth.enrol_grant(who, name)
@@ -254,8 +262,12 @@ def create_app(edge_state: EdgeState, test_config: Optional[dict] = None) -> Fla
         answer = state.link.enrol(name, timeout=state.enrol_timeout_s, grant=grant)
         if state.enrolment_log is not None and by:
             record_enrolment(state.enrolment_log, by, name, answer)
+        answer = dict(answer)
+        crop = answer.pop("crop", None)
+        if crop:  # the face that was enrolled, for the page to show
+            answer["crop_jpeg"] = base64.b64encode(crop).decode("ascii")
         code = answer.get("code")
-        http_status = 503 if code in ("offline", "timeout", "no_frame") else 400 if code == "invalid_name" else 200
+        http_status = 503 if code in ("offline", "timeout", "no_frame", "camera_lost") else 400 if code == "invalid_name" else 200
         log.info("capture for %r%s: ok=%s %s", name, f" by {by}" if by else "", answer.get("ok"), answer.get("reason"))
         return jsonify(answer), http_status
 

@@ -161,6 +161,7 @@ class AlertEngine:
         }
         self._last_thumb: bytes = b""
         self._frozen_since: Optional[float] = None
+        self._camera_lost = False  # the edge said its camera is lost (camera_state)
 
     def open_incidents(self) -> dict[str, str]:
         """Alert type → alert id of the incidents open now."""
@@ -273,6 +274,35 @@ class AlertEngine:
         log.debug("station %s: %s closes", self.station_id, rule.type)
         return self._event(rule, inc, "closed", ended_at, details, best=inc.best_frame if inc.dirty else None)
 
+    def camera_state(self, t: float, lost: bool, login: str = "", details: Optional[dict] = None,
+                     evidence: Any = None, since: Optional[float] = None) -> list[AlertEvent]:
+        """The edge reports its camera lost (no frame for a few seconds) or back: a `camera_tamper`
+        incident with reason `camera_lost` opens at once (the edge already waited), and closes when the
+        camera is back. `since`: when the last camera frame came (the incident's start)."""
+        rule = self._rules["camera_tamper"]
+        if "camera_tamper" not in self.th.enabled:
+            return []
+        if lost:
+            self._camera_lost = True
+            rule.since = rule.last_true = t
+            extra = {"reason": "camera_lost", "reasons": ["camera_lost"], **(details or {})}
+            if rule.incident is not None:  # already open (black/covered/frozen): add the reason
+                rule.incident.details = _merge_max(rule.incident.details, extra)
+                return []
+            if t < rule.cooldown_until:
+                return []
+            started = min(t, since) if since is not None else t
+            inc = _Incident(self._new_id(), started, login, extra, 0.0, evidence, 0.0, t)
+            rule.incident = inc
+            return [self._event(rule, inc, "open", None, dict(inc.details), image=evidence)]
+        if not self._camera_lost:
+            return []
+        self._camera_lost = False
+        inc = rule.incident
+        if inc is not None and "camera_lost" in inc.details.get("reasons", ()):
+            return [self._close(rule, t, t, {"closed_by": "camera_back"})]
+        return []
+
     def close_all(self, t: float, reason: str = "station_disconnected") -> list[AlertEvent]:
         """Close every open incident now (the station went away); the rules start afresh."""
         events = []
@@ -280,7 +310,7 @@ class AlertEngine:
             if rule.incident is not None:
                 events.append(self._close(rule, t, t, {"closed_by": reason}))
             rule.since = rule.last_true = None
-        self._frozen_since, self._last_thumb = None, b""
+        self._frozen_since, self._last_thumb, self._camera_lost = None, b"", False
         return events
 
     def _event(self, rule: _Rule, inc: _Incident, state: str, ended_at: Optional[float], details: dict,
@@ -321,6 +351,7 @@ class AlertMonitor:
         self.sweep_s = sweep_s
         self._clock = clock or time.time
         self._engines: dict[int, tuple[Any, AlertEngine]] = {}
+        self._last_jpeg: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -349,12 +380,25 @@ class AlertMonitor:
     def on_frame(self, status: Any, outcome: Any, raw_jpeg: bytes) -> None:
         """FrameObserver: (StationStatus, FrameOutcome, raw JPEG) → events emitted."""
         stats = frame_stats(raw_jpeg) if "camera_tamper" in self.thresholds.enabled else None
+        with self._lock:
+            self._last_jpeg[id(status)] = raw_jpeg  # the last picture: evidence if the camera is lost next
         events = self._engine(status).observe(self._clock(), outcome.faces, status.login, stats, outcome.annotated)
+        self._send(events)
+
+    def on_camera(self, status: Any) -> None:
+        """CameraObserver: the station's camera went lost or came back (status.camera) → camera_tamper events."""
+        lost = status.camera == "lost"
+        details = {"error": status.camera_error} if lost and status.camera_error else {}
+        with self._lock:
+            evidence = self._last_jpeg.get(id(status)) if lost else None
+        since = status.camera_since if lost and status.camera_since else None
+        events = self._engine(status).camera_state(self._clock(), lost, status.login, details, evidence, since)
         self._send(events)
 
     def on_disconnect(self, status: Any) -> None:
         """A station session ended: close its open incidents."""
         with self._lock:
+            self._last_jpeg.pop(id(status), None)
             entry = self._engines.pop(id(status), None)
         if entry is not None:
             self._send(entry[1].close_all(self._clock()))

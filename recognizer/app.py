@@ -163,6 +163,7 @@ class RecognizerApp:
         self.alerts = AlertMonitor(s.alerts, emit, server.stations)
         self.alerts.start()
         server.observers.append(self.alerts.on_frame)
+        server.camera_observers.append(self.alerts.on_camera)
         if s.dashboard is not None:
             self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s)
             self.reporter.start()

@@ -38,6 +38,30 @@ class EngineConfig:
             raise ValueError(f"upsample must be 0 to 3, got {self.upsample}")
 
 
+@dataclass(frozen=True)
+class Detection:
+    """One detected face: its box (clamped to the image), the detector's score, and whether the
+    detector's own rectangle reached the image border (the face is probably cut by the frame edge).
+
+    Scores: HOG's SVM margin (0 is dlib's default threshold; clear frontal faces score ~1-3, faint
+    false ones in dark backgrounds ~0-0.3); the CNN's confidence is on a similar scale.
+    """
+
+    box: Box
+    score: float
+    at_edge: bool
+
+    @property
+    def size(self) -> int:
+        """The box's shorter side in pixels."""
+        top, right, bottom, left = self.box
+        return min(bottom - top, right - left)
+
+
+def _at_edge(rect, height: int, width: int) -> bool:
+    return rect.left() <= 0 or rect.top() <= 0 or rect.right() >= width - 1 or rect.bottom() >= height - 1
+
+
 def _to_box(rect, height: int, width: int) -> Box:
     return (max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height), max(rect.left(), 0))
 
@@ -114,6 +138,22 @@ class FaceEngine:
                 rects = list(hog(rgb, up))
         boxes = [_to_box(r, h, w) for r in rects]
         return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
+
+    def detect_scored(self, rgb: np.ndarray, upsample: int | None = None, adjust_threshold: float = 0.0) -> list[Detection]:
+        """Faces with the detector's scores, largest first. `adjust_threshold` < 0 also returns weaker
+        candidates (HOG only; the CNN detector always reports its own confident detections)."""
+        rgb = self._check(rgb)
+        up = self.config.upsample if upsample is None else upsample
+        h, w = rgb.shape[:2]
+        if self._cnn is not None:
+            with self._cnn_lock:
+                found = [(d.rect, float(d.confidence)) for d in self._cnn(rgb, up)]
+        else:
+            with self._hog.borrow() as hog:
+                rects, scores, _ = hog.run(rgb, up, adjust_threshold)
+            found = [(r, float(s)) for r, s in zip(rects, scores)]
+        out = [Detection(_to_box(r, h, w), score, _at_edge(r, h, w)) for r, score in found]
+        return sorted(out, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[1] - d.box[3]))
 
     def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:
         """Detect in several same-sized images; one dlib call with the CNN detector (GPU batching)."""

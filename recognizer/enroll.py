@@ -13,12 +13,12 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from recognizer.detect import FaceEngine
+from recognizer.detect import Box, Detection, FaceEngine
 from recognizer.imageio import BadImage, decode_image, encode_jpeg
 from recognizer.index import FaceIndex, IndexStore, save_index
 from shared.names import InvalidName, validate_name
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 MIN_FACE_PX = 60  # smaller faces give unreliable encodings
+CAPTURE_MIN_FRACTION = 0.15  # a captured face fills at least this share of the frame's shorter side
+STRAY_MAX_SIZE_RATIO = 0.5  # a detection this much smaller than the main face ...
+STRAY_MAX_SCORE = 0.5  # ... and scoring below this (HOG margin) is not a second person
 ENROL_UPSAMPLE = 1  # enrolment photos are few: look harder for smaller faces
 _FLAT = re.compile(r"^(?P<name>.+?)[ _-]?\d+$")
 
@@ -35,18 +38,75 @@ class EnrolRefused(ValueError):
     """An image that cannot be enrolled, with the reason a user can act on."""
 
 
-def face_encoding_for_enrolment(engine: FaceEngine, bgr: np.ndarray) -> np.ndarray:
-    """The (128,) encoding of the one face in `bgr`; EnrolRefused if there is none, several, or it is tiny."""
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    boxes = engine.detect(rgb, upsample=ENROL_UPSAMPLE)
-    if not boxes:
+@dataclass(frozen=True)
+class EnrolmentRules:
+    """What a face must be like to be enrolled. Sizes in pixels of the box's shorter side.
+
+    `min_fraction`: the face must also fill this share of the image's shorter side (a camera capture:
+    the person meant sits close; a small face far off is someone else). `refuse_at_edge`: a face whose
+    box reaches the border of the picture is cut off, and may not be the person the operator sees.
+    """
+
+    min_face_px: int = MIN_FACE_PX
+    min_fraction: float = 0.0
+    refuse_at_edge: bool = False
+
+
+FOLDER_RULES = EnrolmentRules()  # photos chosen by hand for known_faces/
+CAPTURE_RULES = EnrolmentRules(min_fraction=CAPTURE_MIN_FRACTION, refuse_at_edge=True)  # the Capture button
+
+
+def is_stray(candidate: Detection, dominant: Detection) -> bool:
+    """True when `candidate` is not a person next to `dominant`: much smaller and weakly scored.
+
+    A face at most STRAY_MAX_SIZE_RATIO of the dominant one's size, scoring below STRAY_MAX_SCORE
+    while the dominant one scores at least that, is a pattern in the background (measured: a 44 px,
+    0.10 detection in a dark background beside a 224 px, 2.0 face); two real faces are both kept.
+    """
+    return (candidate.size <= STRAY_MAX_SIZE_RATIO * dominant.size
+            and candidate.score < STRAY_MAX_SCORE <= dominant.score)
+
+
+def choose_enrolment_face(detections: Sequence[Detection], shape: tuple[int, ...],
+                          rules: EnrolmentRules = FOLDER_RULES) -> Detection:
+    """The one face to enrol among `detections` (largest first) in an image of `shape`; EnrolRefused otherwise."""
+    if not detections:
         raise EnrolRefused("no face found in the image")
-    if len(boxes) > 1:
-        raise EnrolRefused(f"{len(boxes)} faces in the image; exactly one person must be in view")
-    top, right, bottom, left = boxes[0]
-    if min(bottom - top, right - left) < MIN_FACE_PX:
-        raise EnrolRefused(f"the face is smaller than {MIN_FACE_PX} px; come closer to the camera")
-    return engine.encode(rgb, boxes)[0]
+    dominant = max(detections, key=lambda d: d.size)
+    people = [d for d in detections if d is dominant or not is_stray(d, dominant)]
+    if len(people) > 1:
+        raise EnrolRefused(f"{len(people)} faces in the image; exactly one person must be in view")
+    if len(detections) > 1:
+        log.info("enrolment: ignored %d small low-score detection(s) beside a %d px face",
+                 len(detections) - 1, dominant.size)
+    if rules.refuse_at_edge and dominant.at_edge:
+        raise EnrolRefused("the face is cut by the edge of the picture; the whole face must be in view")
+    need = max(rules.min_face_px, int(rules.min_fraction * min(shape[:2])))
+    if dominant.size < need:
+        raise EnrolRefused(f"the face is {dominant.size} px, smaller than {need} px; come closer to the camera")
+    return dominant
+
+
+def face_encoding_for_enrolment(engine: FaceEngine, bgr: np.ndarray,
+                                rules: EnrolmentRules = FOLDER_RULES) -> tuple[np.ndarray, Detection]:
+    """The (128,) encoding of the one face in `bgr` and its detection; EnrolRefused if there is none,
+    several, or it breaks `rules` (too small, cut by the edge)."""
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    face = choose_enrolment_face(engine.detect_scored(rgb, upsample=ENROL_UPSAMPLE), rgb.shape, rules)
+    return engine.encode(rgb, [face.box])[0], face
+
+
+def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int = 240) -> bytes:
+    """A JPEG of the face at `box` with `margin` (share of the box) around it, at most `max_side` px: what was enrolled."""
+    top, right, bottom, left = box
+    h, w = bgr.shape[:2]
+    dy, dx = int((bottom - top) * margin), int((right - left) * margin)
+    crop = bgr[max(0, top - dy) : min(h, bottom + dy), max(0, left - dx) : min(w, right + dx)]
+    scale = max_side / max(crop.shape[:2])
+    if scale < 1.0:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return encode_jpeg(crop, 90)
 
 
 def collect_known_faces(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
@@ -95,13 +155,20 @@ def build_index(
         if progress:
             progress(i, len(jobs), path)
         try:
-            encoding = face_encoding_for_enrolment(engine, decode_image(path.read_bytes()))
+            encoding, _ = face_encoding_for_enrolment(engine, decode_image(path.read_bytes()))
         except (OSError, BadImage, EnrolRefused) as exc:
             skipped.append((path, str(exc)))
             continue
         index = index.add(name, encoding[None, :], [str(path)])
     if progress:
         progress(len(jobs), len(jobs), Path(""))
+    enrolled = set(index.people)
+    for name, paths in people.items():
+        if paths and name not in enrolled:  # every image of this person was skipped: say so by name
+            folder = paths[0].parent if paths[0].parent != Path(root) else Path(root) / name
+            reason = f"no usable image for {name!r}: all {len(paths)} skipped, so {name!r} is not enrolled"
+            log.warning("%s (%s)", reason, folder)
+            skipped.append((folder, reason))
     return index, skipped
 
 
@@ -111,6 +178,8 @@ class EnrolOutcome:
     reason: str
     name: str = ""
     count: int = 0  # encodings of that person after enrolment
+    box: Optional[Box] = None  # where the enrolled face is in the captured frame
+    crop: bytes = b""  # JPEG of the enrolled face, for the operator to check
 
 
 class Enroller:
@@ -127,7 +196,7 @@ class Enroller:
         try:
             name = validate_name(raw_name)
             bgr = decode_image(image)
-            encoding = face_encoding_for_enrolment(self.engine, bgr)
+            encoding, face = face_encoding_for_enrolment(self.engine, bgr, CAPTURE_RULES)
         except (InvalidName, BadImage, EnrolRefused) as exc:
             log.info("enrolment of %r refused%s: %s", raw_name, f" (from {by})" if by else "", exc)
             return EnrolOutcome(False, str(exc))
@@ -140,16 +209,32 @@ class Enroller:
             index = self.store.add(name, encoding[None, :], [str(path)])
         count = sum(1 for n in index.names if n == name)
         log.info("enrolled %r from a capture%s (%d images of them now)", name, f" by {by}" if by else "", count)
-        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''})", name, count)
+        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''})", name, count,
+                            face.box, face_crop_jpeg(bgr, face.box))
 
 
 def _progress_bar(i: int, n: int, path: Path) -> None:
+    """A bar redrawn in place: only for a terminal (carriage returns would litter a log)."""
     width = 30
     done = int(width * i / max(n, 1))
     sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {path.name[:40]:<40}")
     if i >= n:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def _progress_lines(i: int, n: int, path: Path) -> None:
+    """Progress for a log (not a terminal): one plain line per tenth of the images, and at the end."""
+    step = max(1, n // 10)
+    if i >= n:
+        sys.stderr.write(f"facemon-enroll: {n}/{n} images done\n")
+    elif i % step == 0:
+        sys.stderr.write(f"facemon-enroll: {i}/{n} images, now {path}\n")
+
+
+def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - a text stream
+    """The bar on a terminal, plain lines otherwise."""
+    return _progress_bar if stream.isatty() else _progress_lines
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
@@ -164,12 +249,12 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--known-faces", type=Path, default=Path("known_faces"), help="folder of known people (default: %(default)s)")
     parser.add_argument("--index", type=Path, default=Path("encodings"), help="output folder for the index (default: %(default)s)")
     parser.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, lines otherwise)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         engine = FaceEngine(EngineConfig(detector=args.detector))
-        index, skipped = build_index(engine, args.known_faces, None if args.quiet else _progress_bar)
+        index, skipped = build_index(engine, args.known_faces, None if args.quiet else progress_for(sys.stderr))
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enroll: {exc}", file=sys.stderr)
         return 2

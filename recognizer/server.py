@@ -74,9 +74,14 @@ class StationStatus:
     last_seen: float = 0.0
     fps: float = 0.0
     faces: list = field(default_factory=list)
+    last_frame_at: float = 0.0  # time.time() of the last answered frame
+    camera: str = "unknown"  # the edge's camera: ok | lost | unknown (an edge that does not say)
+    camera_error: str = ""
+    camera_since: float = 0.0  # time.time() the camera state began (for lost: the last frame the edge got)
 
 
 FrameObserver = Callable[[StationStatus, FrameOutcome, bytes], None]
+CameraObserver = Callable[[StationStatus], None]  # called when a station's camera state changes
 
 
 class StationSession:
@@ -180,6 +185,10 @@ class StationSession:
                 self._on_verify(pipeline, msg)
             elif msg.kind == MessageKind.HEARTBEAT:
                 self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
+                camera = msg.get("camera", str, "")
+                if camera in protocol.CAMERA_STATES:
+                    self._camera_report(camera, msg.get("camera_error", str, ""),
+                                        float(msg.get("camera_lost_s", (int, float), 0.0)))
             elif msg.kind == MessageKind.ENROL:
                 self._on_enrol(msg)
             elif msg.kind == MessageKind.SESSION:
@@ -200,7 +209,30 @@ class StationSession:
             return
         outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}")
         self.server.trust.enrol_done(right, outcome.ok, outcome.reason)
-        self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count))
+        self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count,
+                                               outcome.box, outcome.crop))
+
+    def _camera_report(self, state: str, error: str, lost_s: float) -> None:
+        """The edge says its camera is ok or lost; on a change, frames/s restarts and the camera observers hear it."""
+        status = self.status
+        assert status is not None
+        if state == status.camera:
+            status.camera_error = error
+            return
+        now = time.time()
+        previous, status.camera, status.camera_error = status.camera, state, error
+        status.camera_since = now - max(0.0, min(lost_s, 86400.0)) if state == "lost" else now
+        if state == "lost":
+            status.fps, self._last_frame_t = 0.0, None  # no frames: a rate from before the loss would be stale
+            log.warning("station %s: camera lost %.1f s ago%s", status.station, now - status.camera_since,
+                        f" ({error})" if error else "")
+        else:
+            log.info("station %s: camera %s", status.station, "back" if previous == "lost" else "ok")
+        for observer in self.server.camera_observers:
+            try:
+                observer(status)
+            except Exception:  # an observer (alerts) failing must not drop the station; logged with trace
+                log.exception("camera observer failed for station %s", status.station)
 
     def _on_verify(self, pipeline: StationPipeline, msg: Message) -> None:
         """Start (or cancel) a sign-in face check; the station's frames go to it until it is decided."""
@@ -272,6 +304,8 @@ class StationSession:
 
     def _on_frame(self, pipeline: StationPipeline, msg: Message) -> None:
         status = self.status
+        if status.camera == "lost":  # a frame is the surest sign the camera is back
+            self._camera_report("ok", "", 0.0)
         seq = msg.get("seq", int)
         ts = msg.get("ts", (int, float), 0.0)
         try:
@@ -291,6 +325,7 @@ class StationSession:
             rate = 1.0 / max(now - self._last_frame_t, 1e-3)
             status.fps = 0.9 * status.fps + 0.1 * rate if status.fps else rate
         self._last_frame_t = now
+        status.last_frame_at = time.time()
         status.frames += 1
         status.faces = outcome.faces
         for observer in self.server.observers:
@@ -362,6 +397,7 @@ class RecognizerServer:
         self.new_pipeline = pipeline_factory
         self.enroller = enroller
         self.observers: list[FrameObserver] = []
+        self.camera_observers: list[CameraObserver] = []
         self._stations: dict[str, StationSession] = {}
         self._sessions: set[StationSession] = set()
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -155,11 +156,22 @@ class WebhookSink:
         post_json(self.url, body, self.headers)
 
 
+def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN001 - a server.StationStatus
+    """The status body for one connected station. Frames/s is 0 when the camera is lost or no frame was
+    answered for `stale_after_s` (the rate from before would be stale); `camera` is ok/lost/unknown."""
+    stale = st.camera == "lost" or not st.last_frame_at or now - st.last_frame_at > stale_after_s
+    fps = 0.0 if stale else round(min(max(float(st.fps), 0.0), 1000.0), 2)
+    return {"fps": fps, "recognizer_connected": True, "login_name": st.login or None,
+            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera}
+
+
 class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
-    def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0) -> None:
+    def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
+                 stale_after_s: float = 3.0) -> None:
         self.target = target
+        self.stale_after_s = stale_after_s
         self._stations = stations
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -187,8 +199,7 @@ class StatusReporter:
         now: set[str] = set()
         for st in list(self._stations()):
             now.add(st.station)
-            self._post(st.station, {"fps": round(min(max(float(st.fps), 0.0), 1000.0), 2), "recognizer_connected": True,
-                                    "login_name": st.login or None, "faces": min(len(st.faces or []), 1000)})
+            self._post(st.station, station_report(st, time.time(), self.stale_after_s))
         for station in sorted(self._reported - now):
             self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
         self._reported = now

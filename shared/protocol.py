@@ -18,7 +18,7 @@ import enum
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE = 8 * 1024 * 1024  # 8 MiB: a 1080p JPEG at high quality is ~1 MiB
@@ -237,20 +237,39 @@ def enrol(request_id: str, name: str, jpeg: bytes, grant: str = "") -> Message:
     return Message(MessageKind.ENROL, header, jpeg)
 
 
-def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0, code: str = "") -> Message:
-    """`code`: a machine-readable refusal (no_grant, grant_used, ...) when enrolment was not allowed."""
-    header = {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
+def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0, code: str = "",
+                 box: Optional[Sequence[int]] = None, crop: bytes = b"") -> Message:
+    """The answer to ENROL. `code`: a machine-readable refusal (no_grant, grant_used, ...) when enrolment was not
+    allowed; on success `box` (top, right, bottom, left in the sent frame) and a JPEG `crop` of the enrolled face
+    (the payload) show the operator which face was taken."""
+    header: dict = {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
     if code:
         header["code"] = code
-    return Message(MessageKind.ENROL_RESULT, header)
+    if box is not None:
+        header["box"] = [int(v) for v in box]
+    return Message(MessageKind.ENROL_RESULT, header, crop)
 
 
 def session(login: str) -> Message:
     return Message(MessageKind.SESSION, {"login": login})
 
 
-def heartbeat(ts: float) -> Message:
-    return Message(MessageKind.HEARTBEAT, {"ts": ts})
+CAMERA_STATES = ("ok", "lost")
+
+
+def heartbeat(ts: float, camera: Optional[dict] = None) -> Message:
+    """A heartbeat; the edge adds its camera's state: `camera` ("ok"/"lost"), `camera_error`, `camera_lost_s`
+    (seconds since the last camera frame). The server echoes only `ts`."""
+    header: dict = {"ts": ts}
+    if camera is not None:
+        if camera.get("state") not in CAMERA_STATES:
+            raise UsageError(f"camera state must be one of {CAMERA_STATES}, got {camera.get('state')!r}")
+        header["camera"] = camera["state"]
+        if camera.get("error"):
+            header["camera_error"] = str(camera["error"])[:300]
+        if camera.get("lost_s") is not None:
+            header["camera_lost_s"] = round(float(camera["lost_s"]), 2)
+    return Message(MessageKind.HEARTBEAT, header)
 
 
 def verify(request_id: str, identity: str, frames: int, timeout_s: float) -> Message:

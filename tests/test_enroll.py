@@ -127,3 +127,116 @@ def test_live_enrol_adds_person(engine, index_copy, tmp_path):
     assert out.ok and out.count == 1
     assert "Kit Harington" in load_index(index_copy).people  # persisted
     assert len(list((tmp_path / "kf" / "Kit Harington").glob("capture-*.jpg"))) == 1
+
+
+# ---- which face is enrolled: stray detections, faces cut by the edge, small faces (issue 9) ----
+
+from recognizer.detect import Detection  # noqa: E402
+from recognizer.enroll import (  # noqa: E402
+    CAPTURE_RULES, EnrolRefused, choose_enrolment_face, face_encoding_for_enrolment, progress_for,
+)
+
+
+def _det(size: int, score: float, at_edge: bool = False, left: int = 100) -> Detection:
+    return Detection((100, left + size, 100 + size, left), score, at_edge)
+
+
+def test_small_low_score_detection_beside_a_dominant_face_is_ignored_but_two_people_are_refused():
+    main = _det(224, 2.01)
+    # measured on a real enrolment photo: a 44 px, 0.10 detection in a dark background
+    assert choose_enrolment_face([main, _det(44, 0.10, left=900)], (811, 1280)) is main
+    # two real faces (a real group photo's figures: 108 px/2.40 and 76 px/2.51): refused
+    with pytest.raises(EnrolRefused, match="2 faces"):
+        choose_enrolment_face([_det(108, 2.40), _det(76, 2.51, left=300)], (700, 501))
+    # small but confidently a face (a child in the background): a person, refused
+    with pytest.raises(EnrolRefused, match="2 faces"):
+        choose_enrolment_face([main, _det(60, 1.9, left=900)], (811, 1280))
+    # low score but nearly as large as the main face: not "much smaller", refused
+    with pytest.raises(EnrolRefused, match="2 faces"):
+        choose_enrolment_face([main, _det(156, 0.40, left=900)], (1428, 2000))
+    with pytest.raises(EnrolRefused, match="no face"):
+        choose_enrolment_face([], (480, 640))
+
+
+def test_capture_rules_refuse_a_face_at_the_edge_or_small_in_the_frame():
+    with pytest.raises(EnrolRefused, match="edge of the picture"):
+        choose_enrolment_face([_det(200, 1.5, at_edge=True)], (480, 640), CAPTURE_RULES)
+    with pytest.raises(EnrolRefused, match="smaller than 144 px"):  # 15 % of a 960-pixel frame
+        choose_enrolment_face([_det(129, 1.2)], (960, 1280), CAPTURE_RULES)
+    assert choose_enrolment_face([_det(129, 1.2)], (960, 1280)).size == 129  # a chosen photo in a folder: fine
+
+
+def test_real_photo_with_a_faint_background_detection_is_enrolled(engine, data_dir):
+    photo = data_dir / "faces" / "elon_musk" / "deepface_img67.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} is missing")
+    bgr = cv2.imread(str(photo))
+    assert len(engine.detect_scored(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 1)) == 2  # the stray one is there
+    encoding, face = face_encoding_for_enrolment(engine, bgr)
+    assert encoding.shape == (128,) and face.size > 200
+
+
+def test_real_group_photos_are_still_refused(engine, data_dir):
+    photos = sorted((data_dir / "group").glob("*.jpg"))
+    assert photos
+    for photo in photos:
+        with pytest.raises(EnrolRefused, match=r"\d faces"):
+            face_encoding_for_enrolment(engine, cv2.imread(str(photo)))
+
+
+def test_real_partial_faces_refused_for_capture_only(engine, data_dir):
+    partial = data_dir / "edge" / "partial_face" / "ageitgey_obama_partial_face.jpg"
+    if not partial.is_file():
+        pytest.skip(f"{partial} is missing")
+    bgr = cv2.imread(str(partial))
+    with pytest.raises(EnrolRefused, match="edge of the picture"):
+        face_encoding_for_enrolment(engine, bgr, CAPTURE_RULES)
+
+
+def test_capture_refuses_cut_and_small_faces_and_returns_the_enrolled_crop(engine, tmp_path):
+    store = IndexStore(tmp_path / "encodings")
+    enroller = Enroller(engine, store, tmp_path / "known")
+    kit = cv2.imread(str(FIXTURES / "stranger_kit.jpg"))
+    cut = enroller.enrol("Kit", encode_jpeg(kit[:, 703:]))  # the face runs off the left edge
+    assert not cut.ok and "edge of the picture" in cut.reason
+    biden = cv2.imread(str(FIXTURES / "biden_probe.jpg"))
+    far = np.full((960, 1280, 3), 90, np.uint8)
+    far[300:600, 500:800] = cv2.resize(biden, (300, 300))  # a 129 px face in a 960-line frame: someone far off
+    small = enroller.enrol("Joe", encode_jpeg(far))
+    assert not small.ok and "come closer" in small.reason
+    assert not (tmp_path / "known").exists() and len(store.index) == 0  # nothing enrolled by a refusal
+    ok = enroller.enrol("Joe", encode_jpeg(biden))
+    assert ok.ok and ok.box is not None
+    top, right, bottom, left = ok.box
+    assert 0 < left < right < biden.shape[1] and 0 < top < bottom < biden.shape[0]
+    crop = cv2.imdecode(np.frombuffer(ok.crop, np.uint8), cv2.IMREAD_COLOR)
+    assert crop is not None and max(crop.shape[:2]) <= 240
+    assert len(engine.detect(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), 1)) == 1  # the crop shows that face
+
+
+def test_folder_without_a_usable_image_is_named(engine, tmp_path):
+    root = tmp_path / "known"
+    shutil.copytree(KNOWN_FACES / "joe_biden", root / "joe_biden")
+    (root / "ghost").mkdir()
+    (root / "ghost" / "desk.jpg").write_bytes(faceless_jpeg())
+    (root / "ghost" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    index, skipped = build_index(engine, root)
+    assert index.people == ["joe_biden"]
+    named = [(p, r) for p, r in skipped if "no usable image" in r]
+    assert named == [(root / "ghost", "no usable image for 'ghost': all 2 skipped, so 'ghost' is not enrolled")]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path, capsys):
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert progress_for(Tty()).__name__ == "_progress_bar"
+    log_file = io.StringIO()
+    draw = progress_for(log_file)
+    for i in range(21):
+        draw(i, 20, tmp_path / f"img{i}.jpg")
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 11 and err.endswith("20/20 images done\n")

@@ -162,6 +162,9 @@ def test_enrol_over_protocol_then_recognised(recognizer):
     stream.send(protocol.enrol("r3", "Kit", photo("stranger_kit.jpg")))
     ok = stream.recv()
     assert ok.header["ok"] and ok.header["request_id"] == "r3" and ok.header["name"] == "Kit"
+    top, right, bottom, left = ok.header["box"]  # where the enrolled face is, and its picture
+    assert 600 < left < right < 900 and 50 < top < bottom < 350
+    assert ok.payload[:2] == b"\xff\xd8"
     faces = [ask(stream, photo("stranger_kit.jpg"), i).header["faces"][0] for i in range(8)]
     assert faces[-1]["name"] == "Kit"
     stream.close()

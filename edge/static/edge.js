@@ -3,12 +3,30 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const STATUS_EVERY_MS = 1000;
+  const STATUS_EVERY_MS = 500;  // the face list follows the picture within half a second
   const csrfMeta = document.querySelector('meta[name="csrf-token"]');
   const CSRF = csrfMeta ? csrfMeta.content : "";
   const FEED_RETRY_MS = 2000;
 
   function text(el, value) { el.textContent = value; }
+
+  // What the recognizer's liveness word means to a person reading the list.
+  const LIVENESS = {
+    unknown: "liveness: checking",
+    live: "live (blinked)",
+    no_blink: "no blink: possible photo",
+    eyes_closed: "eyes closed",
+  };
+
+  function faceLabel(face) {
+    if (face.state === "known" && face.name) return face.name;
+    if (face.state === "unknown") return "unknown person";
+    return "identifying…";
+  }
+
+  function timeOfDay(epochSeconds) {
+    return new Date(epochSeconds * 1000).toLocaleTimeString();
+  }
 
   function renderFaces(faces) {
     const list = $("faces");
@@ -22,11 +40,10 @@
     }
     for (const face of faces) {
       const li = document.createElement("li");
-      const who = face.name ? face.name : "unknown";
       const extra = [];
       if (typeof face.distance === "number") extra.push("distance " + face.distance.toFixed(2));
-      if (face.liveness) extra.push(String(face.liveness));
-      li.textContent = who + (extra.length ? " (" + extra.join(", ") + ")" : "");
+      if (face.liveness) extra.push(LIVENESS[face.liveness] || "liveness: " + face.liveness);
+      li.textContent = faceLabel(face) + (extra.length ? " (" + extra.join(", ") + ")" : "");
       list.appendChild(li);
     }
   }
@@ -41,12 +58,23 @@
       text(badge, s.state === "connecting" ? "recognizer connecting" : "recognizer offline");
       text($("link-text"), "Recognizer offline: " + (s.reason || "unknown reason") + ". Reconnecting by itself.");
     }
-    text($("feed-note"), s.feed === "raw" ? "Recognizer offline: showing the raw camera feed." : "");
-    text($("fps"), s.online ? String(s.fps) : "–");
-    text($("latency"), s.online && s.latency_ms !== null ? String(Math.round(s.latency_ms)) : "–");
+    const camera = s.camera || {};
+    const lost = camera.state === "lost";
+    const cameraBadge = $("camera-badge");
+    cameraBadge.className = "badge " + (camera.state || "unknown");
+    text(cameraBadge, lost ? "camera lost" : camera.state === "ok" ? "camera ok" : "camera starting");
+    if (lost) {
+      text($("feed-note"), "Camera lost since " + timeOfDay(camera.since) + ": " + (camera.error || "no frames") +
+        ". The picture and face list are not live.");
+    } else {
+      text($("feed-note"), s.feed === "raw" ? "Recognizer offline: showing the raw camera feed." : "");
+    }
+    const live = s.online && !lost;
+    text($("fps"), live ? String(s.fps) : "–");
+    text($("latency"), live && s.latency_ms !== null ? String(Math.round(s.latency_ms)) : "–");
     text($("in-flight"), s.online ? s.in_flight + " / " + s.window : "–");
     text($("login"), s.login || "–");
-    renderFaces(s.online ? s.faces : []);
+    renderFaces(live ? s.shown_faces : []);
   }
 
   async function pollStatus() {
@@ -81,6 +109,24 @@
     });
   }
 
+  function clearCaptureAnswer() {
+    const answer = $("capture-answer");
+    answer.className = "";
+    text(answer, "");
+    $("capture-crop").hidden = true;
+  }
+
+  function showCrop(body, name) {
+    const figure = $("capture-crop");
+    if (!body.crop_jpeg) { figure.hidden = true; return; }
+    $("capture-crop-img").src = "data:image/jpeg;base64," + body.crop_jpeg;
+    text($("capture-crop-text"), "Enrolled as " + (body.name || name) + ": check this is the right face.");
+    figure.hidden = false;
+  }
+
+  const nameBox = $("name");
+  if (nameBox) nameBox.addEventListener("input", clearCaptureAnswer);  // an old answer must not linger
+
   const captureForm = $("capture-form");
   if (captureForm) captureForm.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -88,7 +134,7 @@
     const button = $("capture");
     const name = $("name").value;
     button.disabled = true;
-    answer.className = "";
+    clearCaptureAnswer();
     text(answer, "Capturing…");
     try {
       const response = await fetch("/api/capture", {
@@ -101,6 +147,7 @@
         answer.className = "ok";
         const n = typeof body.count === "number" && body.count > 0 ? " (" + body.count + " image(s) on file)" : "";
         text(answer, "Enrolled " + (body.name || name) + n + ".");
+        showCrop(body, name);
       } else {
         answer.className = "error";
         text(answer, "Not enrolled: " + (body.reason || "unknown reason") + ".");

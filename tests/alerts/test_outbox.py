@@ -185,12 +185,18 @@ def test_bounded_by_count_and_bytes_with_log_lines(tmp_path, stranger_jpeg):
 def test_status_reporter_against_the_dashboard(dashboard: Dashboard):
     dashboard.start()
     st = StationStatus("desk-07", "alice", "127.0.0.1:5", time.time(), frames=10, fps=12.5,
-                       faces=[{"state": "known"}, {"state": "unknown"}])
+                       faces=[{"state": "known"}, {"state": "unknown"}], last_frame_at=time.time(), camera="ok")
     stations = [st]
     rep = StatusReporter(DashboardTarget(dashboard.url, dashboard.token), lambda: list(stations), interval_s=0.2)
     rep.report_once()
     row = dashboard.query("SELECT station_id, fps, recognizer_connected, login_name, faces FROM station_status")
     assert row == [("desk-07", 12.5, 1, "alice", 2)]
+    st.camera = "lost"  # the edge lost its camera: still connected, but no stale frames/s or faces
+    rep.report_once()
+    assert dashboard.query("SELECT fps, recognizer_connected, faces FROM station_status") == [(0.0, 1, 0)]
+    st.camera, st.last_frame_at = "ok", time.time() - 10  # no frame answered for 10 s: stale too
+    rep.report_once()
+    assert dashboard.query("SELECT fps FROM station_status") == [(0.0,)]
     stations.clear()
     rep.report_once()  # the station left: reported once as not connected
     assert dashboard.query("SELECT recognizer_connected, fps FROM station_status") == [(0, 0.0)]

@@ -216,3 +216,30 @@ def test_frame_stats_on_real_jpegs():
     assert b is not None and b.mean < 2 and b.std < 2
     assert frame_stats(photo) == s  # identical frames give identical thumbnails (frozen detection)
     assert frame_stats(b"not a jpeg") is None
+
+
+def test_camera_lost_opens_one_tamper_incident_at_once_and_closes_when_the_camera_is_back():
+    eng = AlertEngine("desk-01", TH)
+    events, t = run(eng, 0, 5, [face()])
+    assert events == []
+    lost = eng.camera_state(t, True, "alice", {"error": "stream: cannot open"}, evidence="last-frame", since=t - 2.5)
+    assert [(e.type, e.state) for e in lost] == [("camera_tamper", "open")]
+    assert lost[0].details["reason"] == "camera_lost" and lost[0].details["error"] == "stream: cannot open"
+    assert lost[0].started_at == t - 2.5 and lost[0].image == "last-frame"
+    assert eng.camera_state(t + 5, True, "alice") == []  # told again (a heartbeat): still one incident
+    back = eng.camera_state(t + 60, False, "alice")
+    assert [(e.state, e.alert_id) for e in back] == [("closed", lost[0].alert_id)]
+    assert back[0].details["closed_by"] == "camera_back" and back[0].details["duration_s"] == 62.5
+    assert eng.camera_state(t + 61, False, "alice") == []  # "ok" without a loss: nothing
+    events, _ = run(eng, t + 61, 10, [face()])
+    assert of(events, "camera_tamper") == []  # good frames after it: nothing reopens
+
+
+def test_camera_lost_joins_an_open_black_frame_incident():
+    eng = AlertEngine("desk-01", TH)
+    events, t = run(eng, 0, 5, [], stats=FrameStats(mean=2.0, std=1.0, thumb=b""))
+    opened = of(events, "camera_tamper")
+    assert [e.state for e in opened] == ["open"]
+    assert eng.camera_state(t, True, "alice") == []  # the same incident, one more reason
+    back = eng.camera_state(t + 3, False, "alice")
+    assert back[0].alert_id == opened[0].alert_id and back[0].details["reasons"] == ["black", "camera_lost"]

@@ -7,6 +7,7 @@ window, skipping, latency and reconnection can be measured without dlib.
 from __future__ import annotations
 
 import queue
+import socketserver
 import socket
 import threading
 import time
@@ -168,9 +169,15 @@ class FakeRecognizer:
                         self.enrols.append(dict(msg.header))
                     if self.enrol_answer:
                         name = msg.header["name"]
-                        ok = cv2.imdecode(np.frombuffer(msg.payload, np.uint8), cv2.IMREAD_COLOR) is not None
+                        image = cv2.imdecode(np.frombuffer(msg.payload, np.uint8), cv2.IMREAD_COLOR)
+                        ok = image is not None
                         reason = "enrolled" if ok else "bad image"
-                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1))
+                        box, crop = None, b""
+                        if ok:  # like the recognizer: the middle of the picture as "the enrolled face"
+                            h, w = image.shape[:2]
+                            box = (h // 4, 3 * w // 4, 3 * h // 4, w // 4)
+                            crop = cv2.imencode(".jpg", image[box[0]:box[2], box[3]:box[1]])[1].tobytes()
+                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1, box, crop))
                 elif msg.kind == MessageKind.SESSION:
                     self.sessions.append(msg.header["login"])
                 elif msg.kind == MessageKind.HEARTBEAT and self.answer:
@@ -222,3 +229,87 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class MjpegServer:
+    """A network camera on 127.0.0.1: `GET /stream.mjpg` is multipart/x-mixed-replace JPEGs at `fps`.
+
+    `kill()` drops the listener and every open stream (the camera dies); `start()` serves again on
+    the same port (it comes back).
+    """
+
+    def __init__(self, frames: list[bytes], fps: float = 15.0) -> None:
+        if not frames:
+            raise ValueError("an MJPEG server needs at least one JPEG frame")
+        self.frames = frames
+        self.fps = fps
+        self.port = 0
+        self.served = 0
+        self._server: Optional["socketserver.ThreadingTCPServer"] = None
+        self._thread: Optional[threading.Thread] = None
+        self._alive = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> "MjpegServer":
+        import http.server
+
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet: the test logs what matters
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path != "/stream.mjpg":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while owner._alive.is_set():
+                        jpeg = owner.frames[i % len(owner.frames)]
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                        self.wfile.flush()
+                        owner.served += 1
+                        i += 1
+                        time.sleep(1.0 / owner.fps)
+                except OSError:
+                    return
+
+        class Server(http.server.ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+            block_on_close = False
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        self._alive.set()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def kill(self) -> None:
+        self._alive.clear()  # every streaming handler ends its response
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+
+def photo_frames(path: Path = PHOTO, width: int = 640, count: int = 10) -> list[bytes]:
+    """`count` JPEGs of a real photo, shrunk to `width`, each shifted by a pixel so the picture is not frozen."""
+    image = cv2.imread(str(path))
+    if image is None:
+        pytest.skip(f"{path} is missing")
+    image = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA)
+    return [cv2.imencode(".jpg", np.roll(image, i, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+            for i in range(count)]

@@ -1,19 +1,24 @@
 """The edge page in a real headless Chromium: live feed, offline state, Capture answers."""
 from __future__ import annotations
 
+import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
+import cv2
+import numpy as np
 import pytest
 
 from edge.config import EdgeConfig
 from edge.runtime import Edge
-from tests.edge.conftest import TOKEN, FakeRecognizer, free_port
+from tests.edge.conftest import TOKEN, FakeRecognizer, MjpegServer, free_port, photo_frames
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOTS = Path(tempfile.gettempdir())
+log = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,55 @@ def test_page_shows_feed_offline_state_and_capture_answers(browser, clip: Path) 
         wait.until(lambda d: d.find_element(By.ID, "capture-answer").text.startswith("Enrolled"))
         assert browser.find_element(By.ID, "capture-answer").text == "Enrolled Ada Lovelace (1 image(s) on file)."
         assert browser.execute_script("return document.getElementById('feed').naturalWidth") == 640
+        # the enrolled face is shown for the operator to check (the fake recognizer's crop: half the frame)
+        assert browser.find_element(By.ID, "capture-crop").is_displayed()
+        assert browser.execute_script("return document.getElementById('capture-crop-img').naturalWidth") == 320
+        assert "check this is the right face" in browser.find_element(By.ID, "capture-crop-text").text
+        faces = browser.find_element(By.ID, "faces").text
+        assert "alice" in faces and "live (blinked)" in faces
         browser.save_screenshot(str(SCREENSHOTS / "facemon_edge_online.png"))
+        browser.find_element(By.ID, "name").send_keys(" Byron")  # the next action clears the old answer
+        assert browser.find_element(By.ID, "capture-answer").text == ""
+        assert not browser.find_element(By.ID, "capture-crop").is_displayed()
     finally:
         edge.stop()
         server.kill()
+
+
+def test_page_says_camera_lost_and_recovers(browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    camera = MjpegServer(photo_frames(), fps=10.0).start()
+    server = FakeRecognizer().start()
+    edge = Edge(EdgeConfig(source=camera.url, recognizer_port=server.port, station="desk-8", login="alice",
+                           token=TOKEN, web_port=0))
+    edge.start()
+    wait = WebDriverWait(browser, 15)
+    try:
+        browser.get(f"http://127.0.0.1:{edge.server.server_port}/video_feed_page")
+        wait.until(lambda d: d.find_element(By.ID, "camera-badge").text == "camera ok")
+        wait.until(lambda d: "alice" in d.find_element(By.ID, "faces").text)
+        camera.kill()
+        killed = time.monotonic()
+        wait.until(lambda d: d.find_element(By.ID, "camera-badge").text == "camera lost")
+        shown_after = time.monotonic() - killed
+        wait.until(lambda d: d.find_element(By.ID, "feed-note").text.startswith("Camera lost since"))
+        assert browser.find_element(By.ID, "faces").text == "none"  # no stale faces
+        assert "lost" in browser.find_element(By.ID, "camera-badge").get_attribute("class")
+        time.sleep(1.5)  # let the feed show the camera-lost card
+        browser.save_screenshot(str(SCREENSHOTS / "facemon_edge_camera_lost.png"))
+        # the picture is the camera-lost card (grey, with red text), not a black or frozen frame
+        frame = edge.display.latest()
+        card = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
+        assert 30 < float(card.mean()) < 60 and edge.display_thread.mode == "camera_lost"
+        camera.start()
+        back = time.monotonic()
+        wait.until(lambda d: d.find_element(By.ID, "camera-badge").text == "camera ok")
+        wait.until(lambda d: "alice" in d.find_element(By.ID, "faces").text)
+        log.warning("page: 'camera lost' %.1f s after the camera died; 'camera ok' and faces %.1f s after it came "
+                    "back", shown_after, time.monotonic() - back)
+    finally:
+        edge.stop()
+        server.kill()
+        camera.kill()

@@ -88,3 +88,52 @@ def test_capture_thread_publishes_fresh_frames_and_closes_the_source(clip: Path)
     assert not thread.is_alive()
     assert seqs == sorted(set(seqs))
     assert not source._cap.isOpened()  # released in `finally`
+
+
+class _DyingSource:
+    """A real clip that stops giving frames when `dead` is set (a camera unplugged), and resumes after."""
+
+    description = "test camera"
+
+    def __init__(self, clip: Path) -> None:
+        self.clip = VideoFileSource(str(clip))
+        self.dead = threading.Event()
+        self.last_error = None
+
+    def read(self):
+        if self.dead.is_set():
+            self.last_error = "test camera: unplugged"
+            time.sleep(0.05)
+            return None
+        self.last_error = None
+        return self.clip.read()
+
+    def close(self) -> None:
+        self.clip.close()
+
+
+def test_capture_health_says_lost_with_the_reason_and_ok_again(clip: Path) -> None:
+    source = _DyingSource(clip)
+    stop = threading.Event()
+    thread = CaptureThread(source, LatestFrame(), stop, lost_after_s=0.5)
+    assert thread.health().state == "starting"
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while thread.health().state != "ok" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert thread.health().state == "ok"
+        source.dead.set()
+        died = time.time()
+        while thread.health().state != "lost" and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        health = thread.health()
+        assert health.state == "lost" and health.error == "test camera: unplugged"
+        assert health.since <= died + 0.1 and health.last_frame_age_s >= 0.5
+        source.dead.clear()
+        while thread.health().state != "ok" and time.monotonic() < deadline + 10:
+            time.sleep(0.02)
+        assert thread.health().state == "ok" and thread.health().since > died
+    finally:
+        stop.set()
+        thread.join(5)

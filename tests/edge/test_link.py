@@ -170,6 +170,10 @@ def test_enrol_round_trip(fake_recognizer: FakeRecognizer, camera, holders) -> N
     try:
         assert wait_until(lambda: link.online, 3)
         answer = link.enrol("  Ada Lovelace ", timeout=5)
+        crop = answer.pop("crop")
+        assert crop[:2] == b"\xff\xd8"  # the enrolled face's JPEG, passed on for the page
+        top, right, bottom, left = answer.pop("box")
+        assert 0 <= left < right and 0 <= top < bottom
         assert answer == {"ok": True, "reason": "enrolled", "name": "Ada Lovelace", "count": 1}
         assert fake_recognizer.enrols[0]["name"] == "Ada Lovelace"
     finally:
