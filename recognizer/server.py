@@ -210,7 +210,7 @@ class StationSession:
         outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}")
         self.server.trust.enrol_done(right, outcome.ok, outcome.reason)
         self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count,
-                                               outcome.box, outcome.crop))
+                                               box=outcome.box, crop=outcome.crop))
 
     def _camera_report(self, state: str, error: str, lost_s: float) -> None:
         """The edge says its camera is ok or lost; on a change, frames/s restarts and the camera observers hear it."""

@@ -177,7 +177,7 @@ class FakeRecognizer:
                             h, w = image.shape[:2]
                             box = (h // 4, 3 * w // 4, 3 * h // 4, w // 4)
                             crop = cv2.imencode(".jpg", image[box[0]:box[2], box[3]:box[1]])[1].tobytes()
-                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1, box, crop))
+                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1, box=box, crop=crop))
                 elif msg.kind == MessageKind.SESSION:
                     self.sessions.append(msg.header["login"])
                 elif msg.kind == MessageKind.HEARTBEAT and self.answer:
