@@ -116,6 +116,7 @@ class _Pending:
     reply_at: float = 0.0
     closed: bool = False
     order: int = field(default=0)
+    round: int = 0  # the select round it was accepted in
 
 
 class HandshakeGate:
@@ -145,6 +146,7 @@ class HandshakeGate:
         self._counter = itertools.count()
         self._stop = threading.Event()
         self._accept_paused_until = 0.0
+        self._round = 0
         self.evicted = 0  # pending connections closed to make room (for tests and the bench)
         self.thread = threading.Thread(target=self._run, name="handshake-gate", daemon=True)
 
@@ -171,7 +173,11 @@ class HandshakeGate:
                     timeout = min(timeout, max(0.0, self._timers[0][0] - now))
                 if now < self._accept_paused_until:
                     timeout = min(timeout, self._accept_paused_until - now)
-                for key, _ in self._selector.select(timeout):
+                self._round += 1
+                # reads first, accepts last: every accepted connection gets one round to be read before it
+                # can be evicted, so a real station's HELLO (sent right after connecting) is never lost to a flood
+                events = sorted(self._selector.select(timeout), key=lambda e: e[0].data is None)
+                for key, _ in events:
                     try:
                         if key.data is None:
                             self._accept()
@@ -207,11 +213,16 @@ class HandshakeGate:
                 self.limiter.log(log, logging.WARNING, "accept", "accept failed: %s", exc)
                 return
             if len(self._pending) >= self.max_pending:
+                if next(iter(self._pending.values())).round == self._round:
+                    # all of them were accepted this round and not read yet: this one waits for the next round
+                    self._reply_and_close_raw(sock, protocol.encode(
+                        protocol.refuse("busy", "too many connections are handshaking; retry")))
+                    return
                 self._evict_oldest()
             sock.setblocking(False)
             now = time.monotonic()
             conn = _Pending(sock, f"{addr[0]}:{addr[1]}", str(addr[0]), now + self.handshake_timeout_s,
-                            protocol.Decoder(self.max_hello), order=next(self._counter))
+                            protocol.Decoder(self.max_hello), order=next(self._counter), round=self._round)
             self._pending[sock] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
             heapq.heappush(self._timers, (conn.deadline, conn.order, conn))
@@ -279,6 +290,9 @@ class HandshakeGate:
         heapq.heappush(self._timers, (conn.reply_at, conn.order, conn))
 
     def _fire_timers(self, now: float) -> None:
+        if len(self._timers) > 4 * len(self._pending) + 256:  # entries of closed connections: drop them
+            self._timers = [t for t in self._timers if not t[2].closed]
+            heapq.heapify(self._timers)
         while self._timers and self._timers[0][0] <= now:
             _, _, conn = heapq.heappop(self._timers)
             if conn.closed:
@@ -291,17 +305,24 @@ class HandshakeGate:
                                            f"{self.handshake_timeout_s:g} s", penalise=False))
 
     def _reply_and_close(self, conn: _Pending, reply: bytes) -> None:
+        sock = conn.sock
+        self._close(conn, close_socket=False)  # out of the selector while its fd is still valid
+        self._reply_and_close_raw(sock, reply)
+
+    @staticmethod
+    def _reply_and_close_raw(sock: socket.socket, reply: bytes) -> None:
         try:
-            conn.sock.send(reply)  # non-blocking and small: it fits the socket buffer, else it is dropped
-            conn.sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            sock.send(reply)  # small: it fits the socket buffer, else it is dropped
+            sock.shutdown(socket.SHUT_WR)
             drained = 0
-            while drained < _DRAIN_LIMIT and (chunk := conn.sock.recv(65536)):
+            while drained < _DRAIN_LIMIT and (chunk := sock.recv(65536)):
                 drained += len(chunk)
         except OSError:
             pass
-        self._close(conn)
+        sock.close()
 
-    def _close(self, conn: _Pending) -> None:
+    def _close(self, conn: _Pending, close_socket: bool = True) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -311,4 +332,5 @@ class HandshakeGate:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
-        conn.sock.close()
+        if close_socket:
+            conn.sock.close()
