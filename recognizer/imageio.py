@@ -1,4 +1,8 @@
-"""Turning untrusted JPEG bytes into images, with the size checked before decoding."""
+"""Turning untrusted JPEG/PNG bytes into images, with the size read from the header before decoding.
+
+Only JPEG and PNG are decoded; every other format OpenCV knows (BMP, TIFF, WebP, PPM, EXR, …) is refused
+unread, so a small file announcing a huge image (a decompression bomb) never reaches a decoder.
+"""
 from __future__ import annotations
 
 import struct
@@ -43,15 +47,32 @@ def jpeg_dimensions(data: bytes) -> tuple[int, int]:
     raise BadImage("corrupt JPEG (no frame header)")
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) read from a PNG's IHDR chunk (which must come first), without decoding it."""
+    if data[:8] != _PNG_SIGNATURE:
+        raise BadImage("not a PNG (missing the PNG signature)")
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise BadImage("corrupt PNG (no IHDR header first)")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _check_size(kind: str, width: int, height: int, max_pixels: int) -> None:
+    if width == 0 or height == 0:
+        raise BadImage(f"{kind} has zero width or height")
+    if width * height > max_pixels:
+        raise BadImage(f"{kind} is {width}x{height}; the limit is {max_pixels} pixels")
+
+
 def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode JPEG bytes to a BGR uint8 image; BadImage with a reason otherwise."""
     width, height = jpeg_dimensions(data)
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
         raise BadImage("truncated JPEG (no end-of-image marker)")
-    if width == 0 or height == 0:
-        raise BadImage("JPEG has zero width or height")
-    if width * height > max_pixels:
-        raise BadImage(f"JPEG is {width}x{height}; the limit is {max_pixels} pixels")
+    _check_size("JPEG", width, height, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadImage("corrupt JPEG (could not be decoded)")
@@ -59,14 +80,15 @@ def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG or PNG file's bytes (enrolment images) to BGR; BadImage otherwise."""
+    """Decode a JPEG or PNG file's bytes (enrolment images) to BGR; BadImage otherwise (other formats too)."""
     if data[:2] == b"\xff\xd8":
         return decode_jpeg(data, max_pixels)
+    if data[:8] != _PNG_SIGNATURE:
+        raise BadImage("not a JPEG or PNG image")
+    _check_size("PNG", *png_dimensions(data), max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise BadImage("unreadable image (not a JPEG or PNG, or corrupt)")
-    if image.shape[0] * image.shape[1] > max_pixels:
-        raise BadImage(f"image is {image.shape[1]}x{image.shape[0]}; the limit is {max_pixels} pixels")
+        raise BadImage("corrupt PNG (could not be decoded)")
     return image
 
 

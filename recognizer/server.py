@@ -1,5 +1,8 @@
 """TCP server on :8002: one thread per station, each with its own pipeline; a bad station only hurts itself.
 
+Connections are accepted and handshaken by `recognizer.gate` on one thread (bounded, with a deadline);
+only a station whose HELLO passed gets a thread here.
+
 Back-pressure instead of queues: a station thread reads its next frame only after answering the
 previous one, and the edge keeps at most `max_in_flight` frames outstanding, so nothing piles up
 when the server is slower than the camera.
@@ -18,6 +21,7 @@ import cv2
 
 from recognizer.annotate import draw_faces
 from recognizer.enroll import Enroller
+from recognizer.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
 from recognizer.imageio import BadImage, decode_jpeg, encode_jpeg
 from recognizer.index import IndexStore
 from recognizer.liveness import FaceLiveness, LivenessParams
@@ -26,7 +30,7 @@ from recognizer.pipeline import FrameOutcome, StationPipeline
 from recognizer.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.verify import Observation, Verifier, VerifyParams
 from shared import protocol
-from shared.names import InvalidName, validate_name
+from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.stream import MessageStream
 
@@ -46,7 +50,11 @@ class ServerConfig:
     max_message: int = protocol.DEFAULT_MAX_MESSAGE
     max_in_flight: int = 2
     heartbeat_s: float = 5.0
-    handshake_timeout_s: float = 5.0
+    handshake_timeout_s: float = 5.0  # for the whole handshake, from accept to a complete HELLO
+    max_handshakes: int = 256  # connections held before their HELLO; beyond, the oldest is closed
+    max_hello: int = protocol.MAX_HELLO  # message cap until the handshake succeeds
+    failed_handshake_delay_s: float = 0.25  # first failed HELLO of an address answered after this; doubles per failure
+    failed_handshake_max_delay_s: float = 4.0
     idle_timeout_s: float = 30.0
     index_poll_s: float = 2.0
 
@@ -59,6 +67,14 @@ class ServerConfig:
             raise ValueError("max_message must be at least 64 KiB")
         if self.idle_timeout_s <= self.heartbeat_s:
             raise ValueError("idle_timeout_s must be longer than heartbeat_s")
+        if not 0 < self.handshake_timeout_s <= 60:
+            raise ValueError(f"handshake_timeout_s must be in (0, 60] s, got {self.handshake_timeout_s}")
+        if self.max_handshakes < 1:
+            raise ValueError("max_handshakes must be at least 1")
+        if not 256 <= self.max_hello <= 64 * 1024:
+            raise ValueError(f"max_hello must be 256 bytes..64 KiB, got {self.max_hello}")
+        if not 0 <= self.failed_handshake_delay_s <= self.failed_handshake_max_delay_s <= 60:
+            raise ValueError("need 0 <= failed_handshake_delay_s <= failed_handshake_max_delay_s <= 60")
 
 
 @dataclass
@@ -84,14 +100,47 @@ FrameObserver = Callable[[StationStatus, FrameOutcome, bytes], None]
 CameraObserver = Callable[[StationStatus], None]  # called when a station's camera state changes
 
 
+def check_hello(msg: Message, config: ServerConfig, peer: str) -> StationStatus:
+    """The station a HELLO names, or `Refusal` with the REFUSE code and reason. Pure: no I/O, no waiting."""
+    if msg.kind != MessageKind.HELLO:
+        raise HelloRefused(Refusal("expected_hello", f"the first message must be HELLO, got {msg.kind.name}"))
+    version = msg.header.get("protocol")
+    if type(version) is not int or version != protocol.PROTOCOL_VERSION:  # exact: not true, not 1.0
+        raise HelloRefused(Refusal(
+            "bad_version", f"this server speaks protocol {protocol.PROTOCOL_VERSION}, the client sent {version!r:.40}"))
+    token = msg.header.get("token")
+    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), config.token.encode()):
+        raise HelloRefused(Refusal("bad_token", "wrong or missing token"))
+    try:
+        station = validate_name(msg.header.get("station"), "station id")
+    except InvalidName as exc:
+        raise HelloRefused(Refusal("bad_station", str(exc))) from None
+    try:
+        login = validate_login(msg.header.get("login"))
+    except InvalidName as exc:
+        raise HelloRefused(Refusal("bad_login", str(exc))) from None
+    return StationStatus(station, login, peer, time.time())
+
+
+class HelloRefused(Exception):
+    """A HELLO that is not accepted; carries the refusal to send."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
 class StationSession:
     """One connected station: handshake, then frames, enrolment and heartbeats until it goes."""
 
-    def __init__(self, server: "RecognizerServer", sock: socket.socket, peer: str) -> None:
+    def __init__(self, server: "RecognizerServer", sock: socket.socket, peer: str, decoder: protocol.Decoder,
+                 status: StationStatus, hello: Optional[Message] = None) -> None:
         self.server = server
-        self.stream = MessageStream(sock, server.config.max_message)
+        self.hello = hello  # until admitted: the HELLO whose credential the trust policy checks
+        decoder.set_max_size(server.config.max_message)  # the handshake is over: frames may be big
+        self.stream = MessageStream(sock, server.config.max_message, decoder)
         self.peer = peer
-        self.status: Optional[StationStatus] = None
+        self.status: Optional[StationStatus] = status
         self._last_frame_t: Optional[float] = None  # monotonic time of the last answered frame
         self.verification: Optional["VerifyRun"] = None  # a sign-in face check in progress (VERIFY)
         self._verify_runs = 0
@@ -107,66 +156,65 @@ class StationSession:
         except OSError:
             pass
 
-    def _handshake(self) -> bool:
-        cfg = self.server.config
-        self.stream.sock.settimeout(cfg.handshake_timeout_s)
-        msg = self.stream.recv()
-        if msg is None:
-            log.info("%s closed before the handshake", self.peer)
-            return False
-        if msg.kind != MessageKind.HELLO:
-            self._refuse("expected_hello", f"the first message must be HELLO, got {msg.kind.name}")
-            return False
-        version = msg.header.get("protocol")
-        if version != protocol.PROTOCOL_VERSION:
-            self._refuse("bad_version", f"this server speaks protocol {protocol.PROTOCOL_VERSION}, the client sent {version!r}")
-            return False
-        token = msg.header.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), cfg.token.encode()):
-            self._refuse("bad_token", "wrong or missing token")
-            return False
+    def _admit(self) -> bool:
+        """The station's claim checked by the trust policy (may ask the dashboard: so here, on this station's own
+        thread, not on the handshake gate's) and registered; REFUSE and False when it may not connect."""
+        assert self.status is not None and self.hello is not None
         try:
-            station = validate_name(msg.header.get("station"), "station id")
-            login = msg.get("login", str, "")
-        except (InvalidName, ProtocolError) as exc:
-            self._refuse("bad_station", str(exc))
-            return False
-        try:
-            admission = self.server.trust.admit(station, msg.header)
+            admission = self.server.trust.admit(self.status.station, self.hello.header)
         except TrustRefusal as exc:
             self._refuse(exc.code, exc.reason)
             return False
-        self.status = StationStatus(station, login, self.peer, time.time())
+        finally:
+            self.hello = None  # the credential is not kept
         refusal = self.server._register(self, admission)
         if refusal is not None:
             self._refuse(*refusal)
             return False
-        self.stream.send(protocol.welcome(SERVER_NAME, cfg.max_in_flight, cfg.heartbeat_s))
-        log.info("station %s (login %r) connected from %s", station, login, self.peer)
         return True
 
     def _run(self) -> None:
-        registered = False
+        cfg = self.server.config
+        status = self.status
+        assert status is not None
+        limiter = self.server.log_limiter
         try:
-            registered = self._handshake()
-            if registered:
-                self.stream.sock.settimeout(self.server.config.idle_timeout_s)
-                self._serve()
-        except ProtocolError as exc:
-            log.warning("closing %s: %s", self.peer, exc)
+            self.stream.sock.settimeout(cfg.handshake_timeout_s)
             try:
-                self.stream.send(protocol.error("protocol_error", str(exc)))
-            except OSError:
-                pass
+                admitted = self._admit()
+            finally:
+                self.server._admission_done()
+            if not admitted:
+                return
+            self.stream.sock.settimeout(cfg.idle_timeout_s)
+            self.stream.send(protocol.welcome(SERVER_NAME, cfg.max_in_flight, cfg.heartbeat_s))
+            log.info("station %s (login %r) connected from %s", status.station, status.login, self.peer)
+            self._serve()
+        except ProtocolError as exc:
+            limiter.log(log, logging.WARNING, self.host, "closing %s (station %s): %s", self.peer, status.station, exc)
+            self._send_error("protocol_error", str(exc))
         except socket.timeout:
             log.warning("closing %s: nothing received for %.0f s", self.peer, self.stream.sock.gettimeout() or 0)
         except OSError as exc:
             log.info("connection %s ended: %s", self.peer, exc)
+        except Exception:  # a bug on one connection must not leave a thread traceback; logged with its trace
+            if limiter.allow(f"internal {self.host}") is not None:
+                log.exception("closing %s (station %s): internal error", self.peer, status.station)
+            self._send_error("internal_error", "the server failed on this connection's input")
         finally:
             self.close()
-            if registered:
-                self.server._unregister(self)
-                log.info("station %s disconnected", self.status.station if self.status else self.peer)
+            self.server._unregister(self)
+            log.info("station %s disconnected", status.station)
+
+    @property
+    def host(self) -> str:
+        return self.peer.rsplit(":", 1)[0]
+
+    def _send_error(self, code: str, reason: str) -> None:
+        try:
+            self.stream.send(protocol.error(code, reason))
+        except OSError:
+            pass
 
     def _serve(self) -> None:
         pipeline = self.server.new_pipeline()
@@ -192,7 +240,10 @@ class StationSession:
             elif msg.kind == MessageKind.ENROL:
                 self._on_enrol(msg)
             elif msg.kind == MessageKind.SESSION:
-                status.login = msg.get("login", str)
+                try:
+                    status.login = validate_login(msg.get("login", str))
+                except InvalidName as exc:
+                    raise protocol.MalformedMessage(f"SESSION: {exc}") from None
                 log.info("station %s: login is now %r", status.station, status.login)
             else:
                 raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
@@ -312,7 +363,8 @@ class StationSession:
             outcome = pipeline.process(msg.payload)
         except BadImage as exc:
             status.errors += 1
-            log.info("station %s frame %d: %s", status.station, seq, exc)
+            self.server.log_limiter.log(log, logging.INFO, f"frame {status.station}", "station %s frame %d: %s",
+                                        status.station, seq, exc)
             self.stream.send(protocol.result(seq, ts, [], error=f"bad_image: {exc}"))
             return
         except Exception:  # a bug on one frame must not take the station down; it is logged with its trace
@@ -404,9 +456,34 @@ class RecognizerServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener: Optional[socket.socket] = None
+        self.gate: Optional[HandshakeGate] = None
+        self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
+        self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
         self.address: tuple[str, int] = (config.host, config.port)
 
     # -- registry --
+    def admit(self, sock: socket.socket, peer: str, decoder: protocol.Decoder, hello: Message) -> Optional[Refusal]:
+        """Called by the gate with a complete first message: start the station's thread, or say why not.
+
+        Only the pure checks run here (the gate thread must never wait); the station's credential is checked by
+        the trust policy, and the station registered, on its own thread before WELCOME. At most `max_stations`
+        stations are being admitted at once, so a flood of valid-looking HELLOs cannot make threads without bound.
+        """
+        try:
+            status = check_hello(hello, self.config, peer)
+        except HelloRefused as exc:
+            return exc.refusal
+        if not self._admitting.acquire(blocking=False):
+            return Refusal("busy", "too many stations are being admitted at once; retry", penalise=False)
+        session = StationSession(self, sock, peer, decoder, status, hello)
+        with self._lock:
+            self._sessions = {s for s in self._sessions if s.thread.is_alive()} | {session}
+        session.thread.start()
+        return None
+
+    def _admission_done(self) -> None:
+        self._admitting.release()
+
     def _register(self, session: StationSession, admission: Admission) -> Optional[tuple[str, str]]:
         """Register a handshaken station; (code, reason) to refuse it with instead."""
         assert session.status is not None
@@ -440,33 +517,21 @@ class RecognizerServer:
     # -- lifecycle --
     def start(self) -> tuple[str, int]:
         """Bind and start accepting in the background; returns the bound (host, port)."""
-        listener = socket.create_server((self.config.host, self.config.port), reuse_port=False, backlog=64)
-        listener.settimeout(0.5)
+        cfg = self.config
+        listener = socket.create_server((cfg.host, cfg.port), reuse_port=False, backlog=512)
         self._listener = listener
         self.address = listener.getsockname()[:2]
-        for target, name in ((self._accept_loop, "accept"), (self._index_loop, "index-watch")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.gate = HandshakeGate(
+            listener, self.admit, handshake_timeout_s=cfg.handshake_timeout_s, max_pending=cfg.max_handshakes,
+            max_hello=cfg.max_hello, log_limiter=self.log_limiter,
+            failure_delay=FailureDelay(cfg.failed_handshake_delay_s, cfg.failed_handshake_max_delay_s),
+        )
+        self.gate.start()
+        t = threading.Thread(target=self._index_loop, name="index-watch", daemon=True)
+        t.start()
+        self._threads.append(t)
         log.info("recognizer listening on %s:%d", *self.address)
         return self.address
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
-            try:
-                sock, addr = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                if not self._stop.is_set():
-                    log.exception("accept failed")
-                    time.sleep(0.1)
-                continue
-            session = StationSession(self, sock, f"{addr[0]}:{addr[1]}")
-            with self._lock:
-                self._sessions = {s for s in self._sessions if s.thread.is_alive()} | {session}
-            session.thread.start()
 
     def _index_loop(self) -> None:
         while not self._stop.wait(self.config.index_poll_s):
@@ -475,6 +540,8 @@ class RecognizerServer:
     def stop(self) -> None:
         """Stop accepting, close every station and join the threads."""
         self._stop.set()
+        if self.gate is not None:
+            self.gate.stop()
         if self._listener is not None:
             self._listener.close()
         with self._lock:

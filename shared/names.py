@@ -29,3 +29,14 @@ def validate_name(raw: object, what: str = "name") -> str:
     if not _NAME.match(name):
         raise InvalidName(f"{what} may only hold letters, digits, spaces and _ . ' - (starting with a letter or digit)")
     return name
+
+
+def validate_login(raw: object, what: str = "login") -> str:
+    """An evaluator's login: empty (nobody signed in) or a valid name by `validate_name`.
+
+    The one rule for logins everywhere: the recognizer checks HELLO and SESSION with it, the dashboard checks
+    alerts with it, so a login the recognizer accepts is never refused later.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return ""
+    return validate_name(raw, what)

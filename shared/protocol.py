@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE = 8 * 1024 * 1024  # 8 MiB: a 1080p JPEG at high quality is ~1 MiB
+MAX_HELLO = 8 * 1024  # cap on every message before the handshake succeeds: a HELLO is ~200 bytes
 MAX_HEADER = 64 * 1024
+MAX_DEPTH = 16  # header JSON nesting; ours is at most 3 levels deep
+MAX_INT = 2**63 - 1  # header integers beyond +-this are refused (no huge-int arithmetic on peer input)
 
 _LENGTH = struct.Struct("!I")
 _PREFIX = struct.Struct("!BI")  # kind, header_length
@@ -97,6 +101,10 @@ def encode(message: Message, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes:
         raise UsageError(f"header is not JSON-serialisable: {exc}") from exc
     if len(header) > MAX_HEADER:
         raise UsageError(f"header is {len(header)} bytes; the limit is {MAX_HEADER}")
+    try:
+        _check_values(message.header)  # never send what a receiver must refuse
+    except MalformedMessage as exc:
+        raise UsageError(str(exc)) from None
     body_length = _PREFIX.size + len(header) + len(message.payload)
     if body_length > max_size:
         raise UsageError(f"message body is {body_length} bytes; the limit is {max_size}")
@@ -118,18 +126,55 @@ def decode_body(body: bytes) -> Message:
         raise MalformedMessage(f"header length {header_length} does not fit the message")
     raw = body[_PREFIX.size : _PREFIX.size + header_length]
     try:
-        header = json.loads(raw.decode("utf-8")) if raw else {}
+        header = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant) if raw else {}
+    except RecursionError:
+        raise MalformedMessage("header JSON is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise MalformedMessage("header must be a JSON object")
+    _check_values(header)
     return Message(kind, header, bytes(body[_PREFIX.size + header_length :]))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_values(header: dict) -> None:
+    """Refuse what JSON parses but no sender of ours writes: non-finite or huge numbers, lone surrogates
+    (text that cannot be encoded back to UTF-8), deep nesting. Iterative, so depth cannot recurse."""
+    stack: list[tuple[Any, int]] = [(header, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH:
+                raise MalformedMessage(f"header JSON is nested deeper than {MAX_DEPTH} levels")
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            if depth >= MAX_DEPTH:
+                raise MalformedMessage(f"header JSON is nested deeper than {MAX_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedMessage("header text holds a lone UTF-16 surrogate (not valid Unicode)") from None
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if not -MAX_INT <= value <= MAX_INT:
+                raise MalformedMessage("header holds an integer outside the 64-bit range")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise MalformedMessage("header holds a number too large to represent (infinite)")
 
 
 class Decoder:
     """Incremental decoder: feed bytes as they arrive, take whole messages out.
 
-    Holds at most one message body (bounded by `max_size`) plus one partial length field.
+    Holds at most one message body (bounded by `max_size`) plus one partial length field. `max_size`
+    may be changed between messages (`set_max_size`): a server keeps it small until the handshake succeeds.
     """
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE) -> None:
@@ -159,6 +204,12 @@ class Decoder:
                 raise MalformedMessage(f"peer announced a {need}-byte message, below the minimum {_MIN_BODY}")
             self._need = need
 
+    def set_max_size(self, max_size: int) -> None:
+        """Change the cap for messages whose length has not been read yet (e.g. raise it after the handshake)."""
+        if max_size < _MIN_BODY:
+            raise UsageError(f"max_size must be at least {_MIN_BODY}")
+        self.max_size = max_size
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
@@ -174,8 +225,7 @@ class Decoder:
             end = _LENGTH.size + self._need
             body = bytes(self._buffer[_LENGTH.size : end])
             del self._buffer[:end]
-            self._need = None
-            self._check_length()
+            self._need = None  # the next length is checked on the next call, against the cap in force then
             return decode_body(body)
         if self._eof and self._buffer:
             raise TruncatedMessage(f"stream ended inside a message ({len(self._buffer)} bytes pending)")

@@ -17,10 +17,12 @@ class MessageStream:
     `send` may be called from several threads (a lock keeps messages whole); `recv` from one.
     """
 
-    def __init__(self, sock: socket.socket, max_size: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(self, sock: socket.socket, max_size: int = protocol.DEFAULT_MAX_MESSAGE,
+                 decoder: Optional[protocol.Decoder] = None) -> None:
+        """`decoder`: one that already holds bytes read from `sock` (a server's handshake), else a new one."""
         self.sock = sock
         self.max_size = max_size
-        self._decoder = protocol.Decoder(max_size)
+        self._decoder = decoder if decoder is not None else protocol.Decoder(max_size)
         self._send_lock = threading.Lock()
         try:
             # Header and payload go out in one sendall; no reason to wait for Nagle.

@@ -136,7 +136,8 @@ def test_fuzz_decoder_never_crashes_or_overbuffers(data, chunks):
 @settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(list(MessageKind)),
-    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20), st.none()), max_size=5),
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-protocol.MAX_INT, protocol.MAX_INT),
+                                                    st.text(max_size=20), st.none()), max_size=5),
     st.binary(max_size=200),
     st.integers(1, 17),
 )
