@@ -31,6 +31,10 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> arg
     a("--upsample", 0, "times to upsample before detecting (finds smaller faces; each step ~4x slower)", int)
     a("--downscale", 1.0, "detect on the frame resized by this factor (0.25..1; e.g. 0.5 = half size)", float)
     a("--tolerance", 0.6, "vote radius: enrolled encodings within this distance vote (lower is stricter)", float)
+    a("--accept-distance", 0.58, "a face is named only this close to a person (their nearest photo or mean; "
+      "facemon-calibrate recommends a value for a site)", float)
+    a("--margin", 0.10, "the second-nearest person must be this much farther than the nearest", float)
+    a("--min-votes", 2, "enrolled photos within --tolerance the named person needs (capped at their count)", int)
     a("--workers", 0, "encoder processes (0 = one per CPU core)", int)
     a("--max-stations", 32, "most stations served at once", int)
     a("--max-in-flight", 2, "frames an edge may have outstanding", int)

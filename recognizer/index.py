@@ -65,6 +65,8 @@ class LabelArrays:
     starts: np.ndarray  # (P,) int64 first position of each person in the grouped order
     grouped: np.ndarray  # (N, 128) float32 encodings grouped by person (a view when already grouped)
     sq_norms: np.ndarray  # (N,) float32 squared norms of `grouped`
+    centroids: np.ndarray  # (P, 128) float32 each person's mean encoding (their prototype)
+    centroid_sq: np.ndarray  # (P,) float32 squared norms of `centroids`
 
     @classmethod
     def build(cls, names: Sequence[str], encodings: np.ndarray) -> "LabelArrays":
@@ -79,7 +81,12 @@ class LabelArrays:
         counts = np.bincount(labels, minlength=len(first)).astype(np.int32)
         starts = (np.cumsum(counts) - counts).astype(np.int64)
         sq = np.einsum("ij,ij->i", grouped, grouped).astype(np.float32)
-        return cls(tuple(first), labels, counts, starts, grouped, sq)
+        if len(first):
+            centroids = (np.add.reduceat(grouped.astype(np.float64), starts, axis=0) / counts[:, None]).astype(np.float32)
+        else:
+            centroids = np.zeros((0, grouped.shape[1] if grouped.ndim == 2 else 128), np.float32)
+        csq = np.einsum("ij,ij->i", centroids, centroids).astype(np.float32)
+        return cls(tuple(first), labels, counts, starts, grouped, sq, centroids, csq)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,11 @@ class FaceIndex:
     def arrays(self) -> LabelArrays:
         """Integer labels, per-person counts and grouped encodings, computed once (the index is immutable)."""
         return LabelArrays.build(self.names, self.encodings)
+
+    @cached_property
+    def memo(self) -> dict:
+        """Figures derived from this (immutable) index by other modules, e.g. per-person thresholds."""
+        return {}
 
     @property
     def people(self) -> list[str]:

@@ -411,7 +411,7 @@ def verify_observation(pipeline: StationPipeline, run: VerifyRun, jpeg: bytes, n
     if len(boxes) == 1:
         encoding = pipeline.encoder.encode_chips(engine.chips(rgb, boxes))
         scores = person_scores(pipeline.store.index, encoding, pipeline.voter.params.tolerance)
-        for name, d in zip(scores.people, scores.nearest[0]):
+        for name, d in zip(scores.people, scores.distance[0]):
             if name == identity:
                 distance = float(d)
             else:

@@ -56,10 +56,10 @@ def test_per_person_thresholds_follow_spread() -> None:
     c = centres(rng, 3)
     index = (FaceIndex.empty().add("tight", samples(rng, c[0], 3, 0.01), "abc")
              .add("mid", samples(rng, c[1], 3, 0.025), "abc").add("loose", samples(rng, c[2], 3, 0.04), "abc"))
-    thr = dict(zip(index.arrays.people, person_thresholds(index, OpenSetParams(person_slack=0.05))))
+    thr = dict(zip(index.arrays.people, person_thresholds(index, OpenSetParams(accept_distance=0.5, person_slack=0.05))))
     assert thr["tight"] < thr["mid"] < thr["loose"] <= 0.55 + 1e-6
     assert thr["mid"] == pytest.approx(0.5)
-    assert set(person_thresholds(index, P)) == {np.float32(0.5)}
+    assert set(person_thresholds(index, P)) == {np.float32(P.accept_distance)}
 
 
 def feed(voter: IdentityVoter, index: FaceIndex, frames: list[np.ndarray], track: int = 1) -> list[TrackIdentity]:

@@ -58,7 +58,10 @@ def test_person_scores_agree_with_brute_force() -> None:
     d = distances(index, q)
     names = np.array(index.names)
     for p, name in enumerate(s.people):
+        mine = index.encodings[names == name]
+        to_mean = np.linalg.norm(q - mine.mean(axis=0), axis=1)  # the person's prototype
         np.testing.assert_allclose(s.nearest[:, p], d[:, names == name].min(axis=1), atol=1e-4)
+        np.testing.assert_allclose(s.distance[:, p], np.minimum(d[:, names == name].min(axis=1), to_mean), atol=1e-4)
         np.testing.assert_array_equal(s.votes[:, p], (d[:, names == name] <= 0.6).sum(axis=1))
 
 
