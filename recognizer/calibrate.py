@@ -135,8 +135,14 @@ class Split:
     strangers: np.ndarray  # (s,128)
 
 
-def make_splits(photos: Photos, k: int, stranger_share: float, n_splits: int, seed: int) -> list[Split]:
-    """Random open-set splits: `stranger_share` of identities never enrolled, `k` photos enrolled per person."""
+def make_splits(photos: Photos, k: int, stranger_share: float, n_splits: int, seed: int,
+                probes: Optional[np.ndarray] = None) -> list[Split]:
+    """Random open-set splits: `stranger_share` of identities never enrolled, `k` photos enrolled per person.
+
+    `probes` (n,128), one per photo in `photos` order: what is matched instead of the enrolled encodings of the
+    probe photos (e.g. the same photos as a poor desk camera sees them); enrolment always uses `photos`.
+    """
+    seen = photos.encodings if probes is None else np.asarray(probes, np.float32)
     people = sorted(set(photos.names))
     if len(people) < 3:
         raise CalibrationError(f"need at least 3 people to calibrate, found {len(people)}")
@@ -157,8 +163,7 @@ def make_splits(photos: Photos, k: int, stranger_share: float, n_splits: int, se
             index = index.add(person, photos.encodings[rows[:n_enrol]], [photos.sources[r] for r in rows[:n_enrol]])
             gen.extend(rows[n_enrol:])
             gen_names.extend([person] * (len(rows) - n_enrol))
-        splits.append(Split(index, photos.encodings[gen].reshape(-1, DIM), tuple(gen_names),
-                            photos.encodings[strange].reshape(-1, DIM)))
+        splits.append(Split(index, seen[gen].reshape(-1, DIM), tuple(gen_names), seen[strange].reshape(-1, DIM)))
     return splits
 
 

@@ -42,6 +42,8 @@ class PipelineConfig:
     grow_reencode: float = 1.5  # re-encode when the box side changed by this factor since the last encoding
     jpeg_quality: int = 80
     min_face_px: int = 40
+    min_judge_px: int = 60  # smaller faces may be named but never called strangers (their 150 px chip is mostly
+    # interpolation: no match there is no evidence of a stranger; docs/recognition.md)
     liveness: bool = True
 
     def __post_init__(self) -> None:
@@ -137,7 +139,8 @@ class StationPipeline:
         if todo:
             chips = self.engine.chips(rgb, [t.box for t in todo])
             encodings = self.encoder.encode_chips(chips)
-            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index)
+            small = frozenset(t.id for t in todo if _side(t.box) < self.config.min_judge_px)
+            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, small)
             for t in todo:
                 t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
         t3 = time.perf_counter()

@@ -195,3 +195,18 @@ def test_alternating_borderline_frames_do_not_flicker(seed: int, n: int, t: floa
     names = [s.name for s in feed(voter, index, frames) if s.state == KNOWN]
     changes = sum(a != b for a, b in zip(names, names[1:]))
     assert changes == 0
+
+
+def test_a_face_too_small_to_judge_is_never_called_a_stranger(world) -> None:
+    index, c = world
+    rng = np.random.default_rng(21)
+    stranger = centres(rng, 1)[0]
+    small, big = IdentityVoter(P), IdentityVoter(P)
+    for _ in range(P.window):
+        got_small = small.observe_many([(1, stranger[None])], index, too_small=frozenset({1}))[1]
+        got_big = big.observe_many([(1, stranger[None])], index)[1]
+    assert got_big.state == UNKNOWN
+    assert got_small.state == UNSURE and got_small.name is None
+    # ... but a small face can still be named on strong evidence
+    named = feed(small, index, list(samples(rng, c[2], P.need)))
+    assert named[-1].state == KNOWN and named[-1].name == "p2"
