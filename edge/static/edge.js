@@ -13,6 +13,7 @@
   // What the recognizer's liveness word means to a person reading the list.
   const LIVENESS = {
     unknown: "liveness: checking",
+    off: "liveness off",
     live: "live (blinked)",
     no_blink: "no blink: possible photo",
     eyes_closed: "eyes closed",
@@ -21,6 +22,9 @@
   function faceLabel(face) {
     if (face.state === "known" && face.name) return face.name;
     if (face.state === "unknown") return "unknown person";
+    if (face.state === "unsure") {  // someone enrolled is near, nobody accepted: never a stranger
+      return face.candidate ? "not sure (looks like " + face.candidate + ")" : "not sure";
+    }
     return "identifying…";
   }
 
