@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
+from shared.signin import NOT_COUNTED
 from shared.throttle import MAX_DELAY_S, FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class SignIn:
             return
         reason = str(progress.get("reason", "failed"))
         log.warning("sign-in of %r failed the face check: %s", attempt.username, reason)
-        if reason in ("cancelled", "offline"):  # not the person's failure: nothing to count or report
+        if reason in NOT_COUNTED:  # not the person's failure (cancelled, offline, malformed): nothing to count or report
             return
         self.throttle.failed(attempt.username)
         try:

@@ -32,6 +32,7 @@ from recognizer.verify import Observation, Verifier, VerifyParams
 from shared import protocol
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
+from shared.signin import BAD_REQUEST
 from shared.stream import MessageStream
 
 log = logging.getLogger(__name__)
@@ -303,7 +304,7 @@ class StationSession:
             params = VerifyParams(frames=frames, timeout_s=float(timeout_s),
                                   accept_distance=match.accept_distance, margin=match.margin)
         except (InvalidName, ValueError) as exc:
-            self.stream.send(protocol.verify_result(request_id, {"state": "failed", "reason": "bad_request",
+            self.stream.send(protocol.verify_result(request_id, {"state": "failed", "reason": BAD_REQUEST,
                                                                  "message": str(exc)}))
             return
         enrolled = identity in self.server.store.index.arrays.people

@@ -17,28 +17,8 @@ from typing import Optional
 
 PENDING, PASSED, FAILED = "pending", "passed", "failed"
 
-NO_FACE = "no_face"
-SEVERAL_FACES = "several_faces"
-NOT_HOLDER = "not_account_holder"
-NO_BLINK = "no_blink"
-TIMED_OUT = "timed_out"
-NOT_ENROLLED = "not_enrolled"
-CANCELLED = "cancelled"
-
-REASONS = {
-    NO_FACE: "no face in front of the camera",
-    SEVERAL_FACES: "several faces in front of the camera; only the account holder may be in view",
-    NOT_HOLDER: "not the account holder",
-    NO_BLINK: "no blink seen (liveness check failed; a photo or a screen is refused)",
-    TIMED_OUT: "timed out before the face check was complete",
-    NOT_ENROLLED: "this account's identity has no enrolled face; ask an admin to enrol it",
-    CANCELLED: "the face check was cancelled",
-}
-
-
-def describe(reason: str) -> str:
-    """A sentence for a reason code (the code itself when unknown)."""
-    return REASONS.get(reason, reason)
+from shared.signin import (CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER,  # noqa: F401 - re-exported
+                           SEVERAL_FACES, TIMED_OUT, describe)
 
 
 @dataclass(frozen=True)
