@@ -23,7 +23,6 @@ fresh outbox, and the count of what could not be read is logged.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import random
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 from recognizer.alerts import AlertEvent
+from shared.alert_wire import encode_event
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +116,9 @@ class OutboxConfig:
             raise ValueError(f"outbox jitter must be 0..1, got {self.jitter}")
 
 
-def iso(t: Optional[float]) -> Optional[str]:
-    """POSIX seconds → ISO-8601 with the local zone's offset (e.g. 2025-05-01T10:15:00.123+05:30)."""
-    if t is None:
-        return None
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
-
-
 def event_meta(ev: AlertEvent) -> dict:
-    """The dashboard's `meta` JSON for an event."""
-    return {
-        "event_id": ev.event_id, "alert_id": ev.alert_id, "station_id": ev.station_id, "login_name": ev.login_name,
-        "type": ev.type, "state": ev.state, "started_at": iso(ev.started_at), "ended_at": iso(ev.ended_at),
-        "details": ev.details,
-    }
+    """The dashboard's `meta` JSON for an event (the one wire shape, `shared.alert_wire`)."""
+    return encode_event(ev)
 
 
 def placeholder_jpeg() -> bytes:

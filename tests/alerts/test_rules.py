@@ -243,3 +243,19 @@ def test_camera_lost_joins_an_open_black_frame_incident():
     assert eng.camera_state(t, True, "alice") == []  # the same incident, one more reason
     back = eng.camera_state(t + 3, False, "alice")
     assert back[0].alert_id == opened[0].alert_id and back[0].details["reasons"] == ["black", "camera_lost"]
+
+
+def test_alert_event_wire_shape_round_trips() -> None:
+    """What the recognizer's outbox sends is exactly what the dashboard parses (one shape, shared.alert_wire)."""
+    import json
+
+    from recognizer.alerts import AlertEvent
+    from shared.alert_wire import encode_event, parse_meta
+
+    ev = AlertEvent("a" * 32, "b" * 32, "desk-01", "alice", "eyes_closed", "closed", 1_780_000_000.25,
+                    1_780_000_012.5, {"tracks": [3], "names": ["alice"]})
+    msg = parse_meta(json.dumps(encode_event(ev)))
+    assert (msg.event_id, msg.alert_id, msg.station_id, msg.login_name, msg.type, msg.state) == \
+        ("a" * 32, "b" * 32, "desk-01", "alice", "eyes_closed", "closed")
+    assert msg.started_at.timestamp() == 1_780_000_000.25 and msg.ended_at.timestamp() == 1_780_000_012.5
+    assert msg.details == {"tracks": [3], "names": ["alice"]}
