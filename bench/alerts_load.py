@@ -64,7 +64,7 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from dashboard import auth
+    from dashboard import station_tokens
     from dashboard import db as dbmod
 
     tmp = tempfile.TemporaryDirectory(prefix="facemon-bench-")
@@ -75,7 +75,7 @@ def main() -> int:
     dbmod.upgrade(engine)
     factory = dbmod.make_session_factory(engine)
     with factory() as s:
-        tokens = {st: auth.create_token(s, st, "station") for st in stations}
+        tokens = {st: station_tokens.create_token(s, st, "station") for st in stations}
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "FACEMON_DASHBOARD_LOG_LEVEL": "WARNING"}

@@ -19,6 +19,10 @@ PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"
 TOKEN_ENV = "FACEMON_DASHBOARD_STATION_TOKEN"
 
 
+class CommandError(ValueError):
+    """A command's arguments that cannot be carried out (not an admin, a value out of range)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
     p.add_argument("--db", dest="database_url", help=f"SQLAlchemy URL (env FACEMON_DASHBOARD_DATABASE_URL; default {DEFAULT_DB_URL}, relative to the current folder)")
@@ -110,21 +114,23 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from dashboard import auth, grants, store
+    from dashboard import grants, store
+    from dashboard.accounts import AccountError, create_user
     from dashboard.ingest import BadAlert, parse_station
-    from shared.names import InvalidName, validate_name
     from dashboard.models import ApiToken, User, utcnow
+    from dashboard.station_tokens import TokenError, create_token
+    from shared.names import InvalidName, validate_name
 
     try:
         if args.command in ("create-admin", "create-user"):
             password = args.password or os.environ.get(PASSWORD_ENV) or _ask_password()
             role = "admin" if args.command == "create-admin" else args.role
-            user = auth.create_user(db, args.username, password, role, getattr(args, "identity", None))
+            user = create_user(db, args.username, password, role, getattr(args, "identity", None))
             linked = f", identity {user.identity!r}" if user.identity else ""
             print(f"user {user.username!r} ({user.role}{linked}) saved")
         elif args.command == "add-station":
             name = parse_station(args.station_id)
-            token = auth.create_token(db, name, args.kind, args.token or os.environ.get(TOKEN_ENV))
+            token = create_token(db, name, args.kind, args.token or os.environ.get(TOKEN_ENV))
             print(f"{args.kind} token for {name!r} (shown only once; only its hash is stored):")
             print(token)
         elif args.command == "revoke-station":
@@ -137,12 +143,12 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             try:
                 identity = validate_name(args.identity, "identity")
             except InvalidName as exc:
-                raise auth.AuthError(str(exc)) from None
+                raise CommandError(str(exc)) from None
             admin = db.scalar(sa.select(User).where(User.username == args.admin))
             if admin is None or admin.role != "admin":
-                raise auth.AuthError(f"{args.admin!r} is not an admin account")
+                raise CommandError(f"{args.admin!r} is not an admin account")
             if not 5 <= args.ttl <= 3600:
-                raise auth.AuthError("--ttl must be 5..3600 seconds")
+                raise CommandError("--ttl must be 5..3600 seconds")
             grant, row = grants.issue_grant(db, admin.username, station, identity, args.ttl)
             print(f"enrol grant {row.id}: {admin.username!r} may enrol {identity!r} at {station!r} until "
                   f"{row.expires_at.isoformat()} (single-use, shown once):")
@@ -153,10 +159,10 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
                       f"\tused={g.used_at.isoformat() if g.used_at else '-'}\t{g.outcome or '-'}\t{g.reason or ''}")
         elif args.command == "purge":
             if args.older_than_days < 0:
-                raise auth.AuthError("--older-than-days must not be negative")
+                raise CommandError("--older-than-days must not be negative")
             n = store.purge_evidence(db, args.older_than_days)
             print(f"deleted {n} evidence image(s) of alerts older than {args.older_than_days:g} days")
-    except (auth.AuthError, BadAlert) as exc:
+    except (AccountError, TokenError, CommandError, BadAlert) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -175,7 +181,8 @@ def serve(config: DashboardConfig) -> int:
     """Run the threaded WSGI server until SIGINT/SIGTERM; live streams are ended on the way out."""
     from werkzeug.serving import make_server
 
-    from dashboard.app import create_app, services
+    from dashboard.app import create_app
+    from dashboard.services import services
 
     app = create_app(config)
     server = make_server(config.host, config.port, app, threaded=True)

@@ -1,4 +1,4 @@
-"""Flask app factory: builds the engine, runs migrations, wires the API and the page."""
+"""Flask app factory: builds the engine and the services, runs migrations, registers the blueprints."""
 from __future__ import annotations
 
 import logging
@@ -6,45 +6,17 @@ import secrets
 from typing import Optional
 
 import sqlalchemy as sa
-from flask import Flask, abort, g, jsonify, request
-from sqlalchemy.orm import Session
+from flask import Flask, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from dashboard import alerts_api, desk_auth_api, pages, trust_api
 from dashboard import db as dbmod
 from dashboard.config import DashboardConfig
-from dashboard.events import Broker
 from dashboard.models import Setting
-from dashboard.security import add_security_headers
-from shared.throttle import FailureThrottle
+from dashboard.services import EXT, Services
+from dashboard.web_security import add_security_headers
 
 log = logging.getLogger(__name__)
-EXT = "facemon"
-
-
-class Services:
-    """What the app holds for its lifetime (built once in create_app, found via app.extensions)."""
-
-    def __init__(self, config: DashboardConfig, engine: sa.Engine) -> None:
-        self.config = config
-        self.engine = engine
-        self.sessions = dbmod.make_session_factory(engine)
-        self.writer = dbmod.make_session_factory(engine, write=True)  # short write transactions only
-        self.broker = Broker(config.sse_queue_size)
-        # viewer logins, per (address, account): exponential delay after sign_in_max_failures, never a lock
-        self.login_throttle = FailureThrottle(free=config.sign_in_max_failures, forget_s=config.sign_in_window_s)
-
-
-def services(app: Optional[Flask] = None) -> Services:
-    from flask import current_app
-
-    return (app or current_app).extensions[EXT]
-
-
-def get_db() -> Session:
-    """The request's database session, closed when the request ends."""
-    if "db" not in g:
-        g.db = services().sessions()
-    return g.db
 
 
 def create_app(config: Optional[DashboardConfig] = None) -> Flask:
@@ -56,6 +28,7 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
     app = Flask(__name__)
     svc = Services(config, engine)
     app.extensions[EXT] = svc
+    dbmod.init_app(app, svc.sessions)
     app.config.update(
         SECRET_KEY=config.secret_key or _stored_secret(svc),
         MAX_CONTENT_LENGTH=config.max_body_bytes,
@@ -64,16 +37,8 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.secure_cookies,
     )
-
-    from dashboard.api import bp as api_bp
-    from dashboard.auth_api import bp as auth_api_bp
-    from dashboard.trust_api import bp as trust_api_bp
-    from dashboard.views import bp as views_bp
-
-    app.register_blueprint(api_bp)
-    app.register_blueprint(auth_api_bp)
-    app.register_blueprint(trust_api_bp)
-    app.register_blueprint(views_bp)
+    for blueprint in (alerts_api.bp, desk_auth_api.bp, trust_api.bp, pages.bp):
+        app.register_blueprint(blueprint)
 
     @app.before_request
     def _refuse_oversized() -> None:
@@ -83,12 +48,6 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
             abort(413, f"body is {size} bytes, more than the {config.max_body_bytes} allowed")
 
     app.after_request(add_security_headers)
-
-    @app.teardown_appcontext
-    def _close_db(_exc: Optional[BaseException]) -> None:
-        session = g.pop("db", None)
-        if session is not None:
-            session.close()
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # noqa: ANN202

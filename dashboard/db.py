@@ -1,15 +1,19 @@
-"""Engine and session set-up for any SQLAlchemy URL, and schema migrations (Alembic, shipped in the package)."""
+"""The database: engine and sessions for any SQLAlchemy URL, a session per request (`get_db`, set up by `init_app`),
+and schema migrations (Alembic, shipped in the package)."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import sqlalchemy as sa
+from flask import Flask, current_app, g
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SESSIONS_EXT = "facemon.db"  # app.extensions key of the per-request session factory
 
 
 class DatabaseError(RuntimeError):
@@ -75,6 +79,24 @@ def make_session_factory(engine: Engine, write: bool = False) -> sessionmaker[Se
     return sessionmaker(bind=bind, expire_on_commit=False, future=True)
 
 
+def init_app(app: Flask, sessions: sessionmaker[Session]) -> None:
+    """Give `app` a database session per request from `sessions` (`get_db`), closed when the request ends."""
+    app.extensions[SESSIONS_EXT] = sessions
+    app.teardown_appcontext(close_db)
+
+
+def get_db() -> Session:
+    """The request's database session, closed when the request ends."""
+    if "db" not in g:
+        g.db = current_app.extensions[SESSIONS_EXT]()
+    return g.db
+
+
+def close_db(_exc: Optional[BaseException] = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
 def _alembic_config(engine: Engine):  # noqa: ANN202 - alembic imported lazily
     from alembic.config import Config
 
@@ -116,4 +138,4 @@ def safe_url(url: str) -> str:
         return "<unparseable URL>"
 
 
-__all__ = ["DatabaseError", "make_engine", "make_session_factory", "upgrade", "current_revision", "head_revision", "safe_url"]
+__all__ = ["DatabaseError", "make_engine", "make_session_factory", "init_app", "get_db", "close_db", "upgrade", "current_revision", "head_revision", "safe_url"]

@@ -15,10 +15,9 @@ import logging
 from flask import Blueprint, abort, jsonify
 
 from dashboard import grants
-from dashboard.api import _caller
-from dashboard.app import services
-from dashboard.auth import Caller
-from dashboard.auth_api import _body
+from dashboard.api_requests import bearer_caller, json_object
+from dashboard.services import services
+from dashboard.station_tokens import Caller
 from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ bp = Blueprint("trust_api", __name__)
 
 
 def _service() -> Caller:
-    caller = _caller()
+    caller = bearer_caller()
     if caller.kind != "service":
         abort(403, "only a recognizer's service token may do this")
     return caller
@@ -48,10 +47,10 @@ def _text(body: dict, key: str) -> str:
 
 @bp.post("/api/enrol/grants")
 def new_grant():  # noqa: ANN201
-    caller = _caller()
+    caller = bearer_caller()
     if caller.kind != "station":
         abort(403, "enrol grants are issued to a station's token, for the admin signed in there")
-    body = _body()
+    body = json_object()
     identity = _name(body, "identity")
     ticket = _text(body, "ticket")
     cfg = services().config
@@ -71,7 +70,7 @@ def new_grant():  # noqa: ANN201
 @bp.post("/api/enrol/redeem")
 def redeem():  # noqa: ANN201
     caller = _service()
-    body = _body()
+    body = json_object()
     station, identity, grant = _name(body, "station_id"), _name(body, "identity"), _text(body, "grant")
     with services().writer() as db:
         try:
@@ -87,7 +86,7 @@ def redeem():  # noqa: ANN201
 @bp.post("/api/enrol/outcome")
 def outcome():  # noqa: ANN201
     caller = _service()
-    body = _body()
+    body = json_object()
     grant_id, ok, reason = body.get("grant_id"), body.get("ok"), body.get("reason", "")
     if isinstance(grant_id, bool) or not isinstance(grant_id, int) or not isinstance(ok, bool) or not isinstance(reason, str):
         abort(400, "send {grant_id: int, ok: bool, reason: str}")
@@ -100,7 +99,7 @@ def outcome():  # noqa: ANN201
 @bp.post("/api/stations/verify")
 def verify_station():  # noqa: ANN201
     caller = _service()
-    body = _body()
+    body = json_object()
     station = _name(body, "station_id")
     credential = body.get("credential")
     if not isinstance(credential, str) or len(credential) > 256:

@@ -28,8 +28,8 @@ class Dashboard:
     """The real dashboard app (temp SQLite file) served by werkzeug on a fixed loopback port; restartable."""
 
     def __init__(self, db_path: Path, token: str = TOKEN) -> None:
-        from dashboard import auth
-        from dashboard.app import services
+        from dashboard import station_tokens
+        from dashboard.services import services
 
         self.db_url = f"sqlite:///{db_path}"
         self.port = free_port()
@@ -40,7 +40,7 @@ class Dashboard:
         self._thread: Optional[threading.Thread] = None
         app = self._build()
         with services(app).sessions() as db:
-            auth.create_token(db, "recognizer", "service", token)
+            station_tokens.create_token(db, "recognizer", "service", token)
         self._dispose(app)
 
     def _build(self):  # noqa: ANN202
@@ -51,7 +51,7 @@ class Dashboard:
 
     @staticmethod
     def _dispose(app) -> None:  # noqa: ANN001
-        from dashboard.app import services
+        from dashboard.services import services
 
         services(app).broker.close()
         services(app).engine.dispose()

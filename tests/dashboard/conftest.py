@@ -11,8 +11,9 @@ from typing import Iterator, Optional
 import pytest
 import sqlalchemy as sa
 
-from dashboard import auth
-from dashboard.app import create_app, services
+from dashboard import accounts, station_tokens
+from dashboard.app import create_app
+from dashboard.services import services
 from dashboard.config import DashboardConfig
 from dashboard.models import Base
 
@@ -141,9 +142,9 @@ def sqlite_app(tmp_path: Path):
 class Tokens:
     def __init__(self, app) -> None:  # noqa: ANN001
         with services(app).sessions() as db:
-            self.desk01 = auth.create_token(db, "desk-01", "station")
-            self.desk02 = auth.create_token(db, "desk-02", "station")
-            self.service = auth.create_token(db, "recognizer-1", "service")
+            self.desk01 = station_tokens.create_token(db, "desk-01", "station")
+            self.desk02 = station_tokens.create_token(db, "desk-02", "station")
+            self.service = station_tokens.create_token(db, "recognizer-1", "service")
 
     @staticmethod
     def header(token: str) -> dict:
@@ -166,7 +167,7 @@ def login(client, username: str = "viewer", password: str = PASSWORD) -> None:  
 
     with services(client.application).sessions() as db:
         if db.scalar(sa.select(User).where(User.username == username)) is None:
-            auth.create_user(db, username, PASSWORD, "admin" if username == "admin" else "viewer")
+            accounts.create_user(db, username, PASSWORD, "admin" if username == "admin" else "viewer")
     page = client.get("/login")
     token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
     resp = client.post("/login", data={"username": username, "password": password, "csrf_token": token})

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from dashboard.app import services
+from dashboard.services import services
 from dashboard.models import Alert, AlertEvent, Base, Evidence
 from tests.dashboard.conftest import csrf_of, login, make_jpeg, meta, multipart
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from dashboard import auth
-from dashboard.app import services
+from dashboard import accounts
+from dashboard.services import services
 from dashboard.models import User
 from tests.dashboard.conftest import PASSWORD, login, meta, multipart
 
@@ -36,18 +36,18 @@ def test_new_password_ends_every_session(sqlite_app):
     login(c, "viewer")
     assert c.get("/api/alerts").status_code == 200
     with services(sqlite_app).sessions() as db:
-        auth.create_user(db, "viewer", "another-password-123", "viewer")
+        accounts.create_user(db, "viewer", "another-password-123", "viewer")
     assert c.get("/api/alerts").status_code == 401
 
 
 def test_unknown_user_costs_the_same_as_a_wrong_password(sqlite_app):
     with services(sqlite_app).sessions() as db:
-        auth.create_user(db, "known", PASSWORD)
-        auth.check_login(db, "nobody", "x")  # the dummy hash is made once, not timed
+        accounts.create_user(db, "known", PASSWORD)
+        accounts.check_login(db, "nobody", "x")  # the dummy hash is made once, not timed
 
         def timed(name: str) -> float:
             t0 = time.perf_counter()
-            assert auth.check_login(db, name, "wrong-password") is None
+            assert accounts.check_login(db, name, "wrong-password") is None
             return time.perf_counter() - t0
 
         known = statistics.median(timed("known") for _ in range(5))
@@ -91,5 +91,5 @@ def test_out_of_range_values_are_400_with_a_reason(sqlite_app, sqlite_tokens, jp
 
 
 def test_user_names_with_control_characters_are_refused(sqlite_app):
-    with services(sqlite_app).sessions() as db, pytest.raises(auth.AuthError, match="control characters"):
-        auth.create_user(db, "ad\nmin", PASSWORD)
+    with services(sqlite_app).sessions() as db, pytest.raises(accounts.AccountError, match="control characters"):
+        accounts.create_user(db, "ad\nmin", PASSWORD)

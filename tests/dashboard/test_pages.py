@@ -62,7 +62,7 @@ def test_admin_manages_station_tokens(sqlite_app, sqlite_tokens, jpeg):
     assert token not in admin.get("/admin/tokens").get_data(as_text=True), "a token is shown only once"
     bad = admin.post("/admin/tokens", data={"station_id": "../x", "kind": "station", "csrf_token": csrf_of(admin)}, follow_redirects=True)
     assert "station_id" in bad.get_data(as_text=True)
-    from dashboard.app import services
+    from dashboard.services import services
     from dashboard.models import ApiToken
 
     with services(sqlite_app).sessions() as db:

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from dashboard import auth as dash_auth
-from dashboard.app import services
+from dashboard import accounts, station_tokens
+from dashboard.services import services
 from edge.auth import AuthSettings, DashboardClient, SignIn
 from edge.frames import LatestFrame
 from edge.web import EdgeState, create_app
@@ -37,9 +37,9 @@ def desk(tmp_path):
     sqlite_app = build_app(f"sqlite:///{tmp_path / 'dashboard.sqlite3'}")
     server = LiveServer(sqlite_app)
     with services(sqlite_app).sessions() as db:
-        token = dash_auth.create_token(db, "desk-01", "station")
-        dash_auth.create_user(db, "sam", PASSWORD, "staff")
-        dash_auth.create_user(db, "ada", PASSWORD, "admin")
+        token = station_tokens.create_token(db, "desk-01", "station")
+        accounts.create_user(db, "sam", PASSWORD, "staff")
+        accounts.create_user(db, "ada", PASSWORD, "admin")
     link = DeskLink()
     signin = SignIn(AuthSettings(station="desk-01"), DashboardClient(server.url, token), link)
     yield signin, link

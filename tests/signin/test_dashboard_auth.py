@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from dashboard import auth
+from dashboard import accounts
 from dashboard.__main__ import main
-from dashboard.app import services
+from dashboard.services import services
 from dashboard.models import Alert, Evidence, SignInFailure, User
 from tests.dashboard.conftest import PASSWORD, Tokens, build_app, make_jpeg
 
@@ -18,9 +18,9 @@ from tests.dashboard.conftest import PASSWORD, Tokens, build_app, make_jpeg
 def app(tmp_path):
     app = build_app(f"sqlite:///{tmp_path / 'd.sqlite3'}")
     with services(app).sessions() as db:
-        auth.create_user(db, "eva", PASSWORD, "evaluator", identity="lin_manuel_miranda")
-        auth.create_user(db, "sam", PASSWORD, "staff")
-        auth.create_user(db, "vic", PASSWORD, "viewer")
+        accounts.create_user(db, "eva", PASSWORD, "evaluator", identity="lin_manuel_miranda")
+        accounts.create_user(db, "sam", PASSWORD, "staff")
+        accounts.create_user(db, "vic", PASSWORD, "viewer")
     yield app
     services(app).broker.close()
     services(app).engine.dispose()

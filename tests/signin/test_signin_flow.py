@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
-from dashboard import auth as dash_auth
-from dashboard.app import services
+from dashboard import accounts, station_tokens
+from dashboard.services import services
 from dashboard.models import Alert, Evidence
 from edge.config import EdgeConfig
 from edge.runtime import Edge
@@ -69,7 +69,7 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
     app = build_app(f"sqlite:///{tmp / 'dashboard.sqlite3'}")
     dashboard = LiveServer(app)
     with services(app).sessions() as db:
-        service_token = dash_auth.create_token(db, "recognizer", "service")
+        service_token = station_tokens.create_token(db, "recognizer", "service")
     # the trust contract in full: each edge proves its station with its own token, enrolment needs grants
     rec = RecognizerApp(RecognizerSettings(
         server=ServerConfig(host="127.0.0.1", port=0, token=TOKEN, idle_timeout_s=10, heartbeat_s=2),
@@ -80,11 +80,11 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
     _, rec_port = rec.start()
 
     with services(app).sessions() as db:
-        dash_auth.create_user(db, "eva", PASSWORD, "evaluator", identity=HOLDER)
-        dash_auth.create_user(db, "barack", PASSWORD, "evaluator", identity="barack_obama")
-        dash_auth.create_user(db, "sam", PASSWORD, "staff")
-        dash_auth.create_user(db, "pat", PASSWORD, "staff")  # locked out by the wrong-password test
-        dash_auth.create_user(db, "ada", PASSWORD, "admin")
+        accounts.create_user(db, "eva", PASSWORD, "evaluator", identity=HOLDER)
+        accounts.create_user(db, "barack", PASSWORD, "evaluator", identity="barack_obama")
+        accounts.create_user(db, "sam", PASSWORD, "staff")
+        accounts.create_user(db, "pat", PASSWORD, "staff")  # locked out by the wrong-password test
+        accounts.create_user(db, "ada", PASSWORD, "admin")
     edges: list[Edge] = []
 
     def make_edge(source: Path, station: str, **cfg) -> Edge:
@@ -93,7 +93,7 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
         while edges:
             edges.pop().stop()
         with services(app).sessions() as db:
-            token = dash_auth.create_token(db, station, "station")
+            token = station_tokens.create_token(db, station, "station")
         edge = Edge(EdgeConfig(source=str(source), recognizer_port=rec_port, station=station, token=TOKEN,
                                web_port=0, dashboard_url=dashboard.url, dashboard_token=token,
                                state_dir=str(tmp / station), **cfg))

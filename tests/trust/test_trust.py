@@ -12,7 +12,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from dashboard import auth as dash_auth
+from dashboard import accounts, station_tokens
 from dashboard import grants
 from recognizer.app import RecognizerApp, RecognizerSettings
 from recognizer.pipeline import PipelineConfig
@@ -33,15 +33,15 @@ PASSWORD = "a-long-enough-password"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, sample_index_dir) -> Iterator[dict]:
     """Dashboard with an admin, an evaluator, two desks' credentials; a recognizer checking both with it."""
-    from dashboard.app import services
+    from dashboard.services import services
 
     tmp = tmp_path_factory.mktemp("trust")
     dashboard = Dashboard(tmp / "dashboard.sqlite3")
     dashboard.start()
     with services(dashboard.app).sessions() as db:
-        dash_auth.create_user(db, "ada", PASSWORD, "admin")
-        dash_auth.create_user(db, "eva", PASSWORD, "evaluator", identity="barack_obama")
-        creds = {name: dash_auth.create_token(db, name, "station") for name in ("desk-01", "desk-02", "desk-03")}
+        accounts.create_user(db, "ada", PASSWORD, "admin")
+        accounts.create_user(db, "eva", PASSWORD, "evaluator", identity="barack_obama")
+        creds = {name: station_tokens.create_token(db, name, "station") for name in ("desk-01", "desk-02", "desk-03")}
     shutil.copytree(sample_index_dir, tmp / "encodings")
     rec = RecognizerApp(RecognizerSettings(
         server=ServerConfig(host="127.0.0.1", port=0, token=SHARED, idle_timeout_s=10, heartbeat_s=2),
@@ -131,7 +131,7 @@ def test_enrol_needs_a_valid_single_use_grant(world):
     assert enrol(stream, "kit_new", "stranger_kit.jpg", grant=other)["code"] == "wrong_station"
 
     # an expired grant (issued with no time left; the scripted `enrol-grant` command's path)
-    from dashboard.app import services
+    from dashboard.services import services
 
     with services(world["dashboard"].app).writer() as db:
         expired, _ = grants.issue_grant(db, "ada", "desk-01", "kit_new", ttl_s=0.0)
@@ -176,11 +176,11 @@ def test_station_id_is_bound_to_its_credential(world):
     legit.close()
 
     # revoked centrally: refused at the next handshake
-    from dashboard.app import services
+    from dashboard.services import services
 
     with services(dashboard.app).writer() as db:
         row_id = db.scalar(sa.text("SELECT id FROM api_tokens WHERE name = 'desk-03'"))
-        assert dash_auth.revoke_token(db, row_id)
+        assert station_tokens.revoke_token(db, row_id)
     again.close()
     stream, reply = hello(world, "desk-03", creds["desk-03"])
     assert reply.kind == MessageKind.REFUSE and reply.header["code"] == "bad_credential"

@@ -1,4 +1,5 @@
-"""People's sessions on the page: who is logged in, role checks, and a per-session CSRF token."""
+"""Web security of the people's pages: server-side sessions (log in/out, who is logged in), role checks,
+a per-session CSRF token, and the security headers on every response."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,8 +11,10 @@ from typing import Callable, Optional
 import sqlalchemy as sa
 from flask import Response, abort, redirect, request, session, url_for
 
-from dashboard.auth import hash_token
+from dashboard.db import get_db
 from dashboard.models import DASHBOARD_ROLES, User, WebSession, utcnow
+from dashboard.services import services
+from dashboard.station_tokens import hash_token
 
 
 SESSION_MAX_AGE_S = 12 * 3600  # a page session ends after this even if the browser stays open
@@ -19,8 +22,6 @@ SESSION_MAX_AGE_S = 12 * 3600  # a page session ends after this even if the brow
 
 def current_user() -> Optional[User]:
     """The user of the request's server-side session (None when absent, logged out, expired or superseded)."""
-    from dashboard.app import get_db
-
     sid = session.get("sid")
     if not isinstance(sid, str) or not sid:
         return None
@@ -35,8 +36,6 @@ def current_user() -> Optional[User]:
 
 def log_in(user: User) -> None:
     """A fresh random session id in the cookie (the old cookie's session, if any, is ended first)."""
-    from dashboard.app import services
-
     old = session.get("sid")
     session.clear()
     sid = secrets.token_urlsafe(32)
@@ -52,8 +51,6 @@ def log_in(user: User) -> None:
 
 def log_out() -> None:
     """End the session on the server: a copy of the cookie no longer works."""
-    from dashboard.app import services
-
     sid = session.get("sid")
     session.clear()
     if isinstance(sid, str):
@@ -72,7 +69,7 @@ def login_required(admin: bool = False) -> Callable:
             if user is None:
                 if request.path.startswith("/api/"):
                     abort(401, "log in first (viewer session required)")
-                return redirect(url_for("views.login", next=request.full_path))
+                return redirect(url_for("pages.login", next=request.full_path))
             if user.role not in DASHBOARD_ROLES:
                 abort(403, f"{user.role} accounts sign in at their desk, not on the dashboard")
             if admin and user.role != "admin":

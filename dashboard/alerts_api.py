@@ -1,8 +1,8 @@
-"""HTTP API: alerts in (token), alerts/stations out (viewer session), CSV export, live events."""
+"""Alerts HTTP API: alerts and station status in (station token); alerts, evidence and stations out, CSV export
+and live events (viewer session)."""
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -11,26 +11,18 @@ from typing import Optional
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
 from dashboard import store
-from dashboard.app import get_db, services
-from dashboard.auth import Caller, caller_for
+from dashboard.api_requests import bearer_caller
+from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
-from dashboard.ingest import BadAlert, AlertMessage, fromiso, in_range, parse_legacy, parse_login, parse_meta, parse_station, parse_type
+from dashboard.ingest import BadAlert, AlertMessage, parse_legacy, parse_login, parse_meta, parse_station
 from dashboard.models import Alert, utcnow
-from dashboard.security import login_required
+from dashboard.queries import alerts_page, filter_from_args
+from dashboard.services import services
+from dashboard.station_tokens import Caller
+from dashboard.web_security import login_required
 
 log = logging.getLogger(__name__)
-bp = Blueprint("api", __name__)
-MAX_PER_PAGE = 200
-MAX_PAGE = 1_000_000  # beyond it the SQL OFFSET overflows a 64-bit integer on some backends
-
-
-def _caller() -> Caller:
-    # Own short session: an intake request must never hold one pooled connection while waiting for another.
-    with services().sessions() as db:
-        caller = caller_for(db, request.headers.get("Authorization"))
-    if caller is None:
-        abort(401, "missing or invalid token (send Authorization: Bearer <token>)")
-    return caller
+bp = Blueprint("alerts_api", __name__)
 
 
 def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Optional[bytes]):  # noqa: ANN202
@@ -58,7 +50,7 @@ def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Opti
 
 @bp.post("/api/alerts")
 def post_alert():  # noqa: ANN201
-    caller = _caller()
+    caller = bearer_caller()
     if request.mimetype != "multipart/form-data":
         abort(400, f"content type must be multipart/form-data with parts 'meta' and 'image', not {request.mimetype or 'none'!r}")
     meta = request.form.get("meta")
@@ -84,7 +76,7 @@ def _file_part(name: str) -> Optional[bytes]:
 @bp.post("/dashboard")
 def post_legacy():  # noqa: ANN201
     """The seeds' shape: JSON {login_name, time, type, image(base64)}, station_id optional."""
-    caller = _caller()
+    caller = bearer_caller()
     if not request.is_json:
         abort(400, f"content type must be application/json, not {request.mimetype or 'none'!r}")
     body = request.get_json(silent=True)
@@ -99,7 +91,7 @@ def post_legacy():  # noqa: ANN201
 
 @bp.post("/api/stations/<station_id>/status")
 def post_status(station_id: str):  # noqa: ANN201
-    caller = _caller()
+    caller = bearer_caller()
     try:
         station_id = parse_station(station_id)
     except BadAlert as exc:
@@ -125,67 +117,11 @@ def post_status(station_id: str):  # noqa: ANN201
     return jsonify(status="ok"), 200
 
 
-def filter_from_args(args) -> store.AlertFilter:  # noqa: ANN001 - a MultiDict
-    """Filters from query parameters station, login_name, type, state, from, to (dates or ISO times)."""
-    state = args.get("state") or None
-    if state and state not in store.FILTER_STATES:
-        abort(400, f"state must be one of {', '.join(store.FILTER_STATES)}")
-    kind = args.get("type") or None
-    if kind:
-        try:
-            kind = parse_type(kind)
-        except BadAlert as exc:
-            abort(400, str(exc))
-    return store.AlertFilter(
-        station=args.get("station") or None, login_name=args.get("login_name") or None, type=kind, state=state,
-        date_from=_date_arg(args.get("from"), "from", end=False), date_to=_date_arg(args.get("to"), "to", end=True),
-    )
-
-
-def _date_arg(value: Optional[str], what: str, end: bool) -> Optional[dt.datetime]:
-    """A date (whole day, in UTC; `to` inclusive) or an ISO date-time (naive = UTC)."""
-    if not value:
-        return None
-    try:
-        if len(value) == 10:
-            when = dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.timezone.utc)
-        else:
-            when = fromiso(value)
-    except ValueError:
-        abort(400, f"{what} {value[:40]!r} is not a date (YYYY-MM-DD) or ISO-8601 time")
-    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-    try:
-        in_range(when, what)
-    except BadAlert as exc:
-        abort(400, str(exc))
-    return when + dt.timedelta(days=1) if len(value) == 10 and end else when
-
-
-def page_args(args) -> tuple[int, int]:  # noqa: ANN001
-    try:
-        page, per_page = int(args.get("page", 1)), int(args.get("per_page", 50))
-    except ValueError:
-        abort(400, "page and per_page must be whole numbers")
-    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
-        abort(400, f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
-    return page, per_page
-
-
 @bp.get("/api/alerts")
 @login_required()
 def get_alerts():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
     return jsonify(alerts=alerts, page=page, per_page=per_page, total=total)
-
-
-def alerts_page(args) -> tuple[list[dict], int, int, int]:  # noqa: ANN001
-    """(alerts as dicts, total matching, page, per_page) for the filters and page in `args`."""
-    flt = filter_from_args(args)
-    page, per_page = page_args(args)
-    db = get_db()
-    rows, total = store.list_alerts(db, flt, page, per_page)
-    kinds = store.evidence_kinds(db, [a.alert_id for a in rows])
-    return [store.alert_to_dict(a, kinds[a.alert_id]) for a in rows], total, page, per_page
 
 
 def _alert_or_404(alert_id: str) -> Alert:

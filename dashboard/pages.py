@@ -9,15 +9,17 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from dashboard import store
-from dashboard.api import alerts_page, filter_from_args
-from dashboard.app import get_db, services
-from dashboard.auth import AuthError, check_login, create_token, revoke_token
+from dashboard.accounts import check_login
+from dashboard.db import get_db
 from dashboard.ingest import BadAlert, parse_station
 from dashboard.models import ALERT_TYPES, TOKEN_KINDS, ApiToken
-from dashboard.security import check_csrf, csrf_token, current_user, log_in, log_out, login_required
+from dashboard.queries import alerts_page, filter_from_args
+from dashboard.services import services
+from dashboard.station_tokens import TokenError, create_token, revoke_token
+from dashboard.web_security import check_csrf, csrf_token, current_user, log_in, log_out, login_required
 
 log = logging.getLogger(__name__)
-bp = Blueprint("views", __name__)
+bp = Blueprint("pages", __name__)
 
 
 @bp.app_context_processor
@@ -28,10 +30,10 @@ def _template_globals() -> dict:
 def _safe_next(target: str | None) -> str:
     """Only same-site paths are followed after login or a form post (no open redirect)."""
     if not target:
-        return url_for("views.index")
+        return url_for("pages.index")
     parts = urlparse(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("views.index")
+        return url_for("pages.index")
     return target
 
 
@@ -72,7 +74,7 @@ def login():  # noqa: ANN201
 def logout():  # noqa: ANN201
     check_csrf()
     log_out()
-    return redirect(url_for("views.login"))
+    return redirect(url_for("pages.login"))
 
 
 @bp.get("/")
@@ -86,7 +88,7 @@ def index():  # noqa: ANN201
         "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=stations,
         types=ALERT_TYPES, states=store.FILTER_STATES, args=args, query=query,
         pages=max(1, -(-total // per_page)),
-        csv_url=url_for("api.get_csv", **{k: v for k, v in args.items() if k not in ("page", "per_page")}),
+        csv_url=url_for("alerts_api.get_csv", **{k: v for k, v in args.items() if k not in ("page", "per_page")}),
     )
 
 
@@ -143,9 +145,9 @@ def tokens_create():  # noqa: ANN201
     try:
         name = parse_station(request.form.get("station_id", ""))
         token = create_token(db, name, kind)
-    except (BadAlert, AuthError) as exc:
+    except (BadAlert, TokenError) as exc:
         flash(str(exc))
-        return redirect(url_for("views.tokens"))
+        return redirect(url_for("pages.tokens"))
     log.info("token created for %s %s by %s", kind, name, current_user().username)
     return _tokens_page(token, name)  # shown once, in this response only; never stored in clear
 
@@ -158,6 +160,4 @@ def tokens_revoke(token_id: int):  # noqa: ANN201
         log.info("token %d revoked by %s", token_id, current_user().username)
     else:
         flash("That token does not exist or was already revoked.")
-    return redirect(url_for("views.tokens"))
-
-
+    return redirect(url_for("pages.tokens"))
