@@ -17,12 +17,12 @@ from dashboard.ingest import AlertMessage
 from dashboard.models import SignInFailure, utcnow
 from dashboard.services import services
 from shared.names import InvalidName, validate_name
+from shared.signin import FAILURE_REASONS as SIGNIN_REASONS
 from shared.throttle import delay_after
 
 log = logging.getLogger(__name__)
 
-FAILURE_REASONS = ("wrong_password", "no_face", "several_faces", "not_account_holder", "no_blink", "timed_out",
-                   "not_enrolled", "offline")
+FAILURE_REASONS = SIGNIN_REASONS  # every code the edge or the recognizer can give (shared.signin): none is refused
 
 
 @dataclass(frozen=True)
