@@ -11,8 +11,8 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from dashboard.config import DEFAULT_DB_URL, ConfigError, DashboardConfig
-from shared.config import setup_logging
+from dashboard.config import DEFAULT_DB_URL, DashboardConfig
+from shared.config import ConfigError, setup_logging
 
 log = logging.getLogger("dashboard")
 PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"

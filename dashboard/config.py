@@ -6,13 +6,11 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Optional
 
+from shared.config import ConfigError, env_settings
+
 ENV_PREFIX = "FACEMON_DASHBOARD_"
 DEFAULT_DB_URL = "sqlite:///var/dashboard.sqlite3"
 MiB = 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the setting and the valid range."""
 
 
 @dataclass(frozen=True)
@@ -67,35 +65,9 @@ class DashboardConfig:
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None, **overrides: object) -> "DashboardConfig":
         """Defaults, then `FACEMON_DASHBOARD_*` variables, then non-None `overrides` (command-line flags)."""
-        env = os.environ if env is None else env
-        values: dict = {}
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _convert(f.name, f.type, raw)
+        values = env_settings(cls, ENV_PREFIX, os.environ if env is None else env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**values)
-
-
-def _convert(name: str, type_name: object, raw: str) -> object:
-    """Turn an environment string into the field's type, with a message naming the variable."""
-    kind = str(type_name)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool":
-            low = raw.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-    return raw

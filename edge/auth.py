@@ -18,12 +18,11 @@ import logging
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
+from shared.http import HttpError, post_json
 from shared.signin import NOT_COUNTED
 from shared.throttle import MAX_DELAY_S, FailureThrottle
 
@@ -60,20 +59,14 @@ class DashboardClient:
         self.timeout_s = timeout_s
 
     def _post(self, path: str, body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(
-            self.base_url + path, data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - our own URL
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            try:
-                return exc.code, json.loads(exc.read() or b"{}")
-            except ValueError:
-                raise DashboardUnavailable(f"dashboard answered {exc.code} without JSON") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            answer = post_json(self.base_url + path, body, self.token, self.timeout_s)
+        except HttpError as exc:
             raise DashboardUnavailable(f"dashboard {self.base_url} unreachable: {exc}") from None
+        data = answer.json()
+        if data is None:
+            raise DashboardUnavailable(f"dashboard answered {answer.status} without JSON")
+        return answer.status, data
 
     def check(self, username: str, password: str, image: Optional[bytes]) -> tuple[int, dict]:
         body = {"username": username, "password": password}

@@ -5,21 +5,17 @@ program at start with a sentence naming the flag or variable.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import socket
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from edge.link import LinkSettings
+from shared.config import ConfigError, SettingsParser
 from shared.names import InvalidName, validate_name
 
 ENV_PREFIX = "FACEMON_EDGE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-class ConfigError(ValueError):
-    """A setting has a value the edge cannot use; the message names it and says what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -128,66 +124,51 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
         raise ConfigError(f"recognizer address {text!r}: port {port_text!r} is not a number") from None
 
 
-# (dest, flag, env suffix, converter, help). `None` defaults come from EdgeConfig.
-_SETTINGS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
-    ("source", "--source", "SOURCE", str,
-     "camera: 'picamera', a USB webcam index (0), a video file (looped), or an rtsp:// / http:// URL"),
-    ("recognizer", "--recognizer", "RECOGNIZER", str, "recognizer address host:port (default 127.0.0.1:8002)"),
-    ("station", "--station", "STATION", str, "this desk's station id (default: the host name)"),
-    ("login", "--login", "LOGIN", str, "login name of the evaluator at this desk"),
-    ("token", "--token", "TOKEN", str, "station token the recognizer expects (prefer the env variable)"),
-    ("web_host", "--web-host", "WEB_HOST", str, "address the page listens on (default 127.0.0.1; 0.0.0.0 for the LAN)"),
-    ("web_port", "--web-port", "WEB_PORT", int, "port of the page (default 8001)"),
-    ("jpeg_quality", "--jpeg-quality", "JPEG_QUALITY", int, "JPEG quality 1-100 of frames sent (default 80)"),
-    ("max_width", "--max-width", "MAX_WIDTH", int, "shrink frames wider than this before sending; 0 = never (default 640)"),
-    ("max_in_flight", "--max-in-flight", "MAX_IN_FLIGHT", int,
-     "frames awaiting an answer at most; newer frames are skipped meanwhile (default 2)"),
-    ("fps_cap", "--fps-cap", "FPS_CAP", float, "camera frames per second at most; 0 = the source's own rate"),
-    ("log_level", "--log-level", "LOG_LEVEL", lambda s: s.upper(), "DEBUG, INFO, WARNING or ERROR (default INFO)"),
-    ("dashboard_url", "--dashboard-url", "DASHBOARD_URL", str,
+# (flag, converter, help). The environment variable is FACEMON_EDGE_<FLAG>; defaults come from EdgeConfig.
+_SETTINGS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("--source", str, "camera: 'picamera', a USB webcam index (0), a video file (looped), or an rtsp:// / http:// URL"),
+    ("--recognizer", str, "recognizer address host:port (default 127.0.0.1:8002)"),
+    ("--station", str, "this desk's station id (default: the host name)"),
+    ("--login", str, "login name of the evaluator at this desk"),
+    ("--token", str, "station token the recognizer expects (prefer the env variable)"),
+    ("--web-host", str, "address the page listens on (default 127.0.0.1; 0.0.0.0 for the LAN)"),
+    ("--web-port", int, "port of the page (default 8001)"),
+    ("--jpeg-quality", int, "JPEG quality 1-100 of frames sent (default 80)"),
+    ("--max-width", int, "shrink frames wider than this before sending; 0 = never (default 640)"),
+    ("--max-in-flight", int, "frames awaiting an answer at most; newer frames are skipped meanwhile (default 2)"),
+    ("--fps-cap", float, "camera frames per second at most; 0 = the source's own rate"),
+    ("--log-level", str.upper, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    ("--dashboard-url", str,
      "dashboard base URL (http(s)://host:5000) that checks sign-in passwords; turns sign-in on"),
-    ("dashboard_token", "--dashboard-token", "DASHBOARD_TOKEN", str,
+    ("--dashboard-token", str,
      "this station's token (python -m dashboard add-station): used with the dashboard, and sent to the recognizer "
      "as the station's credential (recognizer --station-auth dashboard); prefer the env variable"),
-    ("auth", "--auth", "AUTH", lambda s: s.lower(),
-     "on|off: require sign-in for the page (default: on when --dashboard-url is set, else off)"),
-    ("verify_frames", "--verify-frames", "VERIFY_FRAMES", int,
-     "consecutive agreeing frames the sign-in face check needs (default 10)"),
-    ("verify_timeout", "--verify-timeout", "VERIFY_TIMEOUT", float, "seconds the sign-in face check may take (default 20)"),
-    ("secret_key", "--secret-key", "SECRET_KEY", str,
-     "session cookie key, >= 32 characters (default: generated once into STATE_DIR/secret_key)"),
-    ("state_dir", "--state-dir", "STATE_DIR", str,
-     "folder for the generated session key and the enrolment record (default var/edge)"),
+    ("--auth", str.lower, "on|off: require sign-in for the page (default: on when --dashboard-url is set, else off)"),
+    ("--verify-frames", int, "consecutive agreeing frames the sign-in face check needs (default 10)"),
+    ("--verify-timeout", float, "seconds the sign-in face check may take (default 20)"),
+    ("--secret-key", str, "session cookie key, >= 32 characters (default: generated once into STATE_DIR/secret_key)"),
+    ("--state-dir", str, "folder for the generated session key and the enrolment record (default var/edge)"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(environ: Optional[Mapping[str, str]] = None) -> SettingsParser:
+    """The edge's flags; `parse_args` resolves each flag > FACEMON_EDGE_<FLAG> in `environ` > None (EdgeConfig's default)."""
+    parser = SettingsParser(
         prog="facemon-edge",
         description="facemon edge: stream a camera to the recognizer and serve the live page on :8001.",
         epilog="Every flag can also be set by an environment variable FACEMON_EDGE_<NAME>, e.g. "
         "FACEMON_EDGE_TOKEN, FACEMON_EDGE_RECOGNIZER=10.0.0.5:8002. Flags win over the environment.",
+        env_prefix=ENV_PREFIX, environ=environ, help_format="{help} [{env}]",
     )
-    for dest, flag, env, _, help_text in _SETTINGS:
-        parser.add_argument(flag, dest=dest, default=None, metavar=env, help=f"{help_text} [{ENV_PREFIX}{env}]")
+    for flag, convert, help_text in _SETTINGS:
+        parser.add_setting(flag, help=help_text, parse=convert)
     return parser
 
 
 def load_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> EdgeConfig:
     """Parse flags (argparse exits on --help or an unknown flag) and the environment into an EdgeConfig."""
-    args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {}
-    for dest, flag, env, convert, _ in _SETTINGS:
-        raw = getattr(args, dest)
-        origin = flag
-        if raw is None and ENV_PREFIX + env in environ:
-            raw, origin = environ[ENV_PREFIX + env], ENV_PREFIX + env
-        if raw is None:
-            continue
-        try:
-            values[dest] = convert(raw)
-        except ValueError:
-            raise ConfigError(f"{origin}: {raw!r} is not a valid {convert.__name__} value") from None
+    args = build_parser(environ).parse_args(argv)
+    values: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     if "recognizer" in values:
         host, port = parse_host_port(values.pop("recognizer"), EdgeConfig.recognizer_port)
         values.update(recognizer_host=host, recognizer_port=port)

@@ -1,7 +1,6 @@
 """Console entry `facemon-recognizer`: read config, build the models and the server, serve until signalled."""
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import os
 import logging
@@ -9,19 +8,20 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from shared.config import ConfigError, add_env_argument, parse_bool, setup_logging
+from shared.config import ConfigError, SettingsParser, parse_bool, setup_logging
 
 log = logging.getLogger("recognizer")
-ENV = "FACEMON_RECOGNIZER"
+ENV_PREFIX = "FACEMON_RECOGNIZER_"
 
 
-def build_parser(prog: str = "facemon-recognizer", description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
+def build_parser(prog: str = "facemon-recognizer", description: str = "") -> SettingsParser:
+    """Every flag, also settable by FACEMON_RECOGNIZER_<FLAG>; `parse_args` resolves flag > variable > default."""
+    p = SettingsParser(
+        prog=prog, env_prefix=ENV_PREFIX,
         description=description or "Face recognizer server: edges stream JPEG frames over TCP; it answers with "
         "annotated frames and per-face results. Every flag can also be set by the environment variable shown.",
     )
-    a = lambda *args, **kw: add_env_argument(p, ENV, *args, **kw)  # noqa: E731
+    a = p.add_setting
     a("--host", "0.0.0.0", "address to listen on")
     a("--port", 8002, "TCP port for edges", int)
     a("--token", "", "shared secret every edge must present (empty: accept any, for a closed lab network only)")
@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from recognizer.app import RecognizerApp, RecognizerSettings
 
         settings = RecognizerSettings.from_args(args)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"facemon-recognizer: configuration error: {exc}", file=sys.stderr)
         return 2
     if not settings.server.token:

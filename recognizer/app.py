@@ -20,6 +20,7 @@ from recognizer.server import RecognizerServer, ServerConfig
 from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.trust import Trust, TrustConfig
 from recognizer.workers import ChipEncoder, EncoderPool
+from shared.config import ConfigError
 
 if TYPE_CHECKING:
     from recognizer.liveness import FaceLiveness
@@ -51,40 +52,44 @@ class RecognizerSettings:
 
     def __post_init__(self) -> None:
         if self.trust.station_auth == "dashboard" and self.dashboard is None:
-            raise ValueError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
-                             "holds the station credentials)")
+            raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
+                              "holds the station credentials)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
-        return cls(
-            server=ServerConfig(
-                host=args.host, port=args.port, token=args.token,
-                max_stations=args.max_stations, max_in_flight=args.max_in_flight,
-            ),
-            engine=EngineConfig(detector=args.detector, upsample=args.upsample),
-            pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
-            match=OpenSetParams(tolerance=args.tolerance, accept_distance=args.accept_distance, margin=args.margin,
-                                min_votes=args.min_votes),
-            index_dir=Path(args.index),
-            known_faces=Path(args.known_faces),
-            workers=args.workers,
-            liveness_method=args.liveness_method,
-            first_blink_timeout_s=args.first_blink_timeout,
-            blink_timeout_s=args.blink_timeout,
-            alerts=AlertThresholds(
-                unknown_after_s=args.unknown_after, wrong_person_after_s=args.unknown_after,
-                multiple_after_s=args.multiple_after, no_face_after_s=args.no_face_after,
-                no_blink_after_s=args.no_blink_after, eyes_closed_after_s=args.eyes_closed_after,
-                cooldown_s=args.cooldown,
-                enabled=frozenset(_alert_types(args.alert_types)),
-            ),
-            outbox=OutboxConfig(path=Path(args.outbox)),
-            dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
-            trust=TrustConfig(station_auth=args.station_auth or ("dashboard" if args.dashboard_url else "shared"),
-                              enrol_policy=args.enrol_policy, grace_s=args.credential_grace),
-            webhook_url=args.webhook_url,
-            webhook_images=args.webhook_images,
-        )
+        """The settings from `build_parser().parse_args()`; ConfigError (naming the value) when one is unusable."""
+        try:
+            return cls(
+                server=ServerConfig(
+                    host=args.host, port=args.port, token=args.token,
+                    max_stations=args.max_stations, max_in_flight=args.max_in_flight,
+                ),
+                engine=EngineConfig(detector=args.detector, upsample=args.upsample),
+                pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
+                match=OpenSetParams(tolerance=args.tolerance, accept_distance=args.accept_distance, margin=args.margin,
+                                    min_votes=args.min_votes),
+                index_dir=Path(args.index),
+                known_faces=Path(args.known_faces),
+                workers=args.workers,
+                liveness_method=args.liveness_method,
+                first_blink_timeout_s=args.first_blink_timeout,
+                blink_timeout_s=args.blink_timeout,
+                alerts=AlertThresholds(
+                    unknown_after_s=args.unknown_after, wrong_person_after_s=args.unknown_after,
+                    multiple_after_s=args.multiple_after, no_face_after_s=args.no_face_after,
+                    no_blink_after_s=args.no_blink_after, eyes_closed_after_s=args.eyes_closed_after,
+                    cooldown_s=args.cooldown,
+                    enabled=frozenset(_alert_types(args.alert_types)),
+                ),
+                outbox=OutboxConfig(path=Path(args.outbox)),
+                dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
+                trust=TrustConfig(station_auth=args.station_auth or ("dashboard" if args.dashboard_url else "shared"),
+                                  enrol_policy=args.enrol_policy, grace_s=args.credential_grace),
+                webhook_url=args.webhook_url,
+                webhook_images=args.webhook_images,
+            )
+        except ValueError as exc:  # a part's own validation (ServerConfig, EngineConfig ...): one error type
+            raise ConfigError(str(exc)) from None
 
 
 def _alert_types(text: str) -> list[str]:

@@ -13,60 +13,26 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from recognizer.outbox import PermanentDeliveryError, TransientDeliveryError
+from shared.config import ConfigError
+from shared.http import TIMEOUT_S, HttpError, Response, post_json, post_multipart
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_S = 15.0  # connect and read, per request
 
-
-@dataclass(frozen=True)
-class HttpAnswer:
-    status: int
-    body: bytes
-    location: str = ""
-
-    def reason(self) -> str:
-        """The server's `error` text when it sent JSON, else the start of the body."""
-        try:
-            data = json.loads(self.body)
-            if isinstance(data, dict) and data.get("error"):
-                return str(data["error"])[:300]
-        except ValueError:
-            pass
-        return self.body[:300].decode("utf-8", "replace").strip()
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - a redirected POST is reported, not followed
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)  # stateless; safe to share between threads
-
-
-def http_post(url: str, body: bytes, headers: dict, timeout_s: float = TIMEOUT_S) -> HttpAnswer:
-    """POST with the standard library (the recognizer host needs no HTTP package). Network failures are transient."""
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+def delivered(request: Callable[[], Response]) -> None:
+    """Run one request as a delivery: no answer is transient (a malformed URL permanent), then `check_answer`."""
     try:
-        with _OPENER.open(req, timeout=timeout_s) as resp:
-            return HttpAnswer(resp.status, resp.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return HttpAnswer(exc.code, exc.read() or b"", exc.headers.get("Location", "") if exc.headers else "")
-    except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, reset, timed out
-        raise TransientDeliveryError(f"{getattr(exc, 'reason', exc)} ({url})") from None
-    except ValueError as exc:  # a malformed URL: retrying will not help
-        raise PermanentDeliveryError(f"bad URL {url!r}: {exc}") from None
+        answer = request()
+    except HttpError as exc:
+        raise (TransientDeliveryError if exc.transient else PermanentDeliveryError)(str(exc)) from None
+    check_answer(answer)
 
 
-def check_answer(answer: HttpAnswer) -> None:
+def check_answer(answer: Response) -> None:
     """Raise the right delivery error for a non-2xx answer."""
     code = answer.status
     if 200 <= code < 300:
@@ -79,22 +45,6 @@ def check_answer(answer: HttpAnswer) -> None:
     raise PermanentDeliveryError(text)
 
 
-def multipart(fields: list[tuple[str, Optional[str], str, bytes]]) -> tuple[bytes, str]:
-    """multipart/form-data body from (name, filename or None, content type, data); returns (body, content type)."""
-    boundary = uuid.uuid4().hex
-    out = bytearray()
-    for name, filename, ctype, data in fields:
-        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\nContent-Type: {ctype}\r\n\r\n".encode()
-        out += data + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
-
-
-def post_json(url: str, body: dict, headers: dict) -> None:
-    check_answer(http_post(url, json.dumps(body).encode(), {**headers, "Content-Type": "application/json"}))
-
-
 @dataclass(frozen=True)
 class DashboardTarget:
     """The dashboard's base URL (http://host:5000) and a station or service token."""
@@ -104,10 +54,10 @@ class DashboardTarget:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"dashboard URL must start with http:// or https://, got {self.url!r}")
+            raise ConfigError(f"dashboard URL must start with http:// or https://, got {self.url!r}")
         if not self.token:
-            raise ValueError("a dashboard URL needs a token (--dashboard-token): add one with "
-                             "`python -m dashboard add-station --station-id recognizer --kind service`")
+            raise ConfigError("a dashboard URL needs a token (--dashboard-token): add one with "
+                              "`python -m dashboard add-station --station-id recognizer --kind service`")
         object.__setattr__(self, "url", self.url.rstrip("/"))
 
 
@@ -125,9 +75,7 @@ class DashboardSink:
             parts.append(("image", "evidence.jpg", "image/jpeg", bytes(image)))
         if best_image is not None:
             parts.append(("best_image", "best.jpg", "image/jpeg", bytes(best_image)))
-        body, ctype = multipart(parts)
-        headers = {"Authorization": f"Bearer {self.target.token}", "Content-Type": ctype}
-        check_answer(http_post(f"{self.target.url}/api/alerts", body, headers))
+        delivered(lambda: post_multipart(f"{self.target.url}/api/alerts", parts, self.target.token))
 
 
 class WebhookSink:
@@ -141,7 +89,7 @@ class WebhookSink:
 
     def __init__(self, url: str, include_images: bool = False, headers: Optional[dict] = None) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+            raise ConfigError(f"webhook URL must start with http:// or https://, got {url!r}")
         self.url = url
         self.include_images = include_images
         self.headers = dict(headers or {})
@@ -153,7 +101,7 @@ class WebhookSink:
                 body["image_b64"] = base64.b64encode(image).decode()
             if best_image is not None:
                 body["best_image_b64"] = base64.b64encode(best_image).decode()
-        post_json(self.url, body, self.headers)
+        delivered(lambda: post_json(self.url, body, headers=self.headers))
 
 
 def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN001 - a server.StationStatus
@@ -207,7 +155,7 @@ class StatusReporter:
     def _post(self, station: str, body: dict) -> None:
         url = f"{self.target.url}/api/stations/{station}/status"
         try:
-            post_json(url, body, {"Authorization": f"Bearer {self.target.token}"})
+            delivered(lambda: post_json(url, body, self.target.token))
         except (TransientDeliveryError, PermanentDeliveryError) as exc:
             if not self._failing:
                 log.warning("station status to the dashboard failed (%s); retrying every %.0f s quietly", exc, self.interval_s)

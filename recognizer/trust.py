@@ -24,15 +24,15 @@ Both questions are answered by the dashboard, which issues and revokes the crede
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from recognizer.outbox import PermanentDeliveryError, TransientDeliveryError
-from recognizer.sinks import DashboardTarget, HttpAnswer, http_post
+from recognizer.sinks import DashboardTarget
+from shared.config import ConfigError
+from shared.http import HttpError, Response, post_json
 from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,13 @@ class TrustConfig:
 
     def __post_init__(self) -> None:
         if self.station_auth not in STATION_AUTH_MODES:
-            raise ValueError(f"station auth must be one of {', '.join(STATION_AUTH_MODES)}, not {self.station_auth!r}")
+            raise ConfigError(f"station auth must be one of {', '.join(STATION_AUTH_MODES)}, not {self.station_auth!r}")
         if self.enrol_policy not in ENROL_POLICIES:
-            raise ValueError(f"enrol policy must be one of {', '.join(ENROL_POLICIES)}, not {self.enrol_policy!r}")
+            raise ConfigError(f"enrol policy must be one of {', '.join(ENROL_POLICIES)}, not {self.enrol_policy!r}")
         if not 0 <= self.grace_s <= 86400 or not 0 <= self.refusal_cache_s <= 3600:
-            raise ValueError("grace_s must be 0..86400 and refusal_cache_s 0..3600 seconds")
+            raise ConfigError("grace_s must be 0..86400 and refusal_cache_s 0..3600 seconds")
         if not 1 <= self.takeover_silence_s <= 3600 or not 0.1 <= self.timeout_s <= 60:
-            raise ValueError("takeover_silence_s must be 1..3600 and timeout_s 0.1..60 seconds")
+            raise ConfigError("takeover_silence_s must be 1..3600 and timeout_s 0.1..60 seconds")
 
 
 class TrustRefusal(Exception):
@@ -92,10 +92,10 @@ class Trust:
     """Answers the recognizer's trust questions; thread-safe (station threads call it)."""
 
     def __init__(self, config: TrustConfig, dashboard: Optional[DashboardTarget],
-                 post: Callable[..., HttpAnswer] = http_post, clock: Callable[[], float] = time.monotonic) -> None:
+                 post: Callable[..., Response] = post_json, clock: Callable[[], float] = time.monotonic) -> None:
         if config.station_auth == "dashboard" and dashboard is None:
-            raise ValueError("--station-auth dashboard needs --dashboard-url and --dashboard-token "
-                             "(the dashboard holds the station credentials)")
+            raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token "
+                              "(the dashboard holds the station credentials)")
         self.config = config
         self.dashboard = dashboard
         self._post = post
@@ -149,7 +149,7 @@ class Trust:
                 self._remember(self._confirmed, key, now)
                 self._refused.pop(key, None)
             return Admission(station, verified=True)
-        if answer.status == 403 and _json(answer).get("ok") is False:  # else: our own token was refused
+        if answer.status == 403 and (answer.json() or {}).get("ok") is False:  # else: our own token was refused
             reason = f"station credential refused by the dashboard: {answer.reason()}"
             with self._lock:
                 self._remember(self._refused, key, (now, reason))
@@ -179,7 +179,7 @@ class Trust:
         except InvalidName as exc:
             raise TrustRefusal("invalid_name", str(exc)) from None
         answer = self._ask("/api/enrol/redeem", {"grant": grant, "station_id": station, "identity": identity})
-        body = _json(answer)
+        body = answer.json() or {}
         if answer.status == 200 and body.get("ok") and isinstance(body.get("admin"), str):
             return EnrolRight(str(body["admin"]), int(body.get("grant_id", 0)) or None)
         if answer.status == 403 and body.get("ok") is False:
@@ -201,16 +201,15 @@ class Trust:
 
     # ---- plumbing ----
 
-    def _ask(self, path: str, body: dict) -> HttpAnswer:
+    def _ask(self, path: str, body: dict) -> Response:
         assert self.dashboard is not None
-        headers = {"Authorization": f"Bearer {self.dashboard.token}", "Content-Type": "application/json"}
         try:
-            return self._post(f"{self.dashboard.url}{path}", json.dumps(body).encode(), headers, self.config.timeout_s)
-        except (TransientDeliveryError, PermanentDeliveryError) as exc:
+            return self._post(f"{self.dashboard.url}{path}", body, self.dashboard.token, self.config.timeout_s)
+        except HttpError as exc:
             raise TrustRefusal("auth_unavailable", f"the dashboard cannot be asked ({exc})") from None
 
     @staticmethod
-    def _unavailable(answer: HttpAnswer) -> TrustRefusal:
+    def _unavailable(answer: Response) -> TrustRefusal:
         if answer.status in (401, 403):
             log.error("the dashboard refused this recognizer's --dashboard-token (HTTP %d: %s); it must be a "
                       "service token", answer.status, answer.reason())
@@ -222,10 +221,3 @@ class Trust:
             table.clear()
         table[key] = value
 
-
-def _json(answer: HttpAnswer) -> dict:
-    try:
-        body = json.loads(answer.body or b"{}")
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -1,26 +1,28 @@
-"""Small helpers for configuration from flags with environment-variable defaults."""
+"""One way to configure a facemon process: a flag, else its environment variable, else the default; one `ConfigError`.
+
+- `SettingsParser` (the recognizer, the edge): an `argparse.ArgumentParser` whose settings are added with
+  `add_setting`; `parse_args` resolves each one flag > `{env_prefix}NAME` > default and converts it, so a
+  bad value from either place raises `ConfigError` naming the flag or the variable.
+- `env_settings` (the dashboard, whose settings are mostly environment-only): a dataclass's fields read
+  from `{prefix}FIELD`, converted by the field's type.
+
+An empty variable counts as unset (as for Python's own `PYTHON*` variables), so `FACEMON_X=` in a
+systemd environment file means "the default". Typed settings objects validate the values they are built
+from and raise `ConfigError` too.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional
+
+Parse = Callable[[str], Any]
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the setting and why."""
-
-
-def env_default(prefix: str, name: str, default: Any, parse: Callable[[str], Any] = str) -> Any:
-    """Value of env var `{prefix}_{NAME}` parsed with `parse`, else `default`."""
-    key = f"{prefix}_{name.upper()}"
-    raw = os.environ.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {key}={raw!r} is not valid: {exc}") from None
 
 
 def parse_bool(raw: str) -> bool:
@@ -32,17 +34,82 @@ def parse_bool(raw: str) -> bool:
     raise ValueError("expected true/false")
 
 
-def add_env_argument(
-    parser: argparse.ArgumentParser, prefix: str, flag: str, default: Any, help: str, parse: Callable = str, **kw: Any
-) -> None:
-    """Add `--flag` whose default comes from `{prefix}_{FLAG}` in the environment, named in the help."""
-    name = flag.lstrip("-").replace("-", "_")
-    env = f"{prefix}_{name.upper()}"
-    value = env_default(prefix, name, default, parse)
-    if parse is parse_bool:
-        parser.add_argument(flag, default=value, action=argparse.BooleanOptionalAction, help=f"{help} [env {env}]", **kw)
-    else:
-        parser.add_argument(flag, default=value, type=parse, help=f"{help} (default: %(default)s) [env {env}]", **kw)
+_KIND_NAMES = {parse_bool: "bool"}
+
+
+def convert(raw: str, parse: Parse, origin: str) -> Any:
+    """`parse(raw)`; a ValueError becomes a ConfigError naming `origin` (the flag or the variable)."""
+    try:
+        return parse(raw)
+    except ValueError:
+        kind = _KIND_NAMES.get(parse, getattr(parse, "__name__", "setting"))
+        raise ConfigError(f"{origin}: {raw!r} is not a valid {kind} value") from None
+
+
+def read_env(environ: Mapping[str, str], name: str, parse: Parse = str) -> Optional[Any]:
+    """Variable `name` converted with `parse`; None when it is unset or empty."""
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return None
+    return convert(raw, parse, name)
+
+
+class SettingsParser(argparse.ArgumentParser):
+    """Flags backed by environment variables `{env_prefix}{DEST}`, resolved flag > variable > default by `parse_args`.
+
+    `help_format` renders each setting's help from `{help}`, `{default}` and `{env}` (`bool_help_format` for
+    on/off settings, given as `--name/--no-name`). A setting whose default is None is left None when neither
+    the flag nor the variable is set, so a typed config's own default applies. Other arguments are plain argparse.
+    """
+
+    def __init__(self, *args: Any, env_prefix: str, environ: Optional[Mapping[str, str]] = None,
+                 help_format: str = "{help} (default: {default}) [env {env}]",
+                 bool_help_format: str = "{help} [env {env}]", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env_prefix = env_prefix
+        self.environ = environ  # None: os.environ as it is when parsing
+        self.help_format, self.bool_help_format = help_format, bool_help_format
+        self._settings: list[tuple[str, str, str, Parse, Any]] = []  # (dest, flag, env, parse, default)
+
+    def add_setting(self, flag: str, default: Any = None, help: str = "", parse: Parse = str) -> None:  # noqa: A002
+        """Add `--flag`, also settable by `{env_prefix}{FLAG}`; `parse` converts a flag's or variable's text."""
+        dest = flag.lstrip("-").replace("-", "_")
+        env = f"{self.env_prefix}{dest.upper()}"
+        if parse is parse_bool:
+            text = self.bool_help_format.format(help=help, default=default, env=env)
+            self.add_argument(flag, dest=dest, default=None, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            text = self.help_format.format(help=help, default=default, env=env)
+            self.add_argument(flag, dest=dest, default=None, help=text.replace("%", "%%"))
+        self._settings.append((dest, flag, env, parse, default))
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's parsing (exits on --help or an unknown flag), then each setting resolved; ConfigError on a bad value."""
+        ns, rest = super().parse_known_args(args, namespace)
+        environ = os.environ if self.environ is None else self.environ
+        for dest, flag, env, parse, default in self._settings:
+            given = getattr(ns, dest, None)
+            if isinstance(given, str):
+                value = convert(given, parse, flag)
+            elif given is not None:  # --name / --no-name
+                value = given
+            else:
+                value = read_env(environ, env, parse)
+            setattr(ns, dest, default if value is None else value)
+        return ns, rest
+
+
+_FIELD_PARSERS: dict[str, Parse] = {"int": int, "float": float, "bool": parse_bool}
+
+
+def env_settings(cls: type, prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The fields of dataclass `cls` set in `environ` as `{prefix}{FIELD}`, converted by the field's type."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = read_env(environ, prefix + f.name.upper(), _FIELD_PARSERS.get(str(f.type), str))
+        if value is not None:
+            values[f.name] = value
+    return values
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
