@@ -22,6 +22,7 @@ import numpy as np
 
 from edge.frames import LatestFrame, RateMeter
 from shared import protocol
+from shared.backoff import Backoff
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.stream import MessageStream
@@ -50,30 +51,10 @@ class LinkSettings:
     backoff_max_s: float = 10.0
     refused_backoff_initial_s: float = 5.0  # after a REFUSE (bad token/version): retry, but slowly
     refused_backoff_max_s: float = 60.0
+    backoff_jitter: float = 0.2  # each delay +/- this fraction, so desks that lost the server do not return together
     default_heartbeat_s: float = 5.0  # when the WELCOME does not say
     result_timeout_s: float = 10.0  # an unanswered frame stops counting as in flight after this
     enrol_jpeg_quality: int = 95
-
-
-class Backoff:
-    """Delays that double from `initial_s` up to `max_s`, each jittered by +/- `jitter` (a fraction)."""
-
-    def __init__(
-        self, initial_s: float, max_s: float, jitter: float = 0.2, rng: Callable[[], float] = random.random
-    ) -> None:
-        if not 0 < initial_s <= max_s:
-            raise ValueError("back-off needs 0 < initial_s <= max_s")
-        self.initial_s, self.max_s, self.jitter, self._rng = initial_s, max_s, jitter, rng
-        self._next = initial_s
-
-    def next_delay(self) -> float:
-        """The delay to wait now; the one after it is twice as long (capped)."""
-        base = self._next
-        self._next = min(self._next * 2, self.max_s)
-        return base * (1.0 - self.jitter + 2.0 * self.jitter * self._rng())
-
-    def reset(self) -> None:
-        self._next = self.initial_s
 
 
 def encode_jpeg(frame: np.ndarray, quality: int, max_width: int = 0) -> bytes:
@@ -358,8 +339,8 @@ class RecognizerLink:
 
     def _run(self) -> None:
         s = self.settings
-        backoff = Backoff(s.backoff_initial_s, s.backoff_max_s, rng=self._rng)
-        refused_backoff = Backoff(s.refused_backoff_initial_s, s.refused_backoff_max_s, rng=self._rng)
+        backoff = Backoff(s.backoff_initial_s, s.backoff_max_s, s.backoff_jitter, rng=self._rng)
+        refused_backoff = Backoff(s.refused_backoff_initial_s, s.refused_backoff_max_s, s.backoff_jitter, rng=self._rng)
         self._set_state("connecting", f"connecting to {s.host}:{s.port}")
         while not self._stop.is_set():
             # After a failure the state stays "offline"/"refused" with its reason while we retry.

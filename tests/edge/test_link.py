@@ -12,7 +12,7 @@ import pytest
 
 from edge.camera import CaptureThread, VideoFileSource
 from edge.config import EdgeConfig
-from edge.link import Backoff, encode_jpeg
+from edge.link import encode_jpeg
 from tests.edge.conftest import FakeRecognizer, free_port, make_link, wait_until
 
 
@@ -26,16 +26,6 @@ def camera(clip: Path, holders):
     yield raw
     stop.set()
     thread.join(5)
-
-
-def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
-    exact = Backoff(0.5, 10.0, jitter=0.0)
-    assert [exact.next_delay() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    exact.reset()
-    assert exact.next_delay() == 0.5
-    jittered = Backoff(0.5, 10.0, jitter=0.2)
-    delays = [jittered.next_delay() for _ in range(200)][6:]
-    assert all(8.0 <= d <= 12.0 for d in delays) and len(set(delays)) > 1
 
 
 def test_encode_jpeg_shrinks_to_max_width() -> None:
