@@ -12,7 +12,6 @@ import pytest
 
 from edge.camera import CaptureThread, VideoFileSource
 from edge.config import EdgeConfig
-from edge.link import encode_jpeg
 from tests.edge.conftest import FakeRecognizer, free_port, make_link, wait_until
 
 
@@ -26,14 +25,6 @@ def camera(clip: Path, holders):
     yield raw
     stop.set()
     thread.join(5)
-
-
-def test_encode_jpeg_shrinks_to_max_width() -> None:
-    frame = np.full((360, 640, 3), 128, np.uint8)
-    small = cv2.imdecode(np.frombuffer(encode_jpeg(frame, 70, max_width=320), np.uint8), cv2.IMREAD_COLOR)
-    assert small.shape == (180, 320, 3)
-    same = cv2.imdecode(np.frombuffer(encode_jpeg(frame, 70, max_width=0), np.uint8), cv2.IMREAD_COLOR)
-    assert same.shape == (360, 640, 3)
 
 
 def test_results_flow_and_annotated_frames_are_published(fake_recognizer: FakeRecognizer, camera, holders) -> None:
