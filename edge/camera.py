@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from edge.frames import LatestFrame
+from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +141,12 @@ class StreamSource:
 
     def __init__(self, url: str, capture_factory: Callable[[Any], Any] = _open_stream,
                  initial_backoff_s: float = 0.5, max_backoff_s: float = 2.0) -> None:
-        if not 0 < initial_backoff_s <= max_backoff_s:
-            raise ValueError("stream back-off needs 0 < initial_backoff_s <= max_backoff_s")
+        self._backoff = Backoff(initial_backoff_s, max_backoff_s)  # no jitter: one desk, one camera
         self.url = url
         self.description = f"stream {_redact(url)}"
         self.last_error: Optional[str] = None
         self._factory = capture_factory
         self._cap: Any = None
-        self._initial, self._max = initial_backoff_s, max_backoff_s
-        self._delay = initial_backoff_s
         self._retry_at = 0.0
 
     def read(self) -> Optional[np.ndarray]:
@@ -166,20 +164,20 @@ class StreamSource:
         if not ok:
             self._fail("read failed")
             return None
-        self._delay = self._initial
+        self._backoff.reset()
         self.last_error = None
         return frame
 
     def _fail(self, what: str) -> None:
-        first = self._delay == self._initial  # the first failure after frames: a warning; the retries: debug
+        delay = self._backoff.next_delay()
+        first = self._backoff.failures == 1  # the first failure after frames: a warning; the retries: debug
         log.log(logging.WARNING if first else logging.DEBUG, "%s: %s; retrying in %.1f s", self.description, what,
-                self._delay)
+                delay)
         self.last_error = f"{self.description}: {what}"
         if self._cap is not None:
             self._cap.release()
         self._cap = None
-        self._retry_at = time.monotonic() + self._delay
-        self._delay = min(self._delay * 2, self._max)
+        self._retry_at = time.monotonic() + delay
 
     def close(self) -> None:
         if self._cap is not None:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from edge.frames import LatestFrame
-from edge.link import encode_jpeg
+from shared.jpeg import encode_jpeg
 
 log = logging.getLogger(__name__)
 

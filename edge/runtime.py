@@ -13,8 +13,9 @@ from edge.camera import CaptureThread, FrameSource, open_source
 from edge.config import EdgeConfig
 from edge.display import DisplayThread
 from edge.frames import LatestFrame
-from edge.link import RecognizerLink, encode_jpeg
+from edge.link import RecognizerLink
 from edge.web import EdgeState, create_app
+from shared.jpeg import encode_jpeg
 
 log = logging.getLogger(__name__)
 

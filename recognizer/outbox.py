@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import os
 import sqlite3
 import threading
@@ -37,6 +36,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 from recognizer.alerts import AlertEvent
 from shared.alert_wire import encode_event
+from shared.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ class Outbox:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._sink_failures = {name: 0 for name in self.sinks}
+        self._sink_backoff = {name: Backoff(config.backoff_initial_s, config.backoff_max_s, config.jitter)
+                              for name in self.sinks}
         self._sink_next = {name: 0.0 for name in self.sinks}
         self._placeholder: Optional[bytes] = None
         self._alive_written = 0.0
@@ -486,17 +487,17 @@ class Outbox:
                               name, meta.get("type"), meta.get("state"), meta.get("alert_id"), event_id, exc)
                     self._record(event_id, name, {name: str(exc)}, f"{name}: {exc}")
                     continue
-                if self._sink_failures[name]:
+                if self._sink_backoff[name].failures:
                     log.info("outbox: sink %s is reachable again", name)
-                self._sink_failures[name] = 0
+                self._sink_backoff[name].reset()
                 self._record(event_id, name, {}, None)
                 done += 1
         return done
 
     def _backoff(self, name: str, reason: str) -> None:
-        n = self._sink_failures[name] = self._sink_failures[name] + 1
-        delay = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (n - 1))
-        delay *= 1 + random.uniform(-self.config.jitter, self.config.jitter)
+        backoff = self._sink_backoff[name]
+        delay = backoff.next_delay()
+        n = backoff.failures
         self._sink_next[name] = self._clock() + delay
         level = logging.WARNING if n in (1, 10) or n % 60 == 0 else logging.DEBUG
         log.log(level, "outbox: sink %s failed (%s); attempt %d, next try in %.1f s", name, reason, n, delay)

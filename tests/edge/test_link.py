@@ -12,7 +12,6 @@ import pytest
 
 from edge.camera import CaptureThread, VideoFileSource
 from edge.config import EdgeConfig
-from edge.link import Backoff, encode_jpeg
 from tests.edge.conftest import FakeRecognizer, free_port, make_link, wait_until
 
 
@@ -26,24 +25,6 @@ def camera(clip: Path, holders):
     yield raw
     stop.set()
     thread.join(5)
-
-
-def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
-    exact = Backoff(0.5, 10.0, jitter=0.0)
-    assert [exact.next_delay() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    exact.reset()
-    assert exact.next_delay() == 0.5
-    jittered = Backoff(0.5, 10.0, jitter=0.2)
-    delays = [jittered.next_delay() for _ in range(200)][6:]
-    assert all(8.0 <= d <= 12.0 for d in delays) and len(set(delays)) > 1
-
-
-def test_encode_jpeg_shrinks_to_max_width() -> None:
-    frame = np.full((360, 640, 3), 128, np.uint8)
-    small = cv2.imdecode(np.frombuffer(encode_jpeg(frame, 70, max_width=320), np.uint8), cv2.IMREAD_COLOR)
-    assert small.shape == (180, 320, 3)
-    same = cv2.imdecode(np.frombuffer(encode_jpeg(frame, 70, max_width=0), np.uint8), cv2.IMREAD_COLOR)
-    assert same.shape == (360, 640, 3)
 
 
 def test_results_flow_and_annotated_frames_are_published(fake_recognizer: FakeRecognizer, camera, holders) -> None:
