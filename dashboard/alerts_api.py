@@ -14,7 +14,8 @@ from dashboard import store
 from dashboard.api_requests import bearer_caller
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
-from dashboard.ingest import BadAlert, AlertMessage, parse_legacy, parse_login, parse_meta, parse_station
+from dashboard.ingest import parse_legacy
+from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
 from dashboard.models import Alert, utcnow
 from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services

@@ -10,8 +10,7 @@ import datetime as dt
 import hashlib
 from typing import Any, Mapping, Optional
 
-from shared.alert_wire import (AlertMessage, BadAlert, fromiso, in_range, parse_hex_id, parse_login,  # noqa: F401 - re-exported
-                               parse_meta, parse_station, parse_time, parse_type)
+from shared.alert_wire import AlertMessage, BadAlert, fromiso, parse_login, parse_station, parse_type
 
 
 def parse_legacy(body: Any, token_station: Optional[str], now: dt.datetime) -> tuple[AlertMessage, bytes]:

@@ -8,8 +8,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.alerts import ALERT_STATES, ALERT_TYPES  # noqa: F401 - re-exported for the dashboard modules
-
 UTC = dt.timezone.utc
 
 

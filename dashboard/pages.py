@@ -11,8 +11,9 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 from dashboard import store
 from dashboard.accounts import check_login
 from dashboard.db import get_db
-from dashboard.ingest import BadAlert, parse_station
-from dashboard.models import ALERT_TYPES, TOKEN_KINDS, ApiToken
+from dashboard.models import TOKEN_KINDS, ApiToken
+from shared.alert_wire import BadAlert, parse_station
+from shared.alerts import ALERT_TYPES
 from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services
 from dashboard.station_tokens import TokenError, create_token, revoke_token

@@ -8,7 +8,7 @@ from flask import abort
 
 from dashboard import store
 from dashboard.db import get_db
-from dashboard.ingest import BadAlert, fromiso, in_range, parse_type
+from shared.alert_wire import BadAlert, fromiso, in_range, parse_type
 
 MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # beyond it the SQL OFFSET overflows a 64-bit integer on some backends

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dashboard import store
-from dashboard.ingest import AlertMessage
+from shared.alert_wire import AlertMessage
 from dashboard.models import SignInFailure, utcnow
 from dashboard.services import services
 from shared.names import InvalidName, validate_name

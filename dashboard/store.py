@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import images
-from dashboard.ingest import AlertMessage
+from shared.alert_wire import AlertMessage
 from dashboard.models import Alert, AlertEvent, ApiToken, Evidence, StationStatus, utcnow
 
 log = logging.getLogger(__name__)
