@@ -12,12 +12,12 @@ from dashboard import store
 from dashboard.accounts import check_login
 from dashboard.db import get_db
 from dashboard.models import TOKEN_KINDS, ApiToken
-from shared.alert_wire import BadAlert, parse_station
-from shared.alerts import ALERT_TYPES
 from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services
 from dashboard.station_tokens import TokenError, create_token, revoke_token
 from dashboard.web_security import check_csrf, csrf_token, current_user, log_in, log_out, login_required
+from shared.alert_wire import BadAlert, parse_station
+from shared.alerts import ALERT_TYPES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
