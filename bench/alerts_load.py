@@ -5,8 +5,8 @@ own token, posts `--alerts` opening alerts per station from one thread per stati
 of some events, which must come back as duplicates), then prints alerts/s and latency percentiles and
 checks that the database holds exactly what was sent.
 
-    .venv/bin/python bench/alerts_load.py                      # 20 stations x 50 alerts, SQLite
-    .venv/bin/python bench/alerts_load.py --db mysql+pymysql://root@127.0.0.1:3306/test
+    .venv/bin/python -m bench.alerts_load                      # 20 stations x 50 alerts, SQLite
+    .venv/bin/python -m bench.alerts_load --db mysql+pymysql://root@127.0.0.1:3306/test
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import io
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import requests
+from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,10 +44,6 @@ def make_jpeg() -> bytes:
     return out.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -63,7 +59,6 @@ def main() -> int:
     ap.add_argument("--redeliver-every", type=int, default=10, help="re-send every Nth event (must be a duplicate); 0: never")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO))
     from dashboard import station_tokens
     from dashboard import db as dbmod
 

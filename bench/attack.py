@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Optional
 from shared import protocol
 from shared.protocol import Message, MessageKind
 from shared.stream import MessageStream
+from tests.procs import free_port
 
 log = logging.getLogger("bench.attack")
 REPO = Path(__file__).resolve().parents[1]
@@ -191,10 +192,6 @@ class Sampler:
 # ---- the recognizer under attack ----
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RecognizerProcess:

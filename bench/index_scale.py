@@ -5,7 +5,7 @@ Synthetic dlib-like encodings: identities as clusters in 128-D with dlib's norms
 (`evidence`: one matrix product, per-person minima and votes by `reduceat`) and the seeds' `vote`,
 for 1 face and for a batch of 8 faces per call (per face), median of repeated calls.
 
-    python bench/index_scale.py [--sizes 1000 10000 100000] [--repeat 30]
+    python -m bench.index_scale [--sizes 1000 10000 100000] [--repeat 30]
 """
 from __future__ import annotations
 
@@ -13,14 +13,12 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recognizer.index import DIM, FaceIndex  # noqa: E402
-from recognizer.match import IdentityVoter, OpenSetParams, evidence, vote  # noqa: E402
+from recognizer.index import DIM, FaceIndex
+from recognizer.match import IdentityVoter, OpenSetParams, evidence, vote
 
 PER_PERSON = 5
 

@@ -20,8 +20,8 @@ import cv2
 import dlib
 import numpy as np
 
-from recognizer.eyes import EyeStateModel, extract_eye_patches, standardize
-from recognizer.liveness import FaceLiveness, LivenessParams, face_ear
+from recognizer.eyes import EyeStateModel, extract_eye_patches
+from recognizer.liveness import FaceLiveness, LivenessParams
 from recognizer.models_path import FACE_LANDMARKS_68, model_path
 
 log = logging.getLogger(__name__)

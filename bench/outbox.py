@@ -1,6 +1,6 @@
 """Outbox figures: put() latency in the station thread, and how fast a backlog drains into a real dashboard.
 
-    .venv/bin/python bench/outbox.py [--events 500]
+    .venv/bin/python -m bench.outbox [--events 500]
 
 Starts the dashboard (`python -m dashboard serve`) on a free loopback port with a temporary SQLite file,
 fills the outbox while the dashboard is down (real 43 KB JPEG per opening event), starts it and times
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -22,20 +21,16 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from recognizer.alerts import AlertEvent  # noqa: E402
-from recognizer.outbox import Outbox, OutboxConfig  # noqa: E402
-from recognizer.sinks import DashboardSink, DashboardTarget  # noqa: E402
+from recognizer.alerts import AlertEvent
+from recognizer.outbox import Outbox, OutboxConfig
+from recognizer.sinks import DashboardSink, DashboardTarget
+from tests.procs import free_port
 
 log = logging.getLogger("bench.outbox")
 TOKEN = "bench-recognizer-service-token-0001"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

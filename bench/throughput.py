@@ -6,7 +6,7 @@ station and in total, latency percentiles (send → annotated reply), dropped fr
 recognizer's memory (main process + encoder workers) before and after. Also runs the seeds'
 per-frame loop (HOG upsample 1 + encode every face on every frame) on the same frames.
 
-    .venv/bin/python bench/throughput.py --stations 1 4 --seconds 20
+    .venv/bin/python -m bench.throughput --stations 1 4 --seconds 20
 """
 from __future__ import annotations
 

@@ -5,12 +5,11 @@ desk-camera-like sequence: an empty desk, then a person who stays. For an enroll
 verdict is their name; for a stranger it is "unknown". Uses the shipped photos, so it runs anywhere;
 with ../shared/data present it adds every photo of faces/ whose person is (or is not) enrolled.
 
-    .venv/bin/python bench/time_to_notice.py
+    .venv/bin/python -m bench.time_to_notice
 """
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,13 +18,12 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from recognizer.detect import FaceEngine  # noqa: E402
-from recognizer.enroll import build_index  # noqa: E402
-from recognizer.imageio import encode_jpeg  # noqa: E402
-from recognizer.index import IndexStore, save_index  # noqa: E402
-from recognizer.pipeline import PipelineConfig, StationPipeline  # noqa: E402
+from recognizer.detect import FaceEngine
+from recognizer.enroll import build_index
+from recognizer.imageio import encode_jpeg
+from recognizer.index import IndexStore, save_index
+from recognizer.pipeline import PipelineConfig, StationPipeline
 
 DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))
 

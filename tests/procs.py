@@ -1,4 +1,4 @@
-"""One way for tests to run the product's programs as real processes and to find free loopback ports."""
+"""One way for tests (and benches) to run the product's programs as real processes and to find free loopback ports."""
 from __future__ import annotations
 
 import os
@@ -7,11 +7,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]  # not from conftest: the benches use this module without pytest
 
 
 def free_port() -> int:
@@ -80,12 +81,13 @@ class ManagedProcess:
         self.proc.wait()
 
 
-def read_mjpeg(url: str, n: int) -> list[np.ndarray]:
+def read_mjpeg(url: str, n: int) -> "list[np.ndarray]":
     """Read `n` decoded frames from an MJPEG (multipart/x-mixed-replace) feed, as a browser would."""
     import cv2
+    import numpy as np
     import requests
 
-    frames: list[np.ndarray] = []
+    frames: "list[np.ndarray]" = []
     with requests.get(url, stream=True, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
         buf = b""

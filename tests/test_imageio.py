@@ -1,8 +1,6 @@
 """Untrusted image bytes: real JPEGs decode; corrupt, truncated, huge or non-JPEG data are refused."""
 import struct
 
-import cv2
-import numpy as np
 import pytest
 
 from recognizer.imageio import BadImage, decode_image, decode_jpeg, encode_jpeg, jpeg_dimensions

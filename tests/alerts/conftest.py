@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,14 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import FIXTURES
+from tests.procs import free_port
 
 TOKEN = "test-recognizer-service-token-0001"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Dashboard:

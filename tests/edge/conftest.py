@@ -225,10 +225,6 @@ def make_link(server_or_port, raw: LatestFrame, annotated: LatestFrame, **overri
     return RecognizerLink(settings, raw, annotated)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MjpegServer:

@@ -28,7 +28,7 @@ from edge.config import EdgeConfig
 from edge.runtime import Edge
 from tests.conftest import DATA, FIXTURES, KNOWN_FACES, SAMPLE_CLIP
 from tests.dashboard.conftest import LiveServer, build_app
-from tests.test_end_to_end import free_port, still_video
+from tests.test_end_to_end import still_video
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 TOKEN = "signin-recognizer-token"
