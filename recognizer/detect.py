@@ -19,7 +19,7 @@ from recognizer.models_path import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.sweep)
 CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
 
 
@@ -40,6 +40,16 @@ class EngineConfig:
 
 def _to_box(rect, height: int, width: int) -> Box:
     return (max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height), max(rect.left(), 0))
+
+
+def _largest_first(boxes: list[Box]) -> list[Box]:
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
+
+
+def _iou(a: Box, b: Box) -> float:
+    from recognizer.track import iou
+
+    return iou(a, b)
 
 
 class _Lease:
@@ -88,6 +98,9 @@ class FaceEngine:
                 pass
             self._cnn = None
         self._cnn_lock = threading.Lock()
+        self._sweep_cnn = None  # the CNN for sweeps and detect_cnn when the per-frame detector is HOG
+        if config.detector == "hog+cnn":
+            self._sweep_cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_DETECTOR)))
         self._encoder_lock = threading.Lock()
         self._pose5 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_5)))
         self._pose68 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_68)))
@@ -114,6 +127,45 @@ class FaceEngine:
                 rects = list(hog(rgb, up))
         boxes = [_to_box(r, h, w) for r in rects]
         return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
+
+    def detect_cnn(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
+        """Face boxes found by dlib's CNN (MMOD) detector, largest first, whatever the per-frame detector is.
+
+        Finds faces turned up to ~60 degrees and partly lit, from ~80 px at upsample 0 (~40 px at 1); costs
+        ~1.5 s of one core per 640x360 frame at upsample 0 on a small CPU, and holds the GIL meanwhile.
+        """
+        rgb = self._check(rgb)
+        h, w = rgb.shape[:2]
+        with self._cnn_lock:
+            cnn = self._cnn if self._cnn is not None else self._sweep_cnn
+            if cnn is None:  # a HOG engine asked for a CNN detection (benchmarks, enrolment checks): load it once
+                cnn = self._sweep_cnn = self._dlib.cnn_face_detection_model_v1(str(model_path(CNN_DETECTOR)))
+            rects = [d.rect for d in cnn(rgb, upsample)]
+        return _largest_first([_to_box(r, h, w) for r in rects])
+
+    def sweep(self, rgb: np.ndarray, scale: float = 1.0, cnn_upsample: int = 0, hog_upsample: int = 1) -> list[Box]:
+        """A thorough look at one frame (see `recognizer.sweep`): the CNN's faces, plus faces HOG finds upsampled
+        that the CNN missed (small frontal ones), in `rgb`'s pixels, largest first. Costs about a CNN run."""
+        import cv2
+
+        small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self.detect_cnn(small, cnn_upsample)
+        for box in self.detect_hog(small, hog_upsample):
+            if all(_iou(box, b) < 0.3 for b in found):
+                found.append(box)
+        if scale < 1.0:
+            found = [tuple(int(round(v / scale)) for v in b) for b in found]
+        return _largest_first(found)
+
+    def detect_hog(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
+        """Face boxes found by dlib's HOG detector, largest first, whatever the per-frame detector is."""
+        rgb = self._check(rgb)
+        h, w = rgb.shape[:2]
+        if self._hog is None:  # a CNN-only engine: one HOG detector, made now
+            self._hog = _Lease(self._dlib.get_frontal_face_detector)
+        with self._hog.borrow() as hog:
+            rects = list(hog(rgb, upsample))
+        return _largest_first([_to_box(r, h, w) for r in rects])
 
     def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:
         """Detect in several same-sized images; one dlib call with the CNN detector (GPU batching)."""

@@ -18,6 +18,7 @@ from recognizer.detect import FaceEngine
 from recognizer.imageio import decode_jpeg, encode_jpeg
 from recognizer.index import IndexStore
 from recognizer.match import UNSURE, IdentityVoter, OpenSetParams
+from recognizer.sweep import StationSweep
 from recognizer.track import Tracker, TrackerParams
 from recognizer.workers import ChipEncoder
 
@@ -80,6 +81,7 @@ class StationPipeline:
         tracker_params: TrackerParams = TrackerParams(),
         liveness: Optional[Liveness] = None,
         clock: Callable[[], float] = time.monotonic,
+        sweep: Optional[StationSweep] = None,
     ) -> None:
         self.engine = engine
         self.encoder = encoder
@@ -90,6 +92,8 @@ class StationPipeline:
         self.liveness = liveness if config.liveness else None
         self.clock = clock
         self._index_seen = None
+        self.sweep = sweep  # CNN sweeps and their followers (detector hog+cnn); None: per-frame detector only
+        self._lost = False  # a track went undetected on the last frame: sweep sooner
 
     def _needs_encoding(self, track) -> bool:
         frame = self.tracker.frame
@@ -119,7 +123,11 @@ class StationPipeline:
         else:
             boxes = self.engine.detect(rgb)
         boxes = [b for b in boxes if _side(b) >= self.config.min_face_px * scale]
+        if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
+            extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)
+            boxes = boxes + [b for b in extra if _side(b) >= self.config.min_face_px]
         update = self.tracker.update(boxes)
+        self._lost = bool(update.ended) or any(t.misses > 0 for t in self.tracker.tracks.values())
         t2 = time.perf_counter()
 
         index = self.store.index
