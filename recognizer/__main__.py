@@ -32,7 +32,7 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> arg
       "needs a CUDA build of dlib, see docs/gpu.md)")
     a("--sweep-period", 2.5, "hog+cnn: seconds between CNN sweeps of a station (1 s while HOG sees nobody or lost a face)",
       float)
-    a("--sweep-budget", 0.35, "hog+cnn: most of one CPU core that the sweeps of all stations together may use (0..1)",
+    a("--sweep-budget", 0.25, "hog+cnn: most of one CPU core that the sweeps of all stations together may use (0..1)",
       float)
     a("--sweep-scale", 1.0, "hog+cnn: sweep on the frame resized by this factor (0.25..1; 1 finds the smallest faces)",
       float)

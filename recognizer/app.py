@@ -114,7 +114,7 @@ def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEnc
     def new_pipeline() -> StationPipeline:
         sweep = None
         if s.engine.detector == "hog+cnn":
-            sweep = StationSweep(sweeper, s.sweep, correlation_follower, time.monotonic)
+            sweep = StationSweep(sweeper, s.sweep, correlation_follower)
         return StationPipeline(
             engine, encoder, store, s.pipeline, s.match,
             liveness=make_liveness() if make_liveness is not None else None, clock=clock, sweep=sweep,

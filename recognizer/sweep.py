@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
@@ -46,13 +48,14 @@ class SweepParams:
 
     period_s: float = 2.5
     idle_period_s: float = 1.0
-    budget: float = 0.35
+    budget: float = 0.25
     scale: float = 1.0
     cnn_upsample: int = 0
     hog_upsample: int = 1
     follow_s: float = 8.0
     min_quality: float = 6.0
     overlap: float = 0.3
+    nice: int = 19
 
     def __post_init__(self) -> None:
         if not 0 < self.idle_period_s <= self.period_s:
@@ -65,6 +68,8 @@ class SweepParams:
             raise ValueError("sweep upsampling must be 0 to 2")
         if self.follow_s <= 0 or self.min_quality < 0 or not 0 < self.overlap <= 1:
             raise ValueError("follow_s must be > 0, min_quality >= 0 and overlap in (0, 1]")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"nice must be 0..19, got {self.nice}")
 
 
 class SweepSchedule:
@@ -91,7 +96,7 @@ class SweepSchedule:
 class SweepBudget:
     """One sweep at a time across all stations, and at most `share` of one core over time (thread-safe).
 
-    After a sweep that took d seconds, the next may start d / share after the last one started.
+    After a sweep that cost d seconds of CPU, the next may start d / share after the last one started.
     """
 
     def __init__(self, share: float) -> None:
@@ -175,7 +180,10 @@ class FollowerSet:
 
 
 class Sweeper(Protocol):
-    """Runs a sweep of one frame; the result arrives as a Future of boxes in that frame's pixels."""
+    """Runs a sweep of one frame; the result arrives as a Future of boxes in that frame's pixels. `budget`, when
+    not None, is acquired by the station before `submit` and released by the sweeper when the sweep is done."""
+
+    budget: Optional[SweepBudget]
 
     def submit(self, rgb: np.ndarray) -> "Future[list[Box]]": ...
 
@@ -197,36 +205,57 @@ class InlineSweeper:
 _sweep_engine = None  # per sweep process only; set by _init_sweeper, never in the parent
 
 
-def _init_sweeper() -> None:
+def _init_sweeper(nice: int) -> None:
     global _sweep_engine
-    from recognizer.detect import EngineConfig, FaceEngine
+    from recognizer.detect import Detectors
 
-    _sweep_engine = FaceEngine(EngineConfig(detector="hog+cnn"))
+    os.nice(nice)
+    _sweep_engine = Detectors()  # the two detectors only: no landmark or descriptor models in this process
 
 
-def _sweep_in_process(rgb: np.ndarray, scale: float, cnn_up: int, hog_up: int) -> list[Box]:
-    return _sweep_engine.sweep(rgb, scale, cnn_up, hog_up)
+def _sweep_in_process(rgb: np.ndarray, scale: float, cnn_up: int, hog_up: int) -> tuple[list[Box], float]:
+    """The sweep's boxes and the CPU seconds it cost (what the budget charges)."""
+    start = time.process_time()
+    boxes = _sweep_engine.sweep(rgb, scale, cnn_up, hog_up)
+    return boxes, time.process_time() - start
 
 
 class ProcessSweeper:
     """One process, shared by every station, that runs sweeps off the stations' frame paths.
 
     dlib's CNN holds the GIL for its whole run, so in a thread it would stall every station; in its own
-    process it costs the stations only the CPU share that `SweepBudget` allows.
+    process, at a lower priority (`nice`), it costs the stations at most the CPU share `SweepBudget` allows,
+    and less when they keep the CPU busy.
     """
 
     def __init__(self, params: SweepParams) -> None:
         self.params = params
         self.budget = SweepBudget(params.budget)
         # spawn: never fork a process that holds threads and sockets
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_sweeper)
-        self._pool.submit(_sweep_in_process, np.zeros((8, 8, 3), np.uint8), 1.0, 0, 0).result()  # load models now
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_sweeper,
+                                         initargs=(params.nice,))
+        self._pool.submit(_sweep_in_process, np.zeros((120, 160, 3), np.uint8), 1.0, 0, 0).result()  # load now
         log.info("sweep process ready: CNN sweeps every %.1f s (%.1f s when HOG sees nobody), at most %.0f%% of a core",
                  params.period_s, params.idle_period_s, params.budget * 100)
 
     def submit(self, rgb: np.ndarray) -> "Future[list[Box]]":
         p = self.params
-        return self._pool.submit(_sweep_in_process, rgb, p.scale, p.cnn_upsample, p.hog_upsample)
+        inner = self._pool.submit(_sweep_in_process, rgb, p.scale, p.cnn_upsample, p.hog_upsample)
+        outer: "Future[list[Box]]" = Future()
+        started = time.monotonic()
+
+        def done(f: Future) -> None:
+            try:
+                boxes, cpu_s = f.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to the station, which logs it
+                self.budget.release(started, time.monotonic() - started)
+                outer.set_exception(exc)
+                return
+            self.budget.release(started, cpu_s)
+            outer.set_result(boxes)
+
+        inner.add_done_callback(done)
+        return outer
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -241,13 +270,11 @@ class StationSweep:
     used on the frame it was taken from, so a replay is repeatable.
     """
 
-    def __init__(self, sweeper: Sweeper, params: SweepParams, start: FollowerFactory,
-                 clock_cost: Callable[[], float]) -> None:
+    def __init__(self, sweeper: Sweeper, params: SweepParams, start: FollowerFactory) -> None:
         self.sweeper = sweeper
         self.params = params
         self.schedule = SweepSchedule(params)
         self.followers = FollowerSet(params, start)
-        self._clock_cost = clock_cost  # real time, to charge the budget (the pipeline's clock may be clip time)
         self._pending: Optional[tuple[Future, np.ndarray, float]] = None
         self.sweeps = 0
 
@@ -260,29 +287,29 @@ class StationSweep:
         return extra
 
     def _start(self, rgb: np.ndarray, now: float) -> None:
-        budget = getattr(self.sweeper, "budget", None)
-        started = self._clock_cost()
-        if budget is not None and not budget.try_acquire(started):
+        budget = self.sweeper.budget  # the sweeper releases it when its sweep is done
+        if budget is not None and not budget.try_acquire(time.monotonic()):
             return
         try:
             future = self.sweeper.submit(rgb)
         except Exception:  # the sweep process is gone (shutting down): the per-frame path goes on without it
             log.exception("could not start a detection sweep")
             if budget is not None:
-                budget.release(started, 0.0)
+                budget.release(time.monotonic(), 0.0)
             return
         self.schedule.started(now)
         self.sweeps += 1
-        if budget is not None:
-            future.add_done_callback(lambda _f: budget.release(started, self._clock_cost() - started))
         self._pending = (future, rgb, now)
 
     def _collect(self, rgb: np.ndarray, hog_boxes: Sequence[Box], now: float, extra: list[Box]) -> list[Box]:
         """Use the outstanding sweep's faces if it is done; the follower boxes for this frame."""
         if self._pending is None or not self._pending[0].done():
             return extra
-        future, sweep_rgb, _ = self._pending
+        future, sweep_rgb, taken = self._pending
         self._pending = None
+        if now - taken > self.params.follow_s:  # a busy CPU starved the sweep: its faces have moved on
+            log.debug("sweep result %.1f s old: dropped", now - taken)
+            return extra
         try:
             found = future.result()
         except Exception:  # a failed sweep must not stop the station: log it, the next one may work

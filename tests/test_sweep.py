@@ -94,8 +94,7 @@ class ManualSweeper:
 
 def test_station_never_waits_for_a_sweep_and_has_one_outstanding():
     sweeper = ManualSweeper()
-    st = StationSweep(sweeper, SweepParams(period_s=2.0, idle_period_s=1.0), lambda rgb, b: SlidingFollower(b, 0),
-                      clock_cost=lambda: 0.0)
+    st = StationSweep(sweeper, SweepParams(period_s=2.0, idle_period_s=1.0), lambda rgb, b: SlidingFollower(b, 0))
     assert st.step(FRAME, [], 0.0, lost=False) == [] and len(sweeper.futures) == 1
     assert st.step(FRAME, [], 1.5, lost=False) == [] and len(sweeper.futures) == 1  # still running: no second
     sweeper.futures[0].set_result([(50, 300, 150, 200)])
@@ -142,3 +141,12 @@ def test_cnn_sweep_finds_a_face_hog_misses_and_it_becomes_a_track(sample_index_d
     assert len(set(tracks)) == 1 and pipeline.sweep.sweeps == 1
     top, right, bottom, left = outcome.faces[0]["box"]
     assert 250 < (left + right) / 2 < 550 and bottom - top > 80  # the large turned face in the middle
+
+
+def test_cnn_is_never_given_an_image_too_small_for_it():
+    """dlib's CNN dies (RuntimeError or a bus error) on images under 48 px a side; they have no findable face."""
+    from recognizer.detect import Detectors
+
+    detectors = Detectors()
+    assert detectors.detect_cnn(np.zeros((20, 640, 3), np.uint8)) == []
+    assert detectors.sweep(np.zeros((60, 60, 3), np.uint8), scale=0.5) == []
