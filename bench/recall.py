@@ -114,12 +114,15 @@ def clip_boxes(detector: str, index_dir: Path, engine) -> tuple[dict[int, list[B
 
 def score(reference: dict[int, list[Box]], boxes: dict[int, list[Box]]) -> dict:
     visible = found = extra = 0
-    for i, refs in reference.items():
+    missed = []
+    for i, refs in sorted(reference.items()):
         got = boxes.get(i, [])
         visible += len(refs)
-        found += sum(boxed(r, got) for r in refs)
+        hits = sum(boxed(r, got) for r in refs)
+        found += hits
+        missed += [i] * (len(refs) - hits)
         extra += sum(not boxed(b, refs) and not any(boxed(r, [b]) for r in refs) for b in got)
-    return {"visible": visible, "boxed": found, "recall": found / max(visible, 1), "extra": extra}
+    return {"visible": visible, "boxed": found, "recall": found / max(visible, 1), "extra": extra, "missed": missed}
 
 
 def clip_recall(engine_hog, engine_both, index_dir: Path) -> list[dict]:
@@ -178,6 +181,9 @@ def main() -> None:
         for r in rows:
             print(f"| {r['mode']} | {r['visible']} | {r['boxed']} | {r['recall']:.0%} | {r['extra']} | "
                   f"{r['ms_per_frame']:.0f} | {'' if r['sweeps'] is None else r['sweeps']} |")
+        print()
+        for r in rows:
+            print(f"{r['mode']}: faces missed on frames {r['missed']}")
 
 
 if __name__ == "__main__":

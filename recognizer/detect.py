@@ -158,8 +158,9 @@ class FaceEngine:
                 pass
             self._cnn = None
         self._cnn_lock = threading.Lock()
-        # HOG and CNN for sweeps and for asking for one detector by name (shares this engine's detectors)
-        self._detectors = Detectors(self._hog, self._cnn, self._cnn_lock, load_cnn=config.detector == "hog+cnn")
+        # HOG and CNN for sweeps and for asking for one detector by name (shares this engine's detectors). With
+        # hog+cnn the server sweeps in its own process, so this engine loads the CNN only if asked (replay)
+        self._detectors = Detectors(self._hog, self._cnn, self._cnn_lock, load_cnn=False)
         self._encoder_lock = threading.Lock()
         self._pose5 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_5)))
         self._pose68 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_68)))

@@ -150,3 +150,26 @@ def test_cnn_is_never_given_an_image_too_small_for_it():
     detectors = Detectors()
     assert detectors.detect_cnn(np.zeros((20, 640, 3), np.uint8)) == []
     assert detectors.sweep(np.zeros((60, 60, 3), np.uint8), scale=0.5) == []
+
+
+@pytest.mark.timeout(300)
+def test_process_sweeper_finds_the_turned_face_in_its_own_niced_process():
+    """The server's sweeper: a real spawned process at nice 19; the caller gets a Future at once."""
+    import os
+    import time
+
+    from recognizer.sweep import ProcessSweeper
+
+    frame = cv2.cvtColor(clip_frames({40})[40], cv2.COLOR_BGR2RGB)
+    sweeper = ProcessSweeper(SweepParams())
+    try:
+        (pid,) = [p.pid for p in sweeper._pool._processes.values()]  # noqa: SLF001 - checking the priority
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+        assert sweeper.budget.try_acquire(time.monotonic())
+        start = time.perf_counter()
+        future = sweeper.submit(frame)
+        assert time.perf_counter() - start < 0.5  # the station thread does not wait for the CNN
+        boxes = future.result(timeout=240)
+        assert len(boxes) == 1 and 250 < (boxes[0][1] + boxes[0][3]) / 2 < 550
+    finally:
+        sweeper.close()
