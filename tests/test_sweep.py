@@ -173,3 +173,57 @@ def test_process_sweeper_finds_the_turned_face_in_its_own_niced_process():
         assert len(boxes) == 1 and 250 < (boxes[0][1] + boxes[0][3]) / 2 < 550
     finally:
         sweeper.close()
+
+
+def test_cli_flags_reach_the_sweep_settings_and_bad_values_are_refused():
+    from recognizer.__main__ import build_parser
+    from recognizer.app import RecognizerSettings
+
+    s = RecognizerSettings.from_args(build_parser().parse_args(
+        ["--detector", "hog+cnn", "--sweep-period", "3", "--sweep-budget", "0.1", "--sweep-scale", "0.5"]))
+    assert s.engine.detector == "hog+cnn"
+    assert (s.sweep.period_s, s.sweep.idle_period_s, s.sweep.budget, s.sweep.scale) == (3.0, 1.0, 0.1, 0.5)
+    for bad in (["--detector", "mmod"], ["--sweep-budget", "2"], ["--sweep-period", "0"]):
+        with pytest.raises(ValueError):
+            RecognizerSettings.from_args(build_parser().parse_args(bad))
+
+
+@pytest.mark.timeout(300)
+def test_server_with_sweeps_boxes_the_turned_face_without_holding_frames(tmp_path, sample_index_dir):
+    """A real recognizer with --detector hog+cnn on 127.0.0.1: frames of the turned face (HOG: nobody) are
+    answered at once while the sweep process works; a later frame carries the face, found_by "sweep"."""
+    import shutil
+    import time
+
+    from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.detect import EngineConfig
+    from recognizer.pipeline import PipelineConfig
+    from recognizer.server import ServerConfig
+    from tests.test_server import ask, connect
+
+    shutil.copytree(sample_index_dir, tmp_path / "encodings")
+    app = RecognizerApp(RecognizerSettings(
+        server=ServerConfig(host="127.0.0.1", port=0, token="secret"), engine=EngineConfig(detector="hog+cnn"),
+        pipeline=PipelineConfig(liveness=False), index_dir=tmp_path / "encodings", known_faces=tmp_path / "kf",
+        workers=1))
+    app.start()
+    try:
+        frames = clip_frames(set(range(30, 50)))
+        stream, _ = connect(app)
+        jpegs = [cv2.imencode(".jpg", frames[i])[1].tobytes() for i in sorted(frames)]
+        replies, seq, slowest, deadline = [], 0, 0.0, time.monotonic() + 200
+        while time.monotonic() < deadline:
+            seq += 1
+            start = time.perf_counter()
+            faces = ask(stream, jpegs[seq % len(jpegs)], seq).header["faces"]
+            slowest = max(slowest, time.perf_counter() - start)
+            replies.append(faces)
+            if any(f.get("found_by") == "sweep" for f in faces):
+                break
+            time.sleep(0.05)
+        swept = [f for f in replies[-1] if f.get("found_by") == "sweep"]
+        assert swept and seq > 1, replies[-3:]  # found by the sweep, on a frame after the one it was taken from
+        assert slowest < 1.2  # no reply waited for the ~1.5-3 s CNN run
+        stream.close()
+    finally:
+        app.stop()
