@@ -7,6 +7,7 @@ recognizer's memory (main process + encoder workers) before and after. Also runs
 per-frame loop (HOG upsample 1 + encode every face on every frame) on the same frames.
 
     .venv/bin/python -m bench.throughput --stations 1 4 --seconds 20
+    .venv/bin/python -m bench.throughput --detectors hog hog+cnn --no-seeds   # today's detector vs the new mode
 """
 from __future__ import annotations
 
@@ -25,15 +26,15 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from recognizer.app import RecognizerApp, RecognizerSettings  # noqa: E402
-from recognizer.enroll import build_index  # noqa: E402
-from recognizer.index import save_index  # noqa: E402
-from recognizer.pipeline import PipelineConfig  # noqa: E402
-from recognizer.server import ServerConfig  # noqa: E402
-from shared import protocol  # noqa: E402
-from shared.stream import MessageStream  # noqa: E402
+from recognizer.app import RecognizerApp, RecognizerSettings
+from recognizer.detect import DETECTORS, EngineConfig
+from recognizer.enroll import build_index
+from recognizer.index import save_index
+from recognizer.pipeline import PipelineConfig
+from recognizer.server import ServerConfig
+from shared import protocol
+from shared.stream import MessageStream
 
 DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))
 WEBCAM_CLIP = DATA / "video" / "eyeblink8_concat_webcam.mp4"  # 640x480 webcam, one face
@@ -77,6 +78,19 @@ def rss_mb(pids: list[int]) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system, all threads) used so far by these processes."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int, out: dict) -> None:
@@ -150,6 +164,7 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
         "dropped": sum(r["dropped"] for r in results),
+        "frames": sum(r["replies"] for r in results),
     }
 
 
@@ -180,6 +195,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--faces", type=int, nargs="+", default=[1], choices=[1, 2, 4],
                    help="faces per frame (the clip tiled: 2 = 1280x480, 4 = 1280x960)")
+    p.add_argument("--detectors", nargs="+", default=["hog"], choices=DETECTORS,
+                   help="run the whole set once per detector mode, one after the other in this run (side by side)")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
     p.add_argument("--mem-every", type=float, default=0, help="also print memory every N seconds (soak runs)")
     args = p.parse_args()
@@ -193,40 +210,51 @@ def main() -> None:
     index, _ = build_index(FaceEngine(), REPO / "known_faces")
     save_index(index, tmp / "encodings")
     token = "bench"
-    app = RecognizerApp(RecognizerSettings(
-        server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight),
-        pipeline=PipelineConfig(detect_scale=args.downscale),
-        index_dir=tmp / "encodings", known_faces=tmp / "kf", workers=args.workers,
-    ))
-    app.start()
-    pids = [os.getpid()] + [pr.pid for pr in app.pool._pool._processes.values()]  # noqa: SLF001 (bench only)
-    print(f"clip: {args.clip.name} ({len(frames)} frames used, 640x480), camera {args.fps:.0f} fps per station, "
-          f"in flight {args.in_flight}, downscale {args.downscale}, {app.pool.workers} encoder workers, {os.cpu_count()} CPUs")
-    mem0 = rss_mb(pids)
-    sampling = threading.Event()
-    if args.mem_every:
-        def sample() -> None:
-            start = time.monotonic()
-            while not sampling.wait(args.mem_every):
-                print(f"t={time.monotonic() - start:5.0f} s  recognizer RSS {rss_mb(pids):.0f} MB", flush=True)
-        threading.Thread(target=sample, daemon=True).start()
     rows = []
-    for k, kframes in frames_by_faces.items():
-        for n in args.stations:
-            row = run_stations(app, n, kframes, args.seconds, args.fps, args.in_flight, token)
-            row["faces"] = k
-            rows.append(row)
-    mem1 = rss_mb(pids)
-    sampling.set()
-    app.stop()
+    for detector in args.detectors:
+        app = RecognizerApp(RecognizerSettings(
+            server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight),
+            engine=EngineConfig(detector=detector),
+            pipeline=PipelineConfig(detect_scale=args.downscale),
+            index_dir=tmp / "encodings", known_faces=tmp / "kf", workers=args.workers,
+        ))
+        app.start()
+        pids = [os.getpid()] + [pr.pid for pr in app.pool._pool._processes.values()]  # noqa: SLF001 (bench only)
+        sweep_pids = [pr.pid for pr in app.sweeper._pool._processes.values()] if app.sweeper is not None else []  # noqa: SLF001
+        pids += sweep_pids
+        print(f"[{detector}] clip: {args.clip.name} ({len(frames)} frames used, 640x480), camera {args.fps:.0f} fps per "
+              f"station, in flight {args.in_flight}, downscale {args.downscale}, {app.pool.workers} encoder workers, "
+              f"{os.cpu_count()} CPUs", flush=True)
+        mem0 = rss_mb(pids)
+        sampling = threading.Event()
+        if args.mem_every:
+            def sample() -> None:
+                start = time.monotonic()
+                while not sampling.wait(args.mem_every):
+                    print(f"t={time.monotonic() - start:5.0f} s  recognizer RSS {rss_mb(pids):.0f} MB", flush=True)
+            threading.Thread(target=sample, daemon=True).start()
+        for k, kframes in frames_by_faces.items():
+            for n in args.stations:
+                cpu0, sweep0 = cpu_s(pids), cpu_s(sweep_pids)
+                row = run_stations(app, n, kframes, args.seconds, args.fps, args.in_flight, token)
+                row["faces"], row["detector"] = k, detector
+                # CPU per frame served: the load-independent cost (the bench's own station threads included)
+                row["cpu_ms"] = (cpu_s(pids) - cpu0) * 1e3 / max(row["frames"], 1)
+                row["sweep_cpu_s"] = cpu_s(sweep_pids) - sweep0
+                rows.append(row)
+        mem1 = rss_mb(pids)
+        sampling.set()
+        app.stop()
+        print(f"[{detector}] recognizer memory (main + workers): {mem0:.0f} MB before, {mem1:.0f} MB after")
     shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print("| faces/frame | stations | frames/s per station | frames/s total | latency p50 ms | p95 ms | p99 ms | frames dropped at edge |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| detector | faces/frame | stations | frames/s per station | frames/s total | latency p50 ms | p95 ms | p99 ms | "
+          "frames dropped at edge | CPU ms per frame | sweep CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['faces']} | {r['stations']} | {r['fps_station']:.1f} | {r['fps_total']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} |")
-    print(f"\nrecognizer memory (main + workers): {mem0:.0f} MB before, {mem1:.0f} MB after")
+        print(f"| {r['detector']} | {r['faces']} | {r['stations']} | {r['fps_station']:.1f} | {r['fps_total']:.1f} | "
+              f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} | {r['cpu_ms']:.0f} | {r['sweep_cpu_s']:.1f} |")
     if not args.no_seeds:
         seeds = seeds_loop(frames, index, min(args.seconds, 15))
         print(f"seeds' per-frame loop (HOG upsample 1, encode every face every frame), one station: {seeds:.1f} frames/s")

@@ -27,7 +27,15 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> Set
     a("--token", "", "shared secret every edge must present (empty: accept any, for a closed lab network only)")
     a("--index", "encodings", "folder of the face index (index.npz + index.json)")
     a("--known-faces", "known_faces", "folder where captured enrolment photos are kept (<name>/*.jpg)")
-    a("--detector", "hog", "face detector: hog (CPU) or cnn (dlib MMOD; use with a CUDA build of dlib)")
+    a("--detector", "hog", "face detector: hog (every frame, frontal faces), hog+cnn (HOG every frame plus periodic "
+      "CNN sweeps in a background process that find turned and small faces; CPU), or cnn (dlib's CNN every frame; "
+      "needs a CUDA build of dlib, see docs/gpu.md)")
+    a("--sweep-period", 2.5, "hog+cnn: seconds between CNN sweeps of a station (1 s while HOG sees nobody or lost a face)",
+      float)
+    a("--sweep-budget", 0.25, "hog+cnn: most of one CPU core that the sweeps of all stations together may use (0..1)",
+      float)
+    a("--sweep-scale", 1.0, "hog+cnn: sweep on the frame resized by this factor (0.25..1; 1 finds the smallest faces)",
+      float)
     a("--upsample", 0, "times to upsample before detecting (finds smaller faces; each step ~4x slower)", int)
     a("--downscale", 1.0, "detect on the frame resized by this factor (0.25..1; e.g. 0.5 = half size)", float)
     a("--tolerance", 0.6, "vote radius: enrolled encodings within this distance vote (lower is stricter)", float)

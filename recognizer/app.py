@@ -17,6 +17,7 @@ from recognizer.match import OpenSetParams
 from recognizer.outbox import Outbox, OutboxConfig
 from recognizer.pipeline import PipelineConfig, StationPipeline
 from recognizer.server import RecognizerServer, ServerConfig
+from recognizer.sweep import InlineSweeper, ProcessSweeper, StationSweep, Sweeper, SweepParams, correlation_follower
 from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.trust import Trust, TrustConfig
 from recognizer.workers import ChipEncoder, EncoderPool
@@ -35,6 +36,7 @@ class RecognizerSettings:
     server: ServerConfig = field(default_factory=ServerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sweep: SweepParams = field(default_factory=SweepParams)  # used with detector hog+cnn
     match: OpenSetParams = field(default_factory=OpenSetParams)
     index_dir: Path = Path("encodings")
     known_faces: Path = Path("known_faces")
@@ -66,6 +68,8 @@ class RecognizerSettings:
                 ),
                 engine=EngineConfig(detector=args.detector, upsample=args.upsample),
                 pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
+                sweep=SweepParams(period_s=args.sweep_period, idle_period_s=min(args.sweep_period, 1.0),
+                                  budget=args.sweep_budget, scale=args.sweep_scale),
                 match=OpenSetParams(tolerance=args.tolerance, accept_distance=args.accept_distance, margin=args.margin,
                                     min_votes=args.min_votes),
                 index_dir=Path(args.index),
@@ -112,14 +116,23 @@ def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLivene
 
 
 def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEncoder, store: IndexStore,
-                     clock: Callable[[], float] = time.monotonic) -> Callable[[], StationPipeline]:
-    """A maker of one station's per-frame pipeline, exactly as the server runs it (used by facemon-replay too)."""
+                     clock: Callable[[], float] = time.monotonic,
+                     sweeper: Optional[Sweeper] = None) -> Callable[[], StationPipeline]:
+    """A maker of one station's per-frame pipeline, exactly as the server runs it (used by facemon-replay too).
+
+    With detector hog+cnn each station sweeps with `sweeper` (the server passes its sweep process); without
+    one, sweeps run inline in the station's own call on `clock`'s time (facemon-replay: repeatable)."""
     make_liveness = liveness_factory(s)
+    if s.engine.detector == "hog+cnn" and sweeper is None:
+        sweeper = InlineSweeper(engine, s.sweep)
 
     def new_pipeline() -> StationPipeline:
+        sweep = None
+        if s.engine.detector == "hog+cnn":
+            sweep = StationSweep(sweeper, s.sweep, correlation_follower)
         return StationPipeline(
             engine, encoder, store, s.pipeline, s.match,
-            liveness=make_liveness() if make_liveness is not None else None, clock=clock,
+            liveness=make_liveness() if make_liveness is not None else None, clock=clock, sweep=sweep,
         )
 
     return new_pipeline
@@ -132,6 +145,7 @@ class RecognizerApp:
         self.settings = settings
         self.server: Optional[RecognizerServer] = None
         self.pool: Optional[EncoderPool] = None
+        self.sweeper: Optional[ProcessSweeper] = None
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
@@ -142,7 +156,9 @@ class RecognizerApp:
         engine = FaceEngine(s.engine)
         store = IndexStore(s.index_dir)
         self.pool = EncoderPool(s.workers or None)
-        new_pipeline = pipeline_factory(s, engine, self.pool, store)
+        if s.engine.detector == "hog+cnn":
+            self.sweeper = ProcessSweeper(s.sweep)
+        new_pipeline = pipeline_factory(s, engine, self.pool, store, sweeper=self.sweeper)
         trust = Trust(s.trust, s.dashboard)
         for warning in trust.describe():
             log.warning("%s", warning)
@@ -191,3 +207,5 @@ class RecognizerApp:
             self.outbox.stop(flush_timeout_s=3.0)
         if self.pool is not None:
             self.pool.close()
+        if self.sweeper is not None:
+            self.sweeper.close()

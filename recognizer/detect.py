@@ -19,8 +19,11 @@ from recognizer.models_path import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left
-DETECTORS = ("hog", "cnn")
+DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.sweep)
 CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
+# dlib's CNN fails on images under 48 px a side (a RuntimeError, or a bus error that kills the process): such an
+# image has no face it could find, so it is never given one
+MIN_CNN_SIDE = 48
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,16 @@ def _to_box(rect, height: int, width: int) -> Box:
     return (max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height), max(rect.left(), 0))
 
 
+def _largest_first(boxes: list[Box]) -> list[Box]:
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
+
+
+def _iou(a: Box, b: Box) -> float:
+    from recognizer.track import iou
+
+    return iou(a, b)
+
+
 class _Lease:
     """A free list of non-thread-safe dlib objects: each caller borrows its own, new ones made on demand.
 
@@ -87,6 +100,63 @@ class _Lease:
             yield obj
         finally:
             self._free.put(obj)
+
+
+class Detectors:
+    """dlib's two face detectors by name, and the sweep that combines them; nothing else is loaded.
+
+    What a sweep process needs (`recognizer.sweep`), without the landmark and descriptor models.
+    Thread-safe like `FaceEngine`. `hog`, `cnn`: an engine's own, shared; None: made here (the CNN when
+    `load_cnn`, else on first use).
+    """
+
+    def __init__(self, hog: "_Lease | None" = None, cnn=None, cnn_lock: "threading.Lock | None" = None,
+                 load_cnn: bool = True) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._hog = hog if hog is not None else _Lease(dlib.get_frontal_face_detector)
+        self._cnn = cnn
+        self._cnn_lock = cnn_lock if cnn_lock is not None else threading.Lock()
+        if self._cnn is None and load_cnn:
+            self._cnn = dlib.cnn_face_detection_model_v1(str(model_path(CNN_DETECTOR)))
+
+    def detect_cnn(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
+        """Face boxes found by dlib's CNN (MMOD) detector in a uint8 RGB image, largest first.
+
+        Finds faces turned up to ~60 degrees and partly lit, from ~80 px at upsample 0 (~40 px at 1); costs
+        ~1.5 s of one core per 640x360 frame at upsample 0 on a small CPU, and holds the GIL meanwhile.
+        """
+        h, w = rgb.shape[:2]
+        if min(h, w) < MIN_CNN_SIDE:
+            return []
+        with self._cnn_lock:
+            if self._cnn is None:  # a HOG engine asked for a CNN detection (benchmarks): load it once
+                self._cnn = self._dlib.cnn_face_detection_model_v1(str(model_path(CNN_DETECTOR)))
+            rects = [d.rect for d in self._cnn(rgb, upsample)]
+        return _largest_first([_to_box(r, h, w) for r in rects])
+
+    def detect_hog(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
+        """Face boxes found by dlib's HOG detector in a uint8 RGB or gray image, largest first."""
+        h, w = rgb.shape[:2]
+        with self._hog.borrow() as hog:
+            rects = list(hog(rgb, upsample))
+        return _largest_first([_to_box(r, h, w) for r in rects])
+
+    def sweep(self, rgb: np.ndarray, scale: float = 1.0, cnn_upsample: int = 0, hog_upsample: int = 1) -> list[Box]:
+        """A thorough look at one frame: the CNN's faces, plus the faces HOG finds upsampled that the CNN
+        missed (small frontal ones, ~40 px at upsample 1), on the frame resized by `scale`; boxes in `rgb`'s
+        pixels, largest first. Costs about one CNN run (~10% more for HOG)."""
+        import cv2
+
+        small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self.detect_cnn(small, cnn_upsample)
+        for box in self.detect_hog(small, hog_upsample):
+            if all(_iou(box, b) < 0.3 for b in found):
+                found.append(box)
+        if scale < 1.0:
+            found = [tuple(int(round(v / scale)) for v in b) for b in found]
+        return _largest_first(found)
 
 
 class FaceEngine:
@@ -112,6 +182,9 @@ class FaceEngine:
                 pass
             self._cnn = None
         self._cnn_lock = threading.Lock()
+        # HOG and CNN for sweeps and for asking for one detector by name (shares this engine's detectors). With
+        # hog+cnn the server sweeps in its own process, so this engine loads the CNN only if asked (replay)
+        self._detectors = Detectors(self._hog, self._cnn, self._cnn_lock, load_cnn=False)
         self._encoder_lock = threading.Lock()
         self._pose5 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_5)))
         self._pose68 = dlib.shape_predictor(str(model_path(FACE_LANDMARKS_68)))
@@ -131,6 +204,8 @@ class FaceEngine:
         up = self.config.upsample if upsample is None else upsample
         h, w = rgb.shape[:2]
         if self._cnn is not None:
+            if min(h, w) < MIN_CNN_SIDE:
+                return []
             with self._cnn_lock:
                 rects = [d.rect for d in self._cnn(rgb, up)]
         else:
@@ -154,6 +229,19 @@ class FaceEngine:
             found = [(r, float(s)) for r, s in zip(rects, scores)]
         out = [Detection(_to_box(r, h, w), score, _at_edge(r, h, w)) for r, score in found]
         return sorted(out, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[1] - d.box[3]))
+
+    def detect_cnn(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
+        """Face boxes found by dlib's CNN (MMOD) detector, largest first, whatever the per-frame detector is
+        (see `Detectors.detect_cnn`)."""
+        return self._detectors.detect_cnn(self._check(rgb), upsample)
+
+    def detect_hog(self, rgb: np.ndarray, upsample: int = 0) -> list[Box]:
+        """Face boxes found by dlib's HOG detector, largest first, whatever the per-frame detector is."""
+        return self._detectors.detect_hog(self._check(rgb), upsample)
+
+    def sweep(self, rgb: np.ndarray, scale: float = 1.0, cnn_upsample: int = 0, hog_upsample: int = 1) -> list[Box]:
+        """A thorough look at one frame (see `Detectors.sweep` and `recognizer.sweep`)."""
+        return self._detectors.sweep(self._check(rgb), scale, cnn_upsample, hog_upsample)
 
     def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:
         """Detect in several same-sized images; one dlib call with the CNN detector (GPU batching)."""

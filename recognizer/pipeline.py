@@ -17,7 +17,8 @@ from recognizer.annotate import draw_faces
 from recognizer.detect import FaceEngine
 from recognizer.imageio import decode_jpeg, encode_jpeg
 from recognizer.index import IndexStore
-from recognizer.match import UNSURE, IdentityVoter, OpenSetParams
+from recognizer.match import UNKNOWN, UNSURE, IdentityVoter, OpenSetParams
+from recognizer.sweep import StationSweep
 from recognizer.track import Tracker, TrackerParams
 from recognizer.workers import ChipEncoder
 
@@ -82,6 +83,7 @@ class StationPipeline:
         tracker_params: TrackerParams = TrackerParams(),
         liveness: Optional[Liveness] = None,
         clock: Callable[[], float] = time.monotonic,
+        sweep: Optional[StationSweep] = None,
     ) -> None:
         self.engine = engine
         self.encoder = encoder
@@ -92,6 +94,8 @@ class StationPipeline:
         self.liveness = liveness if config.liveness else None
         self.clock = clock
         self._index_seen = None
+        self.sweep = sweep  # CNN sweeps and their followers (detector hog+cnn); None: per-frame detector only
+        self._lost = False  # a track went undetected on the last frame: sweep sooner
 
     def _needs_encoding(self, track) -> bool:
         frame = self.tracker.frame
@@ -121,7 +125,12 @@ class StationPipeline:
         else:
             boxes = self.engine.detect(rgb)
         boxes = [b for b in boxes if _side(b) >= self.config.min_face_px * scale]
+        n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
+        if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
+            extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)
+            boxes = boxes + [b for b in extra if _side(b) >= self.config.min_face_px]
         update = self.tracker.update(boxes)
+        self._lost = bool(update.ended) or any(t.misses > 0 for t in self.tracker.tracks.values())
         t2 = time.perf_counter()
 
         index = self.store.index
@@ -154,20 +163,29 @@ class StationPipeline:
         t4 = time.perf_counter()
 
         faces = []
-        for track in update.tracks:
+        for i, track in enumerate(update.tracks):
             ident = self.voter.current(track.id)
+            state = ident.state
+            swept = i >= n_hog
+            if swept and state == UNKNOWN:
+                # only the sweep sees this face, so it is turned or badly lit and its encodings are poor: an
+                # enrolled person in profile measured 0.58-0.75 from his own photos. "Seen badly, nobody
+                # accepted" is `unsure` (no stranger alert); it becomes `unknown` once HOG sees it frontally
+                state = UNSURE
             face = {
                 "box": list(track.box),
                 "track": track.id,
-                "name": ident.name if ident.state == "known" else None,
-                "state": ident.state,
+                "name": ident.name if state == "known" else None,
+                "state": state,
                 "distance": None if not np.isfinite(ident.distance) else round(float(ident.distance), 4),
                 "confidence": round(float(ident.confidence), 3),
                 "liveness": "unknown" if self.liveness is not None else "off",
                 "blinks": 0,
             }
-            if ident.state == UNSURE and ident.candidate is not None:
+            if state == UNSURE and ident.candidate is not None:
                 face["candidate"] = ident.candidate
+            if self.sweep is not None:
+                face["found_by"] = "sweep" if swept else "hog"
             if track.id in live:
                 result = live[track.id]
                 face["liveness"] = result.state.value

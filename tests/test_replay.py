@@ -105,3 +105,17 @@ def test_console_entry_point_prints_json_lines_and_refuses_bad_input(tmp_path, s
         r = subprocess.run([*cmd, str(bad), "--index", str(sample_index_dir)], capture_output=True, text=True,
                            timeout=60, cwd=REPO)
         assert r.returncode == 2 and "facemon-replay:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_replay_with_sweeps_boxes_the_turned_face_and_raises_no_stranger_for_it(sample_index_dir) -> None:
+    """--detector hog+cnn: the sweep runs inline on clip time, so a replay is repeatable. Alex Lacamoire
+    (enrolled) in profile at 0.7-1.6 s is never boxed by HOG; the sweep finds him, he is followed, and,
+    since only the sweep sees him, a poor match makes him `unsure`, never a stranger alert."""
+    frames, alerts, summary = replay(SAMPLE_CLIP, sample_index_dir, "--detector", "hog+cnn", "--max-frames", "50",
+                                     "--login", "lin_manuel_miranda", "--unknown-after", "0.5", "--no-liveness")
+    # sweeps at 0 s and then every 1 s while HOG sees nobody: the one at 1.0 s (frame 30) finds him
+    swept = [f for fr in frames if 30 <= fr["frame"] <= 45 for f in fr["faces"] if f["found_by"] == "sweep"]
+    assert len(swept) >= 14, [fr["faces"] for fr in frames[30:46]]
+    assert len({f["track"] for f in swept}) == 1  # one track followed between sweeps, not a new one per sweep
+    assert all(f["state"] in ("pending", "unsure", "known") for f in swept)
+    assert not opened(alerts, "unknown_face")
