@@ -27,8 +27,8 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> Set
     a("--token", "", "shared secret every edge must present (empty: accept any, for a closed lab network only)")
     a("--index", "encodings", "folder of the face index (index.npz + index.json)")
     a("--known-faces", "known_faces", "folder where captured enrolment photos are kept (<name>/*.jpg)")
-    a("--detector", "hog", "face detector: hog (every frame, frontal faces), hog+cnn (HOG every frame plus periodic "
-      "CNN sweeps in a background process that find turned and small faces; CPU), or cnn (dlib's CNN every frame; "
+    a("--detector", "hog+cnn", "face detector: hog+cnn (default: HOG every frame plus periodic "
+      "CNN sweeps in a background process that find turned and small faces; CPU), hog (frontal faces only), or cnn (dlib's CNN every frame; "
       "needs a CUDA build of dlib, see docs/gpu.md)")
     a("--sweep-period", 2.5, "hog+cnn: seconds between CNN sweeps of a station (1 s while HOG sees nobody or lost a face)",
       float)

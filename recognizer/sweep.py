@@ -205,10 +205,12 @@ class InlineSweeper:
 _sweep_engine = None  # per sweep process only; set by _init_sweeper, never in the parent
 
 
-def _init_sweeper(nice: int) -> None:
+def _init_sweeper(nice: int, parent_pid: int, use_pdeathsig: bool) -> None:
     global _sweep_engine
     from recognizer.detect import Detectors
+    from recognizer.workers import exit_with_parent
 
+    exit_with_parent(parent_pid, use_pdeathsig)  # a killed recognizer leaves no sweep process behind
     os.nice(nice)
     _sweep_engine = Detectors()  # the two detectors only: no landmark or descriptor models in this process
 
@@ -232,8 +234,10 @@ class ProcessSweeper:
         self.params = params
         self.budget = SweepBudget(params.budget)
         # spawn: never fork a process that holds threads and sockets
+        # PDEATHSIG fires when the *thread* that started the process ends: only arm it from the main thread
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_sweeper,
-                                         initargs=(params.nice,))
+                                         initargs=(params.nice, os.getpid(),
+                                                   threading.current_thread() is threading.main_thread()))
         self._pool.submit(_sweep_in_process, np.zeros((120, 160, 3), np.uint8), 1.0, 0, 0).result()  # load now
         log.info("sweep process ready: CNN sweeps every %.1f s (%.1f s when HOG sees nobody), at most %.0f%% of a core",
                  params.period_s, params.idle_period_s, params.budget * 100)
