@@ -27,7 +27,7 @@ from recognizer.trust import Admission, Trust, TrustConfig, TrustRefusal
 from shared import protocol
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
-from shared.results import faces_to_wire
+from shared.results import FaceResult, faces_to_wire
 from shared.stream import MessageStream
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class StationStatus:
     errors: int = 0
     last_seen: float = 0.0
     fps: float = 0.0
-    faces: list = field(default_factory=list)
+    faces: list[FaceResult] = field(default_factory=list)  # of the last answered frame
     last_frame_at: float = 0.0  # time.time() of the last answered frame
     camera: str = "unknown"  # the edge's camera: ok | lost | unknown (an edge that does not say)
     camera_error: str = ""
