@@ -107,7 +107,7 @@ def clip_boxes(detector: str, index_dir: Path, engine) -> tuple[dict[int, list[B
         start = time.perf_counter()
         outcome = pipeline.process(jpeg)
         busy += time.perf_counter() - start
-        out[i] = [tuple(f["box"]) for f in outcome.faces]
+        out[i] = [f.box for f in outcome.faces]
     sweeps = pipeline.sweep.sweeps if pipeline.sweep is not None else 0
     return out, busy / max(len(out), 1) * 1e3, sweeps
 

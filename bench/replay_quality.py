@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from shared.results import faces_from_wire
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,10 +51,10 @@ def replay_one(video: Path, index: Path, extra: list[str]) -> tuple[dict, list[i
     last: dict[int, int] = {}
     for line in out.getvalue().splitlines():
         obj = json.loads(line)
-        for face in obj.get("faces", ()):
-            if face.get("blinks", 0) > last.get(face["track"], 0):
+        for face in faces_from_wire(obj.get("faces", [])):
+            if face.blinks > last.get(face.track, 0):
                 counted.append(obj["frame"])
-            last[face["track"]] = face.get("blinks", 0)
+            last[face.track] = face.blinks
     return summary, counted
 
 

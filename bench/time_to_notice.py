@@ -61,7 +61,7 @@ def frames_to_verdict(pipeline: StationPipeline, frames: list[bytes], expect: st
             continue
         first = i if first is None else first
         f = faces[0]
-        done = f["state"] == "unknown" if expect is None else (f["state"] == "known" and f["name"] == expect)
+        done = f.state == "unknown" if expect is None else (f.state == "known" and f.name == expect)
         if done:
             return i - first + 1, (time.perf_counter() - t0) * 1e3
     return None, (time.perf_counter() - t0) * 1e3

@@ -19,6 +19,7 @@ from edge.frames import RateMeter
 from shared import protocol
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
+from shared.results import BadFaceResult, FaceResult, faces_from_wire, faces_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Publish:
 
     jpeg: bytes
     wall: float
-    faces: list
+    faces: list[FaceResult]
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class LinkState:
         self._result_rate = RateMeter()
         self._latency_ms: Optional[float] = None
         self._latency_avg_ms: Optional[float] = None
-        self._faces: list = []
+        self._faces: list[FaceResult] = []
         self._last_result_at: Optional[float] = None
         self._last_error: Optional[str] = None
         self._sent = self._skipped = self._results = 0
@@ -232,7 +233,7 @@ class LinkState:
             "frames_skipped": self._skipped,
             "results": self._results,
             "connects": self._connects,
-            "faces": list(self._faces),
+            "faces": faces_to_wire(self._faces),
             "last_result_age_s": _round(wall - self._last_result_at, 3) if self._last_result_at is not None else None,
             "last_error": self._last_error,
         }
@@ -390,7 +391,10 @@ class LinkState:
     def _on_result(self, conn: _Connection, message: Message, now: float, wall: float) -> list[Action]:
         seq = message.get("seq", int)
         ts = message.get("ts", (int, float))
-        faces = message.get("faces", list, [])
+        try:
+            faces = faces_from_wire(message.get("faces", list, []))
+        except BadFaceResult as exc:  # a ProtocolError: the link closes as for any malformed message
+            raise protocol.MalformedMessage(f"RESULT: {exc}") from None
         error = message.header.get("error")
         sent = conn.in_flight.pop(seq, None)
         if 0 < ts <= wall:  # the echoed capture time: latency includes capture age and encoding

@@ -1,6 +1,6 @@
 """Alert rules: per-station incidents (open → update → closed) from per-frame face results. Pure logic.
 
-An `AlertEngine` is fed one frame at a time — time in seconds, the pipeline's face dicts, the
+An `AlertEngine` is fed one frame at a time — time in seconds, the pipeline's `FaceResult`s, the
 logged-in evaluator and cheap frame statistics — and returns `AlertEvent`s. Each alert type is one
 incident at a time per station: it opens once the condition has held for its threshold, may be
 updated with better evidence (at most every `update_every_s`), closes when the condition has been
@@ -18,11 +18,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
 from shared.alerts import RECOGNIZER_ALERT_TYPES as ALERT_TYPES
+from shared.results import KNOWN, UNKNOWN, FaceResult
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,6 @@ class _Rule:
     detail_merge: Callable[[dict, dict], dict] = field(default=lambda old, new: {**old, **new})
 
 
-def _area(face: dict) -> float:
-    try:
-        t, r, b, l = face["box"]
-        return float(max(0, b - t) * max(0, r - l))
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-
-
 def _merge_max(old: dict, new: dict) -> dict:
     out = {**old, **new}
     for key in ("faces", "max_faces"):
@@ -168,38 +161,38 @@ class AlertEngine:
         return {k: r.incident.alert_id for k, r in self._rules.items() if r.incident is not None}
 
     # -- the conditions (pure functions of one frame) --
-    def _conditions(self, t: float, faces: Sequence[dict], login: str,
+    def _conditions(self, t: float, faces: Sequence[FaceResult], login: str,
                     stats: Optional[FrameStats]) -> dict[str, Optional[tuple[float, dict]]]:
         """Alert type → (evidence score, details) when the condition holds on this frame, None when it does not.
 
         A type missing from the result is undecidable on this frame (no frame statistics) and keeps its state.
         """
         out: dict[str, Optional[tuple[float, dict]]] = {}
-        unknown = [f for f in faces if f.get("state") == "unknown"]
-        out["unknown_face"] = (max(_area(f) for f in unknown), {
-            "faces": len(unknown), "tracks": [f.get("track") for f in unknown],
-            "distance": min((f["distance"] for f in unknown if isinstance(f.get("distance"), (int, float))), default=None),
+        unknown = [f for f in faces if f.state == UNKNOWN]
+        out["unknown_face"] = (max(f.area for f in unknown), {
+            "faces": len(unknown), "tracks": [f.track for f in unknown],
+            "distance": min((f.distance for f in unknown if f.distance is not None), default=None),
         }) if unknown else None
 
-        known = [f for f in faces if f.get("state") == "known" and f.get("name")]
-        names = {f["name"] for f in known}
-        others = [f for f in known if f["name"] != login]
+        known = [f for f in faces if f.state == KNOWN and f.name]
+        names = {f.name for f in known}
+        others = [f for f in known if f.name != login]
         if login and others and login not in names:
-            out["wrong_person"] = (max(_area(f) * max(float(f.get("confidence") or 0.0), 0.01) for f in others),
-                                   {"names": sorted({f["name"] for f in others}), "expected": login})
+            out["wrong_person"] = (max(f.area * max(float(f.confidence or 0.0), 0.01) for f in others),
+                                   {"names": sorted({f.name for f in others}), "expected": login})
         else:
             out["wrong_person"] = None
 
         out["multiple_faces"] = (float(len(faces)), {"faces": len(faces), "max_faces": len(faces)}) if len(faces) > 1 else None
 
-        spoof = [f for f in faces if f.get("liveness") == "no_blink"]
-        out["no_blink"] = (max(_area(f) for f in spoof), {
-            "tracks": [f.get("track") for f in spoof], "names": sorted({f.get("name") or "unknown" for f in spoof}),
+        spoof = [f for f in faces if f.liveness == "no_blink"]
+        out["no_blink"] = (max(f.area for f in spoof), {
+            "tracks": [f.track for f in spoof], "names": sorted({f.name or "unknown" for f in spoof}),
         }) if spoof else None
 
-        asleep = [f for f in faces if f.get("liveness") == "eyes_closed"]
-        out["eyes_closed"] = (max(_area(f) for f in asleep), {
-            "tracks": [f.get("track") for f in asleep], "names": sorted({f.get("name") or "unknown" for f in asleep}),
+        asleep = [f for f in faces if f.liveness == "eyes_closed"]
+        out["eyes_closed"] = (max(f.area for f in asleep), {
+            "tracks": [f.track for f in asleep], "names": sorted({f.name or "unknown" for f in asleep}),
         }) if asleep else None
 
         tamper: Optional[tuple[float, dict]] = None
@@ -225,7 +218,7 @@ class AlertEngine:
         return out
 
     # -- the incident state machine --
-    def observe(self, t: float, faces: Sequence[dict], login: str = "", stats: Optional[FrameStats] = None,
+    def observe(self, t: float, faces: Sequence[FaceResult], login: str = "", stats: Optional[FrameStats] = None,
                 evidence: Any = None) -> list[AlertEvent]:
         """Advance every rule by one frame at time `t` (seconds); return the events this frame caused."""
         events: list[AlertEvent] = []
@@ -333,40 +326,28 @@ def frame_stats(jpeg: bytes) -> Optional[FrameStats]:
 
 
 class AlertMonitor:
-    """The server's frame observer: one `AlertEngine` per station session; events go to `emit` (the outbox).
+    """The server's station observer: one `AlertEngine` per station session; events go to `emit` (the outbox).
 
     `on_frame` runs in each station's thread, so it only computes frame statistics and hands events on;
     `emit` must be fast (an SQLite insert). Sessions are keyed by their `StationStatus` object (held, so
-    its id is not reused), so a station that reconnects starts a fresh engine. A sweeper thread compares
-    the engines with the server's live sessions every `sweep_s` and closes the incidents of sessions
-    that ended (the station disconnected).
+    its id is not reused), so a station that reconnects starts a fresh engine. The server calls
+    `on_disconnect` when a session ends, which closes that session's incidents at once.
     """
 
     def __init__(self, thresholds: AlertThresholds, emit: Callable[[AlertEvent], None],
-                 live_sessions: Callable[[], Iterable[Any]] = lambda: (), sweep_s: float = 1.0,
                  clock: Optional[Callable[[], float]] = None) -> None:
         self.thresholds = thresholds
         self._emit = emit
-        self._live = live_sessions
-        self.sweep_s = sweep_s
         self._clock = clock or time.time
         self._engines: dict[int, tuple[Any, AlertEngine]] = {}
         self._last_jpeg: dict[int, bytes] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._sweep_loop, name="alert-sweeper", daemon=True)
-        self._thread.start()
 
     def stop(self, reason: str = "recognizer_stopped") -> None:
-        """Stop the sweeper and close every open incident."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Close every open incident (the recognizer stops)."""
         with self._lock:
             engines, self._engines = [e for _, e in self._engines.values()], {}
+            self._last_jpeg.clear()
         for engine in engines:
             self._send(engine.close_all(self._clock(), reason))
 
@@ -395,29 +376,15 @@ class AlertMonitor:
         events = self._engine(status).camera_state(self._clock(), lost, status.login, details, evidence, since)
         self._send(events)
 
-    def on_disconnect(self, status: Any) -> None:
-        """A station session ended: close its open incidents."""
+    def on_disconnect(self, status: Any, reason: str = "station_disconnected") -> None:
+        """The station's session ended (the server says so as it closes): close its open incidents now, with
+        `closed_by` `reason` (station_disconnected, or recognizer_stopped when the server is stopping)."""
         with self._lock:
             self._last_jpeg.pop(id(status), None)
             entry = self._engines.pop(id(status), None)
         if entry is not None:
-            self._send(entry[1].close_all(self._clock()))
-
-    def sweep(self) -> None:
-        """Close the incidents of every session that is no longer live."""
-        live = {id(s) for s in self._live()}
-        with self._lock:
-            gone = [status for key, (status, _) in self._engines.items() if key not in live]
-        for status in gone:
             log.info("station %s: session ended; closing its incidents", status.station)
-            self.on_disconnect(status)
-
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.sweep_s):
-            try:
-                self.sweep()
-            except (RuntimeError, ValueError, OSError):  # a failed sweep is retried on the next tick
-                log.exception("alert sweep failed")
+            self._send(entry[1].close_all(self._clock(), reason))
 
     def _send(self, events: list[AlertEvent]) -> None:
         for ev in events:

@@ -6,31 +6,33 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from shared.results import KNOWN, FaceResult
+
 # BGR colours by identity state
 COLOURS = {"known": (60, 180, 60), "unknown": (40, 40, 220), "pending": (0, 200, 230), "unsure": (0, 150, 255)}
 STATE_TEXT = {"unknown": "unknown", "unsure": "not sure", "pending": "..."}
 LIVENESS_TEXT = {"live": "live", "no_blink": "no blink!", "eyes_closed": "eyes closed"}
 
 
-def label_for(face: dict) -> str:
+def label_for(face: FaceResult) -> str:
     """Text drawn under a face: the name (known) or the verdict, plus liveness once it says something."""
-    state = face.get("state", "pending")
-    text = face.get("name") if state == "known" and face.get("name") else STATE_TEXT.get(state, "...")
-    live = LIVENESS_TEXT.get(face.get("liveness") or "")
+    state = face.state
+    text = face.name if state == KNOWN and face.name else STATE_TEXT.get(state, "...")
+    live = LIVENESS_TEXT.get(face.liveness)
     if live is not None:
         text += f" [{live}]"
     return text
 
 
-def draw_faces(bgr: np.ndarray, faces: Sequence[dict]) -> np.ndarray:
+def draw_faces(bgr: np.ndarray, faces: Sequence[FaceResult]) -> np.ndarray:
     """Draw each face's box and label onto `bgr` in place and return it."""
     h, w = bgr.shape[:2]
     scale = max(0.4, min(1.0, w / 900))
     for face in faces:
-        top, right, bottom, left = face["box"]
-        colour = COLOURS.get(face.get("state", "pending"), COLOURS["pending"])
-        if face.get("liveness") in ("no_blink", "eyes_closed"):
-            colour = (0, 0, 255) if face["liveness"] == "no_blink" else (0, 140, 255)
+        top, right, bottom, left = face.box
+        colour = COLOURS.get(face.state, COLOURS["pending"])
+        if face.liveness in ("no_blink", "eyes_closed"):
+            colour = (0, 0, 255) if face.liveness == "no_blink" else (0, 140, 255)
         cv2.rectangle(bgr, (left, top), (right, bottom), colour, 2)
         text = label_for(face)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 1)

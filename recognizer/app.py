@@ -182,10 +182,8 @@ class RecognizerApp:
             log.info("alerts go to %s (outbox %s)", ", ".join(x.name for x in sinks), s.outbox.path)
         else:
             log.info("no --dashboard-url or --webhook-url: alerts are only logged")
-        self.alerts = AlertMonitor(s.alerts, emit, server.stations)
-        self.alerts.start()
-        server.observers.append(self.alerts.on_frame)
-        server.camera_observers.append(self.alerts.on_camera)
+        self.alerts = AlertMonitor(s.alerts, emit)
+        server.observers.append(self.alerts)
         if s.dashboard is not None:
             self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s)
             self.reporter.start()

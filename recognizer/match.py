@@ -21,10 +21,10 @@ from typing import Optional
 import numpy as np
 
 from recognizer.index import DIM, FaceIndex
+from shared.results import KNOWN, PENDING, UNKNOWN, UNSURE
 
 log = logging.getLogger(__name__)
 
-PENDING, KNOWN, UNKNOWN, UNSURE = "pending", "known", "unknown", "unsure"
 STATES = (PENDING, KNOWN, UNKNOWN, UNSURE)
 """A track's verdict: pending (not enough evidence yet), known (named), unknown (certainly nobody enrolled:
 nobody within the vote radius), unsure (someone is within the vote radius but nobody is accepted: an

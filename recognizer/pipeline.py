@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -17,10 +17,11 @@ from recognizer.annotate import draw_faces
 from recognizer.detect import FaceEngine
 from recognizer.imageio import decode_jpeg, encode_jpeg
 from recognizer.index import IndexStore
-from recognizer.match import UNKNOWN, UNSURE, IdentityVoter, OpenSetParams
+from recognizer.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
 from recognizer.sweep import StationSweep
 from recognizer.track import Tracker, TrackerParams
 from recognizer.workers import ChipEncoder
+from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class PipelineConfig:
 
 @dataclass
 class FrameOutcome:
-    faces: list[dict]
+    faces: list[FaceResult]
     annotated: bytes
     timings_ms: dict = field(default_factory=dict)
     encoded: int = 0  # faces encoded on this frame
@@ -111,20 +112,61 @@ class StationPipeline:
         ratio = _side(track.box) / max(_side(track.encoded_box), 1)
         return ratio >= self.config.grow_reencode or ratio <= 1 / self.config.grow_reencode
 
-    def process(self, jpeg: bytes) -> FrameOutcome:
-        """Run one frame; raises recognizer.imageio.BadImage for a corrupt JPEG (nothing else changes)."""
-        t0 = time.perf_counter()
+    # -- the steps of a frame, public so the sign-in check (recognizer.signin_check) runs the same ones --
+    def decode(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """The frame as (BGR, RGB) arrays; raises recognizer.imageio.BadImage for a corrupt JPEG."""
         bgr = decode_jpeg(jpeg)
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        t1 = time.perf_counter()
+        return bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-        scale = self.config.detect_scale
+    def detect(self, rgb: np.ndarray, scale: Optional[float] = None) -> list[Box]:
+        """Faces the per-frame detector finds, at least `min_face_px` a side, as boxes of the full frame.
+        `scale`: detect on the frame resized by this factor (default: the config's `detect_scale`)."""
+        scale = self.config.detect_scale if scale is None else scale
         if scale < 1.0:
             small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             boxes = [tuple(int(round(v / scale)) for v in b) for b in self.engine.detect(small)]
         else:
             boxes = self.engine.detect(rgb)
-        boxes = [b for b in boxes if _side(b) >= self.config.min_face_px * scale]
+        return [b for b in boxes if _side(b) >= self.config.min_face_px * scale]
+
+    def encode(self, rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """One 128-d encoding per box, shape (len(boxes), 128)."""
+        return self.encoder.encode_chips(self.engine.chips(rgb, list(boxes)))
+
+    @property
+    def match_params(self) -> OpenSetParams:
+        """The open-set matching thresholds this station's faces are judged by."""
+        return self.voter.params
+
+    def scores(self, encodings: np.ndarray) -> PersonScores:
+        """Distances of `encodings` to every enrolled person of the current index (the voter's tolerance)."""
+        return person_scores(self.store.index, encodings, self.voter.params.tolerance)
+
+    def is_enrolled(self, name: str) -> bool:
+        return name in self.store.index.arrays.people
+
+    def liveness_of(self, bgr: np.ndarray, faces: Sequence[tuple[int, Box]], now: float,
+                    liveness: Optional[Liveness] = None) -> dict:
+        """Feed each (track id, box) on this frame to `liveness` (default: the station's own); track id → its
+        result. Empty when there is no liveness or no face."""
+        liveness = self.liveness if liveness is None else liveness
+        if liveness is None or not faces:  # FaceLiveness has __len__: never test it for truth
+            return {}
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        points = self.engine.landmarks68(gray, [box for _, box in faces])
+        return {track_id: liveness.update(track_id, now, p, gray) for (track_id, _), p in zip(faces, points)}
+
+    def annotate(self, bgr: np.ndarray, faces: Sequence[FaceResult]) -> bytes:
+        """The frame with the faces drawn on it, as the reply JPEG."""
+        return encode_jpeg(draw_faces(bgr, faces), self.config.jpeg_quality)
+
+    def process(self, jpeg: bytes) -> FrameOutcome:
+        """Run one frame; raises recognizer.imageio.BadImage for a corrupt JPEG (nothing else changes)."""
+        t0 = time.perf_counter()
+        bgr, rgb = self.decode(jpeg)
+        t1 = time.perf_counter()
+
+        boxes = self.detect(rgb)
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
             extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)
@@ -146,8 +188,7 @@ class StationPipeline:
 
         todo = [t for t in update.tracks if self._needs_encoding(t)]
         if todo:
-            chips = self.engine.chips(rgb, [t.box for t in todo])
-            encodings = self.encoder.encode_chips(chips)
+            encodings = self.encode(rgb, [t.box for t in todo])
             small = frozenset(t.id for t in todo if _side(t.box) < self.config.min_judge_px)
             self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, small)
             for t in todo:
@@ -155,11 +196,8 @@ class StationPipeline:
         t3 = time.perf_counter()
 
         live = {}
-        if self.liveness is not None and update.tracks:  # FaceLiveness has __len__: never test it for truth
-            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-            now = self.clock()
-            for track, points in zip(update.tracks, self.engine.landmarks68(gray, [t.box for t in update.tracks])):
-                live[track.id] = self.liveness.update(track.id, now, points, gray)
+        if self.liveness is not None and update.tracks:
+            live = self.liveness_of(bgr, [(t.id, t.box) for t in update.tracks], self.clock())
         t4 = time.perf_counter()
 
         faces = []
@@ -172,26 +210,20 @@ class StationPipeline:
                 # enrolled person in profile measured 0.58-0.75 from his own photos. "Seen badly, nobody
                 # accepted" is `unsure` (no stranger alert); it becomes `unknown` once HOG sees it frontally
                 state = UNSURE
-            face = {
-                "box": list(track.box),
-                "track": track.id,
-                "name": ident.name if state == "known" else None,
-                "state": state,
-                "distance": None if not np.isfinite(ident.distance) else round(float(ident.distance), 4),
-                "confidence": round(float(ident.confidence), 3),
-                "liveness": "unknown" if self.liveness is not None else "off",
-                "blinks": 0,
-            }
-            if state == UNSURE and ident.candidate is not None:
-                face["candidate"] = ident.candidate
-            if self.sweep is not None:
-                face["found_by"] = "sweep" if swept else "hog"
-            if track.id in live:
-                result = live[track.id]
-                face["liveness"] = result.state.value
-                face["blinks"] = result.blinks
-            faces.append(face)
-        annotated = encode_jpeg(draw_faces(bgr, faces), self.config.jpeg_quality)
+            result = live.get(track.id)
+            faces.append(FaceResult(
+                box=tuple(track.box),
+                track=track.id,
+                state=state,
+                name=ident.name if state == KNOWN else None,
+                distance=None if not np.isfinite(ident.distance) else round(float(ident.distance), 4),
+                confidence=round(float(ident.confidence), 3),
+                liveness=result.state.value if result is not None else "unknown" if self.liveness is not None else "off",
+                blinks=result.blinks if result is not None else 0,
+                candidate=ident.candidate if state == UNSURE else None,
+                found_by=None if self.sweep is None else "sweep" if swept else "hog",
+            ))
+        annotated = self.annotate(bgr, faces)
         t5 = time.perf_counter()
         timings = {
             "decode": (t1 - t0) * 1e3,

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
+from shared.results import FaceResult, faces_to_wire
+
 log = logging.getLogger("recognizer.replay")
 
 
@@ -63,19 +65,19 @@ class TrackSummary:
     named_at: Optional[float] = None
     final_liveness: str = "unknown"
 
-    def add(self, t: float, face: dict) -> None:
+    def add(self, t: float, face: FaceResult) -> None:
         self.last_t = t
         self.frames += 1
-        self.states[face["state"]] += 1
-        if face.get("name"):
-            self.names[face["name"]] += 1
+        self.states[face.state] += 1
+        if face.name:
+            self.names[face.name] += 1
             if self.named_at is None:
                 self.named_at = t
-        self.liveness[face.get("liveness", "unknown")] += 1
-        self.final_liveness = face.get("liveness", "unknown")
-        self.blinks = max(self.blinks, int(face.get("blinks") or 0))
-        d = face.get("distance")
-        if isinstance(d, (int, float)):
+        self.liveness[face.liveness] += 1
+        self.final_liveness = face.liveness
+        self.blinks = max(self.blinks, face.blinks)
+        d = face.distance
+        if d is not None:
             self.min_distance = d if self.min_distance is None else min(self.min_distance, d)
 
     def to_dict(self) -> dict:
@@ -168,12 +170,12 @@ class Replay:
         self.busy_s += time.perf_counter() - start
         self.frames += 1
         for face in outcome.faces:
-            summary = self.tracks.get(face["track"])
+            summary = self.tracks.get(face.track)
             if summary is None:
-                summary = self.tracks[face["track"]] = TrackSummary(t, t)
+                summary = self.tracks[face.track] = TrackSummary(t, t)
             summary.add(t, face)
         if self.print_frames:
-            self._emit({"frame": index, "t": round(t, 3), "faces": outcome.faces, "ms": outcome.timings_ms.get("total")})
+            self._emit({"frame": index, "t": round(t, 3), "faces": faces_to_wire(outcome.faces), "ms": outcome.timings_ms.get("total")})
         if self.save_dir is not None:
             (self.save_dir / f"{index:06d}.jpg").write_bytes(outcome.annotated)
         for ev in events:

@@ -15,24 +15,19 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
-import cv2
-
-from recognizer.annotate import draw_faces
 from recognizer.enroll import Enroller
 from recognizer.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
-from recognizer.imageio import BadImage, decode_jpeg, encode_jpeg
+from recognizer.imageio import BadImage
 from recognizer.index import IndexStore
-from recognizer.liveness import FaceLiveness, LivenessParams
-from recognizer.match import person_scores
 from recognizer.pipeline import FrameOutcome, StationPipeline
+from recognizer.signin_check import SigninChecks
 from recognizer.trust import Admission, Trust, TrustConfig, TrustRefusal
-from recognizer.verify import Observation, Verifier, VerifyParams
 from shared import protocol
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
-from shared.signin import BAD_REQUEST
+from shared.results import FaceResult, faces_to_wire
 from shared.stream import MessageStream
 
 log = logging.getLogger(__name__)
@@ -90,15 +85,24 @@ class StationStatus:
     errors: int = 0
     last_seen: float = 0.0
     fps: float = 0.0
-    faces: list = field(default_factory=list)
+    faces: list[FaceResult] = field(default_factory=list)  # of the last answered frame
     last_frame_at: float = 0.0  # time.time() of the last answered frame
     camera: str = "unknown"  # the edge's camera: ok | lost | unknown (an edge that does not say)
     camera_error: str = ""
     camera_since: float = 0.0  # time.time() the camera state began (for lost: the last frame the edge got)
 
 
-FrameObserver = Callable[[StationStatus, FrameOutcome, bytes], None]
-CameraObserver = Callable[[StationStatus], None]  # called when a station's camera state changes
+class StationObserver(Protocol):
+    """Told about every admitted station (alerts): each call on that station's own thread, in order."""
+
+    def on_frame(self, status: StationStatus, outcome: FrameOutcome, raw_jpeg: bytes) -> None:
+        """A frame was processed (before its RESULT is sent)."""
+
+    def on_camera(self, status: StationStatus) -> None:
+        """The station's camera state changed (`status.camera`: ok | lost)."""
+
+    def on_disconnect(self, status: StationStatus, reason: str) -> None:
+        """The station's session ended; `reason`: station_disconnected, or recognizer_stopped."""
 
 
 def check_hello(msg: Message, config: ServerConfig, peer: str) -> StationStatus:
@@ -143,8 +147,6 @@ class StationSession:
         self.peer = peer
         self.status: Optional[StationStatus] = status
         self._last_frame_t: Optional[float] = None  # monotonic time of the last answered frame
-        self.verification: Optional["VerifyRun"] = None  # a sign-in face check in progress (VERIFY)
-        self._verify_runs = 0
         self.thread = threading.Thread(target=self._run, name=f"station-{peer}", daemon=True)
 
     def close(self) -> None:
@@ -179,6 +181,7 @@ class StationSession:
         status = self.status
         assert status is not None
         limiter = self.server.log_limiter
+        admitted = False
         try:
             self.stream.sock.settimeout(cfg.handshake_timeout_s)
             try:
@@ -206,6 +209,8 @@ class StationSession:
             self.close()
             self.server._unregister(self)
             log.info("station %s disconnected", status.station)
+            if admitted:
+                self.server._session_ended(status)
 
     @property
     def host(self) -> str:
@@ -221,17 +226,19 @@ class StationSession:
         pipeline = self.server.new_pipeline()
         assert self.status is not None
         status = self.status
+        checks = SigninChecks(pipeline, status.station, time.monotonic)  # sign-in face checks (VERIFY)
         while True:
             msg = self.stream.recv()
             if msg is None:
                 return
             status.last_seen = time.time()
-            if msg.kind == MessageKind.FRAME and self.verification is not None:
-                self._on_verify_frame(pipeline, msg)
+            if msg.kind == MessageKind.FRAME and checks.active:
+                self._on_verify_frame(checks, msg)
             elif msg.kind == MessageKind.FRAME:
                 self._on_frame(pipeline, msg)
             elif msg.kind == MessageKind.VERIFY:
-                self._on_verify(pipeline, msg)
+                for reply in checks.on_verify(msg):
+                    self.stream.send(reply)
             elif msg.kind == MessageKind.HEARTBEAT:
                 self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
                 camera = msg.get("camera", str, "")
@@ -280,79 +287,22 @@ class StationSession:
                         f" ({error})" if error else "")
         else:
             log.info("station %s: camera %s", status.station, "back" if previous == "lost" else "ok")
-        for observer in self.server.camera_observers:
+        for observer in self.server.observers:
             try:
-                observer(status)
+                observer.on_camera(status)
             except Exception:  # an observer (alerts) failing must not drop the station; logged with trace
                 log.exception("camera observer failed for station %s", status.station)
 
-    def _on_verify(self, pipeline: StationPipeline, msg: Message) -> None:
-        """Start (or cancel) a sign-in face check; the station's frames go to it until it is decided."""
-        request_id = msg.get("request_id", str)
-        status = self.status
-        if msg.get("cancel", bool, False):
-            run = self.verification
-            if run is not None and run.request_id == request_id:
-                self._end_verification(pipeline, run, run.verifier.cancel().to_dict())
-            return
-        identity = msg.get("identity", str)
-        frames = msg.get("frames", int)
-        timeout_s = msg.get("timeout_s", (int, float))
-        match = pipeline.voter.params
-        try:
-            identity = validate_name(identity, "identity")
-            params = VerifyParams(frames=frames, timeout_s=float(timeout_s),
-                                  accept_distance=match.accept_distance, margin=match.margin)
-        except (InvalidName, ValueError) as exc:
-            self.stream.send(protocol.verify_result(request_id, {"state": "failed", "reason": BAD_REQUEST,
-                                                                 "message": str(exc)}))
-            return
-        enrolled = identity in self.server.store.index.arrays.people
-        if self.verification is not None:
-            self.verification.verifier.cancel()
-        self._verify_runs += 1
-        # the station's own liveness (its method and thresholds); a recognizer run with liveness off
-        # still checks blinks at sign-in, with the default method
-        liveness = pipeline.liveness if pipeline.liveness is not None else FaceLiveness(LivenessParams())
-        run = VerifyRun(request_id, Verifier(identity, params, enrolled=enrolled), -self._verify_runs, liveness)
-        log.info("station %s: sign-in face check %s for %r (%d frames, %.0f s)%s", status.station, request_id,
-                 identity, frames, timeout_s, "" if enrolled else ": not enrolled")
-        if run.verifier.progress.done:
-            self.stream.send(protocol.verify_result(request_id, run.verifier.progress.to_dict()))
-            return
-        self.verification = run
-
-    def _end_verification(self, pipeline: StationPipeline, run: "VerifyRun", progress: dict) -> None:
-        self.verification = None
-        run.liveness.forget(run.track_id)
-        log.info("station %s: sign-in face check %s %s%s", self.status.station, run.request_id, progress["state"],
-                 f" ({progress['reason']})" if progress.get("reason") else "")
-        self.stream.send(protocol.verify_result(run.request_id, progress))
-
-    def _on_verify_frame(self, pipeline: StationPipeline, msg: Message) -> None:
-        """A frame during a sign-in check: every frame encoded and compared with the claimed identity only."""
-        run = self.verification
-        assert run is not None and self.status is not None
-        seq = msg.get("seq", int)
-        ts = msg.get("ts", (int, float), 0.0)
-        try:
-            observation, faces, annotated = verify_observation(pipeline, run, msg.payload, time.monotonic())
-        except BadImage as exc:
-            self.status.errors += 1
-            self.stream.send(protocol.result(seq, ts, [], error=f"bad_image: {exc}"))
-            return
-        except Exception:  # a bug on one frame must not take the station down; logged with its trace
-            self.status.errors += 1
-            log.exception("station %s frame %d (sign-in check): internal error", self.status.station, seq)
-            self.stream.send(protocol.result(seq, ts, [], error="internal_error"))
-            return
-        progress = run.verifier.observe(observation).to_dict()
-        self.status.frames += 1
-        self.stream.send(protocol.result(seq, ts, faces, annotated, verify=progress))
-        if progress["state"] != "pending":
-            self._end_verification(pipeline, run, progress)
+    def _on_verify_frame(self, checks: SigninChecks, msg: Message) -> None:
+        """A frame during a sign-in check: answered by the check, counted here."""
+        assert self.status is not None
+        answer = checks.on_frame(msg)
+        if answer.ok:
+            self.status.frames += 1
         else:
-            self.stream.send(protocol.verify_result(run.request_id, progress))
+            self.status.errors += 1
+        for reply in answer.messages:
+            self.stream.send(reply)
 
     def _on_frame(self, pipeline: StationPipeline, msg: Message) -> None:
         status = self.status
@@ -383,54 +333,11 @@ class StationSession:
         status.faces = outcome.faces
         for observer in self.server.observers:
             try:
-                observer(status, outcome, msg.payload)
+                observer.on_frame(status, outcome, msg.payload)
             except Exception:  # an observer (alerts) failing must not drop frames; logged with trace
                 log.exception("frame observer failed for station %s", status.station)
-        self.stream.send(protocol.result(seq, ts, outcome.faces, outcome.annotated, timings=outcome.timings_ms))
-
-
-@dataclass
-class VerifyRun:
-    """A station's sign-in face check: the pure verifier plus the liveness track id it uses."""
-
-    request_id: str
-    verifier: Verifier
-    track_id: int  # negative, so it never meets a tracker id in the station's liveness state
-    liveness: FaceLiveness
-
-
-def verify_observation(pipeline: StationPipeline, run: VerifyRun, jpeg: bytes, now: float) -> tuple[Observation, list, bytes]:
-    """Detect, encode and measure one frame against the claimed identity; returns the observation, faces, JPEG."""
-    bgr = decode_jpeg(jpeg)
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    engine = pipeline.engine
-    boxes = [b for b in engine.detect(rgb) if max(b[2] - b[0], b[1] - b[3]) >= pipeline.config.min_face_px]
-    identity = run.verifier.identity
-    distance = other = float("inf")
-    blinks = 0
-    liveness = "unknown"
-    if len(boxes) == 1:
-        encoding = pipeline.encoder.encode_chips(engine.chips(rgb, boxes))
-        scores = person_scores(pipeline.store.index, encoding, pipeline.voter.params.tolerance)
-        for name, d in zip(scores.people, scores.distance[0]):
-            if name == identity:
-                distance = float(d)
-            else:
-                other = min(other, float(d))
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        points = engine.landmarks68(gray, boxes)[0]
-        result = run.liveness.update(run.track_id, now, points, gray)
-        blinks, liveness = result.blinks, result.state.value
-    observation = Observation(now, len(boxes), distance, other, blinks)
-    agrees = run.verifier.agrees(observation)
-    faces = [{
-        "box": list(b), "track": run.track_id, "name": identity if agrees else None,
-        "state": "known" if agrees else "pending",
-        "distance": None if distance == float("inf") else round(distance, 4),
-        "confidence": 0.0, "liveness": liveness, "blinks": blinks,
-    } for b in boxes]
-    annotated = encode_jpeg(draw_faces(bgr, faces), pipeline.config.jpeg_quality)
-    return observation, faces, annotated
+        self.stream.send(protocol.result(seq, ts, faces_to_wire(outcome.faces), outcome.annotated,
+                                         timings=outcome.timings_ms))
 
 
 class RecognizerServer:
@@ -449,8 +356,7 @@ class RecognizerServer:
         self.store = store
         self.new_pipeline = pipeline_factory
         self.enroller = enroller
-        self.observers: list[FrameObserver] = []
-        self.camera_observers: list[CameraObserver] = []
+        self.observers: list[StationObserver] = []
         self._stations: dict[str, StationSession] = {}
         self._sessions: set[StationSession] = set()
         self._lock = threading.Lock()
@@ -510,6 +416,15 @@ class RecognizerServer:
         with self._lock:
             if session.status and self._stations.get(session.status.station) is session:
                 del self._stations[session.status.station]
+
+    def _session_ended(self, status: StationStatus) -> None:
+        """Tell the observers a station's session ended (on its thread, after its last frame)."""
+        reason = "recognizer_stopped" if self._stop.is_set() else "station_disconnected"
+        for observer in self.observers:
+            try:
+                observer.on_disconnect(status, reason)
+            except Exception:  # one observer failing must not keep the others from hearing it; logged with trace
+                log.exception("disconnect observer failed for station %s", status.station)
 
     def stations(self) -> list[StationStatus]:
         with self._lock:

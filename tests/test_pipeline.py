@@ -22,16 +22,16 @@ def test_liveness_is_fed_from_the_first_frame(engine, sample_index_dir, obama_jp
     assert pipeline.liveness is not None and len(pipeline.liveness) == 0
     faces = pipeline.process(obama_jpeg).faces
     assert len(pipeline.liveness) == 1
-    assert faces[0]["liveness"] == "unknown" and faces[0]["blinks"] == 0
+    assert faces[0].liveness == "unknown" and faces[0].blinks == 0
     for _ in range(3):
         t[0] += settings.first_blink_timeout_s / 2  # a still photo: never blinks
         faces = pipeline.process(obama_jpeg).faces
-    assert faces[0]["liveness"] == "no_blink"
-    assert faces[0]["name"] == "barack_obama"
+    assert faces[0].liveness == "no_blink"
+    assert faces[0].name == "barack_obama"
 
 
 def test_liveness_off_says_so(engine, sample_index_dir, obama_jpeg) -> None:
     settings = RecognizerSettings(index_dir=sample_index_dir, pipeline=PipelineConfig(liveness=False))
     pipeline = pipeline_factory(settings, engine, engine, IndexStore(sample_index_dir))()
     assert pipeline.liveness is None
-    assert pipeline.process(obama_jpeg).faces[0]["liveness"] == "off"
+    assert pipeline.process(obama_jpeg).faces[0].liveness == "off"

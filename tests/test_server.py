@@ -1,6 +1,7 @@
 """The recognizer over real loopback sockets: handshake, frames, bad input, enrolment, isolation."""
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
@@ -211,3 +212,30 @@ def test_real_clip_names_lin_manuel(recognizer):
         n += 1
     stream.close()
     assert "lin_manuel_miranda" in named, (recognizer.server.store.index.people, states)
+
+
+def test_a_station_that_disconnects_has_its_incidents_closed_at_once(recognizer, caplog):
+    """The end of a session is an event the server delivers to the alert monitor on the station's own thread as
+    the connection ends; no thread polls for ended sessions."""
+    caplog.set_level(logging.INFO, logger="recognizer.alerts")
+
+    def alert_lines(state: str, within_s: float = 10.0) -> list[logging.LogRecord]:
+        deadline = time.monotonic() + within_s
+        while True:
+            lines = [r for r in caplog.records if r.getMessage().startswith(f"alert camera_tamper {state} station=desk-gone")]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.01)
+
+    stream, reply = connect(recognizer, station="desk-gone")
+    assert reply.kind == MessageKind.WELCOME
+    stream.send(protocol.heartbeat(1.0, {"state": "lost", "error": "unplugged", "lost_s": 3.0}))
+    assert stream.recv().header == {"ts": 1.0}
+    assert alert_lines("open")  # camera lost: the incident opens at once, on the station's thread
+    stream.close()
+    t0 = time.monotonic()
+    (closed,) = alert_lines("closed")
+    assert "'closed_by': 'station_disconnected'" in closed.getMessage()
+    assert closed.threadName.startswith("station-")  # delivered by the session's end, not by a sweeper
+    assert time.monotonic() - t0 < 2.0
+    assert not [t for t in threading.enumerate() if t.name == "alert-sweeper"]

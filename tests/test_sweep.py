@@ -137,9 +137,9 @@ def test_cnn_sweep_finds_a_face_hog_misses_and_it_becomes_a_track(sample_index_d
     for i in range(40, 46):
         outcome = pipeline.process(cv2.imencode(".jpg", frames[i])[1].tobytes())
         assert len(outcome.faces) == 1, (i, outcome.faces)
-        tracks.append(outcome.faces[0]["track"])
+        tracks.append(outcome.faces[0].track)
     assert len(set(tracks)) == 1 and pipeline.sweep.sweeps == 1
-    top, right, bottom, left = outcome.faces[0]["box"]
+    top, right, bottom, left = outcome.faces[0].box
     assert 250 < (left + right) / 2 < 550 and bottom - top > 80  # the large turned face in the middle
 
 

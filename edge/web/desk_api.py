@@ -11,6 +11,7 @@ from edge.auth import may_enrol, record_enrolment
 from edge.web.access import require_viewer, signed_in
 from edge.web.state import edge_state
 from shared.names import InvalidName, validate_name
+from shared.results import faces_to_wire
 
 log = logging.getLogger(__name__)
 bp = Blueprint("desk_api", __name__)
@@ -26,7 +27,7 @@ def api_status() -> Response:
     body["camera"] = state.camera_status()
     shown = state.display.latest()
     # the faces of the picture on the page now (none on a raw, offline or camera-lost picture)
-    body["shown_faces"] = list(shown.meta) if shown is not None and shown.meta is not None else []
+    body["shown_faces"] = faces_to_wire(shown.meta) if shown is not None and shown.meta is not None else []
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response

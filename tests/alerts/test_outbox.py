@@ -13,6 +13,7 @@ from recognizer.alerts import AlertEngine, AlertEvent, AlertThresholds
 from recognizer.outbox import Outbox, OutboxConfig
 from recognizer.server import StationStatus
 from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
+from shared.results import FaceResult
 from tests.alerts.conftest import Dashboard, LogLines, Receiver, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,8 +31,8 @@ def incidents(jpeg: bytes, stations: int = 3) -> list[AlertEvent]:
         eng = AlertEngine(f"desk-{s:02d}", th)
         for i in range(300):
             t = 1_700_000_000 + i / 10
-            faces = [{"box": [0, 50 + i, 50 + i, 0], "track": 1, "name": None, "state": "unknown", "liveness": "live"}] if i < 200 else \
-                [{"box": [0, 90, 90, 0], "track": 2, "name": "alice", "state": "known", "liveness": "live"}]
+            faces = [FaceResult((0, 50 + i, 50 + i, 0), 1, "unknown", liveness="live")] if i < 200 else \
+                [FaceResult((0, 90, 90, 0), 2, "known", "alice", liveness="live")]
             events += eng.observe(t, faces, "alice", None, evidence=jpeg)
     return events
 
@@ -185,7 +186,7 @@ def test_bounded_by_count_and_bytes_with_log_lines(tmp_path, stranger_jpeg):
 def test_status_reporter_against_the_dashboard(dashboard: Dashboard):
     dashboard.start()
     st = StationStatus("desk-07", "alice", "127.0.0.1:5", time.time(), frames=10, fps=12.5,
-                       faces=[{"state": "known"}, {"state": "unknown"}], last_frame_at=time.time(), camera="ok")
+                       faces=[FaceResult((0, 9, 9, 0), 1, "known", "alice"), FaceResult((0, 9, 9, 0), 2, "unknown")], last_frame_at=time.time(), camera="ok")
     stations = [st]
     rep = StatusReporter(DashboardTarget(dashboard.url, dashboard.token), lambda: list(stations), interval_s=0.2)
     rep.report_once()

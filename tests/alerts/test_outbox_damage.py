@@ -126,13 +126,14 @@ KILLED = textwrap.dedent("""
     from recognizer.alerts import AlertEngine
     from recognizer.outbox import Outbox, OutboxConfig
     from recognizer.sinks import DashboardSink, DashboardTarget
+    from shared.results import FaceResult
     path, url, token, jpeg = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4]).read_bytes()
     box = Outbox(OutboxConfig(path=path), [DashboardSink(DashboardTarget(url, token))])
     box.start()
     for station in ("desk-01", "desk-02"):
         engine = AlertEngine(station)
         for i in range(60):  # a stranger for 6 s: the incident opens and stays open
-            face = {"box": [0, 80, 80, 0], "track": 1, "name": None, "state": "unknown", "liveness": "live"}
+            face = FaceResult((0, 80, 80, 0), 1, "unknown", liveness="live")
             for ev in engine.observe(time.time() - 6 + i / 10, [face], "alice", None, evidence=jpeg):
                 box.put(ev)
     assert box.flush(30)

@@ -6,14 +6,16 @@ import itertools
 import pytest
 
 from recognizer.alerts import ALERT_TYPES, AlertEngine, AlertThresholds, FrameStats
+from shared.results import FaceResult
 
 FPS = 10
 OK_STATS = FrameStats(mean=110.0, std=40.0, thumb=b"")
 
 
-def face(state: str = "known", name: str | None = "alice", track: int = 1, size: int = 100, liveness: str = "live") -> dict:
-    return {"box": [0, size, size, 0], "track": track, "name": name, "state": state, "distance": 0.4,
-            "confidence": 0.9, "liveness": liveness}
+def face(state: str = "known", name: str | None = "alice", track: int = 1, size: int = 100,
+         liveness: str = "live") -> FaceResult:
+    return FaceResult(box=(0, size, size, 0), track=track, name=name, state=state, distance=0.4, confidence=0.9,
+                      liveness=liveness)
 
 
 def run(engine: AlertEngine, t0: float, seconds: float, faces: list[dict], login: str = "alice", stats=OK_STATS,

@@ -22,6 +22,7 @@ from edge.frames import LatestFrame
 from edge.link import LinkSettings, RecognizerLink
 from shared import protocol
 from shared.protocol import MessageKind, ProtocolError
+from shared.results import FaceResult
 from shared.stream import MessageStream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,8 +196,7 @@ class FakeRecognizer:
             time.sleep(self.delay_s)  # the "recognition" work: one frame at a time, like a busy server
             if not self.answer:
                 continue
-            faces = [{"box": [10, 60, 60, 10], "name": "alice", "state": "known", "distance": 0.4, "track": 1,
-                      "liveness": "live"}]
+            faces = [FaceResult((10, 60, 60, 10), 1, "known", "alice", distance=0.4, liveness="live").to_wire()]
             with self._lock:
                 self.outstanding -= 1
             try:

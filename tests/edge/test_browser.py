@@ -13,7 +13,8 @@ import pytest
 
 from edge.config import EdgeConfig
 from edge.runtime import Edge
-from tests.edge.conftest import TOKEN, FakeRecognizer, MjpegServer, free_port, photo_frames
+from tests.edge.conftest import TOKEN, FakeRecognizer, MjpegServer, photo_frames
+from tests.procs import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

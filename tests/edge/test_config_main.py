@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from edge.config import ConfigError, EdgeConfig, load_config, parse_host_port
-from tests.edge.conftest import REPO, free_port, wait_until
+from tests.edge.conftest import REPO, wait_until
+from tests.procs import free_port
 
 
 def test_flags_win_over_environment_which_wins_over_defaults() -> None:

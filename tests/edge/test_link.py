@@ -12,7 +12,8 @@ import pytest
 
 from edge.camera import CaptureThread, VideoFileSource
 from edge.config import EdgeConfig
-from tests.edge.conftest import FakeRecognizer, free_port, make_link, wait_until
+from tests.edge.conftest import FakeRecognizer, make_link, wait_until
+from tests.procs import free_port
 
 
 @pytest.fixture

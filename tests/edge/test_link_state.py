@@ -8,6 +8,7 @@ from edge.link_state import (Close, LinkSettings, LinkState, Publish, Refused, S
 from shared import protocol
 from shared.names import InvalidName
 from shared.protocol import MalformedMessage, Message, MessageKind
+from shared.results import FaceResult, faces_to_wire
 
 WALL = 1_700_000_000.0  # POSIX seconds at monotonic 0 in these tests
 
@@ -123,11 +124,11 @@ def test_a_camera_change_is_told_at_once_and_then_rides_on_each_heartbeat() -> N
 def test_a_result_publishes_its_picture_with_its_faces_and_measures_latency() -> None:
     state, _ = online()
     offer(state, 1, 1.0, ts=WALL + 0.9)
-    faces = [{"name": "alice", "box": [1, 2, 3, 4]}]
-    actions = state.receive(protocol.result(1, WALL + 0.9, faces, b"annotated"), 1.2, WALL + 1.2)
+    faces = [FaceResult((1, 2, 3, 4), 7, "known", "alice", 0.41, 0.8, "live", 2)]
+    actions = state.receive(protocol.result(1, WALL + 0.9, faces_to_wire(faces), b"annotated"), 1.2, WALL + 1.2)
     assert actions == [Publish(b"annotated", WALL + 1.2, faces)]
     status = state.status(1.2, WALL + 1.5)
-    assert status["latency_ms"] == pytest.approx(300.0) and status["faces"] == faces
+    assert status["latency_ms"] == pytest.approx(300.0) and status["faces"] == faces_to_wire(faces)
     assert status["results"] == 1 and status["last_result_age_s"] == pytest.approx(0.3)
     # a server that does not echo ts: latency from our own send time
     offer(state, 2, 2.0)
@@ -143,6 +144,20 @@ def test_a_malformed_result_closes_the_connection_with_a_reason() -> None:
     (close,) = actions
     assert isinstance(close, Close) and close.reason.startswith("recognizer sent a bad message:")
     assert state.dead()
+
+
+@pytest.mark.parametrize("face, says", [
+    ({"box": [1, 2, 3], "track": 1, "state": "known"}, "box"),
+    ({"box": [1, 2, 3, 4], "track": 1, "state": "famous"}, "state must be one of"),
+    ({"box": [1, 2, 3, 4], "track": 1, "state": "known", "distance": "near"}, "distance"),
+    ("alice", "JSON object"),
+])
+def test_a_result_with_a_malformed_face_closes_the_connection_and_says_which(face, says) -> None:
+    state, _ = online()
+    offer(state, 1, 1.0)
+    (close,) = state.receive(protocol.result(1, WALL, [face], b"annotated"), 1.2, WALL)
+    assert isinstance(close, Close) and close.reason.startswith("recognizer sent a bad message: RESULT: faces[0]")
+    assert says in close.reason and state.dead() and state.status(1.3, WALL)["faces"] == []
 
 
 def test_replies_arriving_a_byte_at_a_time_are_handled_like_whole_ones() -> None:

@@ -13,7 +13,8 @@ import requests
 from edge.config import EdgeConfig
 from edge.display import BANNER_BGR, draw_banner
 from edge.runtime import Edge
-from tests.edge.conftest import TOKEN, FakeRecognizer, free_port, wait_until
+from tests.edge.conftest import TOKEN, FakeRecognizer, wait_until
+from tests.procs import free_port
 
 
 def read_parts(response: requests.Response, count: int) -> list[bytes]:
