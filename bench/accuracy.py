@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.calibrate import (Photos, Rates, Setting, default_grid, encode_folder, evaluate, make_splits,
+from recognizer.tools.calibrate import (Photos, Rates, Setting, default_grid, encode_folder, evaluate, make_splits,
                                   recommend, run_grid)
-from recognizer.index import DIM, FaceIndex
-from recognizer.match import KNOWN, UNKNOWN, IdentityVoter, MatchParams, OpenSetParams, vote
+from recognizer.identity.index import DIM, FaceIndex
+from recognizer.identity.match import KNOWN, UNKNOWN, IdentityVoter, MatchParams, OpenSetParams, vote
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_DEFAULTS = OpenSetParams(accept_distance=0.5, margin=0.05, min_votes=2)  # before 2026-12 (issue 12)
@@ -41,7 +41,7 @@ def data_dir(arg: str | None) -> Path:
 
 
 def _engine():
-    from recognizer.detect import FaceEngine
+    from recognizer.vision.detect import FaceEngine
 
     return FaceEngine()
 

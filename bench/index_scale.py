@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 
-from recognizer.index import DIM, FaceIndex
-from recognizer.match import IdentityVoter, OpenSetParams, evidence, vote
+from recognizer.identity.index import DIM, FaceIndex
+from recognizer.identity.match import IdentityVoter, OpenSetParams, evidence, vote
 
 PER_PERSON = 5
 

@@ -20,9 +20,9 @@ import cv2
 import dlib
 import numpy as np
 
-from recognizer.eyes import EyeStateModel, extract_eye_patches
-from recognizer.liveness import FaceLiveness, LivenessParams
-from recognizer.models_path import FACE_LANDMARKS_68, model_path
+from recognizer.liveness.eyes import EyeStateModel, extract_eye_patches
+from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+from recognizer.vision.dlib_models import FACE_LANDMARKS_68, model_path
 
 log = logging.getLogger(__name__)
 METHODS = ("ear", "cnn", "both")
@@ -219,7 +219,7 @@ def bench_photo_attack(lm: Landmarker, data: Path, model: EyeStateModel, params:
 
 def bench_cew(data: Path, model: EyeStateModel) -> str:
     """Eye-state CNN accuracy on the subjects train_eyes held out (same split, same seed)."""
-    from recognizer.train_eyes import group_split, load_cew  # no TensorFlow at module level
+    from recognizer.tools.train_eyes import group_split, load_cew  # no TensorFlow at module level
 
     x, y, groups = load_cew(data / "eyes")
     rows = []
@@ -264,7 +264,7 @@ def bench_cost(lm: Landmarker, data: Path, model: EyeStateModel, params: Livenes
 
 def _video_crops(lm: Landmarker, path: Path, every: int, limit: int) -> List[np.ndarray]:
     """Face crops (dlib box + 10%) from every `every`-th frame of a video, up to `limit` frames."""
-    from recognizer.antispoof import crop_face
+    from recognizer.tools.antispoof import crop_face
 
     cap = cv2.VideoCapture(str(path))
     crops, i = [], 0
@@ -284,8 +284,8 @@ def _video_crops(lm: Landmarker, path: Path, every: int, limit: int) -> List[np.
 
 def bench_antispoof(lm: Landmarker, data: Path) -> str:
     """Shipped anti-spoof model on its training crops, its source videos, another person, a photo."""
-    from recognizer.antispoof import SpoofModel, crop_face
-    from recognizer.train_antispoof import load_spoof
+    from recognizer.tools.antispoof import SpoofModel, crop_face
+    from recognizer.tools.train_antispoof import load_spoof
 
     model = SpoofModel.load()
     crops, y, _ = load_spoof(data / "spoof")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from recognizer.alerts import AlertEvent
-from recognizer.outbox import Outbox, OutboxConfig
-from recognizer.sinks import DashboardSink, DashboardTarget
+from recognizer.alerting.rules import AlertEvent
+from recognizer.alerting.outbox import Outbox, OutboxConfig
+from recognizer.alerting.sinks import DashboardSink, DashboardTarget
 from tests.procs import free_port
 
 log = logging.getLogger("bench.outbox")

@@ -32,9 +32,9 @@ def clips(data: Optional[Path]) -> list[Path]:
 
 
 def build_sample_index(out: Path) -> Path:
-    from recognizer.detect import FaceEngine
-    from recognizer.enroll import build_index
-    from recognizer.index import save_index
+    from recognizer.vision.detect import FaceEngine
+    from recognizer.identity.enroll import build_index
+    from recognizer.identity.index import save_index
 
     index, _ = build_index(FaceEngine(), REPO / "known_faces")
     save_index(index, out)
@@ -43,7 +43,7 @@ def build_sample_index(out: Path) -> Path:
 
 def replay_one(video: Path, index: Path, extra: list[str]) -> tuple[dict, list[int]]:
     """The replay's summary and the frames on which a face's blink count went up."""
-    from recognizer.replay import build_parser, run
+    from recognizer.tools.replay import build_parser, run
 
     out = io.StringIO()
     summary = run(build_parser().parse_args([str(video), "--index", str(index), *extra]), out)

@@ -27,11 +27,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.detect import DETECTORS, EngineConfig
-from recognizer.enroll import build_index
-from recognizer.index import save_index
-from recognizer.pipeline import PipelineConfig
-from recognizer.server import ServerConfig
+from recognizer.vision.detect import DETECTORS, EngineConfig
+from recognizer.identity.enroll import build_index
+from recognizer.identity.index import save_index
+from recognizer.vision.pipeline import PipelineConfig
+from recognizer.server.stations import ServerConfig
 from shared import protocol
 from shared.stream import MessageStream
 
@@ -169,8 +169,8 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
 
 def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
     """The seeds' per-frame loop: HOG with upsample 1, encode every face every frame, compare at 0.6."""
-    from recognizer.detect import FaceEngine
-    from recognizer.match import MatchParams, vote
+    from recognizer.vision.detect import FaceEngine
+    from recognizer.identity.match import MatchParams, vote
 
     engine = FaceEngine()
     start, n = time.perf_counter(), 0
@@ -204,7 +204,7 @@ def main() -> None:
     frames_by_faces = {k: load_frames(args.clip, 300 if k > 1 else 600, faces=k) for k in args.faces}
     frames = frames_by_faces[args.faces[0]]
     tmp = Path(tempfile.mkdtemp(prefix="facemon-bench-"))
-    from recognizer.detect import FaceEngine
+    from recognizer.vision.detect import FaceEngine
 
     index, _ = build_index(FaceEngine(), REPO / "known_faces")
     save_index(index, tmp / "encodings")

@@ -9,22 +9,23 @@ from pathlib import Path
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-from recognizer.alerts import ALERT_TYPES, AlertMonitor, AlertThresholds
-from recognizer.detect import EngineConfig, FaceEngine
-from recognizer.enroll import Enroller
-from recognizer.index import IndexStore
-from recognizer.match import OpenSetParams
-from recognizer.outbox import Outbox, OutboxConfig
-from recognizer.pipeline import PipelineConfig, StationPipeline
-from recognizer.server import RecognizerServer, ServerConfig
-from recognizer.sweep import InlineSweeper, ProcessSweeper, StationSweep, Sweeper, SweepParams, correlation_follower
-from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
-from recognizer.trust import Trust, TrustConfig
-from recognizer.workers import ChipEncoder, EncoderPool
+from recognizer.alerting.monitor import AlertMonitor
+from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
+from recognizer.vision.detect import EngineConfig, FaceEngine
+from recognizer.identity.enroll import Enroller
+from recognizer.identity.index import IndexStore
+from recognizer.identity.match import OpenSetParams
+from recognizer.alerting.outbox import Outbox, OutboxConfig
+from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.server.stations import RecognizerServer, ServerConfig
+from recognizer.vision.sweep import InlineSweeper, ProcessSweeper, StationSweep, Sweeper, SweepParams, correlation_follower
+from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
+from recognizer.server.trust import Trust, TrustConfig
+from recognizer.vision.encoders import ChipEncoder, EncoderPool
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
-    from recognizer.liveness import FaceLiveness
+    from recognizer.liveness.blinks import FaceLiveness
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLivene
     """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
     if not s.pipeline.liveness:
         return None
-    from recognizer.eyes import EyeStateModel
-    from recognizer.liveness import FaceLiveness, LivenessParams
+    from recognizer.liveness.eyes import EyeStateModel
+    from recognizer.liveness.blinks import FaceLiveness, LivenessParams
 
     params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
     eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None

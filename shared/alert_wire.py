@@ -20,7 +20,7 @@ def iso(t: Optional[float]) -> Optional[str]:
 
 
 def encode_event(ev: Any) -> dict:
-    """The `meta` JSON object of an alert event (a recognizer.alerts.AlertEvent: times in POSIX seconds)."""
+    """The `meta` JSON object of an alert event (a recognizer.alerting.rules.AlertEvent: times in POSIX seconds)."""
     return {
         "event_id": ev.event_id, "alert_id": ev.alert_id, "station_id": ev.station_id, "login_name": ev.login_name,
         "type": ev.type, "state": ev.state, "started_at": iso(ev.started_at), "ended_at": iso(ev.ended_at),

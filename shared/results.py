@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 # identity verdicts: pending (not enough evidence yet), known (named), unknown (a stranger), unsure (seen badly)
 PENDING, KNOWN, UNKNOWN, UNSURE = "pending", "known", "unknown", "unsure"
 FACE_STATES = (PENDING, KNOWN, UNKNOWN, UNSURE)
-# recognizer.liveness.LivenessState values, plus "off" (the recognizer runs without liveness)
+# recognizer.liveness.blinks.LivenessState values, plus "off" (the recognizer runs without liveness)
 LIVENESS_STATES = ("unknown", "live", "no_blink", "eyes_closed", "off")
 FOUND_BY = ("hog", "sweep")  # detector hog+cnn: the per-frame detector or a CNN sweep found the face
 

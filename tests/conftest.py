@@ -61,7 +61,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def engine():
-    from recognizer.detect import FaceEngine
+    from recognizer.vision.detect import FaceEngine
 
     return FaceEngine()
 
@@ -69,8 +69,8 @@ def engine():
 @pytest.fixture(scope="session")
 def sample_index_dir(tmp_path_factory, engine) -> Path:
     """The shipped known_faces/ built into an index once per test session."""
-    from recognizer.enroll import build_index
-    from recognizer.index import save_index
+    from recognizer.identity.enroll import build_index
+    from recognizer.identity.index import save_index
 
     out = tmp_path_factory.mktemp("index")
     index, skipped = build_index(engine, KNOWN_FACES)
@@ -91,8 +91,8 @@ def index_copy(tmp_path, sample_index_dir) -> Path:
 def recognizer(tmp_path_factory, sample_index_dir):
     """A real recognizer server (worker processes included) on an ephemeral loopback port."""
     from recognizer.app import RecognizerApp, RecognizerSettings
-    from recognizer.server import ServerConfig
-    from recognizer.trust import TrustConfig
+    from recognizer.server.stations import ServerConfig
+    from recognizer.server.trust import TrustConfig
 
     tmp = tmp_path_factory.mktemp("recognizer")
     shutil.copytree(sample_index_dir, tmp / "encodings")

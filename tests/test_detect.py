@@ -29,7 +29,7 @@ def test_concurrent_detection_with_mixed_settings_does_not_crash():
     so that a crash shows up as a failed test rather than killing the test run."""
     code = textwrap.dedent(f"""
         import threading, cv2
-        from recognizer.detect import FaceEngine
+        from recognizer.vision.detect import FaceEngine
         e = FaceEngine()
         img = cv2.cvtColor(cv2.imread({str(FIXTURES / 'two_people.jpg')!r}), cv2.COLOR_BGR2RGB)
         counts = []

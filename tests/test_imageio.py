@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from recognizer.imageio import BadImage, decode_image, decode_jpeg, encode_jpeg, jpeg_dimensions
+from recognizer.vision.imageio import BadImage, decode_image, decode_jpeg, encode_jpeg, jpeg_dimensions
 from tests.conftest import FIXTURES, KNOWN_FACES
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from recognizer.app import RecognizerSettings, pipeline_factory
-from recognizer.index import IndexStore
-from recognizer.pipeline import PipelineConfig
+from recognizer.identity.index import IndexStore
+from recognizer.vision.pipeline import PipelineConfig
 from tests.conftest import FIXTURES
 
 

@@ -46,7 +46,7 @@ def test_watchdog_ends_a_child_whose_parent_died_without_pdeathsig(tmp_path):
     """The portable fallback alone (no prctl): the getppid() watchdog notices the parent is gone."""
     child = textwrap.dedent("""
         import os, sys, time
-        from recognizer.workers import exit_with_parent
+        from recognizer.vision.encoders import exit_with_parent
         exit_with_parent(os.getppid(), use_pdeathsig=False, poll_s=0.2)
         print(os.getpid(), flush=True)
         time.sleep(60)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recognizer.replay import build_parser, run
+from recognizer.tools.replay import build_parser, run
 from tests.clips import held_closure_clip, still_clip
 from tests.conftest import FIXTURES, REPO, SAMPLE_CLIP
 
@@ -93,7 +93,7 @@ def test_long_eye_closure_is_eyes_closed_not_a_blink(tmp_path, data_dir, sample_
 
 def test_console_entry_point_prints_json_lines_and_refuses_bad_input(tmp_path, sample_index_dir) -> None:
     exe = Path(sys.executable).with_name("facemon-replay")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recognizer.replay"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recognizer.tools.replay"]
     ok = subprocess.run([*cmd, str(SAMPLE_CLIP), "--index", str(sample_index_dir), "--max-frames", "20", "--every", "3"],
                         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert ok.returncode == 0, ok.stderr

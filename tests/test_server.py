@@ -10,8 +10,8 @@ import time
 import cv2
 import pytest
 
-from recognizer.enroll import build_index
-from recognizer.index import save_index
+from recognizer.identity.enroll import build_index
+from recognizer.identity.index import save_index
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream
@@ -217,7 +217,7 @@ def test_real_clip_names_lin_manuel(recognizer):
 def test_a_station_that_disconnects_has_its_incidents_closed_at_once(recognizer, caplog):
     """The end of a session is an event the server delivers to the alert monitor on the station's own thread as
     the connection ends; no thread polls for ended sessions."""
-    caplog.set_level(logging.INFO, logger="recognizer.alerts")
+    caplog.set_level(logging.INFO, logger="recognizer.alerting.monitor")
 
     def alert_lines(state: str, within_s: float = 10.0) -> list[logging.LogRecord]:
         deadline = time.monotonic() + within_s

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.sweep import FollowerSet, SweepBudget, SweepParams, SweepSchedule, StationSweep, new_faces
+from recognizer.vision.sweep import FollowerSet, SweepBudget, SweepParams, SweepSchedule, StationSweep, new_faces
 from tests.conftest import SAMPLE_CLIP
 
 FRAME = np.zeros((360, 640, 3), np.uint8)
@@ -123,8 +123,8 @@ def test_cnn_sweep_finds_a_face_hog_misses_and_it_becomes_a_track(sample_index_d
     """Hamilton clip frame 40: a face turned to three-quarter view, never boxed by per-frame HOG; with
     hog+cnn the sweep finds it, the correlation tracker follows it, and the pipeline reports one track."""
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.detect import EngineConfig, FaceEngine
-    from recognizer.index import IndexStore
+    from recognizer.vision.detect import EngineConfig, FaceEngine
+    from recognizer.identity.index import IndexStore
 
     frames = clip_frames(set(range(40, 46)))
     hog_engine = FaceEngine()
@@ -145,7 +145,7 @@ def test_cnn_sweep_finds_a_face_hog_misses_and_it_becomes_a_track(sample_index_d
 
 def test_cnn_is_never_given_an_image_too_small_for_it():
     """dlib's CNN dies (RuntimeError or a bus error) on images under 48 px a side; they have no findable face."""
-    from recognizer.detect import Detectors
+    from recognizer.vision.detect import Detectors
 
     detectors = Detectors()
     assert detectors.detect_cnn(np.zeros((20, 640, 3), np.uint8)) == []
@@ -158,7 +158,7 @@ def test_process_sweeper_finds_the_turned_face_in_its_own_niced_process():
     import os
     import time
 
-    from recognizer.sweep import ProcessSweeper
+    from recognizer.vision.sweep import ProcessSweeper
 
     frame = cv2.cvtColor(clip_frames({40})[40], cv2.COLOR_BGR2RGB)
     sweeper = ProcessSweeper(SweepParams())
@@ -196,9 +196,9 @@ def test_server_with_sweeps_boxes_the_turned_face_without_holding_frames(tmp_pat
     import time
 
     from recognizer.app import RecognizerApp, RecognizerSettings
-    from recognizer.detect import EngineConfig
-    from recognizer.pipeline import PipelineConfig
-    from recognizer.server import ServerConfig
+    from recognizer.vision.detect import EngineConfig
+    from recognizer.vision.pipeline import PipelineConfig
+    from recognizer.server.stations import ServerConfig
     from tests.test_server import ask, connect
 
     shutil.copytree(sample_index_dir, tmp_path / "encodings")

@@ -1,5 +1,5 @@
 """Tracker: the same face keeps its id across frames; new faces get new ids; lost faces end."""
-from recognizer.track import Tracker, TrackerParams, iou
+from recognizer.vision.track import Tracker, TrackerParams, iou
 
 
 def test_iou_basics():

@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.alerts import AlertThresholds
+from recognizer.alerting.rules import AlertThresholds
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.outbox import OutboxConfig
-from recognizer.pipeline import PipelineConfig
-from recognizer.server import ServerConfig
-from recognizer.sinks import DashboardTarget
+from recognizer.alerting.outbox import OutboxConfig
+from recognizer.vision.pipeline import PipelineConfig
+from recognizer.server.stations import ServerConfig
+from recognizer.alerting.sinks import DashboardTarget
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.alerts import AlertEngine, AlertEvent, AlertThresholds
-from recognizer.outbox import Outbox, OutboxConfig
-from recognizer.server import StationStatus
-from recognizer.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
+from recognizer.alerting.rules import AlertEngine, AlertEvent, AlertThresholds
+from recognizer.alerting.outbox import Outbox, OutboxConfig
+from recognizer.server.stations import StationStatus
+from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from shared.results import FaceResult
 from tests.alerts.conftest import Dashboard, LogLines, Receiver, free_port
 
@@ -87,7 +87,7 @@ def test_dashboard_down_recognizer_restarted_every_event_exactly_once(tmp_path, 
 def test_wrong_token_is_parked_with_the_reason(tmp_path, dashboard: Dashboard, stranger_jpeg):
     dashboard.start()
     box = Outbox(fast(tmp_path / "o.sqlite3"), [DashboardSink(DashboardTarget(dashboard.url, "wrong-token-" + "x" * 20))])
-    with LogLines("recognizer.outbox") as logs:
+    with LogLines("recognizer.alerting.outbox") as logs:
         box.start()
         ev = incidents(stranger_jpeg, 1)[0]
         box.put(ev)
@@ -164,7 +164,7 @@ def test_bounded_by_count_and_bytes_with_log_lines(tmp_path, stranger_jpeg):
     cfg = OutboxConfig(path=tmp_path / "o.sqlite3", max_events=10, max_bytes=2 * 1024 * 1024)
     box = Outbox(cfg, [WebhookSink(f"http://127.0.0.1:{free_port()}/")])  # never started: nothing delivered
     events = incidents(stranger_jpeg, 3)
-    with LogLines("recognizer.outbox") as logs:
+    with LogLines("recognizer.alerting.outbox") as logs:
         for ev in events[:14]:
             box.put(AlertEvent(**{**ev.__dict__, "image": big if ev.image else None, "best_image": big}))
     assert box.pending() == 10

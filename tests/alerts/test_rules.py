@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from recognizer.alerts import ALERT_TYPES, AlertEngine, AlertThresholds, FrameStats
+from recognizer.alerting.rules import ALERT_TYPES, AlertEngine, AlertThresholds, FrameStats
 from shared.results import FaceResult
 
 FPS = 10
@@ -207,7 +207,7 @@ def test_frame_stats_on_real_jpegs():
     import cv2
     import numpy as np
 
-    from recognizer.alerts import frame_stats
+    from recognizer.alerting.monitor import frame_stats
     from tests.conftest import FIXTURES
 
     photo = (FIXTURES / "stranger_kit.jpg").read_bytes()
@@ -251,7 +251,7 @@ def test_alert_event_wire_shape_round_trips() -> None:
     """What the recognizer's outbox sends is exactly what the dashboard parses (one shape, shared.alert_wire)."""
     import json
 
-    from recognizer.alerts import AlertEvent
+    from recognizer.alerting.rules import AlertEvent
     from shared.alert_wire import encode_event, parse_meta
 
     ev = AlertEvent("a" * 32, "b" * 32, "desk-01", "alice", "eyes_closed", "closed", 1_780_000_000.25,

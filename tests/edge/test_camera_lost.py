@@ -19,7 +19,7 @@ import requests
 
 from edge.config import EdgeConfig
 from edge.runtime import Edge
-from recognizer.sinks import station_report
+from recognizer.alerting.sinks import station_report
 from tests.alerts.conftest import Dashboard, Receiver
 from tests.edge.conftest import MjpegServer, photo_frames
 
@@ -44,9 +44,9 @@ def poll(predicate: Callable[[], object], timeout: float, what: str, step: float
 @pytest.fixture
 def stack(tmp_path: Path, sample_index_dir: Path) -> Iterator[tuple]:
     from recognizer.app import RecognizerApp, RecognizerSettings
-    from recognizer.outbox import OutboxConfig
-    from recognizer.server import ServerConfig
-    from recognizer.sinks import DashboardTarget
+    from recognizer.alerting.outbox import OutboxConfig
+    from recognizer.server.stations import ServerConfig
+    from recognizer.alerting.sinks import DashboardTarget
 
     dashboard = Dashboard(tmp_path / "dashboard.db")
     dashboard.start()

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.antispoof import SpoofModel, crop_face
-from recognizer.eyes import (
+from recognizer.tools.antispoof import SpoofModel, crop_face
+from recognizer.liveness.eyes import (
     EYE_MODEL,
     EyeStateModel,
     ModelFileError,
@@ -141,8 +141,8 @@ def test_spoof_model_api():
 
 def test_inference_does_not_import_tensorflow():
     code = ("import sys, numpy as np\n"
-            "from recognizer.liveness import FaceLiveness, LivenessParams\n"
-            "from recognizer.eyes import EyeStateModel\nfrom recognizer.antispoof import SpoofModel\n"
+            "from recognizer.liveness.blinks import FaceLiveness, LivenessParams\n"
+            "from recognizer.liveness.eyes import EyeStateModel\nfrom recognizer.tools.antispoof import SpoofModel\n"
             "m = EyeStateModel.load(); SpoofModel.load()\n"
             "FaceLiveness(LivenessParams(), m, method='both')\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n")
@@ -150,7 +150,7 @@ def test_inference_does_not_import_tensorflow():
 
 
 def test_subject_keys():
-    from recognizer.train_eyes import subject_of  # no TensorFlow needed
+    from recognizer.tools.train_eyes import subject_of  # no TensorFlow needed
 
     assert subject_of("Aaron_Guiel_0001_L.jpg") == "Aaron_Guiel"
     assert subject_of("closed_eye_0002.jpg_face_2_R.jpg") == "closed_eye_0002"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recognizer.liveness import (
+from recognizer.liveness.blinks import (
     BlinkDetector,
     FaceLiveness,
     LivenessParams,

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from recognizer.eyes import EyeStateModel
-from recognizer.liveness import FaceLiveness, LivenessParams
+from recognizer.liveness.eyes import EyeStateModel
+from recognizer.liveness.blinks import FaceLiveness, LivenessParams
 
 pytestmark = pytest.mark.data
 
@@ -18,7 +18,7 @@ def eye_model() -> EyeStateModel:
 
 
 def test_cew_heldout_accuracy(data, eye_model):
-    from recognizer.train_eyes import group_split, load_cew
+    from recognizer.tools.train_eyes import group_split, load_cew
 
     x, y, groups = load_cew(data / "eyes")
     test = group_split(groups, 0.2, int(eye_model.net.manifest["seed"]))

@@ -9,8 +9,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 
 def test_train_eyes_one_epoch(data, tmp_path):
-    from recognizer.eyes import EyeStateModel
-    from recognizer.train_eyes import train
+    from recognizer.liveness.eyes import EyeStateModel
+    from recognizer.tools.train_eyes import train
 
     metrics = train(data / "eyes", tmp_path, epochs=1, seed=0, test_share=0.2)
     assert metrics["heldout_accuracy"] > 0.6

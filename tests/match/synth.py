@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recognizer.index import DIM, FaceIndex
+from recognizer.identity.index import DIM, FaceIndex
 
 # per-dimension spreads chosen so distances look like dlib's: ~0.85 between people, ~0.4 within
 PERSON_SD = 0.053

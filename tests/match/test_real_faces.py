@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.index import FaceIndex
-from recognizer.match import KNOWN, SUPPORT, UNKNOWN, IdentityVoter, OpenSetParams, evidence, vote
+from recognizer.identity.index import FaceIndex
+from recognizer.identity.match import KNOWN, SUPPORT, UNKNOWN, IdentityVoter, OpenSetParams, evidence, vote
 
 REPO = Path(__file__).resolve().parents[2]
 KNOWN_FACES = REPO / "known_faces"
@@ -28,7 +28,7 @@ def real() -> tuple[FaceIndex, dict[str, np.ndarray]]:
     probes = {p: FIXTURES / f"{p}.jpg" for p in ("biden_probe", "obama_probe", "stranger_kit")}
     if not KNOWN_FACES.is_dir() or not all(p.exists() for p in probes.values()):
         pytest.skip("known_faces/ or tests/fixtures/ not in this checkout")
-    from recognizer.detect import FaceEngine
+    from recognizer.vision.detect import FaceEngine
 
     engine = FaceEngine()
     index = FaceIndex.empty()

@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recognizer.index import FaceIndex
-from recognizer.match import Match, MatchParams, distances, person_scores, vote
+from recognizer.identity.index import FaceIndex
+from recognizer.identity.match import Match, MatchParams, distances, person_scores, vote
 from tests.match.synth import build_index, centres, samples
 
 

@@ -18,7 +18,7 @@ from bench.attack import (
     LegitStation, RecognizerProcess, Sampler, bad_json_headers, bmp_bomb, handshake, hello_bytes, hello_variants,
     jpeg_bomb, png_bomb, raw_message, send_and_read, slow_connections,
 )
-from recognizer.imageio import BadImage, decode_image
+from recognizer.vision.imageio import BadImage, decode_image
 from shared import protocol
 from shared.protocol import MessageKind
 from tests.conftest import FIXTURES
@@ -31,7 +31,7 @@ TOKEN = "secret"
 def guarded(tmp_path_factory, sample_index_dir):
     """A real recognizer with short handshake limits, so each attack is over in seconds."""
     from recognizer.app import RecognizerApp, RecognizerSettings
-    from recognizer.server import ServerConfig
+    from recognizer.server.stations import ServerConfig
 
     tmp = tmp_path_factory.mktemp("guarded")
     shutil.copytree(sample_index_dir, tmp / "encodings")
@@ -261,7 +261,7 @@ def test_failed_handshakes_slowed_per_address_without_blocking_others(guarded):
 
 
 def test_failure_delay_doubles_per_address_and_is_forgotten():
-    from recognizer.gate import FailureDelay
+    from recognizer.server.gate import FailureDelay
 
     d = FailureDelay(base_s=0.25, max_s=1.0, window_s=60)
     assert [d.failed("10.0.0.1", t) for t in (0, 1, 2, 3)] == [0.25, 0.5, 1.0, 1.0]

@@ -45,13 +45,13 @@ def need_holder_clip() -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, engine) -> Iterator[dict]:
     from recognizer.app import RecognizerApp, RecognizerSettings
-    from recognizer.enroll import build_index
-    from recognizer.index import save_index
-    from recognizer.server import ServerConfig
-    from recognizer.alerts import AlertThresholds
-    from recognizer.outbox import OutboxConfig
-    from recognizer.sinks import DashboardTarget
-    from recognizer.trust import TrustConfig
+    from recognizer.identity.enroll import build_index
+    from recognizer.identity.index import save_index
+    from recognizer.server.stations import ServerConfig
+    from recognizer.alerting.rules import AlertThresholds
+    from recognizer.alerting.outbox import OutboxConfig
+    from recognizer.alerting.sinks import DashboardTarget
+    from recognizer.server.trust import TrustConfig
 
     tmp = tmp_path_factory.mktemp("signin")
     known = tmp / "known_faces"

@@ -1,11 +1,11 @@
-"""The pure 1:1 verification state machine (recognizer/verify.py): frames in, decision out."""
+"""The pure 1:1 verification state machine (recognizer/server/verify.py): frames in, decision out."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from recognizer.verify import (FAILED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, PASSED, PENDING, SEVERAL_FACES,
+from recognizer.server.verify import (FAILED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, PASSED, PENDING, SEVERAL_FACES,
                                TIMED_OUT, Observation, Verifier, VerifyParams, describe)
 
 GOOD = dict(faces=1, distance=0.35, other=0.8)

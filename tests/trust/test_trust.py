@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from dashboard import accounts, station_tokens
 from dashboard import grants
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.pipeline import PipelineConfig
-from recognizer.server import ServerConfig
-from recognizer.sinks import DashboardTarget
-from recognizer.trust import Admission, Trust, TrustConfig
+from recognizer.vision.pipeline import PipelineConfig
+from recognizer.server.stations import ServerConfig
+from recognizer.alerting.sinks import DashboardTarget
+from recognizer.server.trust import Admission, Trust, TrustConfig
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream
@@ -119,7 +119,7 @@ def test_enrol_needs_a_valid_single_use_grant(world):
     assert enrolled_count(world, "barack_obama") == obama_before and enrolled_count(world, "kit_new") == 0
 
     grant = ask_grant(world, "desk-01", ticket, "kit_new").json()["grant"]
-    with LogLines("recognizer.enroll") as logs:
+    with LogLines("recognizer.identity.enroll") as logs:
         ok = enrol(stream, "kit_new", "stranger_kit.jpg", grant=grant)
     assert ok["ok"] and ok["name"] == "kit_new" and enrolled_count(world, "kit_new") == 1, ok
     assert any("desk-01/ada" in line for line in logs.lines), logs.lines  # `by` from the grant, not the client

@@ -1,7 +1,7 @@
 """Passive anti-spoof: a small CNN saying whether a face crop is a live face or a replay/print.
 
 Inference in numpy from ``recognizer/models/antispoof.npz`` + ``antispoof.json`` (trained by
-``recognizer.train_antispoof`` on one person's live/phone-replay crops). It generalises poorly to
+``recognizer.tools.train_antispoof`` on one person's live/phone-replay crops). It generalises poorly to
 other people and cameras (see docs/liveness.md), so the pipeline keeps it off by default.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from recognizer.eyes import MODELS_DIR, ModelFileError, SmallCNN
+from recognizer.liveness.eyes import MODELS_DIR, ModelFileError, SmallCNN
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Train the eye-state CNN on the CEW patches and export it for numpy inference (needs TensorFlow).
 
-    python -m recognizer.train_eyes --data ../shared/data/eyes --out recognizer/models
+    python -m recognizer.tools.train_eyes --data ../shared/data/eyes --out recognizer/models
 
 Splits CEW by subject (open: the LFW name in the file name; closed: the source photo), holds out
 ``--test-share`` of the subjects, trains on the rest, reports held-out accuracy from Keras *and*
@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from recognizer.eyes import PATCH, SmallCNN, standardize
+from recognizer.liveness.eyes import PATCH, SmallCNN, standardize
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def train(data: Path, out_dir: Path, epochs: int, seed: int, test_share: float) 
               validation_data=(standardize(x[test]), y[test]))
     keras_acc = float(np.mean((model.predict(standardize(x[test]), verbose=0)[:, 0] > 0.5) == y[test]))
     extra = {
-        "description": "CEW eye state (open/closed), LeNet-style, trained by recognizer.train_eyes",
+        "description": "CEW eye state (open/closed), LeNet-style, trained by recognizer.tools.train_eyes",
         "input": [PATCH, PATCH, 1],
         "preprocess": "per-patch standardize (mean 0, std 1, std floor 4 grey levels)",
         "output": "p_closed",
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "eyes",
                     help="folder with open/ and closed/ CEW patches (default: ../shared/data/eyes)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "models",
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models",
                     help="where eye_state.npz/.json go (default: recognizer/models)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)

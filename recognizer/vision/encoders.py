@@ -63,7 +63,7 @@ def _init_worker(parent_pid: int, use_pdeathsig: bool) -> None:
     exit_with_parent(parent_pid, use_pdeathsig)
     import dlib
 
-    from recognizer.models_path import FACE_DESCRIPTOR, model_path
+    from recognizer.vision.dlib_models import FACE_DESCRIPTOR, model_path
 
     _worker_net = dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 if TYPE_CHECKING:  # the CNN is optional; importing it here would load nothing, but keep it lazy
-    from recognizer.eyes import EyeStateModel
+    from recognizer.liveness.eyes import EyeStateModel
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class FaceLiveness:
         if method not in METHODS:
             raise ValueError(f"liveness method must be one of {', '.join(METHODS)}; got {method!r}")
         if method in ("cnn", "both") and eye_model is None:
-            from recognizer.eyes import EyeStateModel  # numpy weights, ~140 kB, a few ms
+            from recognizer.liveness.eyes import EyeStateModel  # numpy weights, ~140 kB, a few ms
 
             eye_model = EyeStateModel.load()
         self.params = params
@@ -291,7 +291,7 @@ class FaceLiveness:
                 if ev is not None and ev.is_blink:
                     blinked_now.append("ear")
         if track.cnn is not None:
-            from recognizer.eyes import extract_eye_patches  # numpy + cv2 only
+            from recognizer.liveness.eyes import extract_eye_patches  # numpy + cv2 only
 
             assert self.eye_model is not None
             closed_prob = float(np.mean(self.eye_model.predict_closed(extract_eye_patches(gray, pts))))

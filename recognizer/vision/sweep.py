@@ -28,7 +28,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from recognizer.track import Box, iou
+from recognizer.vision.track import Box, iou
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,8 @@ _sweep_engine = None  # per sweep process only; set by _init_sweeper, never in t
 
 def _init_sweeper(nice: int, parent_pid: int, use_pdeathsig: bool) -> None:
     global _sweep_engine
-    from recognizer.detect import Detectors
-    from recognizer.workers import exit_with_parent
+    from recognizer.vision.detect import Detectors
+    from recognizer.vision.encoders import exit_with_parent
 
     exit_with_parent(parent_pid, use_pdeathsig)  # a killed recognizer leaves no sweep process behind
     os.nice(nice)

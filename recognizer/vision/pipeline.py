@@ -13,14 +13,14 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from recognizer.annotate import draw_faces
-from recognizer.detect import FaceEngine
-from recognizer.imageio import decode_jpeg, encode_jpeg
-from recognizer.index import IndexStore
-from recognizer.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
-from recognizer.sweep import StationSweep
-from recognizer.track import Tracker, TrackerParams
-from recognizer.workers import ChipEncoder
+from recognizer.vision.annotate import draw_faces
+from recognizer.vision.detect import FaceEngine
+from recognizer.vision.imageio import decode_jpeg, encode_jpeg
+from recognizer.identity.index import IndexStore
+from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
+from recognizer.vision.sweep import StationSweep
+from recognizer.vision.track import Tracker, TrackerParams
+from recognizer.vision.encoders import ChipEncoder
 from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,9 @@ class StationPipeline:
         ratio = _side(track.box) / max(_side(track.encoded_box), 1)
         return ratio >= self.config.grow_reencode or ratio <= 1 / self.config.grow_reencode
 
-    # -- the steps of a frame, public so the sign-in check (recognizer.signin_check) runs the same ones --
+    # -- the steps of a frame, public so the sign-in check (recognizer.server.signin_check) runs the same ones --
     def decode(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """The frame as (BGR, RGB) arrays; raises recognizer.imageio.BadImage for a corrupt JPEG."""
+        """The frame as (BGR, RGB) arrays; raises recognizer.vision.imageio.BadImage for a corrupt JPEG."""
         bgr = decode_jpeg(jpeg)
         return bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -161,7 +161,7 @@ class StationPipeline:
         return encode_jpeg(draw_faces(bgr, faces), self.config.jpeg_quality)
 
     def process(self, jpeg: bytes) -> FrameOutcome:
-        """Run one frame; raises recognizer.imageio.BadImage for a corrupt JPEG (nothing else changes)."""
+        """Run one frame; raises recognizer.vision.imageio.BadImage for a corrupt JPEG (nothing else changes)."""
         t0 = time.perf_counter()
         bgr, rgb = self.decode(jpeg)
         t1 = time.perf_counter()

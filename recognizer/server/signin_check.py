@@ -2,7 +2,7 @@
 
 While a check runs, every frame of the station goes here instead of the identity voting: each is decoded,
 detected, encoded and measured for liveness by the station's own `StationPipeline` steps, compared with the
-claimed identity only, and judged by the pure `recognizer.verify.Verifier`. No I/O: `SigninChecks` takes
+claimed identity only, and judged by the pure `recognizer.server.verify.Verifier`. No I/O: `SigninChecks` takes
 the station's VERIFY and FRAME messages and returns the messages to send back (docs/protocol.md, Sign-in).
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from recognizer.imageio import BadImage
-from recognizer.liveness import FaceLiveness, LivenessParams
-from recognizer.pipeline import Liveness, StationPipeline
-from recognizer.verify import Observation, Verifier, VerifyParams
+from recognizer.vision.imageio import BadImage
+from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+from recognizer.vision.pipeline import Liveness, StationPipeline
+from recognizer.server.verify import Observation, Verifier, VerifyParams
 from shared import protocol
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message

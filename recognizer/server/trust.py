@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from recognizer.sinks import DashboardTarget
+from recognizer.alerting.sinks import DashboardTarget
 from shared.config import ConfigError
 from shared.http import HttpError, Response, post_json
 from shared.names import InvalidName, validate_name

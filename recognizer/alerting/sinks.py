@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from recognizer.outbox import PermanentDeliveryError, TransientDeliveryError
+from recognizer.alerting.outbox import PermanentDeliveryError, TransientDeliveryError
 from shared.config import ConfigError
 from shared.http import TIMEOUT_S, HttpError, Response, post_json, post_multipart
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
-from recognizer.alerts import AlertEvent
+from recognizer.alerting.rules import AlertEvent
 from shared.alert_wire import encode_event
 from shared.backoff import Backoff
 

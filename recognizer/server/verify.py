@@ -5,7 +5,7 @@ faces, the distance of the face to the claimed identity's enrolled encodings and
 else's, the blinks liveness has counted on it) and gets a `Progress` back. The check passes only
 after `frames` consecutive agreeing frames (one face, nearest-encoding distance to the claimed
 person ≤ `accept_distance`, at least `margin` closer than any other enrolled person: the same
-rule as `recognizer.match.evidence`, but against the claimed identity only) with a blink seen
+rule as `recognizer.identity.match.evidence`, but against the claimed identity only) with a blink seen
 during that run, all within `timeout_s`. Anything else resets the run; a face that is clearly
 someone else for `mismatch_frames` frames in a row fails at once ("not the account holder").
 """

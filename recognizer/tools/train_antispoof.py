@@ -1,6 +1,6 @@
 """Train the passive anti-spoof CNN on ../shared/data/spoof crops and export it (needs TensorFlow).
 
-    python -m recognizer.train_antispoof --data ../shared/data/spoof --out recognizer/models
+    python -m recognizer.tools.train_antispoof --data ../shared/data/spoof --out recognizer/models
 
 The crops are frames of one person (live, and a phone replay), so a random split would leak: the
 held-out figure printed here trains on the earlier frames of each video and tests on the later
@@ -19,8 +19,8 @@ from typing import Any, Sequence, Tuple
 import cv2
 import numpy as np
 
-from recognizer.antispoof import SIDE, prepare
-from recognizer.train_eyes import export_keras
+from recognizer.tools.antispoof import SIDE, prepare
+from recognizer.tools.train_eyes import export_keras
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: report the temporal held-out accuracy, then train on all crops and export."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "spoof")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "models")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = build_model(args.seed)
     model.fit(x, y, epochs=args.epochs, batch_size=16, verbose=0)
     path = export_keras(model, args.out, "antispoof", {
-        "description": "passive real/replay face-crop classifier, trained by recognizer.train_antispoof",
+        "description": "passive real/replay face-crop classifier, trained by recognizer.tools.train_antispoof",
         "input": [SIDE, SIDE, 3],
         "preprocess": "BGR crop (box + 10% margin) resized to 64x64 (INTER_AREA), per-crop standardize",
         "output": "p_real",

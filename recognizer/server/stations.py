@@ -1,6 +1,6 @@
 """TCP server on :8002: one thread per station, each with its own pipeline; a bad station only hurts itself.
 
-Connections are accepted and handshaken by `recognizer.gate` on one thread (bounded, with a deadline);
+Connections are accepted and handshaken by `recognizer.server.gate` on one thread (bounded, with a deadline);
 only a station whose HELLO passed gets a thread here.
 
 Back-pressure instead of queues: a station thread reads its next frame only after answering the
@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
-from recognizer.enroll import Enroller
-from recognizer.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
-from recognizer.imageio import BadImage
-from recognizer.index import IndexStore
-from recognizer.pipeline import FrameOutcome, StationPipeline
-from recognizer.signin_check import SigninChecks
-from recognizer.trust import Admission, Trust, TrustConfig, TrustRefusal
+from recognizer.identity.enroll import Enroller
+from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
+from recognizer.vision.imageio import BadImage
+from recognizer.identity.index import IndexStore
+from recognizer.vision.pipeline import FrameOutcome, StationPipeline
+from recognizer.server.signin_check import SigninChecks
+from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
 from shared import protocol
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError

@@ -8,14 +8,11 @@ absent for `clear_after_s` (hysteresis), and cannot reopen before `cooldown_s` h
 stranger standing at a desk for ten minutes is one alert, not 9 000.
 
 The evidence is opaque to the engine (the caller passes the annotated JPEG); nothing here touches
-images, sockets or files. `frame_stats()` below is the one helper that decodes a JPEG (OpenCV,
-imported when called) for the tamper rule.
+images, sockets or files (the frame statistics for the tamper rule come from `recognizer.alerting.monitor`).
 """
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -310,84 +307,3 @@ class AlertEngine:
                image: Any = None, best: Any = None) -> AlertEvent:
         return AlertEvent(self._new_id(), inc.alert_id, self.station_id, inc.login, rule.type, state,
                           inc.started_at, ended_at, details, image=image, best_image=best)
-
-
-def frame_stats(jpeg: bytes) -> Optional[FrameStats]:
-    """Luminance mean/std and a 16x16 thumbnail of a JPEG, decoded at 1/8 size (about 1 ms for VGA); None if undecodable."""
-    import cv2
-    import numpy as np
-
-    gray = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if gray is None or gray.size == 0:
-        return None
-    mean, std = cv2.meanStdDev(gray)
-    thumb = cv2.resize(gray, (16, 16), interpolation=cv2.INTER_AREA)
-    return FrameStats(float(mean[0][0]), float(std[0][0]), thumb.tobytes())
-
-
-class AlertMonitor:
-    """The server's station observer: one `AlertEngine` per station session; events go to `emit` (the outbox).
-
-    `on_frame` runs in each station's thread, so it only computes frame statistics and hands events on;
-    `emit` must be fast (an SQLite insert). Sessions are keyed by their `StationStatus` object (held, so
-    its id is not reused), so a station that reconnects starts a fresh engine. The server calls
-    `on_disconnect` when a session ends, which closes that session's incidents at once.
-    """
-
-    def __init__(self, thresholds: AlertThresholds, emit: Callable[[AlertEvent], None],
-                 clock: Optional[Callable[[], float]] = None) -> None:
-        self.thresholds = thresholds
-        self._emit = emit
-        self._clock = clock or time.time
-        self._engines: dict[int, tuple[Any, AlertEngine]] = {}
-        self._last_jpeg: dict[int, bytes] = {}
-        self._lock = threading.Lock()
-
-    def stop(self, reason: str = "recognizer_stopped") -> None:
-        """Close every open incident (the recognizer stops)."""
-        with self._lock:
-            engines, self._engines = [e for _, e in self._engines.values()], {}
-            self._last_jpeg.clear()
-        for engine in engines:
-            self._send(engine.close_all(self._clock(), reason))
-
-    def _engine(self, status: Any) -> AlertEngine:
-        with self._lock:
-            entry = self._engines.get(id(status))
-            if entry is None:
-                entry = self._engines[id(status)] = (status, AlertEngine(status.station, self.thresholds))
-            return entry[1]
-
-    def on_frame(self, status: Any, outcome: Any, raw_jpeg: bytes) -> None:
-        """FrameObserver: (StationStatus, FrameOutcome, raw JPEG) → events emitted."""
-        stats = frame_stats(raw_jpeg) if "camera_tamper" in self.thresholds.enabled else None
-        with self._lock:
-            self._last_jpeg[id(status)] = raw_jpeg  # the last picture: evidence if the camera is lost next
-        events = self._engine(status).observe(self._clock(), outcome.faces, status.login, stats, outcome.annotated)
-        self._send(events)
-
-    def on_camera(self, status: Any) -> None:
-        """CameraObserver: the station's camera went lost or came back (status.camera) → camera_tamper events."""
-        lost = status.camera == "lost"
-        details = {"error": status.camera_error} if lost and status.camera_error else {}
-        with self._lock:
-            evidence = self._last_jpeg.get(id(status)) if lost else None
-        since = status.camera_since if lost and status.camera_since else None
-        events = self._engine(status).camera_state(self._clock(), lost, status.login, details, evidence, since)
-        self._send(events)
-
-    def on_disconnect(self, status: Any, reason: str = "station_disconnected") -> None:
-        """The station's session ended (the server says so as it closes): close its open incidents now, with
-        `closed_by` `reason` (station_disconnected, or recognizer_stopped when the server is stopping)."""
-        with self._lock:
-            self._last_jpeg.pop(id(status), None)
-            entry = self._engines.pop(id(status), None)
-        if entry is not None:
-            log.info("station %s: session ended; closing its incidents", status.station)
-            self._send(entry[1].close_all(self._clock(), reason))
-
-    def _send(self, events: list[AlertEvent]) -> None:
-        for ev in events:
-            log.info("alert %s %s station=%s login=%r alert_id=%s details=%s",
-                     ev.type, ev.state, ev.station_id, ev.login_name, ev.alert_id, ev.details)
-            self._emit(ev)

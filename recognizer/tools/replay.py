@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 from shared.results import FaceResult, faces_to_wire
 
-log = logging.getLogger("recognizer.replay")
+log = logging.getLogger("recognizer.tools.replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,8 +155,8 @@ class Replay:
         self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
     def feed(self, index: int, t: float, jpeg: bytes) -> None:
-        from recognizer.alerts import frame_stats
-        from recognizer.imageio import BadImage
+        from recognizer.alerting.monitor import frame_stats
+        from recognizer.vision.imageio import BadImage
 
         self.clock.t = t
         start = time.perf_counter()
@@ -210,10 +210,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     """Replay `args.video` with recognizer settings from `args`; returns the summary (also printed)."""
     import cv2
 
-    from recognizer.alerts import AlertEngine
+    from recognizer.alerting.rules import AlertEngine
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.detect import FaceEngine
-    from recognizer.index import IndexStore
+    from recognizer.vision.detect import FaceEngine
+    from recognizer.identity.index import IndexStore
 
     if args.every < 1 or args.loop < 1 or args.max_frames < 0 or not 1 <= args.jpeg_quality <= 100:
         raise ValueError("--every and --loop must be >= 1, --max-frames >= 0, --jpeg-quality 1..100")

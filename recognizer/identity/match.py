@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from recognizer.index import DIM, FaceIndex
+from recognizer.identity.index import DIM, FaceIndex
 from shared.results import KNOWN, PENDING, UNKNOWN, UNSURE
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """Eye patches from dlib's 68 landmarks and the CEW eye-state CNN, run in plain numpy.
 
-The network (LeNet-style, 24x24 grayscale, trained by ``recognizer.train_eyes`` with Keras) is
+The network (LeNet-style, 24x24 grayscale, trained by ``recognizer.tools.train_eyes`` with Keras) is
 shipped as ``recognizer/models/eye_state.npz`` + ``eye_state.json``; inference here is im2col +
 matrix products over every eye of a frame at once (~0.1 ms for 2 eyes), so the recognizer never
-imports TensorFlow. ``SmallCNN`` is the generic runner, also used by ``recognizer.antispoof``.
+imports TensorFlow. ``SmallCNN`` is the generic runner, also used by ``recognizer.tools.antispoof``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 EYE_MODEL = MODELS_DIR / "eye_state.json"
 PATCH = 24               # CEW patch side, pixels
 PATCH_SCALE = 1.7        # patch side / eye width (corner to corner); matches CEW's framing

@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from recognizer.models_path import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS_5, FACE_LANDMARKS_68, model_path
+from recognizer.vision.dlib_models import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS_5, FACE_LANDMARKS_68, model_path
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left
-DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.sweep)
+DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.vision.sweep)
 CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
 # dlib's CNN fails on images under 48 px a side (a RuntimeError, or a bus error that kills the process): such an
 # image has no face it could find, so it is never given one
@@ -74,7 +74,7 @@ def _largest_first(boxes: list[Box]) -> list[Box]:
 
 
 def _iou(a: Box, b: Box) -> float:
-    from recognizer.track import iou
+    from recognizer.vision.track import iou
 
     return iou(a, b)
 
@@ -105,7 +105,7 @@ class _Lease:
 class Detectors:
     """dlib's two face detectors by name, and the sweep that combines them; nothing else is loaded.
 
-    What a sweep process needs (`recognizer.sweep`), without the landmark and descriptor models.
+    What a sweep process needs (`recognizer.vision.sweep`), without the landmark and descriptor models.
     Thread-safe like `FaceEngine`. `hog`, `cnn`: an engine's own, shared; None: made here (the CNN when
     `load_cnn`, else on first use).
     """
@@ -165,7 +165,7 @@ class FaceEngine:
     Thread-safe: each concurrent HOG detection borrows its own detector (HOG releases the GIL, so
     stations detect in parallel); the CNN detector and the in-process descriptor network are
     serialised by locks. The descriptor holds the GIL, so heavy encoding belongs in worker
-    processes (see `recognizer.workers`).
+    processes (see `recognizer.vision.encoders`).
     """
 
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
@@ -240,7 +240,7 @@ class FaceEngine:
         return self._detectors.detect_hog(self._check(rgb), upsample)
 
     def sweep(self, rgb: np.ndarray, scale: float = 1.0, cnn_upsample: int = 0, hog_upsample: int = 1) -> list[Box]:
-        """A thorough look at one frame (see `Detectors.sweep` and `recognizer.sweep`)."""
+        """A thorough look at one frame (see `Detectors.sweep` and `recognizer.vision.sweep`)."""
         return self._detectors.sweep(self._check(rgb), scale, cnn_upsample, hog_upsample)
 
     def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:

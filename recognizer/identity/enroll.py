@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
-from recognizer.detect import Box, Detection, FaceEngine
-from recognizer.imageio import BadImage, decode_image, encode_jpeg
-from recognizer.index import FaceIndex, IndexStore, save_index
+from recognizer.vision.detect import Box, Detection, FaceEngine
+from recognizer.vision.imageio import BadImage, decode_image, encode_jpeg
+from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Console entry `facemon-enroll`: build encodings/ from known_faces/."""
-    from recognizer.detect import EngineConfig
+    from recognizer.vision.detect import EngineConfig
 
     parser = argparse.ArgumentParser(
         prog="facemon-enroll",

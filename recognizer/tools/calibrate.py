@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from recognizer.index import DIM, FaceIndex
-from recognizer.match import SUPPORT, MatchParams, OpenSetParams, evidence, vote
+from recognizer.identity.index import DIM, FaceIndex
+from recognizer.identity.match import SUPPORT, MatchParams, OpenSetParams, evidence, vote
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _engine():
-    from recognizer.detect import FaceEngine
+    from recognizer.vision.detect import FaceEngine
 
     return FaceEngine()
 

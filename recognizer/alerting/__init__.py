@@ -1,0 +1,1 @@
+"""Alerts: the rules (per-station incidents), the monitor fed by the server, the persistent outbox and its sinks."""

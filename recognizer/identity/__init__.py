@@ -1,0 +1,1 @@
+"""Who a face is: the enrolled index, open-set matching with per-track votes, and enrolment."""
