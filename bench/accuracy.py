@@ -24,10 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from recognizer.tools.calibrate import (Photos, Rates, Setting, default_grid, encode_folder, evaluate, make_splits,
-                                  recommend, run_grid)
 from recognizer.identity.index import DIM, FaceIndex
 from recognizer.identity.match import KNOWN, UNKNOWN, IdentityVoter, MatchParams, OpenSetParams, vote
+from recognizer.tools.calibrate import (
+    Photos,
+    Rates,
+    Setting,
+    default_grid,
+    encode_folder,
+    evaluate,
+    make_splits,
+    recommend,
+    run_grid,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_DEFAULTS = OpenSetParams(accept_distance=0.5, margin=0.05, min_votes=2)  # before 2026-12 (issue 12)

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import requests
+
 from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,8 +60,8 @@ def main() -> int:
     ap.add_argument("--redeliver-every", type=int, default=10, help="re-send every Nth event (must be a duplicate); 0: never")
     args = ap.parse_args()
 
-    from dashboard import station_tokens
     from dashboard import db as dbmod
+    from dashboard import station_tokens
 
     tmp = tempfile.TemporaryDirectory(prefix="facemon-bench-")
     url = args.db or f"sqlite:///{Path(tmp.name) / 'bench.sqlite3'}"

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 
-
 from recognizer.identity.index import DIM, FaceIndex
 from recognizer.identity.match import IdentityVoter, OpenSetParams, evidence, vote
 

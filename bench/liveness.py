@@ -20,8 +20,8 @@ import cv2
 import dlib
 import numpy as np
 
-from recognizer.liveness.eyes import EyeStateModel, extract_eye_patches
 from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+from recognizer.liveness.eyes import EyeStateModel, extract_eye_patches
 from recognizer.vision.dlib_models import FACE_LANDMARKS_68, model_path
 
 log = logging.getLogger(__name__)

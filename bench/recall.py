@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from recognizer.vision.track import Box, iou
 
@@ -91,10 +90,10 @@ def clip_frames(path: Path):
 def clip_boxes(detector: str, index_dir: Path, engine) -> tuple[dict[int, list[Box]], float, int]:
     """Boxes the pipeline reports per frame of the clip with `detector`; also mean ms per frame and sweeps run."""
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.vision.detect import EngineConfig
     from recognizer.identity.index import IndexStore
-    from recognizer.vision.pipeline import PipelineConfig
     from recognizer.tools.replay import ClipClock
+    from recognizer.vision.detect import EngineConfig
+    from recognizer.vision.pipeline import PipelineConfig
 
     settings = RecognizerSettings(engine=EngineConfig(detector=detector), pipeline=PipelineConfig(liveness=False),
                                   index_dir=index_dir)
@@ -149,9 +148,9 @@ def main() -> None:
     p.add_argument("--skip-clip", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from recognizer.vision.detect import EngineConfig, FaceEngine
     from recognizer.identity.enroll import build_index
     from recognizer.identity.index import save_index
+    from recognizer.vision.detect import EngineConfig, FaceEngine
 
     engine_hog = FaceEngine()
     engine_both = FaceEngine(EngineConfig(detector="hog+cnn"))

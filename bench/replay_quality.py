@@ -32,9 +32,9 @@ def clips(data: Optional[Path]) -> list[Path]:
 
 
 def build_sample_index(out: Path) -> Path:
-    from recognizer.vision.detect import FaceEngine
     from recognizer.identity.enroll import build_index
     from recognizer.identity.index import save_index
+    from recognizer.vision.detect import FaceEngine
 
     index, _ = build_index(FaceEngine(), REPO / "known_faces")
     save_index(index, out)

@@ -27,11 +27,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.vision.detect import DETECTORS, EngineConfig
 from recognizer.identity.enroll import build_index
 from recognizer.identity.index import save_index
-from recognizer.vision.pipeline import PipelineConfig
 from recognizer.server.stations import ServerConfig
+from recognizer.vision.detect import DETECTORS, EngineConfig
+from recognizer.vision.pipeline import PipelineConfig
 from shared import protocol
 from shared.stream import MessageStream
 
@@ -169,8 +169,8 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
 
 def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
     """The seeds' per-frame loop: HOG with upsample 1, encode every face every frame, compare at 0.6."""
-    from recognizer.vision.detect import FaceEngine
     from recognizer.identity.match import MatchParams, vote
+    from recognizer.vision.detect import FaceEngine
 
     engine = FaceEngine()
     start, n = time.perf_counter(), 0

@@ -19,10 +19,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from recognizer.vision.detect import FaceEngine
 from recognizer.identity.enroll import build_index
-from recognizer.vision.imageio import encode_jpeg
 from recognizer.identity.index import IndexStore, save_index
+from recognizer.vision.detect import FaceEngine
+from recognizer.vision.imageio import encode_jpeg
 from recognizer.vision.pipeline import PipelineConfig, StationPipeline
 
 DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))

@@ -116,9 +116,9 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
 
     from dashboard import grants, store
     from dashboard.accounts import AccountError, create_user
-    from shared.alert_wire import BadAlert, parse_station
     from dashboard.models import ApiToken, User, utcnow
     from dashboard.station_tokens import TokenError, create_token
+    from shared.alert_wire import BadAlert, parse_station
     from shared.names import InvalidName, validate_name
 
     try:

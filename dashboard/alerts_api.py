@@ -15,12 +15,12 @@ from dashboard.api_requests import bearer_caller
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
 from dashboard.ingest import parse_legacy
-from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
 from dashboard.models import Alert, utcnow
 from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services
 from dashboard.station_tokens import Caller
 from dashboard.web_security import login_required
+from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alerts_api", __name__)

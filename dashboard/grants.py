@@ -21,8 +21,8 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dashboard.station_tokens import hash_token
 from dashboard.models import ApiToken, DeskTicket, EnrolGrant, User, utcnow
+from dashboard.station_tokens import hash_token
 
 GRANT_REFUSALS = ("unknown_grant", "grant_used", "grant_expired", "wrong_station", "wrong_identity")
 

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dashboard import store
-from shared.alert_wire import AlertMessage
 from dashboard.models import SignInFailure, utcnow
 from dashboard.services import services
+from shared.alert_wire import AlertMessage
 from shared.names import InvalidName, validate_name
 from shared.signin import FAILURE_REASONS as SIGNIN_REASONS
 from shared.throttle import delay_after

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import images
-from shared.alert_wire import AlertMessage
 from dashboard.models import Alert, AlertEvent, ApiToken, Evidence, StationStatus, utcnow
+from shared.alert_wire import AlertMessage
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5

@@ -16,7 +16,6 @@ from dashboard.models import DASHBOARD_ROLES, User, WebSession, utcnow
 from dashboard.services import services
 from dashboard.station_tokens import hash_token
 
-
 SESSION_MAX_AGE_S = 12 * 3600  # a page session ends after this even if the browser stays open
 
 

@@ -20,8 +20,18 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from edge.frames import LatestFrame
-from edge.link_state import (Action, Close, LinkSettings, LinkState, Publish, Refused, Send, VerifyDone, hello,
-                             read_welcome)
+from edge.link_state import (
+    Action,
+    Close,
+    LinkSettings,
+    LinkState,
+    Publish,
+    Refused,
+    Send,
+    VerifyDone,
+    hello,
+    read_welcome,
+)
 from shared.backoff import Backoff
 from shared.jpeg import encode_jpeg
 from shared.protocol import ProtocolError

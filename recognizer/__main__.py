@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import faulthandler
-import os
 import logging
+import os
 import signal
 import sys
 from typing import Optional, Sequence

@@ -4,24 +4,31 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
+from recognizer.alerting.outbox import Outbox, OutboxConfig
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
-from recognizer.vision.detect import EngineConfig, FaceEngine
+from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enroll import Enroller
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
-from recognizer.alerting.outbox import Outbox, OutboxConfig
-from recognizer.vision.pipeline import PipelineConfig, StationPipeline
 from recognizer.server.stations import RecognizerServer, ServerConfig
-from recognizer.vision.sweep import InlineSweeper, ProcessSweeper, StationSweep, Sweeper, SweepParams, correlation_follower
-from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.server.trust import Trust, TrustConfig
+from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
+from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.vision.sweep import (
+    InlineSweeper,
+    ProcessSweeper,
+    StationSweep,
+    Sweeper,
+    SweepParams,
+    correlation_follower,
+)
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
@@ -108,8 +115,8 @@ def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLivene
     """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
     if not s.pipeline.liveness:
         return None
-    from recognizer.liveness.eyes import EyeStateModel
     from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+    from recognizer.liveness.eyes import EyeStateModel
 
     params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
     eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None

@@ -8,12 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.identity.enroll import Enroller, build_index, collect_known_faces, main as enroll_main
-from recognizer.vision.imageio import encode_jpeg
+from recognizer.identity.enroll import Enroller, build_index, collect_known_faces
+from recognizer.identity.enroll import main as enroll_main
 from recognizer.identity.index import (
-    FaceIndex, IndexCorrupt, IndexModelMismatch, IndexMissing, IndexStore, load_index, save_index,
+    FaceIndex,
+    IndexCorrupt,
+    IndexMissing,
+    IndexModelMismatch,
+    IndexStore,
+    load_index,
+    save_index,
 )
 from recognizer.identity.match import vote
+from recognizer.vision.imageio import encode_jpeg
 from tests.conftest import FIXTURES, KNOWN_FACES
 
 
@@ -131,10 +138,14 @@ def test_live_enrol_adds_person(engine, index_copy, tmp_path):
 
 # ---- which face is enrolled: stray detections, faces cut by the edge, small faces (issue 9) ----
 
-from recognizer.vision.detect import Detection  # noqa: E402
 from recognizer.identity.enroll import (  # noqa: E402
-    CAPTURE_RULES, EnrolRefused, choose_enrolment_face, face_encoding_for_enrolment, progress_for,
+    CAPTURE_RULES,
+    EnrolRefused,
+    choose_enrolment_face,
+    face_encoding_for_enrolment,
+    progress_for,
 )
+from recognizer.vision.detect import Detection  # noqa: E402
 
 
 def _det(size: int, score: float, at_edge: bool = False, left: int = 100) -> Detection:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from recognizer.liveness.blinks import LivenessState
 from recognizer.identity.match import STATES
+from recognizer.liveness.blinks import LivenessState
 from shared.results import FACE_STATES, LIVENESS_STATES, BadFaceResult, FaceResult, faces_from_wire, faces_to_wire
 
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.vision.sweep import FollowerSet, SweepBudget, SweepParams, SweepSchedule, StationSweep, new_faces
+from recognizer.vision.sweep import FollowerSet, StationSweep, SweepBudget, SweepParams, SweepSchedule, new_faces
 from tests.conftest import SAMPLE_CLIP
 
 FRAME = np.zeros((360, 640, 3), np.uint8)
@@ -123,8 +123,8 @@ def test_cnn_sweep_finds_a_face_hog_misses_and_it_becomes_a_track(sample_index_d
     """Hamilton clip frame 40: a face turned to three-quarter view, never boxed by per-frame HOG; with
     hog+cnn the sweep finds it, the correlation tracker follows it, and the pipeline reports one track."""
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.vision.detect import EngineConfig, FaceEngine
     from recognizer.identity.index import IndexStore
+    from recognizer.vision.detect import EngineConfig, FaceEngine
 
     frames = clip_frames(set(range(40, 46)))
     hog_engine = FaceEngine()
@@ -196,9 +196,9 @@ def test_server_with_sweeps_boxes_the_turned_face_without_holding_frames(tmp_pat
     import time
 
     from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.server.stations import ServerConfig
     from recognizer.vision.detect import EngineConfig
     from recognizer.vision.pipeline import PipelineConfig
-    from recognizer.server.stations import ServerConfig
     from tests.test_server import ask, connect
 
     shutil.copytree(sample_index_dir, tmp_path / "encodings")

@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
+from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from recognizer.vision.detect import Box, Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image, encode_jpeg
-from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from recognizer.vision.imageio import BadImage
 from recognizer.liveness.blinks import FaceLiveness, LivenessParams
-from recognizer.vision.pipeline import Liveness, StationPipeline
 from recognizer.server.verify import Observation, Verifier, VerifyParams
+from recognizer.vision.imageio import BadImage
+from recognizer.vision.pipeline import Liveness, StationPipeline
 from shared import protocol
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from recognizer.identity.enroll import Enroller
-from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
-from recognizer.vision.imageio import BadImage
 from recognizer.identity.index import IndexStore
-from recognizer.vision.pipeline import FrameOutcome, StationPipeline
+from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
 from recognizer.server.signin_check import SigninChecks
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
+from recognizer.vision.imageio import BadImage
+from recognizer.vision.pipeline import FrameOutcome, StationPipeline
 from shared import protocol
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError

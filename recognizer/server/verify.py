@@ -17,8 +17,7 @@ from typing import Optional
 
 PENDING, PASSED, FAILED = "pending", "passed", "failed"
 
-from shared.signin import (CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER,  # noqa: F401 - re-exported
-                           SEVERAL_FACES, TIMED_OUT, describe)
+from shared.signin import CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, SEVERAL_FACES, TIMED_OUT, describe  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)

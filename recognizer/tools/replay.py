@@ -212,8 +212,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
 
     from recognizer.alerting.rules import AlertEngine
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.vision.detect import FaceEngine
     from recognizer.identity.index import IndexStore
+    from recognizer.vision.detect import FaceEngine
 
     if args.every < 1 or args.loop < 1 or args.max_frames < 0 or not 1 <= args.jpeg_quality <= 100:
         raise ValueError("--every and --loop must be >= 1, --max-frames >= 0, --jpeg-quality 1..100")

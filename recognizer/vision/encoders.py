@@ -12,8 +12,8 @@ that started the worker ends, so it is only asked for when the pool is built in 
 """
 from __future__ import annotations
 
-import logging
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal

@@ -13,14 +13,14 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from recognizer.vision.annotate import draw_faces
-from recognizer.vision.detect import FaceEngine
-from recognizer.vision.imageio import decode_jpeg, encode_jpeg
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
+from recognizer.vision.annotate import draw_faces
+from recognizer.vision.detect import FaceEngine
+from recognizer.vision.encoders import ChipEncoder
+from recognizer.vision.imageio import decode_jpeg, encode_jpeg
 from recognizer.vision.sweep import StationSweep
 from recognizer.vision.track import Tracker, TrackerParams
-from recognizer.vision.encoders import ChipEncoder
 from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)

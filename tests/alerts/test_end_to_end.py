@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.alerting.rules import AlertThresholds
-from recognizer.app import RecognizerApp, RecognizerSettings
 from recognizer.alerting.outbox import OutboxConfig
-from recognizer.vision.pipeline import PipelineConfig
-from recognizer.server.stations import ServerConfig
+from recognizer.alerting.rules import AlertThresholds
 from recognizer.alerting.sinks import DashboardTarget
+from recognizer.app import RecognizerApp, RecognizerSettings
+from recognizer.server.stations import ServerConfig
+from recognizer.vision.pipeline import PipelineConfig
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream

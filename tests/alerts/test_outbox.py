@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.alerting.rules import AlertEngine, AlertEvent, AlertThresholds
 from recognizer.alerting.outbox import Outbox, OutboxConfig
-from recognizer.server.stations import StationStatus
+from recognizer.alerting.rules import AlertEngine, AlertEvent, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
+from recognizer.server.stations import StationStatus
 from shared.results import FaceResult
 from tests.alerts.conftest import Dashboard, LogLines, Receiver, free_port
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from recognizer.alerting.rules import AlertEvent
 from recognizer.alerting.outbox import Outbox
+from recognizer.alerting.rules import AlertEvent
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget
 from tests.alerts.conftest import Dashboard, LogLines
 from tests.alerts.test_outbox import fast

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from dashboard import accounts, station_tokens
 from dashboard.app import create_app
-from dashboard.services import services
 from dashboard.config import DashboardConfig
 from dashboard.models import Base
+from dashboard.services import services
 
 REPO = Path(__file__).resolve().parents[2]
 MYSQL_URL = os.environ.get("FACEMON_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from dashboard.services import services
 from dashboard.models import Alert, AlertEvent, Base, Evidence
+from dashboard.services import services
 from tests.dashboard.conftest import csrf_of, login, make_jpeg, meta, multipart
 
 

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard import accounts
-from dashboard.services import services
 from dashboard.models import User
+from dashboard.services import services
 from tests.dashboard.conftest import PASSWORD, login, meta, multipart
 
 pytestmark = pytest.mark.timeout(120)

@@ -88,8 +88,8 @@ def test_concurrent_redeliveries_over_a_real_socket_store_each_event_once(live_s
 
     import sqlalchemy as sa
 
-    from dashboard.services import services
     from dashboard.models import Alert, AlertEvent
+    from dashboard.services import services
 
     incidents = [uuid.uuid4().hex for _ in range(4)]
     events = []

@@ -62,8 +62,8 @@ def test_admin_manages_station_tokens(sqlite_app, sqlite_tokens, jpeg):
     assert token not in admin.get("/admin/tokens").get_data(as_text=True), "a token is shown only once"
     bad = admin.post("/admin/tokens", data={"station_id": "../x", "kind": "station", "csrf_token": csrf_of(admin)}, follow_redirects=True)
     assert "station_id" in bad.get_data(as_text=True)
-    from dashboard.services import services
     from dashboard.models import ApiToken
+    from dashboard.services import services
 
     with services(sqlite_app).sessions() as db:
         token_id = db.query(ApiToken.id).filter(ApiToken.name == "desk-09").scalar()

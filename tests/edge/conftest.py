@@ -7,8 +7,8 @@ window, skipping, latency and reconnection can be measured without dlib.
 from __future__ import annotations
 
 import queue
-import socketserver
 import socket
+import socketserver
 import threading
 import time
 from pathlib import Path

@@ -43,10 +43,10 @@ def poll(predicate: Callable[[], object], timeout: float, what: str, step: float
 
 @pytest.fixture
 def stack(tmp_path: Path, sample_index_dir: Path) -> Iterator[tuple]:
-    from recognizer.app import RecognizerApp, RecognizerSettings
     from recognizer.alerting.outbox import OutboxConfig
-    from recognizer.server.stations import ServerConfig
     from recognizer.alerting.sinks import DashboardTarget
+    from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.server.stations import ServerConfig
 
     dashboard = Dashboard(tmp_path / "dashboard.db")
     dashboard.start()

@@ -3,8 +3,18 @@ from __future__ import annotations
 
 import pytest
 
-from edge.link_state import (Close, LinkSettings, LinkState, Publish, Refused, Send, VerifyDone, Welcome, hello,
-                             read_welcome)
+from edge.link_state import (
+    Close,
+    LinkSettings,
+    LinkState,
+    Publish,
+    Refused,
+    Send,
+    VerifyDone,
+    Welcome,
+    hello,
+    read_welcome,
+)
 from shared import protocol
 from shared.names import InvalidName
 from shared.protocol import MalformedMessage, Message, MessageKind

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from recognizer.tools.antispoof import SpoofModel, crop_face
 from recognizer.liveness.eyes import (
     EYE_MODEL,
     EyeStateModel,
@@ -19,6 +18,7 @@ from recognizer.liveness.eyes import (
     _maxpool,
     extract_eye_patches,
 )
+from recognizer.tools.antispoof import SpoofModel, crop_face
 from tests.liveness.conftest import REPO
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from recognizer.liveness.eyes import EyeStateModel
 from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+from recognizer.liveness.eyes import EyeStateModel
 
 pytestmark = pytest.mark.data
 

@@ -6,9 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recognizer.tools.calibrate import (CalibrationError, Photos, Setting, evaluate, main, make_splits, recommend,
-                                  run_grid, default_grid)
 from recognizer.identity.match import OpenSetParams
+from recognizer.tools.calibrate import (
+    CalibrationError,
+    Photos,
+    Setting,
+    default_grid,
+    evaluate,
+    main,
+    make_splits,
+    recommend,
+    run_grid,
+)
 from tests.match.synth import centres, samples
 
 REPO = Path(__file__).resolve().parents[2]

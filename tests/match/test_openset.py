@@ -7,8 +7,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recognizer.identity.index import FaceIndex
-from recognizer.identity.match import (KNOWN, NONE, PENDING, SUPPORT, UNKNOWN, UNSURE, WEAK, IdentityVoter, OpenSetParams,
-                              TrackIdentity, evidence, person_thresholds)
+from recognizer.identity.match import (
+    KNOWN,
+    NONE,
+    PENDING,
+    SUPPORT,
+    UNKNOWN,
+    UNSURE,
+    WEAK,
+    IdentityVoter,
+    OpenSetParams,
+    TrackIdentity,
+    evidence,
+    person_thresholds,
+)
 from tests.match.synth import build_index, centres, samples, towards
 
 P = OpenSetParams()

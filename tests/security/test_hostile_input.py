@@ -9,14 +9,24 @@ import socket
 import struct
 import threading
 import time
-
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
 from bench.attack import (
-    LegitStation, RecognizerProcess, Sampler, bad_json_headers, bmp_bomb, handshake, hello_bytes, hello_variants,
-    jpeg_bomb, png_bomb, raw_message, send_and_read, slow_connections,
+    LegitStation,
+    RecognizerProcess,
+    Sampler,
+    bad_json_headers,
+    bmp_bomb,
+    handshake,
+    hello_bytes,
+    hello_variants,
+    jpeg_bomb,
+    png_bomb,
+    raw_message,
+    send_and_read,
+    slow_connections,
 )
 from recognizer.vision.imageio import BadImage, decode_image
 from shared import protocol

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from dashboard import accounts
 from dashboard.__main__ import main
-from dashboard.services import services
 from dashboard.models import Alert, Evidence, SignInFailure, User
+from dashboard.services import services
 from tests.dashboard.conftest import PASSWORD, Tokens, build_app, make_jpeg
 
 

@@ -22,8 +22,8 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from dashboard import accounts, station_tokens
-from dashboard.services import services
 from dashboard.models import Alert, Evidence
+from dashboard.services import services
 from edge.config import EdgeConfig
 from edge.runtime import Edge
 from tests.conftest import DATA, FIXTURES, KNOWN_FACES, SAMPLE_CLIP
@@ -44,13 +44,13 @@ def need_holder_clip() -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, engine) -> Iterator[dict]:
+    from recognizer.alerting.outbox import OutboxConfig
+    from recognizer.alerting.rules import AlertThresholds
+    from recognizer.alerting.sinks import DashboardTarget
     from recognizer.app import RecognizerApp, RecognizerSettings
     from recognizer.identity.enroll import build_index
     from recognizer.identity.index import save_index
     from recognizer.server.stations import ServerConfig
-    from recognizer.alerting.rules import AlertThresholds
-    from recognizer.alerting.outbox import OutboxConfig
-    from recognizer.alerting.sinks import DashboardTarget
     from recognizer.server.trust import TrustConfig
 
     tmp = tmp_path_factory.mktemp("signin")

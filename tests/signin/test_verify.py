@@ -5,8 +5,21 @@ import math
 
 import pytest
 
-from recognizer.server.verify import (FAILED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, PASSED, PENDING, SEVERAL_FACES,
-                               TIMED_OUT, Observation, Verifier, VerifyParams, describe)
+from recognizer.server.verify import (
+    FAILED,
+    NO_BLINK,
+    NO_FACE,
+    NOT_ENROLLED,
+    NOT_HOLDER,
+    PASSED,
+    PENDING,
+    SEVERAL_FACES,
+    TIMED_OUT,
+    Observation,
+    Verifier,
+    VerifyParams,
+    describe,
+)
 
 GOOD = dict(faces=1, distance=0.35, other=0.8)
 

@@ -12,13 +12,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from dashboard import accounts, station_tokens
-from dashboard import grants
-from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.vision.pipeline import PipelineConfig
-from recognizer.server.stations import ServerConfig
+from dashboard import accounts, grants, station_tokens
 from recognizer.alerting.sinks import DashboardTarget
+from recognizer.app import RecognizerApp, RecognizerSettings
+from recognizer.server.stations import ServerConfig
 from recognizer.server.trust import Admission, Trust, TrustConfig
+from recognizer.vision.pipeline import PipelineConfig
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream
