@@ -196,6 +196,8 @@ def main() -> None:
                    help="faces per frame (the clip tiled: 2 = 1280x480, 4 = 1280x960)")
     p.add_argument("--detectors", nargs="+", default=["hog"], choices=DETECTORS,
                    help="run the whole set once per detector mode, one after the other in this run (side by side)")
+    p.add_argument("--no-liveness", action="store_true",
+                   help="liveness off (what the recognizer did before issue 9 fixed it: it never ran)")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
     p.add_argument("--mem-every", type=float, default=0, help="also print memory every N seconds (soak runs)")
     args = p.parse_args()
@@ -214,7 +216,7 @@ def main() -> None:
         app = RecognizerApp(RecognizerSettings(
             server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight),
             engine=EngineConfig(detector=detector),
-            pipeline=PipelineConfig(detect_scale=args.downscale),
+            pipeline=PipelineConfig(detect_scale=args.downscale, liveness=not args.no_liveness),
             index_dir=tmp / "encodings", known_faces=tmp / "kf", workers=args.workers,
         ))
         app.start()
