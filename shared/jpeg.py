@@ -1,11 +1,12 @@
-"""JPEG encoding of BGR frames, optionally shrunk first: the edge's one encoder (frames sent, the page's pictures)."""
+"""JPEG encoding of BGR frames, optionally shrunk first: the project's one encoder (the edge's frames and pages,
+the recognizer's annotated replies, enrolment photos and crops)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 
-def encode_jpeg(frame: np.ndarray, quality: int, max_width: int = 0) -> bytes:
+def encode_jpeg(frame: np.ndarray, quality: int = 80, max_width: int = 0) -> bytes:
     """JPEG bytes of a BGR frame at `quality` (1-100), first shrunk (aspect kept) to `max_width` pixels when wider.
 
     `max_width` 0: never shrunk. ValueError when OpenCV cannot encode the frame.

@@ -11,30 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 import requests
 
 from edge.config import EdgeConfig
 from edge.runtime import Edge
+from tests.clips import still_clip
 from tests.conftest import FIXTURES, REPO, SAMPLE_CLIP
 from tests.procs import free_port, read_mjpeg
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 TOKEN = "e2e-token"
-
-
-def still_video(photo: Path, out: Path, frames: int = 30) -> Path:
-    """A short real video of one photo, as a camera pointed at it would give."""
-    img = cv2.imread(str(photo))
-    h, w = img.shape[:2]
-    scale = 640 / max(w, h)
-    img = cv2.resize(img, (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 15, (img.shape[1], img.shape[0]))
-    for _ in range(frames):
-        writer.write(img)
-    writer.release()
-    return out
 
 
 class RecognizerProcess:
@@ -128,8 +115,8 @@ def test_clip_streams_and_names_known_and_unknown_faces(stack):
 
 def test_capture_button_enrols_and_refuses(stack):
     rec, make_edge, tmp = stack
-    stranger = make_edge(still_video(FIXTURES / "stranger_kit.jpg", tmp / "kit.mp4"), "desk-kit")
-    group = make_edge(still_video(FIXTURES / "two_people.jpg", tmp / "two.mp4"), "desk-two")
+    stranger = make_edge(still_clip(FIXTURES / "stranger_kit.jpg", tmp / "kit.mp4", 2, fps=15, width=640, noise=0), "desk-kit")
+    group = make_edge(still_clip(FIXTURES / "two_people.jpg", tmp / "two.mp4", 2, fps=15, width=640, noise=0), "desk-two")
     capture = lambda e, name: requests.post(e.url.replace("/video_feed_page", "/api/capture"), json={"name": name}, timeout=30)  # noqa: E731
     wait_for(lambda s: s["online"] and s["results"] > 3, 60, "results", stranger)
     wait_for(lambda s: s["online"] and s["results"] > 3, 60, "results", group)

@@ -20,7 +20,7 @@ from recognizer.identity.index import (
     save_index,
 )
 from recognizer.identity.match import vote
-from recognizer.vision.imageio import encode_jpeg
+from shared.jpeg import encode_jpeg
 from tests.conftest import FIXTURES, KNOWN_FACES
 
 

@@ -3,7 +3,8 @@ import struct
 
 import pytest
 
-from recognizer.vision.imageio import BadImage, decode_image, decode_jpeg, encode_jpeg, jpeg_dimensions
+from recognizer.vision.imageio import BadImage, decode_image, decode_jpeg, jpeg_dimensions
+from shared.jpeg import encode_jpeg
 from tests.conftest import FIXTURES, KNOWN_FACES
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from recognizer.vision.detect import Box, Detection, FaceEngine
-from recognizer.vision.imageio import BadImage, decode_image, encode_jpeg
+from recognizer.vision.imageio import BadImage, decode_image
+from shared.jpeg import encode_jpeg
 from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)

@@ -208,12 +208,12 @@ class Replay:
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     """Replay `args.video` with recognizer settings from `args`; returns the summary (also printed)."""
-    import cv2
 
     from recognizer.alerting.rules import AlertEngine
     from recognizer.app import RecognizerSettings, pipeline_factory
     from recognizer.identity.index import IndexStore
     from recognizer.vision.detect import FaceEngine
+    from shared.jpeg import encode_jpeg
 
     if args.every < 1 or args.loop < 1 or args.max_frames < 0 or not 1 <= args.jpeg_quality <= 100:
         raise ValueError("--every and --loop must be >= 1, --max-frames >= 0, --jpeg-quality 1..100")
@@ -231,15 +231,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     replay = Replay(new_pipeline, AlertEngine(args.station, settings.alerts), clock, out, args.login, args.frames,
                     save_dir)
     t = 0.0
-    params = [int(cv2.IMWRITE_JPEG_QUALITY), args.jpeg_quality]
     for index, t, frame in read_frames(args.video, args.fps, args.loop):
         if index % args.every:
             continue
-        ok, buf = cv2.imencode(".jpg", frame, params)
-        if not ok:
-            log.warning("frame %d: could not be encoded as JPEG", index)
+        try:
+            jpeg = encode_jpeg(frame, args.jpeg_quality)  # as the edge sends it
+        except ValueError as exc:
+            log.warning("frame %d: %s", index, exc)
             continue
-        replay.feed(index, t, buf.tobytes())
+        replay.feed(index, t, jpeg)
         if args.max_frames and replay.frames >= args.max_frames:
             break
     return replay.finish(t)

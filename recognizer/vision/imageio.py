@@ -90,11 +90,3 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if image is None:
         raise BadImage("corrupt PNG (could not be decoded)")
     return image
-
-
-def encode_jpeg(bgr: np.ndarray, quality: int = 80) -> bytes:
-    """Encode a BGR image as JPEG bytes."""
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise BadImage("could not encode the image as JPEG")
-    return buf.tobytes()

@@ -18,9 +18,10 @@ from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores
 from recognizer.vision.annotate import draw_faces
 from recognizer.vision.detect import FaceEngine
 from recognizer.vision.encoders import ChipEncoder
-from recognizer.vision.imageio import decode_jpeg, encode_jpeg
+from recognizer.vision.imageio import decode_jpeg
 from recognizer.vision.sweep import StationSweep
 from recognizer.vision.track import Tracker, TrackerParams
+from shared.jpeg import encode_jpeg
 from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ The account holder's clip must blink, and `samples/hamilton_clip.mp4` shows no c
 "right person" case uses `../shared/data/spoof/video/real/apfol_real2.webm` (a live person who blinks
 8 times in 8 s) with a test-only enrolment of that person from 4 frames of the same clip; those
 tests skip when ../shared/data is absent. The stranger is Lin-Manuel Miranda in the bundled clip; the
-still photo is `tests/fixtures/obama_probe.jpg` looped (see `still_video`).
+still photo is `tests/fixtures/obama_probe.jpg` looped (`tests.clips.still_clip`).
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from dashboard.models import Alert, Evidence
 from dashboard.services import services
 from edge.config import EdgeConfig
 from edge.runtime import Edge
+from tests.clips import still_clip
 from tests.conftest import DATA, FIXTURES, KNOWN_FACES, SAMPLE_CLIP
 from tests.dashboard.conftest import LiveServer, build_app
-from tests.test_end_to_end import still_video
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 TOKEN = "signin-recognizer-token"
@@ -216,7 +216,7 @@ def test_stranger_refused_as_not_the_account_holder(stack):
 
 def test_still_photo_refused_for_liveness(stack):
     """Right password + a looping photo of the account holder: every frame agrees, no blink: refused."""
-    still = still_video(FIXTURES / "obama_probe.jpg", stack["tmp"] / "still.mp4", frames=30)
+    still = still_clip(FIXTURES / "obama_probe.jpg", stack["tmp"] / "still.mp4", 2, fps=15, width=640, noise=0)
     edge = stack["make_edge"](still, "desk-still", verify_timeout=6.0)
     wait_online(edge)
     s, csrf, r = sign_in(edge, "barack")
