@@ -362,11 +362,12 @@ class IdentityVoter:
         return self.observe_many([(track_id, encodings)], index)[track_id]
 
     def observe_many(self, observations: list[tuple[int, np.ndarray]], index: FaceIndex,
-                     too_small: frozenset = frozenset()) -> dict[int, TrackIdentity]:
+                     seen_badly: frozenset = frozenset()) -> dict[int, TrackIdentity]:
         """Add one frame's observations of several tracks, matched in one matrix product.
 
-        `too_small`: tracks whose face on this frame is too small to call a stranger: a frame matching nobody
-        counts as weak for them (it can name no one, but an enrolled person far away is not "unknown").
+        `seen_badly`: tracks whose face on this frame is too poor to call a stranger (too small, or seen only in
+        profile): a frame matching nobody counts as weak for them (it can name no one, but an enrolled person seen
+        badly is not "unknown").
         """
         queries, ids = [], []
         for track_id, enc in observations:
@@ -379,7 +380,7 @@ class IdentityVoter:
         out: dict[int, TrackIdentity] = {}
         with self._lock:
             for track_id, ev in zip(ids, evs):
-                if ev.kind == NONE and track_id in too_small and ev.name is not None:
+                if ev.kind == NONE and track_id in seen_badly and ev.name is not None:
                     ev = Evidence(WEAK, ev.name, ev.distance, ev.second, ev.votes)
                 out[track_id] = self._update(track_id, ev)
             for track_id, _ in observations:

@@ -22,7 +22,7 @@ from recognizer.vision.imageio import decode_jpeg
 from recognizer.vision.sweep import StationSweep
 from recognizer.vision.track import Tracker, TrackerParams
 from shared.jpeg import encode_jpeg
-from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
+from shared.results import KNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,11 @@ class StationPipeline:
         todo = [t for t in update.tracks if self._needs_encoding(t)]
         if todo:
             encodings = self.encode(rgb, [t.box for t in todo])
-            small = frozenset(t.id for t in todo if _side(t.box) < self.config.min_judge_px)
-            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, small)
+            # faces seen too badly to call strangers (they may still be named): under min_judge_px, or seen only
+            # by a sweep (turned or badly lit: an enrolled person in profile measured 0.58-0.75 from his photos)
+            swept = {t.id for t in update.tracks[n_hog:]}
+            badly = frozenset(t.id for t in todo if t.id in swept or _side(t.box) < self.config.min_judge_px)
+            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, badly)
             for t in todo:
                 t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
         t3 = time.perf_counter()
@@ -205,12 +208,6 @@ class StationPipeline:
         for i, track in enumerate(update.tracks):
             ident = self.voter.current(track.id)
             state = ident.state
-            swept = i >= n_hog
-            if swept and state == UNKNOWN:
-                # only the sweep sees this face, so it is turned or badly lit and its encodings are poor: an
-                # enrolled person in profile measured 0.58-0.75 from his own photos. "Seen badly, nobody
-                # accepted" is `unsure` (no stranger alert); it becomes `unknown` once HOG sees it frontally
-                state = UNSURE
             result = live.get(track.id)
             faces.append(FaceResult(
                 box=tuple(track.box),
@@ -222,7 +219,7 @@ class StationPipeline:
                 liveness=result.state.value if result is not None else "unknown" if self.liveness is not None else "off",
                 blinks=result.blinks if result is not None else 0,
                 candidate=ident.candidate if state == UNSURE else None,
-                found_by=None if self.sweep is None else "sweep" if swept else "hog",
+                found_by=None if self.sweep is None else "sweep" if i >= n_hog else "hog",
             ))
         annotated = self.annotate(bgr, faces)
         t5 = time.perf_counter()

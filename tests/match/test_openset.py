@@ -215,7 +215,7 @@ def test_a_face_too_small_to_judge_is_never_called_a_stranger(world) -> None:
     stranger = centres(rng, 1)[0]
     small, big = IdentityVoter(P), IdentityVoter(P)
     for _ in range(P.window):
-        got_small = small.observe_many([(1, stranger[None])], index, too_small=frozenset({1}))[1]
+        got_small = small.observe_many([(1, stranger[None])], index, seen_badly=frozenset({1}))[1]
         got_big = big.observe_many([(1, stranger[None])], index)[1]
     assert got_big.state == UNKNOWN
     assert got_small.state == UNSURE and got_small.name is None
