@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
+from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
 from recognizer.vision.detect import Box, Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
 from shared.jpeg import encode_jpeg
@@ -181,19 +182,23 @@ class EnrolOutcome:
     count: int = 0  # encodings of that person after enrolment
     box: Optional[Box] = None  # where the enrolled face is in the captured frame
     crop: bytes = b""  # JPEG of the enrolled face, for the operator to check
+    code: str = ""  # a refusal's machine-readable reason: "looks_like" (confirmable by an admin)
+    lookalike: Optional[Lookalike] = None  # who the face looks like (refused, or enrolled with a confirmation)
 
 
 class Enroller:
     """Adds a captured face to the live index and keeps its photo under known_faces/<name>/."""
 
-    def __init__(self, engine: FaceEngine, store: IndexStore, known_faces: Path) -> None:
+    def __init__(self, engine: FaceEngine, store: IndexStore, known_faces: Path, accept_distance: float = 0.58) -> None:
         self.engine = engine
         self.store = store
         self.known_faces = Path(known_faces)
+        self.accept_distance = accept_distance  # the recognizer's: a face this close to someone else is refused
         self._lock = threading.Lock()
 
-    def enrol(self, raw_name: object, image: bytes, by: str = "") -> EnrolOutcome:
-        """Validate, find exactly one face, encode, persist. Never raises for bad input."""
+    def enrol(self, raw_name: object, image: bytes, by: str = "", confirm_lookalike: str = "") -> EnrolOutcome:
+        """Validate, find exactly one face, refuse a lookalike of someone else (unless `confirm_lookalike` names
+        exactly that person), encode, persist. Never raises for bad input."""
         try:
             name = validate_name(raw_name)
             bgr = decode_image(image)
@@ -204,14 +209,22 @@ class Enroller:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.known_faces / name
         path = folder / f"capture-{stamp}.jpg"
-        with self._lock:
+        with self._lock:  # checked under the lock: two captures at once cannot both pass as "nobody alike"
+            found = find_lookalike(self.store.index, encoding, name, self.accept_distance)
+            refusal = lookalike_refusal(found, confirm_lookalike)
+            if refusal is not None:
+                log.warning("enrolment of %r refused%s: %s", name, f" (from {by})" if by else "", refusal)
+                return EnrolOutcome(False, refusal, name, code="looks_like", lookalike=found,
+                                    box=face.box, crop=face_crop_jpeg(bgr, face.box))
             folder.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode_jpeg(bgr, 95))
             index = self.store.add(name, encoding[None, :], [str(path)])
         count = sum(1 for n in index.names if n == name)
-        log.info("enrolled %r from a capture%s (%d images of them now)", name, f" by {by}" if by else "", count)
-        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''})", name, count,
-                            face.box, face_crop_jpeg(bgr, face.box))
+        confirmed = f"; {found.message()}, confirmed deliberately" if found is not None else ""
+        (log.warning if found else log.info)("enrolled %r from a capture%s (%d images of them now)%s", name,
+                                             f" by {by}" if by else "", count, confirmed)
+        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''}){confirmed}", name, count,
+                            face.box, face_crop_jpeg(bgr, face.box), lookalike=found)
 
 
 def _progress_bar(i: int, n: int, path: Path) -> None:
