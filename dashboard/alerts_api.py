@@ -3,6 +3,7 @@ and live events (viewer session)."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -10,7 +11,7 @@ from typing import Optional
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
-from dashboard import store
+from dashboard import handover, store
 from dashboard.api_requests import bearer_caller
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
@@ -20,7 +21,7 @@ from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services
 from dashboard.station_tokens import Caller
 from dashboard.web_security import login_required
-from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
+from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station, parse_time
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alerts_api", __name__)
@@ -114,8 +115,25 @@ def post_status(station_id: str):  # noqa: ANN201
     except BadAlert as exc:
         abort(400, str(exc))
     store.record_status(services().writer, station_id, None if fps is None else float(fps), rec, login or None, faces)
+    session = handover_session(body)
+    if session is not None:
+        for alert_id in handover.record_session(services().writer, station_id, *session):
+            services().broker.publish("alert", json.dumps({"alert_id": alert_id, "status": "updated"}))
     services().broker.publish("station", json.dumps({"station_id": station_id}))
     return jsonify(status="ok"), 200
+
+
+def handover_session(body: dict) -> Optional[tuple[str, str, dt.datetime]]:
+    """(node, session, connected_at) of a status report from a pool node; None when it names none."""
+    node, session, since = body.get("node"), body.get("session"), body.get("connected_at")
+    if node is None and session is None:
+        return None
+    if not (isinstance(node, str) and 0 < len(node) <= 128 and isinstance(session, str) and 0 < len(session) <= 160):
+        abort(400, "node and session must be strings of at most 128 and 160 characters")
+    try:
+        return node, session, parse_time(since, "connected_at")
+    except BadAlert as exc:
+        abort(400, str(exc))
 
 
 @bp.get("/api/alerts")
