@@ -80,8 +80,10 @@ class ChangeNotifier:
 
 def _next_seq(db: Session) -> int:
     head = db.scalar(sa.select(GalleryHead).where(GalleryHead.id == 1).with_for_update())
-    if head is None:
-        raise RuntimeError("the gallery_head row is missing; run `python -m dashboard db upgrade`")
+    if head is None:  # emptied by hand: start again after the last change (two writers racing: one retries)
+        head = GalleryHead(id=1, seq=db.scalar(sa.select(sa.func.max(GalleryChange.seq))) or 0)
+        db.add(head)
+        db.flush()
     head.seq += 1
     return head.seq
 
@@ -93,8 +95,8 @@ def _retrying(factory: sessionmaker[Session], work):  # noqa: ANN001, ANN202 - w
                 result = work(db)
                 db.commit()
                 return result
-            except sa.exc.OperationalError as exc:  # deadlock / lock wait (MySQL), busy (SQLite)
-                db.rollback()
+            except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:  # deadlock / lock wait (MySQL), busy
+                db.rollback()  # (SQLite), two writers creating the head row at once
                 if attempt == MAX_ATTEMPTS:
                     raise
                 log.info("gallery write retried after %s", exc.orig)

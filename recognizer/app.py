@@ -187,7 +187,8 @@ class RecognizerApp:
         self.readiness.require("models", models_loaded.is_set)
         if s.health_port:  # first: a balancer sees "loading", not a dead port, while the models load
             self.health = HealthServer(s.server.host, s.health_port, self.readiness, s.server.node,
-                                       lambda: len(self.server.stations()) if self.server is not None else 0)
+                                       lambda: len(self.server.stations()) if self.server is not None else 0,
+                                       self._health_details)
             self.health.start()
         engine = FaceEngine(s.engine)
         store = self._gallery_or_index()
@@ -214,6 +215,10 @@ class RecognizerApp:
         self.readiness.require("gallery", lambda: self.gallery.loaded)
         self.gallery.start()
         return self.gallery
+
+    def _health_details(self) -> dict:
+        g = self.gallery
+        return {} if g is None else {"gallery": {"seq": g.seq, "encodings": len(g.index)}}
 
     def drain(self) -> None:
         """Graceful stop, first half: not ready for the balancer, no new stations, current ones told to move.

@@ -3,7 +3,8 @@
 Ready means every readiness check passes (the models are loaded, the gallery is loaded) and the node is not
 draining. HAProxy's `option httpchk GET /healthz` (deploy/haproxy.cfg) sends new stations only to ready
 nodes; a node still loading or stopping answers 503 with the reasons, so it gets none. The body is JSON:
-`{ready, node, stations, reasons}` (reasons: what is not ready yet, or why the node drains).
+`{ready, node, stations, reasons, ...}` (reasons: what is not ready yet, or why the node drains; a pool node adds
+`gallery: {seq, encodings}`, the last gallery change it applied).
 """
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ class HealthServer:
     """A tiny HTTP server for `GET /healthz` (and `/readyz`, the same) on its own thread."""
 
     def __init__(self, host: str, port: int, readiness: Readiness, node: str,
-                 stations: Callable[[], int] = lambda: 0) -> None:
-        self.readiness, self.node, self._stations = readiness, node, stations
+                 stations: Callable[[], int] = lambda: 0, details: Callable[[], dict] = dict) -> None:
+        self.readiness, self.node, self._stations, self._details = readiness, node, stations, details
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
         self.address: tuple[str, int] = self._httpd.server_address[:2]
@@ -77,7 +78,8 @@ class HealthServer:
                     return
                 ready, reasons = health.readiness.state()
                 self._answer(200 if ready else 503, {"ready": ready, "node": health.node,
-                                                     "stations": health._stations(), "reasons": reasons})
+                                                     "stations": health._stations(), "reasons": reasons,
+                                                     **health._details()})
 
             def _answer(self, code: int, body: dict) -> None:
                 data = json.dumps(body).encode()

@@ -42,7 +42,7 @@ def stranger_frame() -> np.ndarray:
     return np.ascontiguousarray(img[49:289, 575:895])
 
 
-def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+def http_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback
             return r.status, json.loads(r.read() or b"{}")
@@ -104,6 +104,9 @@ class Edge:
         self._frame, self._period = frame, 1.0 / fps
         self._stop = threading.Event()
         self._feeder = threading.Thread(target=self._feed, name=f"feed-{station}", daemon=True)
+
+    def set_fps(self, fps: float) -> None:
+        self._period = 1.0 / fps
 
     def _feed(self) -> None:
         while not self._stop.is_set():
@@ -173,12 +176,40 @@ class Pool:
             self.start_node(node, wait=False)
         for node in self.nodes:
             wait_until(f"{node.name} ready", node.ready, 120, 0.2)
-        env = {"FACEMON_LB_BIND": f"127.0.0.1:{self.lb_port}"}
+        env = {"FACEMON_LB_BIND": f"127.0.0.1:{self.lb_port}", "FACEMON_LB_STATS": str(self.stats_socket)}
         for i in (1, 2, 3):  # the shipped file names three nodes; a smaller pool repeats the last
             node = self.nodes[min(i, len(self.nodes)) - 1]
             env[f"FACEMON_NODE{i}"], env[f"FACEMON_NODE{i}_HEALTH"] = f"127.0.0.1:{node.port}", str(node.health_port)
         self.balancer = ManagedProcess("haproxy", ["haproxy", "-db", "-f", str(HAPROXY_CFG)], self.root / "haproxy.log", env)
         self.balancer.start(lambda: accepts(self.lb_port), timeout=20)
+
+    @property
+    def stats_socket(self) -> Path:
+        return self.root / "haproxy.sock"
+
+    def balancer_states(self) -> dict[str, str]:
+        """Each node's state in HAProxy (UP, DOWN, "UP 1/2" ...), from its stats socket."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.stats_socket))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        lines = data.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        out = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            if row.get("pxname") == "recognizers" and row.get("svname", "").startswith("node"):
+                out[row["svname"]] = row["status"]
+        return out
+
+    def wait_balanced_in(self, node: Node, timeout: float = 30) -> float:
+        """Wait until HAProxy sends new stations to `node` (its health check passed `rise` times)."""
+        index = self.nodes.index(node) + 1
+        return wait_until(f"HAProxy sees {node.name} up", lambda: self.balancer_states().get(f"node{index}") == "UP",
+                          timeout, 0.1)
 
     def node_cmd(self, node: Node) -> list[str]:
         return [sys.executable, "-m", "recognizer", "--host", "127.0.0.1", "--port", str(node.port),
