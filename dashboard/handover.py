@@ -61,7 +61,8 @@ def record_session(factory: sessionmaker[Session], station_id: str, node: str, s
 def _close_before(db: Session, station_id: str, since: dt.datetime, old_node: Optional[str], new_node: str) -> list[str]:
     now = utcnow()
     open_ = db.scalars(sa.select(Alert).where(Alert.station_id == station_id, Alert.ended_at.is_(None),
-                                              Alert.started_at < since))
+                                              Alert.started_at < since,
+                                              Alert.type != "station_offline"))  # the dashboard's own: closed when back
     closed = []
     for alert in open_:
         details = json.loads(alert.details or "{}")
