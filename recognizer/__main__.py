@@ -72,6 +72,14 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> Set
     a("--no-blink-after", 5.0, "seconds liveness must keep saying no_blink before a no_blink alert", float)
     a("--eyes-closed-after", 10.0, "seconds liveness must keep saying eyes_closed (closed over 2 s) before an eyes_closed alert", float)
     a("--cooldown", 60.0, "seconds after an alert closes before the same type opens again on that station", float)
+    a("--status-interval", 5.0, "seconds between station status reports to the dashboard", float)
+    a("--gallery", "local", "local: the face index in --index (a lab or demo); dashboard: the one gallery in the "
+      "dashboard's database, followed live and copied into --index so the node starts while the dashboard is down "
+      "(a pool of nodes; needs --dashboard-url and a service --dashboard-token)")
+    a("--node-name", "", "this node's name in a pool (told to edges and the dashboard; default: HOSTNAME:PORT)")
+    a("--health-port", 0, "serve GET /healthz on this port for a balancer: 200 only when the models and gallery are "
+      "loaded and the node is not draining (0: none)", int)
+    a("--drain-timeout", 10.0, "on SIGTERM: seconds the stations get to move to another node before it stops", float)
     a("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -103,6 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     app.wait()
+    app.drain()
     app.stop()
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,8 +15,10 @@ from recognizer.alerting.outbox import Outbox, OutboxConfig
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enroll import Enroller
+from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
+from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
 from recognizer.server.trust import Trust, TrustConfig
 from recognizer.vision.detect import EngineConfig, FaceEngine
@@ -59,8 +62,19 @@ class RecognizerSettings:
     webhook_url: str = ""  # alerts also go here as JSON when set
     webhook_images: bool = False
     status_interval_s: float = 5.0
+    gallery: str = "local"  # local: encodings/ on this disk (lab, demo); dashboard: the pool's one gallery
+    health_port: int = 0  # GET /healthz for the balancer on this port (0: none)
+    drain_timeout_s: float = 10.0  # on SIGTERM: how long stations get to leave before the node stops anyway
 
     def __post_init__(self) -> None:
+        if self.gallery not in ("local", "dashboard"):
+            raise ConfigError(f"--gallery must be local or dashboard, got {self.gallery!r}")
+        if self.gallery == "dashboard" and self.dashboard is None:
+            raise ConfigError("--gallery dashboard needs --dashboard-url and --dashboard-token (a service token)")
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError(f"--health-port must be 0..65535, got {self.health_port}")
+        if not 0 <= self.drain_timeout_s <= 300 or not 0.2 <= self.status_interval_s <= 300:
+            raise ConfigError("--drain-timeout must be 0..300 s and --status-interval 0.2..300 s")
         if self.trust.station_auth == "dashboard" and self.dashboard is None:
             raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
                               "holds the station credentials)")
@@ -73,6 +87,7 @@ class RecognizerSettings:
                 server=ServerConfig(
                     host=args.host, port=args.port, token=args.token,
                     max_stations=args.max_stations, max_in_flight=args.max_in_flight,
+                    node=args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else ""),
                 ),
                 engine=EngineConfig(detector=args.detector, upsample=args.upsample),
                 pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
@@ -99,6 +114,10 @@ class RecognizerSettings:
                                   enrol_policy=args.enrol_policy, grace_s=args.credential_grace),
                 webhook_url=args.webhook_url,
                 webhook_images=args.webhook_images,
+                status_interval_s=args.status_interval,
+                gallery=args.gallery,
+                health_port=args.health_port,
+                drain_timeout_s=args.drain_timeout,
             )
         except ValueError as exc:  # a part's own validation (ServerConfig, EngineConfig ...): one error type
             raise ConfigError(str(exc)) from None
@@ -157,12 +176,22 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.gallery: Optional[GalleryStore] = None
+        self.health: Optional[HealthServer] = None
+        self.readiness = Readiness()
         self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
         s = self.settings
+        models_loaded = threading.Event()
+        self.readiness.require("models", models_loaded.is_set)
+        if s.health_port:  # first: a balancer sees "loading", not a dead port, while the models load
+            self.health = HealthServer(s.server.host, s.health_port, self.readiness, s.server.node,
+                                       lambda: len(self.server.stations()) if self.server is not None else 0,
+                                       self._health_details)
+            self.health.start()
         engine = FaceEngine(s.engine)
-        store = IndexStore(s.index_dir)
+        store = self._gallery_or_index()
         self.pool = EncoderPool(s.workers or None)
         if s.engine.detector == "hog+cnn":
             self.sweeper = ProcessSweeper(s.sweep)
@@ -172,7 +201,38 @@ class RecognizerApp:
             log.warning("%s", warning)
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
-        return self.server.start()
+        address = self.server.start()
+        models_loaded.set()
+        return address
+
+    def _gallery_or_index(self) -> IndexStore | GalleryStore:
+        """The pool's gallery (followed from the dashboard, copied into --index) or the lab's encodings/."""
+        s = self.settings
+        if s.gallery != "dashboard":
+            return IndexStore(s.index_dir)
+        assert s.dashboard is not None
+        self.gallery = GalleryStore(GalleryClient(s.dashboard.url, s.dashboard.token), s.index_dir)
+        self.readiness.require("gallery", lambda: self.gallery.loaded)
+        self.gallery.start()
+        return self.gallery
+
+    def _health_details(self) -> dict:
+        g = self.gallery
+        return {} if g is None else {"gallery": {"seq": g.seq, "encodings": len(g.index)}}
+
+    def drain(self) -> None:
+        """Graceful stop, first half: not ready for the balancer, no new stations, current ones told to move.
+
+        Only for a pool member (one a balancer checks, --health-port): a lone recognizer has nowhere to send its
+        stations, so it just stops (its incidents close with `recognizer_stopped`)."""
+        if self.health is None:
+            return
+        self.readiness.drain("stopping")
+        if self.server is not None:
+            left = self.server.drain("stopping", self.settings.drain_timeout_s)
+            if left:
+                log.warning("draining: %d station(s) still connected after %.0f s; stopping anyway", left,
+                            self.settings.drain_timeout_s)
 
     def _start_alerts(self, server: RecognizerServer) -> None:
         """Alert rules on every frame; events through the outbox to the dashboard/webhook, or only logged."""
@@ -193,7 +253,7 @@ class RecognizerApp:
         self.alerts = AlertMonitor(s.alerts, emit)
         server.observers.append(self.alerts)
         if s.dashboard is not None:
-            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s)
+            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node)
             self.reporter.start()
 
     def request_stop(self) -> None:
@@ -215,3 +275,7 @@ class RecognizerApp:
             self.pool.close()
         if self.sweeper is not None:
             self.sweeper.close()
+        if self.gallery is not None:
+            self.gallery.stop()
+        if self.health is not None:
+            self.health.stop()
