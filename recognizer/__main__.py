@@ -40,6 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     app.wait()
+    app.drain()
     app.stop()
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -14,9 +15,11 @@ from recognizer.alerting.outbox import Outbox, OutboxConfig
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enroll import Enroller
+from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
 from recognizer.liveness.blinks import LivenessParams
+from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
 from recognizer.server.trust import Trust, TrustConfig
 from recognizer.vision.detect import EngineConfig, FaceEngine
@@ -60,8 +63,14 @@ class RecognizerSettings:
     webhook_url: str = ""  # alerts also go here as JSON when set
     webhook_images: bool = False
     status_interval_s: float = 5.0
+    gallery: str = "local"  # local: encodings/ on this disk (lab, demo); dashboard: the pool's one gallery
+    health_port: int = 0  # GET /healthz for the balancer on this port (0: none)
+    drain_timeout_s: float = 10.0  # on SIGTERM: how long stations get to leave before the node stops anyway
 
     def __post_init__(self) -> None:
+        # each value's own bounds are checked by its Setting (recognizer/settings.py); here: values that go together
+        if self.gallery == "dashboard" and self.dashboard is None:
+            raise ConfigError("--gallery dashboard needs --dashboard-url and --dashboard-token (a service token)")
         if self.trust.station_auth == "dashboard" and self.dashboard is None:
             raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
                               "holds the station credentials)")
@@ -84,6 +93,7 @@ class RecognizerSettings:
         sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
         sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
+        sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
         try:
             return cls(
                 **{name: replace(getattr(defaults, name), **values) for name, values in sections.items()},
@@ -146,12 +156,22 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.gallery: Optional[GalleryStore] = None
+        self.health: Optional[HealthServer] = None
+        self.readiness = Readiness()
         self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
         s = self.settings
+        models_loaded = threading.Event()
+        self.readiness.require("models", models_loaded.is_set)
+        if s.health_port:  # first: a balancer sees "loading", not a dead port, while the models load
+            self.health = HealthServer(s.server.host, s.health_port, self.readiness, s.server.node,
+                                       lambda: len(self.server.stations()) if self.server is not None else 0,
+                                       self._health_details)
+            self.health.start()
         engine = FaceEngine(s.engine)
-        store = IndexStore(s.index_dir)
+        store = self._gallery_or_index()
         self.pool = EncoderPool(s.workers or None)
         if s.engine.detector == "hog+cnn":
             self.sweeper = ProcessSweeper(s.sweep)
@@ -161,7 +181,38 @@ class RecognizerApp:
             log.warning("%s", warning)
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces), trust)
         self._start_alerts(self.server)
-        return self.server.start()
+        address = self.server.start()
+        models_loaded.set()
+        return address
+
+    def _gallery_or_index(self) -> IndexStore | GalleryStore:
+        """The pool's gallery (followed from the dashboard, copied into --index) or the lab's encodings/."""
+        s = self.settings
+        if s.gallery != "dashboard":
+            return IndexStore(s.index_dir)
+        assert s.dashboard is not None
+        self.gallery = GalleryStore(GalleryClient(s.dashboard.url, s.dashboard.token), s.index_dir)
+        self.readiness.require("gallery", lambda: self.gallery.loaded)
+        self.gallery.start()
+        return self.gallery
+
+    def _health_details(self) -> dict:
+        g = self.gallery
+        return {} if g is None else {"gallery": {"seq": g.seq, "encodings": len(g.index)}}
+
+    def drain(self) -> None:
+        """Graceful stop, first half: not ready for the balancer, no new stations, current ones told to move.
+
+        Only for a pool member (one a balancer checks, --health-port): a lone recognizer has nowhere to send its
+        stations, so it just stops (its incidents close with `recognizer_stopped`)."""
+        if self.health is None:
+            return
+        self.readiness.drain("stopping")
+        if self.server is not None:
+            left = self.server.drain("stopping", self.settings.drain_timeout_s)
+            if left:
+                log.warning("draining: %d station(s) still connected after %.0f s; stopping anyway", left,
+                            self.settings.drain_timeout_s)
 
     def _start_alerts(self, server: RecognizerServer) -> None:
         """Alert rules on every frame; events through the outbox to the dashboard/webhook, or only logged."""
@@ -182,7 +233,7 @@ class RecognizerApp:
         self.alerts = AlertMonitor(s.alerts, emit)
         server.observers.append(self.alerts)
         if s.dashboard is not None:
-            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s)
+            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node)
             self.reporter.start()
 
     def request_stop(self) -> None:
@@ -204,3 +255,7 @@ class RecognizerApp:
             self.pool.close()
         if self.sweeper is not None:
             self.sweeper.close()
+        if self.gallery is not None:
+            self.gallery.stop()
+        if self.health is not None:
+            self.health.stop()

@@ -96,6 +96,18 @@ SETTINGS: tuple[Setting, ...] = (
       "eyes_closed alert", float, ge=0, le=86400, into="alerts.eyes_closed_after_s"),
     S("--cooldown", 60.0, "seconds after an alert closes before the same type opens again on that station", float,
       ge=0, le=86400, into="alerts.cooldown_s"),
+    S("--status-interval", 5.0, "seconds between station status reports to the dashboard", float, ge=0.2, le=300,
+      into="status_interval_s"),
+    S("--gallery", "local", "local: the face index in --index (a lab or demo); dashboard: the one gallery in the "
+      "dashboard's database, followed live and copied into --index so the node starts while the dashboard is down "
+      "(a pool of nodes; needs --dashboard-url and a service --dashboard-token)", choices=("local", "dashboard"),
+      into="gallery"),
+    S("--node-name", "", "this node's name in a pool (told to edges and the dashboard; default: HOSTNAME:PORT)"),
+    # server.node: --node-name, else HOSTNAME:PORT for a pool member (--health-port)
+    S("--health-port", 0, "serve GET /healthz on this port for a balancer: 200 only when the models and gallery are "
+      "loaded and the node is not draining (0: none)", int, ge=0, le=65535, into="health_port"),
+    S("--drain-timeout", 10.0, "on SIGTERM: seconds the stations get to move to another node before it stops", float,
+      ge=0, le=300, into="drain_timeout_s"),
     S("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR"),  # read by main
 )
 
