@@ -6,7 +6,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -18,6 +18,7 @@ from recognizer.identity.enroll import Enroller
 from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
+from recognizer.liveness.blinks import LivenessParams
 from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
 from recognizer.server.trust import Trust, TrustConfig
@@ -32,6 +33,7 @@ from recognizer.vision.sweep import (
     SweepParams,
     correlation_follower,
 )
+from recognizer.settings import SETTINGS
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
@@ -52,9 +54,8 @@ class RecognizerSettings:
     index_dir: Path = Path("encodings")
     known_faces: Path = Path("known_faces")
     workers: int = 0  # encoder processes; 0 = one per core
+    liveness: LivenessParams = field(default_factory=LivenessParams)
     liveness_method: str = "both"
-    first_blink_timeout_s: float = 30.0
-    blink_timeout_s: float = 60.0
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
@@ -67,57 +68,37 @@ class RecognizerSettings:
     drain_timeout_s: float = 10.0  # on SIGTERM: how long stations get to leave before the node stops anyway
 
     def __post_init__(self) -> None:
-        if self.gallery not in ("local", "dashboard"):
-            raise ConfigError(f"--gallery must be local or dashboard, got {self.gallery!r}")
+        # each value's own bounds are checked by its Setting (recognizer/settings.py); here: values that go together
         if self.gallery == "dashboard" and self.dashboard is None:
             raise ConfigError("--gallery dashboard needs --dashboard-url and --dashboard-token (a service token)")
-        if not 0 <= self.health_port <= 65535:
-            raise ConfigError(f"--health-port must be 0..65535, got {self.health_port}")
-        if not 0 <= self.drain_timeout_s <= 300 or not 0.2 <= self.status_interval_s <= 300:
-            raise ConfigError("--drain-timeout must be 0..300 s and --status-interval 0.2..300 s")
         if self.trust.station_auth == "dashboard" and self.dashboard is None:
             raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
                               "holds the station credentials)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
-        """The settings from `build_parser().parse_args()`; ConfigError (naming the value) when one is unusable."""
+        """The settings from `recognizer.settings.build_parser().parse_args()`: each setting's value put where its
+        declaration says (`into`); ConfigError (naming the value) when one is unusable."""
+        sections: dict[str, dict] = {}
+        flat: dict = {}
+        defaults = cls()
+        for s in SETTINGS:
+            for target in s.into:
+                section, _, name = target.rpartition(".")
+                default = getattr(getattr(defaults, section), name) if section else getattr(defaults, name)
+                value = getattr(args, s.dest)
+                value = Path(value) if isinstance(default, Path) else value
+                (sections.setdefault(section, {}) if section else flat)[name] = value
+        # the settings that are more than one field's value
+        sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
+        sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
+        sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
+        sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
         try:
             return cls(
-                server=ServerConfig(
-                    host=args.host, port=args.port, token=args.token,
-                    max_stations=args.max_stations, max_in_flight=args.max_in_flight,
-                    node=args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else ""),
-                ),
-                engine=EngineConfig(detector=args.detector, upsample=args.upsample),
-                pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
-                sweep=SweepParams(period_s=args.sweep_period, idle_period_s=min(args.sweep_period, 1.0),
-                                  budget=args.sweep_budget, scale=args.sweep_scale),
-                match=OpenSetParams(tolerance=args.tolerance, accept_distance=args.accept_distance, margin=args.margin,
-                                    min_votes=args.min_votes),
-                index_dir=Path(args.index),
-                known_faces=Path(args.known_faces),
-                workers=args.workers,
-                liveness_method=args.liveness_method,
-                first_blink_timeout_s=args.first_blink_timeout,
-                blink_timeout_s=args.blink_timeout,
-                alerts=AlertThresholds(
-                    unknown_after_s=args.unknown_after, wrong_person_after_s=args.unknown_after,
-                    multiple_after_s=args.multiple_after, no_face_after_s=args.no_face_after,
-                    no_blink_after_s=args.no_blink_after, eyes_closed_after_s=args.eyes_closed_after,
-                    cooldown_s=args.cooldown,
-                    enabled=frozenset(_alert_types(args.alert_types)),
-                ),
-                outbox=OutboxConfig(path=Path(args.outbox)),
+                **{name: replace(getattr(defaults, name), **values) for name, values in sections.items()},
+                **flat,
                 dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
-                trust=TrustConfig(station_auth=args.station_auth or ("dashboard" if args.dashboard_url else "shared"),
-                                  enrol_policy=args.enrol_policy, grace_s=args.credential_grace),
-                webhook_url=args.webhook_url,
-                webhook_images=args.webhook_images,
-                status_interval_s=args.status_interval,
-                gallery=args.gallery,
-                health_port=args.health_port,
-                drain_timeout_s=args.drain_timeout,
             )
         except ValueError as exc:  # a part's own validation (ServerConfig, EngineConfig ...): one error type
             raise ConfigError(str(exc)) from None
@@ -134,12 +115,11 @@ def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLivene
     """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
     if not s.pipeline.liveness:
         return None
-    from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+    from recognizer.liveness.blinks import FaceLiveness
     from recognizer.liveness.eyes import EyeStateModel
 
-    params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
     eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
-    return lambda: FaceLiveness(params, eye_model, method=s.liveness_method)
+    return lambda: FaceLiveness(s.liveness, eye_model, method=s.liveness_method)
 
 
 def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEncoder, store: IndexStore,
@@ -199,7 +179,7 @@ class RecognizerApp:
         trust = Trust(s.trust, s.dashboard)
         for warning in trust.describe():
             log.warning("%s", warning)
-        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces), trust)
+        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
         address = self.server.start()
         models_loaded.set()

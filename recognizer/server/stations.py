@@ -269,11 +269,16 @@ class StationSession:
             log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
             self.stream.send(protocol.enrol_result(request_id, False, exc.reason, code=exc.code))
             return
+        confirm = msg.header.get("confirm_lookalike")
         outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}",
-                                             provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id))
-        self.server.trust.enrol_done(right, outcome.ok, outcome.reason)
-        self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count,
-                                               box=outcome.box, crop=outcome.crop))
+                                             provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id),
+                                             confirm_lookalike=confirm if isinstance(confirm, str) else "")
+        self.server.trust.enrol_done(right, outcome.ok, outcome.reason)  # the audit keeps a confirmed lookalike too
+        alike = outcome.lookalike
+        self.stream.send(protocol.enrol_result(
+            request_id, outcome.ok, outcome.reason, outcome.name, outcome.count, code=outcome.code,
+            box=outcome.box, crop=outcome.crop,
+            lookalike=None if alike is None else {"name": alike.name, "distance": round(alike.distance, 3)}))
 
     def _camera_report(self, state: str, error: str, lost_s: float) -> None:
         """The edge says its camera is ok or lost; on a change, frames/s restarts and the camera observers hear it."""
