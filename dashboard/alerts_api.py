@@ -21,6 +21,7 @@ from dashboard.services import services
 from dashboard.station_tokens import Caller
 from dashboard.web_security import login_required
 from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
+from shared.alerts import OUTBOX_STATES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alerts_api", __name__)
@@ -109,11 +110,15 @@ def post_status(station_id: str):  # noqa: ANN201
         abort(400, "recognizer_connected must be true or false")
     if faces is not None and (isinstance(faces, bool) or not isinstance(faces, int) or not 0 <= faces <= 1000):
         abort(400, "faces must be a whole number from 0 to 1000")
+    alerts_state = body.get("alerts")
+    if alerts_state is not None and alerts_state not in OUTBOX_STATES:
+        abort(400, f"alerts must be one of {', '.join(OUTBOX_STATES)}")
     try:
         login = parse_login(body.get("login_name"))
     except BadAlert as exc:
         abort(400, str(exc))
-    store.record_status(services().writer, station_id, None if fps is None else float(fps), rec, login or None, faces)
+    store.record_status(services().writer, station_id, None if fps is None else float(fps), rec, login or None, faces,
+                        alerts_state)
     services().broker.publish("station", json.dumps({"station_id": station_id}))
     return jsonify(status="ok"), 200
 

@@ -120,6 +120,8 @@ class StationStatus(Base):
     recognizer_connected: Mapped[Optional[bool]] = mapped_column(sa.Boolean, nullable=True)
     login_name: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
     faces: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)
+    alerts_state: Mapped[Optional[str]] = mapped_column(sa.String(16), nullable=True)
+    """What the recognizer's alert outbox can do: ok | disk_full | degraded (None: not said)."""
 
 
 class User(Base):

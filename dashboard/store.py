@@ -206,7 +206,7 @@ def acknowledge(db: Session, alert_id: str, username: str, comment: str) -> Opti
 
 
 def record_status(factory: sessionmaker[Session], station_id: str, fps: Optional[float], recognizer: Optional[bool],
-                  login_name: Optional[str], faces: Optional[int]) -> None:
+                  login_name: Optional[str], faces: Optional[int], alerts_state: Optional[str] = None) -> None:
     """Upsert the station's latest status with last_seen = now."""
     for _attempt in range(MAX_ATTEMPTS):
         with factory() as db:
@@ -215,6 +215,8 @@ def record_status(factory: sessionmaker[Session], station_id: str, fps: Optional
                 row = StationStatus(station_id=station_id)
                 db.add(row)
             row.last_seen, row.fps, row.recognizer_connected, row.login_name, row.faces = utcnow(), fps, recognizer, login_name, faces
+            if alerts_state is not None:  # only the recognizer says it; an edge's own report leaves it
+                row.alerts_state = alerts_state
             try:
                 db.commit()
                 return
@@ -240,6 +242,7 @@ def list_stations(db: Session, online_window_s: float, now: Optional[dt.datetime
             "recognizer_connected": s.recognizer_connected if s else None,
             "login_name": s.login_name if s else None,
             "faces": s.faces if s else None,
+            "alerts_state": s.alerts_state if s else None,
         })
     return out
 

@@ -62,6 +62,10 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> Set
     a("--credential-grace", 300.0, "seconds a station credential the dashboard confirmed is still accepted while "
       "the dashboard is unreachable (0: refuse every claim then)", float)
     a("--outbox", "var/outbox.sqlite3", "SQLite file where alerts wait until delivered")
+    a("--outbox-memory-events", 2000, "alert events held in memory at most while the outbox file cannot be written "
+      "(disk full); the oldest are dropped beyond, and counted", int)
+    a("--outbox-memory-mb", 64, "MiB of evidence images held in memory at most while the outbox file cannot be "
+      "written; the oldest images are dropped first", int)
     a("--webhook-url", "", "also POST every alert event as JSON to this URL")
     a("--webhook-images", False, "include the evidence JPEGs as base64 in webhook posts", parse_bool)
     a("--alert-types", "all", "alert types to raise: all, or a comma-separated list of unknown_face, wrong_person, "
