@@ -85,7 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)  # one record, one line: control characters in logged values escaped
-    logging.getLogger("werkzeug").setLevel(config.log_level.upper())  # it would default to INFO, one line per request
+    # one line per request (a status post every 5 s per desk) only at DEBUG; state changes are logged by dashboard.stations
+    logging.getLogger("werkzeug").setLevel("DEBUG" if config.log_level.upper() == "DEBUG" else "WARNING")
     from dashboard.db import DatabaseError
 
     try:

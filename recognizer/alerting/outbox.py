@@ -15,7 +15,7 @@ the oldest pending events are deleted; both are logged at WARNING/ERROR, never s
 
 **Disk pressure is a state, not a traceback.** When the file cannot be written (disk full, I/O error,
 read-only, locked) the outbox says so once (one ERROR line with counts), holds new events in memory (up
-to `memory_events` / `memory_bytes`, `held.py`) and keeps delivering from there, so while the dashboard
+to `memory_events` / `memory_mib`, `held.py`) and keeps delivering from there, so while the dashboard
 is up nothing waits for the disk at all. Rows of the file that were delivered meanwhile are remembered and
 marked when the file takes writes again. Twice a second it tries the file again; the first write that
 succeeds moves what is still held into the file and logs one INFO line with what the episode cost. Why it
@@ -122,7 +122,7 @@ class OutboxConfig:
     batch: int = 50
     keep_delivered_s: float = 86400.0  # delivered rows (without images) kept this long for inspection
     memory_events: int = 2000  # the file cannot be written: events held in memory at most (oldest dropped beyond)
-    memory_bytes: int = 64 * 1024 * 1024  # ... and their images at most (oldest images dropped first)
+    memory_mib: int = 64  # ... and their images at most, in MiB (oldest images dropped first)
 
     def __post_init__(self) -> None:
         if self.max_events < 10:
@@ -133,8 +133,8 @@ class OutboxConfig:
             raise ValueError("outbox back-off must satisfy 0 < initial <= max")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"outbox jitter must be 0..1, got {self.jitter}")
-        if self.memory_events < 1 or self.memory_bytes < 1024 * 1024:
-            raise ValueError("outbox memory_events must be at least 1 and memory_bytes at least 1 MiB")
+        if self.memory_events < 1 or self.memory_mib < 1:
+            raise ValueError("outbox memory_events and memory_mib must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class Outbox:
         self._sink_next = {name: 0.0 for name in self.sinks}
         self._placeholder: Optional[bytes] = None
         self._alive_written = 0.0
-        self._held = HeldEvents(config.memory_events, config.memory_bytes, self._placeholder_jpeg)
+        self._held = HeldEvents(config.memory_events, config.memory_mib * 2**20, self._placeholder_jpeg)
         self._pressure: Optional[_Pressure] = None
         self._marks: dict[str, tuple] = {}  # event_id -> _record's arguments not yet written (file not writable)
         self._incidents_todo: dict[str, AlertEvent] = {}  # alert_id -> last event not yet tracked in the file
@@ -432,7 +432,7 @@ class Outbox:
         log.error("OUTBOX CANNOT WRITE %s (%s%s): %d event(s) pending in the file; new alert events are held in memory "
                   "(at most %d events / %.0f MiB) and delivered from there; it recovers by itself as soon as the file can be "
                   "written", self.config.path, exc, ", the disk is full" if kind == "disk_full" else "",
-                  self._count, self.config.memory_events, self.config.memory_bytes / 2**20)
+                  self._count, self.config.memory_events, self.config.memory_mib)
 
     def _hold(self, held: HeldEvent, ev: AlertEvent) -> None:
         self._incidents_todo.pop(ev.alert_id, None)
@@ -443,7 +443,7 @@ class Outbox:
             p.said_lost = True
             log.error("outbox: the memory bound (%d events / %.0f MiB) is reached while %s cannot be written and the "
                       "sinks do not take them: dropping the oldest held events (counted; the total is logged at "
-                      "recovery)", self.config.memory_events, self.config.memory_bytes / 2**20, self.config.path)
+                      "recovery)", self.config.memory_events, self.config.memory_mib, self.config.path)
 
     def _probe(self) -> None:
         """Sender thread: while under pressure, try the file again; on success move the held events into it."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from recognizer.alerting.outbox import PermanentDeliveryError, TransientDeliveryError
+from shared.alert_wire import iso
 from shared.config import ConfigError
 from shared.http import TIMEOUT_S, HttpError, Response, post, post_json, post_multipart
 
@@ -112,16 +113,23 @@ def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN00
     stale = st.camera == "lost" or not st.last_frame_at or now - st.last_frame_at > stale_after_s
     fps = 0.0 if stale else round(min(max(float(st.fps), 0.0), 1000.0), 2)
     return {"fps": fps, "recognizer_connected": True, "login_name": st.login or None,
-            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera}
+            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera,
+            "camera_error": (st.camera_error or "")[:200] or None}
+
+
+def outbox_degraded(state: str) -> list[str]:
+    """The status report's `degraded` codes (shared.station_state) for an outbox state (shared.alerts.OUTBOX_STATES)."""
+    return {"disk_full": ["disk_full"], "degraded": ["alerts_degraded"]}.get(state, [])
 
 
 class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
     def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
-                 stale_after_s: float = 3.0, alerts_state: Callable[[], str] = lambda: "ok") -> None:
+                 stale_after_s: float = 3.0, node: str = "", alerts_state: Callable[[], str] = lambda: "ok") -> None:
         self.target = target
-        self._alerts_state = alerts_state  # the outbox's state (ok | disk_full | degraded), in every report
+        self.node = node  # in a pool: each report names the station's session on this node (dashboard/handover.py)
+        self._alerts_state = alerts_state  # the outbox's state (shared.alerts.OUTBOX_STATES), in every report
         self._poke = threading.Event()
         self.stale_after_s = stale_after_s
         self._stations = stations
@@ -156,14 +164,17 @@ class StatusReporter:
             self._post(station, self._gone())
 
     def _gone(self) -> dict:
-        return {"fps": 0.0, "recognizer_connected": False, "faces": 0, "alerts": self._alerts_state()}
+        return {"fps": 0.0, "recognizer_connected": False, "faces": 0, "degraded": outbox_degraded(self._alerts_state())}
 
     def report_once(self) -> None:
         now: set[str] = set()
         alerts = self._alerts_state()
         for st in list(self._stations()):
             now.add(st.station)
-            self._post(st.station, {**station_report(st, time.time(), self.stale_after_s), "alerts": alerts})
+            report = {**station_report(st, time.time(), self.stale_after_s), "degraded": outbox_degraded(alerts)}
+            if self.node:
+                report.update(node=self.node, session=f"{self.node}/{st.connected_at:.6f}", connected_at=iso(st.connected_at))
+            self._post(st.station, report)
         # stations that left (and, when the outbox's state changed, those that left before) hear it too
         told = self._reported - now if alerts == self._last_alerts else self._known - now
         for station in sorted(told):
