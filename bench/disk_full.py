@@ -127,15 +127,21 @@ def _query(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
+RECEIVED = ("SELECT e.event_id FROM alert_events e JOIN alerts a ON a.alert_id = e.alert_id "
+            "WHERE a.type NOT IN ('station_offline', 'failed_sign_in')")  # the dashboard's own alerts are not counted
+
+
 def _raised(log: Path) -> int:
     return len(re.findall(r" alert \w+ (?:open|update|closed) station=", log.read_text(errors="replace")))
 
 
 def _statuses(db: Path) -> set:
+    """The outbox states the dashboard holds for the stations: its `degraded` codes, "ok" where there are none."""
     try:
-        return {s for (s,) in _query(db, "SELECT alerts_state FROM station_status")}
-    except sqlite3.OperationalError:  # a dashboard without the column (the code before)
+        rows = _query(db, "SELECT degraded FROM station_status")
+    except sqlite3.OperationalError:  # a dashboard without the column (older code)
         return set()
+    return {code for (d,) in rows for code in ((d or "").split(",") if d else ["ok"])}
 
 
 def scenario(repo: Path, work: Path, mount: Path, index_dir: Path, cycles: int = 6, free_kb: int = 128,
@@ -198,7 +204,7 @@ def scenario(repo: Path, work: Path, mount: Path, index_dir: Path, cycles: int =
                 break
         writable = _line_time(rec_log, "takes writes again after", t_free_wall)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(_query(db, "SELECT event_id FROM alert_events")) < _raised(rec_log):
+        while time.monotonic() < deadline and len(_query(db, RECEIVED)) < _raised(rec_log):
             time.sleep(0.5)
         time.sleep(6.0)  # a status report or two after the recovery
         statuses |= _statuses(db)
@@ -207,7 +213,7 @@ def scenario(repo: Path, work: Path, mount: Path, index_dir: Path, cycles: int =
         dash.stop()
     text = rec_log.read_text(errors="replace")
     raised = _raised(rec_log)
-    received = len(_query(db, "SELECT event_id FROM alert_events"))
+    received = len(_query(db, RECEIVED))
     return Outcome(raised, received, raised - received, recovery, writable, text.count("OUTBOX CANNOT WRITE"),
                    text.count("Traceback"), statuses, told - {None})
 

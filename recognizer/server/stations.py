@@ -245,7 +245,8 @@ class StationSession:
                 for reply in checks.on_verify(msg):
                     self.stream.send(reply)
             elif msg.kind == MessageKind.HEARTBEAT:
-                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0), alerts=self.server.alerts_state))
+                alerts = self.server.alerts_state
+                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0), alerts=None if alerts == "ok" else alerts))
                 camera = msg.get("camera", str, "")
                 if camera in protocol.CAMERA_STATES:
                     self._camera_report(camera, msg.get("camera_error", str, ""),
