@@ -386,6 +386,9 @@ class LinkState:
             elif kind in (MessageKind.REFUSE, MessageKind.ERROR):
                 code = str(message.header.get("code", kind.name.lower()))
                 reason = str(message.header.get("reason", ""))
+                if code == "draining":  # a pool node stopping: reconnect (through the balancer) to another
+                    log.info("recognizer node is draining: %s", reason)
+                    return self.close(conn.number, f"recognizer node stopping, moving to another ({reason})")
                 log.warning("recognizer sent %s (%s): %s", kind.name, code, reason)
                 prefix = "refused" if kind == MessageKind.REFUSE else "recognizer error"
                 return self.close(conn.number, f"{prefix}: {reason} ({code})", refused=kind == MessageKind.REFUSE)

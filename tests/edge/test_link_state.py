@@ -196,6 +196,15 @@ def test_a_refuse_mid_connection_leaves_the_state_refused_with_its_reason() -> N
     assert (status["state"], status["reason"], status["since"]) == ("refused", reason, WALL + 1)
 
 
+def test_a_draining_node_closes_the_connection_for_a_prompt_reconnect_not_a_refusal() -> None:
+    state, number = online()
+    (close,) = state.receive(protocol.error("draining", "this recognizer node is stopping"), 1.0, WALL)
+    assert close == Close("recognizer node stopping, moving to another (this recognizer node is stopping)")
+    reason, refused, _ = state.disconnected(number, False, WALL + 1)
+    assert not refused and reason.startswith("recognizer node stopping")
+    assert state.status(2.0, WALL + 1)["state"] == "offline"
+
+
 def test_a_stale_connections_failure_does_not_touch_the_next_one() -> None:
     state, first = online()
     state.close(first, "send failed: broken pipe")
