@@ -33,6 +33,8 @@ class GalleryEncoding(Base):
     via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enroll)
     photo: Mapped[Optional[bytes]] = mapped_column(Blob, nullable=True)  # JPEG of the enrolled face (a crop)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    notice_version: Mapped[Optional[str]] = mapped_column(sa.String(32), nullable=True)  # the privacy notice shown
+    notice_confirmed_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # who confirmed it was
 
 
 class GalleryChange(Base):
