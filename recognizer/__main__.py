@@ -38,6 +38,9 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> Set
       float)
     a("--upsample", 0, "times to upsample before detecting (finds smaller faces; each step ~4x slower)", int)
     a("--downscale", 1.0, "detect on the frame resized by this factor (0.25..1; e.g. 0.5 = half size)", float)
+    a("--full-detect-every", 10, "frames between full-frame detections while every face is followed; between them "
+      "HOG searches only around each face, and a full pass also runs when something moves elsewhere or a face is "
+      "lost (1: the whole frame every frame)", int)
     a("--tolerance", 0.6, "vote radius: enrolled encodings within this distance vote (lower is stricter)", float)
     a("--accept-distance", 0.58, "a face is named only this close to a person (their nearest photo or mean; "
       "facemon-calibrate recommends a value for a site)", float)

@@ -21,6 +21,7 @@ from recognizer.server.trust import Trust, TrustConfig
 from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
 from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.vision.regions import RegionParams
 from recognizer.vision.sweep import (
     InlineSweeper,
     ProcessSweeper,
@@ -75,7 +76,8 @@ class RecognizerSettings:
                     max_stations=args.max_stations, max_in_flight=args.max_in_flight,
                 ),
                 engine=EngineConfig(detector=args.detector, upsample=args.upsample),
-                pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
+                pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness,
+                                        regions=RegionParams(full_every=args.full_detect_every)),
                 sweep=SweepParams(period_s=args.sweep_period, idle_period_s=min(args.sweep_period, 1.0),
                                   budget=args.sweep_budget, scale=args.sweep_scale),
                 match=OpenSetParams(tolerance=args.tolerance, accept_distance=args.accept_distance, margin=args.margin,
