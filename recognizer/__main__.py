@@ -49,6 +49,10 @@ def build_parser(prog: str = "facemon-recognizer", description: str = "") -> Set
     a("--workers", 0, "encoder processes (0 = one per CPU core)", int)
     a("--max-stations", 32, "most stations served at once", int)
     a("--max-in-flight", 2, "frames an edge may have outstanding", int)
+    a("--station-fps", 15.0, "frames/s each station is planned for (blink liveness needs ~10): the recognizer "
+      "tells every edge its fair share of the measured capacity, up to --max-station-fps, and warns when that "
+      "share falls below this", float)
+    a("--max-station-fps", 30.0, "the most frames/s any station is told it may send", float)
     a("--liveness", True, "blink liveness per face (eye aspect ratio and/or the eye-state CNN)", parse_bool)
     a("--liveness-method", "both", "ear, cnn or both (a blink counts when both see it)")
     a("--first-blink-timeout", 30.0, "seconds a new face may go without a first blink before it is a possible spoof "

@@ -74,6 +74,7 @@ class RecognizerSettings:
                 server=ServerConfig(
                     host=args.host, port=args.port, token=args.token,
                     max_stations=args.max_stations, max_in_flight=args.max_in_flight,
+                    station_fps=args.station_fps, max_station_fps=args.max_station_fps,
                 ),
                 engine=EngineConfig(detector=args.detector, upsample=args.upsample),
                 pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness,
