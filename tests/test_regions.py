@@ -9,7 +9,7 @@ import pytest
 
 from recognizer.identity.index import IndexStore
 from recognizer.vision.pipeline import PipelineConfig, StationPipeline
-from recognizer.vision.regions import Region, RegionDetector, RegionParams, merge, moved_cells, region_around
+from recognizer.vision.regions import Region, RegionDetector, RegionParams, merge, motion_region, region_around
 from recognizer.vision.track import iou
 from tests.conftest import FIXTURES, REPO
 
@@ -23,12 +23,14 @@ def test_region_around_grows_the_box_clamps_it_and_scales_big_faces_down() -> No
     assert (edge.top, edge.right, edge.scale) == (0, 640, 1.0)
 
 
-def test_motion_is_counted_outside_the_masked_regions_only() -> None:
+def test_the_area_that_moved_outside_the_tracks_is_searched_grown_to_fit_a_face() -> None:
+    params = RegionParams(cell_px=8, motion_level=20, motion_cells=3)
     ref = np.zeros((60, 80), np.int16)
     now = ref.copy()
-    now[10:20, 10:20] = 100  # something moved here
-    assert moved_cells(ref, now, [], 8, 20) == 100
-    assert moved_cells(ref, now, [Region(80, 80, 160, 160, 1.0)], 8, 20) == 0  # inside a track's crop
+    now[10:20, 40:50] = 100  # something moved in cells 10..19 x 40..49: pixels 80..160 x 320..400
+    assert motion_region(ref, ref, [], params, 480, 640) is None
+    assert motion_region(ref, now, [], params, 480, 640) == Region(32, 272, 208, 448, 1.0)
+    assert motion_region(ref, now, [Region(80, 320, 160, 400, 1.0)], params, 480, 640) is None  # a track's crop
     assert merge([(0, 100, 100, 0), (5, 105, 105, 5), (200, 300, 300, 200)]) == [(0, 100, 100, 0), (200, 300, 300, 200)]
 
 

@@ -178,7 +178,8 @@ class StationPipeline:
             boxes = self.detect(rgb)
         else:  # a full-frame pass now and then, crops around the tracks between (recognizer.vision.regions)
             tracked = [t.box for t in self.tracker.tracks.values()]
-            boxes = self._big_enough(self.regions.detect(rgb, tracked, self._lost, self.detect, self.engine.detect))
+            boxes = self._big_enough(self.regions.detect(rgb, tracked, self._lost, self.detect, self.engine.detect,
+                                                         self.config.detect_scale))
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
             extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)

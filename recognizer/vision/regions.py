@@ -5,14 +5,17 @@ where every face was one frame ago. So between full passes the detector runs onl
 (the box grown by `margin` of its side on every side), scaled so the face is about `face_px` pixels: dlib's HOG
 window is 80 px, and a bigger face only costs more pyramid levels. A crop search costs ~2-4 ms.
 
+Where something moved outside the tracks since the last full pass (compared on a grey thumbnail reduced
+`cell_px` times), that area is searched too, at full scale: this is how a face entering the view is boxed on the
+frame it enters (the "new face, first box within 2 frames" rule, tests/test_regions.py), while hands and papers
+moving on a desk cost only the area they cover.
+
 A full-frame pass runs:
 
-- every `full_every` frames (a face that appeared without moving, e.g. a seated person turning to the camera);
-- when something moved outside the tracks, compared with the frame of the last full pass on a grey thumbnail
-  reduced `cell_px` times (how a face entering the view is boxed on the frame it enters: the "new face, first
-  box within 2 frames" rule, tests/vision/test_regions.py);
+- every `full_every` frames (the reference for motion is renewed; a face that appeared without moving, e.g. a
+  seated person turning to the camera, is found);
 - when a track was missed on the last frame (the tracker lost confidence in it);
-- when the crops would cover more than `max_share` of the frame (they would cost as much as the frame).
+- when the crops and the moving area would cover more than `max_share` of the frame (as dear as the frame).
 
 With no track and nothing moving, frames between full passes are not searched at all: the desk is empty and
 stays so. Faces turned away from HOG are still found by the CNN sweeps (recognizer.vision.sweep), on whole frames.
@@ -119,12 +122,20 @@ def motion_thumb(rgb: np.ndarray, cell_px: int) -> np.ndarray:
     return (small if small.ndim == 2 else small[:, :, 1]).astype(np.int16)
 
 
-def moved_cells(reference: np.ndarray, now: np.ndarray, masked: Sequence[Region], cell_px: int, level: int) -> int:
-    """Cells whose mean changed by `level` or more between two thumbnails, outside the `masked` regions."""
-    changed = np.abs(now - reference) >= level
+def motion_region(reference: np.ndarray, now: np.ndarray, masked: Sequence[Region], params: RegionParams,
+                  height: int, width: int, scale: float = 1.0) -> Optional[Region]:
+    """The area where at least `motion_cells` cells changed outside `masked`, grown so a face there fits a HOG
+    window (>= 2 cells and 48 px on each side), searched at `scale`; None when nothing moved."""
+    cell = params.cell_px
+    changed = np.abs(now - reference) >= params.motion_level
     for r in masked:
-        changed[r.top // cell_px : math.ceil(r.bottom / cell_px), r.left // cell_px : math.ceil(r.right / cell_px)] = False
-    return int(changed.sum())
+        changed[r.top // cell : math.ceil(r.bottom / cell), r.left // cell : math.ceil(r.right / cell)] = False
+    if int(changed.sum()) < params.motion_cells:
+        return None
+    ys, xs = np.nonzero(changed)
+    pad = max(2 * cell, 48)
+    return Region(max(0, int(ys.min()) * cell - pad), max(0, int(xs.min()) * cell - pad),
+                  min(height, (int(ys.max()) + 1) * cell + pad), min(width, (int(xs.max()) + 1) * cell + pad), scale)
 
 
 def detect_in(rgb: np.ndarray, region: Region, detect: Detect) -> list[Box]:
@@ -160,29 +171,36 @@ class RegionDetector:
         self._since_full = 0
         self.full_passes = 0
         self.crop_passes = 0
+        self.motion_passes = 0  # crop passes that also searched an area that moved
         self.last_reason = ""
 
-    def _full_reason(self, thumb: np.ndarray, regions: list[Region], lost: bool, height: int, width: int) -> str:
+    def _plan(self, thumb: np.ndarray, regions: list[Region], lost: bool, height: int, width: int,
+              scale: float) -> tuple[str, list[Region]]:
+        """Why a full pass is due ("" when none is) and, when none is, the regions to search."""
         p = self.params
         if self._reference is None or self._reference.shape != thumb.shape:
-            return "first frame"
+            return "first frame", []
         if lost:
-            return "track lost"
+            return "track lost", []
         if self._since_full + 1 >= p.full_every:
-            return "periodic"
+            return "periodic", []
+        moving = motion_region(self._reference, thumb, regions + self._reference_regions, p, height, width, scale)
+        if moving is not None:
+            regions = regions + [moving]
+            self.motion_passes += 1
         if covered_share(regions, height, width) > p.max_share:
-            return "crops cover the frame"
-        if moved_cells(self._reference, thumb, regions + self._reference_regions, p.cell_px, p.motion_level) >= p.motion_cells:
-            return "motion outside the tracks"
-        return ""
+            return "motion over the frame" if moving is not None else "crops cover the frame", []
+        return "", regions
 
-    def detect(self, rgb: np.ndarray, tracks: Sequence[Box], lost: bool, full: Detect, crop: Detect) -> list[Box]:
+    def detect(self, rgb: np.ndarray, tracks: Sequence[Box], lost: bool, full: Detect, crop: Detect,
+               scale: float = 1.0) -> list[Box]:
         """This frame's face boxes: `full(rgb)` when a full pass is due, else `crop` run on a region around each
-        of `tracks` (the boxes the tracker holds), merged. `lost`: a track was missed on the last frame."""
+        of `tracks` (the boxes the tracker holds) and on the area that moved (at `scale`, the full pass's), merged.
+        `lost`: a track was missed on the last frame."""
         h, w = rgb.shape[:2]
         thumb = motion_thumb(rgb, self.params.cell_px)
         regions = [region_around(b, h, w, self.params) for b in tracks]
-        reason = self._full_reason(thumb, regions, lost, h, w)
+        reason, regions = self._plan(thumb, regions, lost, h, w, scale)
         self.last_reason = reason
         if reason:
             boxes = list(full(rgb))
