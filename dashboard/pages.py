@@ -8,10 +8,11 @@ from urllib.parse import urlparse
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
-from dashboard import store
+from dashboard import stations, store
 from dashboard.accounts import check_login
+from dashboard.alert_summary import summarize
 from dashboard.db import get_db
-from dashboard.models import TOKEN_KINDS, ApiToken
+from dashboard.models import TOKEN_KINDS, ApiToken, utcnow
 from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services
 from dashboard.station_tokens import TokenError, create_token, revoke_token
@@ -25,7 +26,7 @@ bp = Blueprint("pages", __name__)
 
 @bp.app_context_processor
 def _template_globals() -> dict:
-    return {"csrf_token": csrf_token, "user": current_user()}
+    return {"csrf_token": csrf_token, "user": current_user(), "summarize": lambda a: summarize(a, utcnow())}
 
 
 def _safe_next(target: str | None) -> str:
@@ -82,11 +83,11 @@ def logout():  # noqa: ANN201
 @login_required()
 def index():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
-    stations = store.list_stations(get_db(), services().config.online_window_s)
+    desks = stations.list_stations(get_db(), services().station_rules)
     query = request.query_string.decode()
     args = request.args.to_dict()
     return render_template(
-        "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=stations,
+        "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=desks,
         types=ALERT_TYPES, states=store.FILTER_STATES, args=args, query=query,
         pages=max(1, -(-total // per_page)),
         csv_url=url_for("alerts_api.get_csv", **{k: v for k, v in args.items() if k not in ("page", "per_page")}),
@@ -110,7 +111,7 @@ def alert_fragment(alert_id: str):  # noqa: ANN201
 @bp.get("/fragment/stations")
 @login_required()
 def stations_fragment():  # noqa: ANN201
-    return render_template("_stations.html", stations=store.list_stations(get_db(), services().config.online_window_s))
+    return render_template("_stations.html", stations=stations.list_stations(get_db(), services().station_rules))
 
 
 @bp.post("/alerts/<alert_id>/ack")

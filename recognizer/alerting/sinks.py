@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from recognizer.alerting.outbox import PermanentDeliveryError, TransientDeliveryError
+from shared.alert_wire import iso
 from shared.config import ConfigError
 from shared.http import TIMEOUT_S, HttpError, Response, post_json, post_multipart
 
@@ -110,15 +111,17 @@ def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN00
     stale = st.camera == "lost" or not st.last_frame_at or now - st.last_frame_at > stale_after_s
     fps = 0.0 if stale else round(min(max(float(st.fps), 0.0), 1000.0), 2)
     return {"fps": fps, "recognizer_connected": True, "login_name": st.login or None,
-            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera}
+            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera,
+            "camera_error": (st.camera_error or "")[:200] or None}
 
 
 class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
     def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
-                 stale_after_s: float = 3.0) -> None:
+                 stale_after_s: float = 3.0, node: str = "") -> None:
         self.target = target
+        self.node = node  # in a pool: each report names the station's session on this node (dashboard/handover.py)
         self.stale_after_s = stale_after_s
         self._stations = stations
         self.interval_s = interval_s
@@ -147,7 +150,10 @@ class StatusReporter:
         now: set[str] = set()
         for st in list(self._stations()):
             now.add(st.station)
-            self._post(st.station, station_report(st, time.time(), self.stale_after_s))
+            report = station_report(st, time.time(), self.stale_after_s)
+            if self.node:
+                report.update(node=self.node, session=f"{self.node}/{st.connected_at:.6f}", connected_at=iso(st.connected_at))
+            self._post(st.station, report)
         for station in sorted(self._reported - now):
             self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
         self._reported = now
