@@ -199,6 +199,8 @@ class StationSession:
             self.stream.sock.settimeout(cfg.idle_timeout_s)
             server_name = f"{SERVER_NAME} node={cfg.node}" if cfg.node else SERVER_NAME
             self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s, self.server.station_rate()))
+            if self.server.alerts_state != "ok":
+                self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
             log.info("station %s (login %r) connected from %s", status.station, status.login, self.peer)
             self._serve()
         except ProtocolError as exc:
@@ -247,7 +249,8 @@ class StationSession:
                 for reply in checks.on_verify(msg):
                     self.stream.send(reply)
             elif msg.kind == MessageKind.HEARTBEAT:
-                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
+                alerts = self.server.alerts_state
+                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0), alerts=None if alerts == "ok" else alerts))
                 camera = msg.get("camera", str, "")
                 if camera in protocol.CAMERA_STATES:
                     self._camera_report(camera, msg.get("camera_error", str, ""),
@@ -382,6 +385,7 @@ class RecognizerServer:
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
         self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
+        self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
 
@@ -448,6 +452,17 @@ class RecognizerServer:
         with self._lock:
             n = len(self._stations)
         return self.pacing.rate(n)
+
+    def report_status(self, alerts: str) -> None:
+        """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""
+        self.alerts_state = alerts
+        with self._lock:
+            sessions = list(self._stations.values())
+        for session in sessions:
+            try:
+                session.stream.send(protocol.heartbeat(time.time(), alerts=alerts))
+            except OSError:
+                pass  # that station's own thread notices the broken connection
 
     def stations(self) -> list[StationStatus]:
         with self._lock:
