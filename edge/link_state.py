@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 from edge.frames import RateMeter
 from shared import protocol
+from shared.alerts import OUTBOX_STATES
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.results import BadFaceResult, FaceResult, faces_from_wire, faces_to_wire
@@ -170,6 +171,7 @@ class LinkState:
         self._faces: list[FaceResult] = []
         self._last_result_at: Optional[float] = None
         self._last_error: Optional[str] = None
+        self._alerts: Optional[str] = None  # the recognizer's alert outbox state, from its heartbeats
         self._sent = self._skipped = self._results = 0
 
     # ---- what the shell asks ----
@@ -236,6 +238,7 @@ class LinkState:
             "faces": faces_to_wire(self._faces),
             "last_result_age_s": _round(wall - self._last_result_at, 3) if self._last_result_at is not None else None,
             "last_error": self._last_error,
+            "alerts": self._alerts,  # the recognizer's alert outbox: ok | disk_full | degraded (None: not said)
         }
 
     # ---- connecting ----
@@ -259,6 +262,7 @@ class LinkState:
         """The handshake succeeded; returns the new connection's number."""
         self._connects += 1
         self._conn = _Connection(self._connects, welcome, last_rx=now, last_tx=now)
+        self._alerts = None  # a new recognizer says its own
         self._set_state("online", "connected", wall)
         return self._connects
 
@@ -375,9 +379,16 @@ class LinkState:
                 return self._on_verify_result(message)
             elif kind == MessageKind.HEARTBEAT:
                 log.debug("heartbeat from recognizer")
+                alerts = message.header.get("alerts")
+                if alerts in OUTBOX_STATES and alerts != self._alerts:
+                    (log.info if alerts == "ok" else log.warning)("recognizer's alert outbox: %s", alerts)
+                    self._alerts = alerts
             elif kind in (MessageKind.REFUSE, MessageKind.ERROR):
                 code = str(message.header.get("code", kind.name.lower()))
                 reason = str(message.header.get("reason", ""))
+                if code == "draining":  # a pool node stopping: reconnect (through the balancer) to another
+                    log.info("recognizer node is draining: %s", reason)
+                    return self.close(conn.number, f"recognizer node stopping, moving to another ({reason})")
                 log.warning("recognizer sent %s (%s): %s", kind.name, code, reason)
                 prefix = "refused" if kind == MessageKind.REFUSE else "recognizer error"
                 return self.close(conn.number, f"{prefix}: {reason} ({code})", refused=kind == MessageKind.REFUSE)

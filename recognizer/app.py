@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
-from recognizer.alerting.outbox import Outbox, OutboxConfig
+from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enroll import Enroller
@@ -224,7 +224,7 @@ class RecognizerApp:
             sinks.append(WebhookSink(s.webhook_url, include_images=s.webhook_images))
         emit = lambda ev: None  # noqa: E731 - no sink: the monitor's INFO log line is the alert
         if sinks:
-            self.outbox = Outbox(s.outbox, sinks)
+            self.outbox = Outbox(s.outbox, sinks, on_health=lambda h: self._outbox_health(server, h))
             self.outbox.start()
             emit = self.outbox.put
             log.info("alerts go to %s (outbox %s)", ", ".join(x.name for x in sinks), s.outbox.path)
@@ -233,8 +233,15 @@ class RecognizerApp:
         self.alerts = AlertMonitor(s.alerts, emit)
         server.observers.append(self.alerts)
         if s.dashboard is not None:
-            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node)
+            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node,
+                                           alerts_state=lambda: server.alerts_state)
             self.reporter.start()
+
+    def _outbox_health(self, server: RecognizerServer, health: OutboxHealth) -> None:
+        """The outbox's state changed: the edges hear it at once, the dashboard with the next status report (now)."""
+        server.report_status(alerts=health.state)
+        if self.reporter is not None:
+            self.reporter.poke()
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -79,6 +79,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("--credential-grace", 300.0, "seconds a station credential the dashboard confirmed is still accepted while "
       "the dashboard is unreachable (0: refuse every claim then)", float, ge=0, le=86400, into="trust.grace_s"),
     S("--outbox", "var/outbox.sqlite3", "SQLite file where alerts wait until delivered", into="outbox.path"),
+    S("--outbox-memory-events", 2000, "alert events held in memory at most while the outbox file cannot be written "
+      "(disk full); the oldest are dropped beyond, and counted", int, ge=1, le=1_000_000, into="outbox.memory_events"),
+    S("--outbox-memory-mb", 64, "MiB of evidence images held in memory at most while the outbox file cannot be "
+      "written; the oldest images are dropped first", int, ge=1, le=65536, into="outbox.memory_mib"),
     S("--webhook-url", "", "also POST every alert event as JSON to this URL", into="webhook_url"),
     S("--webhook-images", False, "include the evidence JPEGs as base64 in webhook posts", parse_bool,
       into="webhook_images"),

@@ -313,10 +313,13 @@ def session(login: str) -> Message:
 CAMERA_STATES = ("ok", "lost")
 
 
-def heartbeat(ts: float, camera: Optional[dict] = None) -> Message:
+def heartbeat(ts: float, camera: Optional[dict] = None, alerts: Optional[str] = None) -> Message:
     """A heartbeat; the edge adds its camera's state: `camera` ("ok"/"lost"), `camera_error`, `camera_lost_s`
-    (seconds since the last camera frame). The server echoes only `ts`."""
+    (seconds since the last camera frame). The server echoes `ts`, adds `alerts` (what its alert outbox can do,
+    `shared.alerts.OUTBOX_STATES`) when that is not "ok", and sends one unasked, with `alerts`, when it changes."""
     header: dict = {"ts": ts}
+    if alerts is not None:
+        header["alerts"] = alerts
     if camera is not None:
         if camera.get("state") not in CAMERA_STATES:
             raise UsageError(f"camera state must be one of {CAMERA_STATES}, got {camera.get('state')!r}")

@@ -195,6 +195,8 @@ class StationSession:
             self.stream.sock.settimeout(cfg.idle_timeout_s)
             server_name = f"{SERVER_NAME} node={cfg.node}" if cfg.node else SERVER_NAME
             self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s))
+            if self.server.alerts_state != "ok":
+                self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
             log.info("station %s (login %r) connected from %s", status.station, status.login, self.peer)
             self._serve()
         except ProtocolError as exc:
@@ -243,7 +245,8 @@ class StationSession:
                 for reply in checks.on_verify(msg):
                     self.stream.send(reply)
             elif msg.kind == MessageKind.HEARTBEAT:
-                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))
+                alerts = self.server.alerts_state
+                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0), alerts=None if alerts == "ok" else alerts))
                 camera = msg.get("camera", str, "")
                 if camera in protocol.CAMERA_STATES:
                     self._camera_report(camera, msg.get("camera_error", str, ""),
@@ -375,6 +378,7 @@ class RecognizerServer:
         self.gate: Optional[HandshakeGate] = None
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
+        self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
 
@@ -435,6 +439,17 @@ class RecognizerServer:
                 observer.on_disconnect(status, reason)
             except Exception:  # one observer failing must not keep the others from hearing it; logged with trace
                 log.exception("disconnect observer failed for station %s", status.station)
+
+    def report_status(self, alerts: str) -> None:
+        """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""
+        self.alerts_state = alerts
+        with self._lock:
+            sessions = list(self._stations.values())
+        for session in sessions:
+            try:
+                session.stream.send(protocol.heartbeat(time.time(), alerts=alerts))
+            except OSError:
+                pass  # that station's own thread notices the broken connection
 
     def stations(self) -> list[StationStatus]:
         with self._lock:
