@@ -30,7 +30,7 @@ from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # which files are photos; their content says how to decode
 MIN_FACE_PX = 60  # smaller faces give unreliable encodings
 CAPTURE_MIN_FRACTION = 0.15  # a captured face fills at least this share of the frame's shorter side
 STRAY_MAX_SIZE_RATIO = 0.5  # a detection this much smaller than the main face ...
@@ -300,6 +300,9 @@ def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Console entry `facemon-enroll`: build encodings/ from known_faces/."""
+    from shared.fsmode import private_umask
+
+    private_umask()  # encodings and photos are biometric data: 0600 files in 0700 folders
     from recognizer.vision.detect import EngineConfig
 
     parser = argparse.ArgumentParser(

@@ -303,3 +303,17 @@ def test_a_new_login_is_sent_as_session_and_used_by_the_next_hello() -> None:
     (session,) = sent(state.set_login("carol"))
     assert session.kind == MessageKind.SESSION and session.header == {"login": "carol"}
     assert state.status(0, WALL)["login"] == "carol"
+
+
+def test_the_recognizers_alert_outbox_state_comes_with_its_heartbeats() -> None:
+    state, number = online()
+    assert state.status(0.0, WALL)["alerts"] is None  # not said yet
+    assert state.receive(protocol.heartbeat(WALL, alerts="disk_full"), 0.1, WALL) == []
+    assert state.status(0.1, WALL)["alerts"] == "disk_full"
+    state.receive(protocol.heartbeat(WALL, alerts="bogus"), 0.2, WALL)  # not a state: ignored
+    assert state.status(0.2, WALL)["alerts"] == "disk_full"
+    state.receive(protocol.heartbeat(WALL, alerts="ok"), 0.3, WALL)
+    assert state.status(0.3, WALL)["alerts"] == "ok"
+    state.close(number, "gone")
+    state.connected(Welcome(2, 1.0, "rec-2"), 1.0, WALL)  # another recognizer says its own
+    assert state.status(1.0, WALL)["alerts"] is None
