@@ -10,7 +10,7 @@ from typing import Optional
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
-from dashboard import store
+from dashboard import stations, store
 from dashboard.api_requests import bearer_caller
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
@@ -19,10 +19,13 @@ from dashboard.models import Alert, utcnow
 from dashboard.queries import alerts_page, filter_from_args
 from dashboard.services import services
 from dashboard.station_tokens import Caller
+from dashboard.stations import StatusReport
 from dashboard.web_security import login_required
 from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
+from shared.station_state import BadStationState, parse_degraded
 
 log = logging.getLogger(__name__)
+CAMERA_STATES = ("ok", "lost", "unknown")
 bp = Blueprint("alerts_api", __name__)
 
 
@@ -101,7 +104,7 @@ def post_status(station_id: str):  # noqa: ANN201
         abort(403, f"this token belongs to station {caller.name!r} and may not report for {station_id!r}")
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        abort(400, "body must be a JSON object {fps, recognizer_connected, login_name, faces}")
+        abort(400, "body must be a JSON object {fps, recognizer_connected, login_name, faces, camera, camera_error, degraded}")
     fps, rec, faces = body.get("fps"), body.get("recognizer_connected"), body.get("faces")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1000):
         abort(400, "fps must be a number from 0 to 1000")
@@ -109,13 +112,22 @@ def post_status(station_id: str):  # noqa: ANN201
         abort(400, "recognizer_connected must be true or false")
     if faces is not None and (isinstance(faces, bool) or not isinstance(faces, int) or not 0 <= faces <= 1000):
         abort(400, "faces must be a whole number from 0 to 1000")
+    camera, camera_error = body.get("camera"), body.get("camera_error")
+    if camera is not None and camera not in CAMERA_STATES:
+        abort(400, f"camera must be one of {', '.join(CAMERA_STATES)}")
+    if camera_error is not None and not isinstance(camera_error, str):
+        abort(400, "camera_error must be text")
     try:
         login = parse_login(body.get("login_name"))
-    except BadAlert as exc:
+        degraded = parse_degraded(body.get("degraded"))
+    except (BadAlert, BadStationState) as exc:
         abort(400, str(exc))
-    store.record_status(services().writer, station_id, None if fps is None else float(fps), rec, login or None, faces)
-    services().broker.publish("station", json.dumps({"station_id": station_id}))
-    return jsonify(status="ok"), 200
+    svc = services()
+    report = StatusReport(None if fps is None else float(fps), rec, login or None, faces, camera,
+                          (camera_error or "")[:200] or None, degraded)
+    state = stations.record_status(svc.writer, station_id, report, svc.station_rules, svc.broker.publish)
+    svc.broker.publish("station", json.dumps({"station_id": station_id}))
+    return jsonify(status="ok", state=state.state), 200
 
 
 @bp.get("/api/alerts")
@@ -157,7 +169,7 @@ def get_image(alert_id: str, which: str):  # noqa: ANN201
 @bp.get("/api/stations")
 @login_required()
 def get_stations():  # noqa: ANN201
-    return jsonify(stations=store.list_stations(get_db(), services().config.online_window_s))
+    return jsonify(stations=stations.list_stations(get_db(), services().station_rules))
 
 
 CSV_COLUMNS = ("alert_id", "station_id", "login_name", "type", "state", "started_at", "ended_at",

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import Flask, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard import alerts_api, desk_auth_api, pages, trust_api
+from dashboard import alerts_api, desk_auth_api, pages, station_watch, trust_api
 from dashboard import db as dbmod
 from dashboard.config import DashboardConfig
 from dashboard.models import Setting
@@ -55,6 +55,7 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
             return jsonify(error=exc.description or exc.name), exc.code
         return exc
 
+    station_watch.start(svc)  # station_offline incidents, in whatever server runs this app
     log.info("dashboard ready on database %s", dbmod.safe_url(config.database_url))
     return app
 

@@ -25,6 +25,8 @@ class DashboardConfig:
     max_body_bytes: int = field(default=5 * MiB, metadata={"help": "largest accepted request body in bytes (413 above)"})
     max_details_bytes: int = field(default=16 * 1024, metadata={"help": "largest alert 'details' JSON in bytes"})
     online_window_s: float = field(default=30.0, metadata={"help": "a station seen within this many seconds counts as online"})
+    offline_after_s: float = field(default=15.0, metadata={"help": "a desk that had a session and is unreported this many seconds raises station_offline (0: never)"})
+    slow_fps: float = field(default=2.0, metadata={"help": "a desk answered at fewer frames/s than this (camera working) is shown as overloaded"})
     sse_queue_size: int = field(default=256, metadata={"help": "events buffered per live-page subscriber before it is dropped"})
     sse_heartbeat_s: float = field(default=15.0, metadata={"help": "seconds between keep-alive comments on the event stream"})
     auto_upgrade: bool = field(default=True, metadata={"help": "run schema migrations when the app starts"})
@@ -53,6 +55,10 @@ class DashboardConfig:
             raise ConfigError("max_details_bytes must be between 256 and max_body_bytes")
         if self.online_window_s <= 0:
             raise ConfigError("online_window_s must be positive")
+        if self.offline_after_s != 0 and not 5 <= self.offline_after_s <= 86400:
+            raise ConfigError(f"offline_after_s {self.offline_after_s} must be 0 (off) or 5..86400 seconds")
+        if not 0 <= self.slow_fps <= 120:
+            raise ConfigError(f"slow_fps {self.slow_fps} must be 0..120 frames/s")
         if not 1 <= self.sse_queue_size <= 100_000:
             raise ConfigError("sse_queue_size must be between 1 and 100000")
         if not 0.05 <= self.sse_heartbeat_s <= 300:

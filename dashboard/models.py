@@ -120,6 +120,13 @@ class StationStatus(Base):
     recognizer_connected: Mapped[Optional[bool]] = mapped_column(sa.Boolean, nullable=True)
     login_name: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
     faces: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)
+    camera: Mapped[Optional[str]] = mapped_column(sa.String(16), nullable=True)  # ok | lost | unknown
+    camera_error: Mapped[Optional[str]] = mapped_column(sa.String(200), nullable=True)
+    degraded: Mapped[Optional[str]] = mapped_column(sa.String(200), nullable=True)  # shared.station_state codes, comma-joined
+    last_connected: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+    """The last report saying the desk had a session at a recognizer: "gone" is measured from here."""
+    offline_alert_id: Mapped[Optional[str]] = mapped_column(sa.String(32), nullable=True)
+    """The open station_offline alert, closed when the desk is back."""
 
 
 class User(Base):

@@ -8,10 +8,11 @@ from urllib.parse import urlencode, urlparse
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
-from dashboard import store
+from dashboard import stations, store
 from dashboard.accounts import ChecksBusy, check_login
+from dashboard.alert_summary import summarize
 from dashboard.db import get_db
-from dashboard.models import TOKEN_KINDS, ApiToken
+from dashboard.models import TOKEN_KINDS, ApiToken, utcnow
 from dashboard.queries import FILTER_KEYS, alerts_page, filter_from_args, known_args
 from dashboard.services import services
 from dashboard.station_tokens import TokenError, create_token, revoke_token
@@ -26,7 +27,7 @@ bp = Blueprint("pages", __name__)
 
 @bp.app_context_processor
 def _template_globals() -> dict:
-    return {"csrf_token": csrf_token, "user": current_user()}
+    return {"csrf_token": csrf_token, "user": current_user(), "summarize": lambda a: summarize(a, utcnow())}
 
 
 def _safe_next(target: str | None) -> str:
@@ -92,11 +93,11 @@ def logout():  # noqa: ANN201
 @login_required()
 def index():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
-    stations = store.list_stations(get_db(), services().config.online_window_s)
+    desks = stations.list_stations(get_db(), services().station_rules)
     args = known_args(request.args)  # only the parameters the page knows travel into its links
     filters = known_args(request.args, FILTER_KEYS)
     return render_template(
-        "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=stations,
+        "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=desks,
         types=ALERT_TYPES, states=store.FILTER_STATES, args=args, query=urlencode(args),
         pages=max(1, -(-total // per_page)),
         csv_url=url_for("alerts_api.get_csv") + (f"?{urlencode(filters)}" if filters else ""),
@@ -120,7 +121,7 @@ def alert_fragment(alert_id: str):  # noqa: ANN201
 @bp.get("/fragment/stations")
 @login_required()
 def stations_fragment():  # noqa: ANN201
-    return render_template("_stations.html", stations=store.list_stations(get_db(), services().config.online_window_s))
+    return render_template("_stations.html", stations=stations.list_stations(get_db(), services().station_rules))
 
 
 @bp.post("/alerts/<alert_id>/ack")

@@ -11,6 +11,8 @@ from dashboard import db as dbmod
 from dashboard.accounts import PasswordChecks
 from dashboard.config import DashboardConfig
 from dashboard.events import Broker
+from dashboard.station_state import StationThresholds
+from dashboard.stations import StationRules
 from shared.log_limit import RateLimitedLog
 from shared.throttle import FailureThrottle, InFlight
 
@@ -26,6 +28,10 @@ class Services:
         self.sessions = dbmod.make_session_factory(engine)
         self.writer = dbmod.make_session_factory(engine, write=True)  # short write transactions only
         self.broker = Broker(config.sse_queue_size)
+        offline_after = config.offline_after_s or float("inf")
+        # a desk whose latest report is older than this is no longer taken as in session
+        self.station_rules = StationRules(min(config.online_window_s, offline_after), StationThresholds(
+            offline_after_s=offline_after, slow_fps=config.slow_fps))
         # viewer logins, per (address, account): exponential delay after sign_in_max_failures, never a lock;
         # a try is reserved before its password is checked, so tries sent at once get no more checks
         self.login_throttle = FailureThrottle(free=config.sign_in_max_failures, forget_s=config.sign_in_window_s)

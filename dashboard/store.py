@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import images
-from dashboard.models import Alert, AlertEvent, ApiToken, Evidence, StationStatus, utcnow
+from dashboard.models import Alert, AlertEvent, Evidence, utcnow
 from shared.alert_wire import AlertMessage
 
 log = logging.getLogger(__name__)
@@ -203,45 +203,6 @@ def acknowledge(db: Session, alert_id: str, username: str, comment: str) -> Opti
     alert.acknowledged_at, alert.acknowledged_by, alert.ack_comment = utcnow(), username, comment.strip()[:2000]
     db.commit()
     return alert
-
-
-def record_status(factory: sessionmaker[Session], station_id: str, fps: Optional[float], recognizer: Optional[bool],
-                  login_name: Optional[str], faces: Optional[int]) -> None:
-    """Upsert the station's latest status with last_seen = now."""
-    for _attempt in range(MAX_ATTEMPTS):
-        with factory() as db:
-            row = db.get(StationStatus, station_id)
-            if row is None:
-                row = StationStatus(station_id=station_id)
-                db.add(row)
-            row.last_seen, row.fps, row.recognizer_connected, row.login_name, row.faces = utcnow(), fps, recognizer, login_name, faces
-            try:
-                db.commit()
-                return
-            except sa.exc.IntegrityError:  # the first report raced another one for the same station
-                db.rollback()
-    raise RuntimeError(f"could not record status of {station_id}")
-
-
-def list_stations(db: Session, online_window_s: float, now: Optional[dt.datetime] = None) -> list[dict]:
-    """Every station that reported or holds a live station token, with online = seen within the window."""
-    now = now or utcnow()
-    status = {s.station_id: s for s in db.scalars(sa.select(StationStatus))}
-    names = set(status) | set(db.scalars(sa.select(ApiToken.name).where(ApiToken.kind == "station", ApiToken.revoked_at.is_(None))))
-    out = []
-    for name in sorted(names):
-        s = status.get(name)
-        seen = s.last_seen if s else None
-        out.append({
-            "station_id": name,
-            "online": bool(seen and (now - seen).total_seconds() <= online_window_s),
-            "last_seen": seen.isoformat() if seen else None,
-            "fps": s.fps if s else None,
-            "recognizer_connected": s.recognizer_connected if s else None,
-            "login_name": s.login_name if s else None,
-            "faces": s.faces if s else None,
-        })
-    return out
 
 
 def purge_evidence(db: Session, older_than_days: float, now: Optional[dt.datetime] = None) -> int:

@@ -12,6 +12,9 @@ RECOGNIZER_ALERT_TYPES = (
     "camera_tamper",   # black, covered, frozen or lost camera
 )
 # raised by the dashboard itself
-DASHBOARD_ALERT_TYPES = ("failed_sign_in",)
+DASHBOARD_ALERT_TYPES = (
+    "failed_sign_in",   # too many failed desk sign-ins
+    "station_offline",  # a desk that had a session is gone (edge unplugged, network down, or its recognizer down)
+)
 ALERT_TYPES = RECOGNIZER_ALERT_TYPES + DASHBOARD_ALERT_TYPES
 ALERT_STATES = ("open", "update", "closed")

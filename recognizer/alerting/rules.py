@@ -176,7 +176,8 @@ class AlertEngine:
         others = [f for f in known if f.name != login]
         if login and others and login not in names:
             out["wrong_person"] = (max(f.area * max(float(f.confidence or 0.0), 0.01) for f in others),
-                                   {"names": sorted({f.name for f in others}), "expected": login})
+                                   {"names": sorted({f.name for f in others}), "expected": login,
+                                    "distance": min((f.distance for f in others if f.distance is not None), default=None)})
         else:
             out["wrong_person"] = None
 

@@ -110,7 +110,8 @@ def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN00
     stale = st.camera == "lost" or not st.last_frame_at or now - st.last_frame_at > stale_after_s
     fps = 0.0 if stale else round(min(max(float(st.fps), 0.0), 1000.0), 2)
     return {"fps": fps, "recognizer_connected": True, "login_name": st.login or None,
-            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera}
+            "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera,
+            "camera_error": (st.camera_error or "")[:200] or None}
 
 
 class StatusReporter:
