@@ -36,7 +36,7 @@ class DashboardConfig:
     sign_in_window_s: float = field(default=300.0, metadata={"help": "window of the sign-in failure limit, seconds"})
     enrol_ticket_ttl_s: float = field(default=3600.0, metadata={"help": "seconds an admin's desk sign-in may ask for enrol grants"})
     enrol_grant_ttl_s: float = field(default=60.0, metadata={"help": "seconds an enrol grant stays redeemable (single-use)"})
-    password_checks_at_once: int = field(default=2, metadata={"help": "password hashes computed at once (each ~32 MiB, ~0.1 s of a core); as many more wait, the rest get 429"})
+    password_checks_at_once: int = field(default=1, metadata={"help": "password hashes computed at once (each ~32 MiB, ~0.1 s of a core; one leaves the other cores serving); as many more wait, the rest get 429"})
     web_threads: int = field(default=16, metadata={"help": "requests served at once by the web server (each live page holds one)"})
     web_connection_limit: int = field(default=4000, metadata={"help": "open connections at most; beyond, the longest silent ones are closed"})
     web_idle_timeout_s: float = field(default=30.0, metadata={"help": "a connection silent this long (idle keep-alive, or nothing sent) is closed"})

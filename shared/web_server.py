@@ -259,3 +259,51 @@ def quiet_web_server_logs() -> None:
     queue_log = logging.getLogger("waitress.queue")
     if not any(isinstance(f, RateLimitFilter) for f in queue_log.filters):
         queue_log.addFilter(RateLimitFilter(queue_log, "requests waiting for a free thread"))
+
+
+class InServiceLimit:
+    """WSGI middleware: at most `limits[(method, path)]` such requests in service at once; one more is answered
+    429 with Retry-After at once, before the app (and its sessions, templates, database) is reached.
+
+    For endpoints that are expensive on purpose (a password check): under a flood the refusals cost a few
+    microseconds each, so the requests queued behind them (a health check, a page) are still served quickly.
+    """
+
+    def __init__(self, app: Callable, limits: dict[tuple[str, str], int], retry_after_s: int = 1) -> None:
+        self.app, self.limits, self.retry_after_s = app, dict(limits), retry_after_s
+        self._lock = threading.Lock()
+        self._in_service: dict[tuple[str, str], int] = {}
+        self.refused = 0
+
+    def __call__(self, environ: dict, start_response: Callable):  # noqa: ANN204
+        key = (environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
+        limit = self.limits.get(key)
+        if limit is None:
+            return self.app(environ, start_response)
+        with self._lock:
+            taken = self._in_service.get(key, 0)
+            if taken >= limit:
+                self.refused += 1
+                refuse = True
+            else:
+                self._in_service[key] = taken + 1
+                refuse = False
+        if refuse:
+            body = b"busy: too many of these requests at once; try again in a second\n"
+            start_response("429 Too Many Requests", [("Content-Type", "text/plain; charset=utf-8"),
+                                                     ("Content-Length", str(len(body))),
+                                                     ("Retry-After", str(self.retry_after_s))])
+            return [body]
+        try:
+            result = self.app(environ, start_response)
+            return list(result) if not hasattr(result, "close") else _closing_list(result)
+        finally:
+            with self._lock:
+                self._in_service[key] -= 1
+
+
+def _closing_list(result) -> list:  # noqa: ANN001
+    try:
+        return list(result)
+    finally:
+        result.close()
