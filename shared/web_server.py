@@ -19,6 +19,7 @@ What is added here over plain waitress:
 """
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import threading
@@ -289,8 +290,12 @@ class InServiceLimit:
                 self._in_service[key] = taken + 1
                 refuse = False
         if refuse:
-            body = b"busy: too many of these requests at once; try again in a second\n"
-            start_response("429 Too Many Requests", [("Content-Type", "text/plain; charset=utf-8"),
+            message = "busy: too many of these requests at once; try again in a second"
+            if key[1].startswith("/api/"):  # an API answers JSON, with the reason code its clients read
+                body, kind = json.dumps({"ok": False, "reason": "busy", "error": message}).encode(), "application/json"
+            else:
+                body, kind = (message + "\n").encode(), "text/plain; charset=utf-8"
+            start_response("429 Too Many Requests", [("Content-Type", kind),
                                                      ("Content-Length", str(len(body))),
                                                      ("Retry-After", str(self.retry_after_s))])
             return [body]
