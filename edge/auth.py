@@ -165,10 +165,13 @@ class SignIn:
         """Check the password with the dashboard; on success start the face check (no session yet).
 
         Returns (HTTP status, JSON body): 200 {state: verifying, attempt} or {state: signed_in} for an
-        account without an enrolled identity (staff/admin only), 401 wrong password, 403 no desk role,
-        429 too many failures, 503 dashboard or recognizer unavailable.
+        account without an enrolled identity (staff/admin only), 400 a name or password missing, 401 wrong
+        password, 403 no desk role, 429 too many failures (or the dashboard busy), 503 dashboard or recognizer
+        unavailable.
         """
         username = username.strip()[:64]
+        if not username or not password:
+            return 400, {"state": "failed", "reason": "missing", "message": "enter a user name and a password"}
         try:
             reserved = self.throttle.begin(username)  # before the dashboard is asked: tries at once count too
         except TooManyFailures as exc:
@@ -191,7 +194,7 @@ class SignIn:
             return 401, {"state": "failed", "reason": "wrong_password", "message": "wrong user name or password"}
         if status != 200 or not body.get("ok"):
             reserved.abandon()  # refused by the dashboard (its own limit, no desk role): not this desk's failure
-            return status if status in (403, 429) else 503, {
+            return status if status in (400, 403, 429) else 503, {
                 "state": "failed", "reason": body.get("reason", "refused"), "message": body.get("message", "refused")}
         role, identity = body.get("role"), body.get("identity")
         ticket = body.get("enrol_ticket") if role in ENROL_ROLES and isinstance(body.get("enrol_ticket"), str) else None
@@ -358,7 +361,7 @@ class SignIn:
         """Drop sessions idle past session_idle_s or older than session_max_s (under the lock); True when the
         desk's evaluator session was among them."""
         idle, most = self.settings.session_idle_s, self.settings.session_max_s
-        gone = [sid for sid, s in self._sessions.items() if now - s.last_used > idle or now - s.created > most]
+        gone = [sid for sid, s in self._sessions.items() if now - s.last_used > idle or now - s.created >= most]
         return self._drop(gone, "expired")
 
     def _evict(self) -> bool:

@@ -6,6 +6,7 @@ another account. "Checked" is counted on the server: hashes verified by the dash
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import subprocess
 import sys
@@ -67,8 +68,9 @@ def login_form(base: str) -> tuple[str, str]:
     return s.cookies["session"], page.split('name="csrf_token" value="')[1].split('"')[0]
 
 
-def test_dashboard_login_tries_at_once_are_checked_no_more_than_one_by_one(dashboard):
+def test_dashboard_login_tries_at_once_are_checked_no_more_than_one_by_one(dashboard, caplog):
     server, _ = dashboard
+    caplog.set_level(logging.INFO, "dashboard.signin")
     checks = services(server.app).password_checks
     cookie, csrf = login_form(server.url)
 
@@ -85,6 +87,9 @@ def test_dashboard_login_tries_at_once_are_checked_no_more_than_one_by_one(dashb
     assert serial_checked == serial[401] == 5, serial  # the free tries, then 5 s to wait
     assert parallel_checked == parallel[401] <= serial_checked + 1, parallel  # it was 60 of 60
     assert set(parallel) <= {401, 429}
+    # 60 refused or failed logins, 10 lines a minute at most; the rest counted for one summary line
+    lines = [r for r in caplog.records if r.name == "dashboard.signin"]
+    assert len(lines) == 10 and services(server.app).refusals.suppressed_total == 2 * N - 10
 
 
 def test_desk_check_tries_at_once_are_checked_no_more_than_one_by_one(dashboard):
