@@ -1,5 +1,5 @@
-"""Command line: `python -m dashboard serve|create-admin|create-user|add-station|revoke-station|enrol-grant|enrolments|
-purge|db upgrade`."""
+"""Command line: `facemon-dashboard serve|create-admin|create-user|add-station|add-stations|revoke-station|enrol-grant|
+enrolments|purge|db upgrade` (also `python -m dashboard ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from dashboard.config import DEFAULT_DB_URL, DashboardConfig
@@ -17,6 +18,7 @@ from shared.web_server import quiet_web_server_logs
 log = logging.getLogger("dashboard")
 PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"
 TOKEN_ENV = "FACEMON_DASHBOARD_STATION_TOKEN"
+RECOGNIZER_TOKEN_ENV = "FACEMON_RECOGNIZER_TOKEN"
 
 
 class CommandError(ValueError):
@@ -24,7 +26,7 @@ class CommandError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
+    p = argparse.ArgumentParser(prog="facemon-dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
     p.add_argument("--db", dest="database_url", help=f"SQLAlchemy URL (env FACEMON_DASHBOARD_DATABASE_URL; default {DEFAULT_DB_URL}, relative to the current folder)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env FACEMON_DASHBOARD_LOG_LEVEL)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -54,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--kind", choices=("station", "service"), default="station",
                    help="station: may post only for itself; service: a recognizer host, may post for any station")
     a.add_argument("--token", help=f"use this token instead of a random one (>= 24 characters; also env {TOKEN_ENV}), for scripted demos")
+
+    m = sub.add_parser("add-stations", help="provision a room: a token and a ready edge env file (0600) per desk, "
+                       "e.g. add-stations desk-01..desk-40 --out edges/ --recognizer 10.0.0.5:8002 --dashboard-url https://dash.lab")
+    m.add_argument("stations", nargs="+", metavar="STATION", help="station ids or ranges: desk-01..desk-40, desk-41")
+    m.add_argument("--out", required=True, type=Path, help="folder for the <station>.env files (made 0700)")
+    m.add_argument("--recognizer", required=True, help="HOST:PORT the edges connect to (the recognizer or its balancer)")
+    m.add_argument("--recognizer-token", help=f"the recognizer's shared --token (else env {RECOGNIZER_TOKEN_ENV})")
+    m.add_argument("--dashboard-url", required=True, help="this dashboard's URL as the desks reach it (https://... behind the proxy)")
+    m.add_argument("--source", default="picamera", help="camera source written for every desk (default: %(default)s)")
+    m.add_argument("--replace", action="store_true", help="revoke the stations' existing tokens and rewrite their files")
 
     r = sub.add_parser("revoke-station", help="revoke every active token of a station or service (the recognizer "
                        "refuses that station's next handshake)")
@@ -117,7 +129,7 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from dashboard import grants, store
+    from dashboard import grants, provisioning, store
     from dashboard.accounts import AccountError, create_user
     from dashboard.models import ApiToken, User, utcnow
     from dashboard.station_tokens import TokenError, create_token
@@ -136,6 +148,15 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             token = create_token(db, name, args.kind, args.token or os.environ.get(TOKEN_ENV))
             print(f"{args.kind} token for {name!r} (shown only once; only its hash is stored):")
             print(token)
+        elif args.command == "add-stations":
+            site = provisioning.EdgeSite(args.recognizer, args.recognizer_token or os.environ.get(RECOGNIZER_TOKEN_ENV, ""),
+                                         args.dashboard_url, args.source)
+            files = provisioning.provision(db, args.stations, site, args.out, args.replace)
+            print(f"{len(files)} station(s) provisioned: a token each (only its hash is stored) and an env file "
+                  f"(0600) in {args.out}/:")
+            for path in files:
+                print(f"  {path}")
+            print("on each desk's Pi: scripts/setup.sh edge --pi --env-file STATION.env")
         elif args.command == "revoke-station":
             n = db.execute(sa.update(ApiToken).where(ApiToken.name == args.station_id, ApiToken.revoked_at.is_(None))
                            .values(revoked_at=utcnow())).rowcount
@@ -165,7 +186,7 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
                 raise CommandError("--older-than-days must not be negative")
             n = store.purge_evidence(db, args.older_than_days)
             print(f"deleted {n} evidence image(s) of alerts older than {args.older_than_days:g} days")
-    except (AccountError, TokenError, CommandError, BadAlert) as exc:
+    except (AccountError, TokenError, CommandError, BadAlert, provisioning.ProvisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

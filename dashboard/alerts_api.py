@@ -3,6 +3,7 @@ and live events (viewer session)."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -10,7 +11,7 @@ from typing import Optional
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
-from dashboard import stations, store
+from dashboard import handover, stations, store
 from dashboard.api_requests import bearer_caller
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
@@ -21,7 +22,7 @@ from dashboard.services import services
 from dashboard.station_tokens import Caller
 from dashboard.stations import StatusReport
 from dashboard.web_security import login_required
-from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station
+from shared.alert_wire import AlertMessage, BadAlert, parse_login, parse_meta, parse_station, parse_time
 from shared.station_state import BadStationState, parse_degraded
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,25 @@ def post_status(station_id: str):  # noqa: ANN201
     report = StatusReport(None if fps is None else float(fps), rec, login or None, faces, camera,
                           (camera_error or "")[:200] or None, degraded)
     state = stations.record_status(svc.writer, station_id, report, svc.station_rules, svc.broker.publish)
+    session = handover_session(body)
+    if session is not None:
+        for alert_id in handover.record_session(svc.writer, station_id, *session):
+            svc.broker.publish("alert", json.dumps({"alert_id": alert_id, "status": "updated"}))
     svc.broker.publish("station", json.dumps({"station_id": station_id}))
     return jsonify(status="ok", state=state.state), 200
+
+
+def handover_session(body: dict) -> Optional[tuple[str, str, dt.datetime]]:
+    """(node, session, connected_at) of a status report from a pool node; None when it names none."""
+    node, session, since = body.get("node"), body.get("session"), body.get("connected_at")
+    if node is None and session is None:
+        return None
+    if not (isinstance(node, str) and 0 < len(node) <= 128 and isinstance(session, str) and 0 < len(session) <= 160):
+        abort(400, "node and session must be strings of at most 128 and 160 characters")
+    try:
+        return node, session, parse_time(since, "connected_at")
+    except BadAlert as exc:
+        abort(400, str(exc))
 
 
 @bp.get("/api/alerts")

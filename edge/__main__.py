@@ -19,11 +19,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         sys.exit(f"facemon-edge: {exc}")
     setup_logging(config.log_level)
-    from edge.runtime import Edge  # after logging is set up: building it opens the camera
+    from edge.runtime import Edge, StateDirError  # after logging is set up: building it opens the camera
 
     try:
         edge = Edge(config)
-    except CameraError as exc:
+    except (CameraError, StateDirError) as exc:
         log.error("%s", exc)
         return 2
     except OSError as exc:  # e.g. the web port is taken

@@ -121,7 +121,7 @@ class RecognizerLink:
         with self._cond:
             return self._state.status(time.monotonic(), time.time())
 
-    def enrol(self, name: str, timeout: float = 10.0, grant: str = "") -> dict:
+    def enrol(self, name: str, timeout: float = 10.0, grant: str = "", confirm_lookalike: str = "") -> dict:
         """Send the current raw frame to be enrolled as `name` (with the dashboard's enrol `grant`); wait for the answer.
 
         Always returns a dict with `ok` and `reason` (and `code` for answers made here: invalid_name,
@@ -132,7 +132,7 @@ class RecognizerLink:
         jpeg = encode_jpeg(frame.data, self.settings.enrol_jpeg_quality) if frame is not None else None
         request_id = uuid.uuid4().hex
         with self._cond:
-            asked = self._state.ask_enrol(request_id, name, jpeg, grant)
+            asked = self._state.ask_enrol(request_id, name, jpeg, grant, confirm_lookalike)
             conn = self._conn  # live whenever ask_enrol sends: both change under this lock
         if isinstance(asked, dict):  # answered here: invalid name, offline, no frame
             return asked

@@ -416,7 +416,8 @@ class LinkState:
 
     # ---- enrolment ----
 
-    def ask_enrol(self, request_id: str, name: str, jpeg: Optional[bytes], grant: str = "") -> Union[dict, Send]:
+    def ask_enrol(self, request_id: str, name: str, jpeg: Optional[bytes], grant: str = "",
+                  confirm_lookalike: str = "") -> Union[dict, Send]:
         """Enrol the face in `jpeg` (None: no camera frame yet) as `name`: the Send, or an answer made here.
 
         Answers made here have `ok` False and `code` invalid_name, offline or no_frame. After the Send,
@@ -432,7 +433,7 @@ class LinkState:
             return {"ok": False, "code": "no_frame", "reason": "no camera frame yet", "name": name}
         self._enrols[request_id] = None
         log.info("enrol request %s for %r (%d bytes)", request_id, name, len(jpeg))
-        return Send(protocol.enrol(request_id, name, jpeg, grant=grant))
+        return Send(protocol.enrol(request_id, name, jpeg, grant=grant, confirm_lookalike=confirm_lookalike))
 
     def enrol_answer(self, request_id: str) -> Optional[dict]:
         """The answer to enrolment `request_id`, or None while it is awaited."""
@@ -459,8 +460,11 @@ class LinkState:
         box = h.get("box")
         if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box):
             answer["box"] = box
+        alike = h.get("lookalike")
+        if isinstance(alike, dict) and isinstance(alike.get("name"), str) and isinstance(alike.get("distance"), (int, float)):
+            answer["lookalike"] = {"name": alike["name"][:64], "distance": float(alike["distance"])}
         if message.payload:
-            answer["crop"] = message.payload  # JPEG of the face the recognizer enrolled
+            answer["crop"] = message.payload  # JPEG of the face the recognizer enrolled (or refused as a lookalike)
         log.info("enrol answer %s: ok=%s %s", request_id, answer["ok"], answer["reason"])
         self._enrols[request_id] = answer
 

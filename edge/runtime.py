@@ -19,6 +19,10 @@ from shared.web_server import WebServer
 log = logging.getLogger(__name__)
 
 
+class StateDirError(RuntimeError):
+    """The folder for the session key and the enrolment record cannot be written (e.g. a read-only install)."""
+
+
 class Edge:
     """Builds every part from an EdgeConfig; `start()` runs them, `stop()` sets one event and joins all.
 
@@ -59,7 +63,14 @@ class Edge:
                 self.link,
                 evidence=self._evidence_jpeg,
             )
-            self.state.secret_key = config.secret_key or load_secret(state_dir / "secret_key")
+            try:
+                self.state.secret_key = config.secret_key or load_secret(state_dir / "secret_key")
+            except OSError as exc:
+                self.source.close()
+                raise StateDirError(
+                    f"cannot write the edge's state folder {state_dir.resolve()} ({exc.strerror or exc}): set "
+                    "--state-dir / FACEMON_EDGE_STATE_DIR to a writable folder (deploy/facemon-edge.service "
+                    "gives it /var/lib/facemon-edge with StateDirectory=)") from None
             self.state.enrolment_log = state_dir / "enrolments.jsonl"
         self.app = create_app(self.state)
         try:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -14,8 +15,11 @@ from recognizer.alerting.outbox import Outbox, OutboxConfig
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enroll import Enroller
+from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
+from recognizer.liveness.blinks import LivenessParams
+from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
 from recognizer.server.trust import Trust, TrustConfig
 from recognizer.vision.detect import EngineConfig, FaceEngine
@@ -29,6 +33,7 @@ from recognizer.vision.sweep import (
     SweepParams,
     correlation_follower,
 )
+from recognizer.settings import SETTINGS
 from shared.config import ConfigError
 
 if TYPE_CHECKING:
@@ -49,9 +54,8 @@ class RecognizerSettings:
     index_dir: Path = Path("encodings")
     known_faces: Path = Path("known_faces")
     workers: int = 0  # encoder processes; 0 = one per core
+    liveness: LivenessParams = field(default_factory=LivenessParams)
     liveness_method: str = "both"
-    first_blink_timeout_s: float = 30.0
-    blink_timeout_s: float = 60.0
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
@@ -59,46 +63,42 @@ class RecognizerSettings:
     webhook_url: str = ""  # alerts also go here as JSON when set
     webhook_images: bool = False
     status_interval_s: float = 5.0
+    gallery: str = "local"  # local: encodings/ on this disk (lab, demo); dashboard: the pool's one gallery
+    health_port: int = 0  # GET /healthz for the balancer on this port (0: none)
+    drain_timeout_s: float = 10.0  # on SIGTERM: how long stations get to leave before the node stops anyway
 
     def __post_init__(self) -> None:
+        # each value's own bounds are checked by its Setting (recognizer/settings.py); here: values that go together
+        if self.gallery == "dashboard" and self.dashboard is None:
+            raise ConfigError("--gallery dashboard needs --dashboard-url and --dashboard-token (a service token)")
         if self.trust.station_auth == "dashboard" and self.dashboard is None:
             raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
                               "holds the station credentials)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
-        """The settings from `build_parser().parse_args()`; ConfigError (naming the value) when one is unusable."""
+        """The settings from `recognizer.settings.build_parser().parse_args()`: each setting's value put where its
+        declaration says (`into`); ConfigError (naming the value) when one is unusable."""
+        sections: dict[str, dict] = {}
+        flat: dict = {}
+        defaults = cls()
+        for s in SETTINGS:
+            for target in s.into:
+                section, _, name = target.rpartition(".")
+                default = getattr(getattr(defaults, section), name) if section else getattr(defaults, name)
+                value = getattr(args, s.dest)
+                value = Path(value) if isinstance(default, Path) else value
+                (sections.setdefault(section, {}) if section else flat)[name] = value
+        # the settings that are more than one field's value
+        sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
+        sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
+        sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
+        sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
         try:
             return cls(
-                server=ServerConfig(
-                    host=args.host, port=args.port, token=args.token,
-                    max_stations=args.max_stations, max_in_flight=args.max_in_flight,
-                ),
-                engine=EngineConfig(detector=args.detector, upsample=args.upsample),
-                pipeline=PipelineConfig(detect_scale=args.downscale, liveness=args.liveness),
-                sweep=SweepParams(period_s=args.sweep_period, idle_period_s=min(args.sweep_period, 1.0),
-                                  budget=args.sweep_budget, scale=args.sweep_scale),
-                match=OpenSetParams(tolerance=args.tolerance, accept_distance=args.accept_distance, margin=args.margin,
-                                    min_votes=args.min_votes),
-                index_dir=Path(args.index),
-                known_faces=Path(args.known_faces),
-                workers=args.workers,
-                liveness_method=args.liveness_method,
-                first_blink_timeout_s=args.first_blink_timeout,
-                blink_timeout_s=args.blink_timeout,
-                alerts=AlertThresholds(
-                    unknown_after_s=args.unknown_after, wrong_person_after_s=args.unknown_after,
-                    multiple_after_s=args.multiple_after, no_face_after_s=args.no_face_after,
-                    no_blink_after_s=args.no_blink_after, eyes_closed_after_s=args.eyes_closed_after,
-                    cooldown_s=args.cooldown,
-                    enabled=frozenset(_alert_types(args.alert_types)),
-                ),
-                outbox=OutboxConfig(path=Path(args.outbox)),
+                **{name: replace(getattr(defaults, name), **values) for name, values in sections.items()},
+                **flat,
                 dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
-                trust=TrustConfig(station_auth=args.station_auth or ("dashboard" if args.dashboard_url else "shared"),
-                                  enrol_policy=args.enrol_policy, grace_s=args.credential_grace),
-                webhook_url=args.webhook_url,
-                webhook_images=args.webhook_images,
             )
         except ValueError as exc:  # a part's own validation (ServerConfig, EngineConfig ...): one error type
             raise ConfigError(str(exc)) from None
@@ -115,12 +115,11 @@ def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLivene
     """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
     if not s.pipeline.liveness:
         return None
-    from recognizer.liveness.blinks import FaceLiveness, LivenessParams
+    from recognizer.liveness.blinks import FaceLiveness
     from recognizer.liveness.eyes import EyeStateModel
 
-    params = LivenessParams(first_blink_timeout_s=s.first_blink_timeout_s, blink_timeout_s=s.blink_timeout_s)
     eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
-    return lambda: FaceLiveness(params, eye_model, method=s.liveness_method)
+    return lambda: FaceLiveness(s.liveness, eye_model, method=s.liveness_method)
 
 
 def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEncoder, store: IndexStore,
@@ -157,12 +156,22 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.gallery: Optional[GalleryStore] = None
+        self.health: Optional[HealthServer] = None
+        self.readiness = Readiness()
         self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
         s = self.settings
+        models_loaded = threading.Event()
+        self.readiness.require("models", models_loaded.is_set)
+        if s.health_port:  # first: a balancer sees "loading", not a dead port, while the models load
+            self.health = HealthServer(s.server.host, s.health_port, self.readiness, s.server.node,
+                                       lambda: len(self.server.stations()) if self.server is not None else 0,
+                                       self._health_details)
+            self.health.start()
         engine = FaceEngine(s.engine)
-        store = IndexStore(s.index_dir)
+        store = self._gallery_or_index()
         self.pool = EncoderPool(s.workers or None)
         if s.engine.detector == "hog+cnn":
             self.sweeper = ProcessSweeper(s.sweep)
@@ -170,9 +179,40 @@ class RecognizerApp:
         trust = Trust(s.trust, s.dashboard)
         for warning in trust.describe():
             log.warning("%s", warning)
-        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces), trust)
+        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
-        return self.server.start()
+        address = self.server.start()
+        models_loaded.set()
+        return address
+
+    def _gallery_or_index(self) -> IndexStore | GalleryStore:
+        """The pool's gallery (followed from the dashboard, copied into --index) or the lab's encodings/."""
+        s = self.settings
+        if s.gallery != "dashboard":
+            return IndexStore(s.index_dir)
+        assert s.dashboard is not None
+        self.gallery = GalleryStore(GalleryClient(s.dashboard.url, s.dashboard.token), s.index_dir)
+        self.readiness.require("gallery", lambda: self.gallery.loaded)
+        self.gallery.start()
+        return self.gallery
+
+    def _health_details(self) -> dict:
+        g = self.gallery
+        return {} if g is None else {"gallery": {"seq": g.seq, "encodings": len(g.index)}}
+
+    def drain(self) -> None:
+        """Graceful stop, first half: not ready for the balancer, no new stations, current ones told to move.
+
+        Only for a pool member (one a balancer checks, --health-port): a lone recognizer has nowhere to send its
+        stations, so it just stops (its incidents close with `recognizer_stopped`)."""
+        if self.health is None:
+            return
+        self.readiness.drain("stopping")
+        if self.server is not None:
+            left = self.server.drain("stopping", self.settings.drain_timeout_s)
+            if left:
+                log.warning("draining: %d station(s) still connected after %.0f s; stopping anyway", left,
+                            self.settings.drain_timeout_s)
 
     def _start_alerts(self, server: RecognizerServer) -> None:
         """Alert rules on every frame; events through the outbox to the dashboard/webhook, or only logged."""
@@ -193,7 +233,7 @@ class RecognizerApp:
         self.alerts = AlertMonitor(s.alerts, emit)
         server.observers.append(self.alerts)
         if s.dashboard is not None:
-            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s)
+            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node)
             self.reporter.start()
 
     def request_stop(self) -> None:
@@ -215,3 +255,7 @@ class RecognizerApp:
             self.pool.close()
         if self.sweeper is not None:
             self.sweeper.close()
+        if self.gallery is not None:
+            self.gallery.stop()
+        if self.health is not None:
+            self.health.stop()

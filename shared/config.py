@@ -1,8 +1,11 @@
 """One way to configure a facemon process: a flag, else its environment variable, else the default; one `ConfigError`.
 
+- `Setting`: one setting declared once (flag, default, help, type, bounds or choices, hidden old names and
+  where its value goes); a program lists its settings in one module (`recognizer/settings.py`) and its parser,
+  `--help`, environment variables and validation are generated from that list.
 - `SettingsParser` (the recognizer, the edge): an `argparse.ArgumentParser` whose settings are added with
-  `add_setting`; `parse_args` resolves each one flag > `{env_prefix}NAME` > default and converts it, so a
-  bad value from either place raises `ConfigError` naming the flag or the variable.
+  `add` (a `Setting`) or `add_setting`; `parse_args` resolves each one flag > `{env_prefix}NAME` > default,
+  converts and checks it, so a bad value from either place raises `ConfigError` naming the flag or the variable.
 - `env_settings` (the dashboard, whose settings are mostly environment-only): a dataclass's fields read
   from `{prefix}FIELD`, converted by the field's type.
 
@@ -16,6 +19,7 @@ import argparse
 import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 Parse = Callable[[str], Any]
@@ -54,6 +58,53 @@ def read_env(environ: Mapping[str, str], name: str, parse: Parse = str) -> Optio
     return convert(raw, parse, name)
 
 
+Number = float
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: its flag (the environment variable is `{prefix}{FLAG}`), default, help text,
+    type (`parse`: text -> value), bounds (`ge`/`le`/`gt`, inclusive/exclusive) or `choices`, the flags it was once
+    called (`aliases`: still accepted, hidden from --help), and `into`: the field(s) of the program's typed
+    settings it sets, as "section.field" or "field" (empty: the program reads it itself)."""
+
+    flag: str
+    default: Any
+    help: str
+    parse: Parse = str
+    ge: Optional[Number] = None
+    le: Optional[Number] = None
+    gt: Optional[Number] = None
+    choices: tuple[str, ...] = ()
+    into: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.into, str):
+            object.__setattr__(self, "into", (self.into,) if self.into else ())
+        if self.default is not None:
+            self.check(self.default, f"{self.flag} (default)")
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def env(self, prefix: str) -> str:
+        return f"{prefix}{self.dest.upper()}"
+
+    def check(self, value: Any, origin: str) -> Any:
+        """`value` when it is within the bounds and choices; ConfigError naming `origin` otherwise."""
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{origin}: {value!r} is not one of {', '.join(self.choices)}")
+        if self.ge is not None and value < self.ge or self.le is not None and value > self.le:
+            low = "" if self.ge is None else f"{self.ge:g}"
+            high = "" if self.le is None else f"{self.le:g}"
+            raise ConfigError(f"{origin}: {value!r} is out of range {low}..{high}")
+        if self.gt is not None and value <= self.gt:
+            raise ConfigError(f"{origin}: {value!r} must be more than {self.gt:g}")
+        return value
+
+
 class SettingsParser(argparse.ArgumentParser):
     """Flags backed by environment variables `{env_prefix}{DEST}`, resolved flag > variable > default by `parse_args`.
 
@@ -69,33 +120,44 @@ class SettingsParser(argparse.ArgumentParser):
         self.env_prefix = env_prefix
         self.environ = environ  # None: os.environ as it is when parsing
         self.help_format, self.bool_help_format = help_format, bool_help_format
-        self._settings: list[tuple[str, str, str, Parse, Any]] = []  # (dest, flag, env, parse, default)
+        self._settings: list[tuple[Setting, str]] = []  # (setting, its environment variable)
+
+    def add(self, setting: Setting) -> None:
+        """Add `setting`'s flag (and its hidden old names), also settable by `{env_prefix}{FLAG}`."""
+        dest, env, default = setting.dest, setting.env(self.env_prefix), setting.default
+        if setting.parse is parse_bool:
+            text = self.bool_help_format.format(help=setting.help, default=default, env=env)
+            kwargs: dict[str, Any] = dict(action=argparse.BooleanOptionalAction)
+        else:
+            text = self.help_format.format(help=setting.help, default=default, env=env).replace("%", "%%")
+            kwargs = {}
+        self.add_argument(setting.flag, dest=dest, default=None, help=text, **kwargs)
+        for alias in setting.aliases:
+            self.add_argument(alias, dest=dest, default=None, help=argparse.SUPPRESS, **kwargs)
+        self._settings.append((setting, env))
 
     def add_setting(self, flag: str, default: Any = None, help: str = "", parse: Parse = str) -> None:  # noqa: A002
         """Add `--flag`, also settable by `{env_prefix}{FLAG}`; `parse` converts a flag's or variable's text."""
-        dest = flag.lstrip("-").replace("-", "_")
-        env = f"{self.env_prefix}{dest.upper()}"
-        if parse is parse_bool:
-            text = self.bool_help_format.format(help=help, default=default, env=env)
-            self.add_argument(flag, dest=dest, default=None, action=argparse.BooleanOptionalAction, help=text)
-        else:
-            text = self.help_format.format(help=help, default=default, env=env)
-            self.add_argument(flag, dest=dest, default=None, help=text.replace("%", "%%"))
-        self._settings.append((dest, flag, env, parse, default))
+        self.add(Setting(flag, default, help, parse))
+
+    def setting(self, dest: str) -> Setting:
+        return next(s for s, _ in self._settings if s.dest == dest)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         """argparse's parsing (exits on --help or an unknown flag), then each setting resolved; ConfigError on a bad value."""
         ns, rest = super().parse_known_args(args, namespace)
         environ = os.environ if self.environ is None else self.environ
-        for dest, flag, env, parse, default in self._settings:
-            given = getattr(ns, dest, None)
+        for setting, env in self._settings:
+            given = getattr(ns, setting.dest, None)
             if isinstance(given, str):
-                value = convert(given, parse, flag)
+                value = setting.check(convert(given, setting.parse, setting.flag), setting.flag)
             elif given is not None:  # --name / --no-name
                 value = given
             else:
-                value = read_env(environ, env, parse)
-            setattr(ns, dest, default if value is None else value)
+                value = read_env(environ, env, setting.parse)
+                if value is not None:
+                    setting.check(value, env)
+            setattr(ns, setting.dest, setting.default if value is None else value)
         return ns, rest
 
 

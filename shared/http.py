@@ -1,7 +1,7 @@
 """The one HTTP client of facemon's own calls: recognizer → dashboard and webhook, edge → dashboard.
 
-Standard library only (the recognizer workstation and the Pi install no HTTP package). POST only: a JSON
-or multipart/form-data body, an optional bearer token, a timeout per request. A redirect is not followed
+Standard library only (the recognizer workstation and the Pi install no HTTP package). POST (a JSON or
+multipart/form-data body) and GET, an optional bearer token, a timeout per request. A redirect is not followed
 (a redirected POST would silently lose its body); it comes back as the 3xx answer with its `location`.
 
 Every answer the server gives, 4xx and 5xx included, is a `Response`; only "no answer" (refused,
@@ -65,8 +65,17 @@ _OPENER = urllib.request.build_opener(_NoRedirect)  # stateless; safe to share b
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float = TIMEOUT_S) -> Response:
     """POST `body` to `url`; any HTTP status is a Response, no answer is an HttpError."""
+    return _send("POST", url, body, headers, timeout_s)
+
+
+def get(url: str, token: str = "", timeout_s: float = TIMEOUT_S) -> Response:
+    """GET `url`, with `Authorization: Bearer token` when a token is given; as `post` for answers and errors."""
+    return _send("GET", url, None, {"Authorization": f"Bearer {token}"} if token else {}, timeout_s)
+
+
+def _send(method: str, url: str, body: Optional[bytes], headers: dict[str, str], timeout_s: float) -> Response:
     try:
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)
         with _OPENER.open(request, timeout=timeout_s) as answer:  # noqa: S310 - a configured http(s) URL
             return Response(answer.status, answer.read())
     except urllib.error.HTTPError as exc:

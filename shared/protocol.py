@@ -279,24 +279,30 @@ def result(seq: int, ts: float, faces: list, jpeg: bytes = b"", error: Optional[
     return Message(MessageKind.RESULT, header, jpeg)
 
 
-def enrol(request_id: str, name: str, jpeg: bytes, grant: str = "") -> Message:
-    """`grant`: the dashboard's single-use enrol grant for this station and name (who enrols comes from it)."""
+def enrol(request_id: str, name: str, jpeg: bytes, grant: str = "", confirm_lookalike: str = "") -> Message:
+    """`grant`: the dashboard's single-use enrol grant for this station and name (who enrols comes from it).
+    `confirm_lookalike`: the enrolled person an admin confirmed this face may look like (after a `looks_like`)."""
     header = {"request_id": request_id, "name": name}
     if grant:
         header["grant"] = grant
+    if confirm_lookalike:
+        header["confirm_lookalike"] = confirm_lookalike
     return Message(MessageKind.ENROL, header, jpeg)
 
 
 def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0, code: str = "",
-                 box: Optional[Sequence[int]] = None, crop: bytes = b"") -> Message:
-    """The answer to ENROL. `code`: a machine-readable refusal (no_grant, grant_used, ...) when enrolment was not
-    allowed; on success `box` (top, right, bottom, left in the sent frame) and a JPEG `crop` of the enrolled face
-    (the payload) show the operator which face was taken."""
+                 box: Optional[Sequence[int]] = None, crop: bytes = b"", lookalike: Optional[dict] = None) -> Message:
+    """The answer to ENROL. `code`: a machine-readable refusal (no_grant, grant_used, looks_like, ...) when enrolment
+    was not allowed; `box` (top, right, bottom, left in the sent frame) and a JPEG `crop` (the payload) show the
+    operator which face was taken; `lookalike` ({name, distance}): the enrolled person the face is within the
+    accept distance of (the refusal's cause, or what an admin confirmed)."""
     header: dict = {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
     if code:
         header["code"] = code
     if box is not None:
         header["box"] = [int(v) for v in box]
+    if lookalike is not None:
+        header["lookalike"] = lookalike
     return Message(MessageKind.ENROL_RESULT, header, crop)
 
 

@@ -91,12 +91,14 @@ def index_copy(tmp_path, sample_index_dir) -> Path:
 def recognizer(tmp_path_factory, sample_index_dir):
     """A real recognizer server (worker processes included) on an ephemeral loopback port."""
     from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.vision.detect import EngineConfig
     from recognizer.server.stations import ServerConfig
     from recognizer.server.trust import TrustConfig
 
     tmp = tmp_path_factory.mktemp("recognizer")
     shutil.copytree(sample_index_dir, tmp / "encodings")
     settings = RecognizerSettings(
+        engine=EngineConfig(detector="hog"),  # HOG only: no sweep process
         server=ServerConfig(host="127.0.0.1", port=0, token="secret", idle_timeout_s=10, heartbeat_s=2, index_poll_s=0.2),
         # a closed-lab recognizer: enrolment without grants (tests/trust covers the grant policy)
         trust=TrustConfig(station_auth="shared", enrol_policy="open"),

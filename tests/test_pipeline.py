@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from recognizer.app import RecognizerSettings, pipeline_factory
+from recognizer.vision.detect import EngineConfig
 from recognizer.identity.index import IndexStore
 from recognizer.vision.pipeline import PipelineConfig
 from tests.conftest import FIXTURES
@@ -15,7 +16,7 @@ def obama_jpeg() -> bytes:
 
 
 def test_liveness_is_fed_from_the_first_frame(engine, sample_index_dir, obama_jpeg) -> None:
-    settings = RecognizerSettings(index_dir=sample_index_dir)
+    settings = RecognizerSettings(engine=EngineConfig(detector="hog"), index_dir=sample_index_dir)
     t = [100.0]
     pipeline = pipeline_factory(settings, engine, engine, IndexStore(sample_index_dir), clock=lambda: t[0])()
     # FaceLiveness has __len__ (tracks held), 0 at the start: it must be used anyway
@@ -24,14 +25,14 @@ def test_liveness_is_fed_from_the_first_frame(engine, sample_index_dir, obama_jp
     assert len(pipeline.liveness) == 1
     assert faces[0].liveness == "unknown" and faces[0].blinks == 0
     for _ in range(3):
-        t[0] += settings.first_blink_timeout_s / 2  # a still photo: never blinks
+        t[0] += settings.liveness.first_blink_timeout_s / 2  # a still photo: never blinks
         faces = pipeline.process(obama_jpeg).faces
     assert faces[0].liveness == "no_blink"
     assert faces[0].name == "barack_obama"
 
 
 def test_liveness_off_says_so(engine, sample_index_dir, obama_jpeg) -> None:
-    settings = RecognizerSettings(index_dir=sample_index_dir, pipeline=PipelineConfig(liveness=False))
+    settings = RecognizerSettings(engine=EngineConfig(detector="hog"), index_dir=sample_index_dir, pipeline=PipelineConfig(liveness=False))
     pipeline = pipeline_factory(settings, engine, engine, IndexStore(sample_index_dir))()
     assert pipeline.liveness is None
     assert pipeline.process(obama_jpeg).faces[0].liveness == "off"

@@ -7,7 +7,7 @@ import pytest
 
 from dashboard.config import DashboardConfig
 from edge.config import load_config
-from recognizer.__main__ import build_parser
+from recognizer.settings import build_parser
 from shared.config import ConfigError, SettingsParser, env_settings, parse_bool
 
 
@@ -58,9 +58,8 @@ def test_the_three_programs_raise_the_same_error_type(monkeypatch: pytest.Monkey
 def test_recognizer_settings_problems_are_config_errors() -> None:
     from recognizer.app import RecognizerSettings
 
-    args = build_parser().parse_args(["--detector", "bogus"])
-    with pytest.raises(ConfigError, match="detector"):
-        RecognizerSettings.from_args(args)
+    with pytest.raises(ConfigError, match="--detector"):
+        build_parser().parse_args(["--detector", "bogus"])
     args = build_parser().parse_args(["--station-auth", "dashboard"])
     with pytest.raises(ConfigError, match="--station-auth dashboard needs --dashboard-url"):
         RecognizerSettings.from_args(args)

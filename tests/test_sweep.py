@@ -176,7 +176,7 @@ def test_process_sweeper_finds_the_turned_face_in_its_own_niced_process():
 
 
 def test_cli_flags_reach_the_sweep_settings_and_bad_values_are_refused():
-    from recognizer.__main__ import build_parser
+    from recognizer.settings import build_parser
     from recognizer.app import RecognizerSettings
 
     s = RecognizerSettings.from_args(build_parser().parse_args(

@@ -118,25 +118,23 @@
     answer.className = "";
     text(answer, "");
     $("capture-crop").hidden = true;
+    $("confirm-lookalike").hidden = true;
   }
 
-  function showCrop(body, name) {
+  function showCrop(body, caption) {
     const figure = $("capture-crop");
     if (!body.crop_jpeg) { figure.hidden = true; return; }
     $("capture-crop-img").src = "data:image/jpeg;base64," + body.crop_jpeg;
-    text($("capture-crop-text"), "Enrolled as " + (body.name || name) + ": check this is the right face.");
+    text($("capture-crop-text"), caption);
     figure.hidden = false;
   }
 
   const nameBox = $("name");
   if (nameBox) nameBox.addEventListener("input", clearCaptureAnswer);  // an old answer must not linger
 
-  const captureForm = $("capture-form");
-  if (captureForm) captureForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  async function capture(name, confirmLookalike) {
     const answer = $("capture-answer");
     const button = $("capture");
-    const name = $("name").value;
     button.disabled = true;
     clearCaptureAnswer();
     text(answer, "Capturing…");
@@ -144,14 +142,24 @@
       const response = await fetch("/api/capture", {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-        body: JSON.stringify({ name: name }),
+        body: JSON.stringify({ name: name, confirm_lookalike: confirmLookalike || "" }),
       });
       const body = await response.json();
       if (body.ok) {
         answer.className = "ok";
         const n = typeof body.count === "number" && body.count > 0 ? " (" + body.count + " image(s) on file)" : "";
         text(answer, "Enrolled " + (body.name || name) + n + ".");
-        showCrop(body, name);
+        showCrop(body, "Enrolled as " + (body.name || name) + ": check this is the right face.");
+      } else if (body.code === "looks_like" && body.lookalike) {
+        // Refused: this face is already someone else's. Only a deliberate second click enrols it anyway.
+        const other = body.lookalike.name;
+        answer.className = "error";
+        text(answer, "Not enrolled: looks like " + other + " (" + body.lookalike.distance.toFixed(2) + ").");
+        showCrop(body, "This face is within the recognizer's accept distance of " + other + ".");
+        const confirm = $("confirm-lookalike");
+        text(confirm, "Enrol as " + name + " anyway: I checked, this is not " + other);
+        confirm.onclick = () => capture(name, other);
+        confirm.hidden = false;
       } else {
         answer.className = "error";
         text(answer, "Not enrolled: " + (body.reason || "unknown reason") + ".");
@@ -162,6 +170,12 @@
     } finally {
       button.disabled = false;
     }
+  }
+
+  const captureForm = $("capture-form");
+  if (captureForm) captureForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    capture($("name").value, "");
   });
 
   pollStatus();

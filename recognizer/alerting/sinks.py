@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from recognizer.alerting.outbox import PermanentDeliveryError, TransientDeliveryError
+from shared.alert_wire import iso
 from shared.config import ConfigError
 from shared.http import TIMEOUT_S, HttpError, Response, post_json, post_multipart
 
@@ -118,8 +119,9 @@ class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
     def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
-                 stale_after_s: float = 3.0) -> None:
+                 stale_after_s: float = 3.0, node: str = "") -> None:
         self.target = target
+        self.node = node  # in a pool: each report names the station's session on this node (dashboard/handover.py)
         self.stale_after_s = stale_after_s
         self._stations = stations
         self.interval_s = interval_s
@@ -148,7 +150,10 @@ class StatusReporter:
         now: set[str] = set()
         for st in list(self._stations()):
             now.add(st.station)
-            self._post(st.station, station_report(st, time.time(), self.stale_after_s))
+            report = station_report(st, time.time(), self.stale_after_s)
+            if self.node:
+                report.update(node=self.node, session=f"{self.node}/{st.connected_at:.6f}", connected_at=iso(st.connected_at))
+            self._post(st.station, report)
         for station in sorted(self._reported - now):
             self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
         self._reported = now

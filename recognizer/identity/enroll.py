@@ -8,19 +8,23 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
+import os
 import re
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
 
+from recognizer.identity.gallery import GalleryClient, GalleryError, GalleryStore, Provenance, photo_digest
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
+from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
 from recognizer.vision.detect import Box, Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
+from shared.http import HttpError
 from shared.jpeg import encode_jpeg
 from shared.names import InvalidName, validate_name
 
@@ -181,37 +185,93 @@ class EnrolOutcome:
     count: int = 0  # encodings of that person after enrolment
     box: Optional[Box] = None  # where the enrolled face is in the captured frame
     crop: bytes = b""  # JPEG of the enrolled face, for the operator to check
+    code: str = ""  # a refusal's machine-readable reason: "looks_like" (confirmable by an admin)
+    lookalike: Optional[Lookalike] = None  # who the face looks like (refused, or enrolled with a confirmation)
 
 
 class Enroller:
-    """Adds a captured face to the live index and keeps its photo under known_faces/<name>/."""
+    """The one enrolment: a photo → exactly one face → its encoding, into the store with its provenance.
 
-    def __init__(self, engine: FaceEngine, store: IndexStore, known_faces: Path) -> None:
+    Used by a Capture on any node (`StationSession`) and by `facemon-enroll`'s import into the dashboard's
+    gallery. With a lab's `IndexStore` the photo is kept under known_faces/<name>/; with a pool's
+    `GalleryStore` it goes to the dashboard as the enrolled face's crop, with who, where and which grant.
+    A face within `accept_distance` of someone else enrolled is refused (`lookalike.py`) unless confirmed.
+    """
+
+    def __init__(self, engine: FaceEngine, store: IndexStore | GalleryStore, known_faces: Path,
+                 accept_distance: float = 0.58) -> None:
         self.engine = engine
         self.store = store
         self.known_faces = Path(known_faces)
+        self.accept_distance = accept_distance  # the recognizer's: a face this close to someone else is refused
         self._lock = threading.Lock()
 
-    def enrol(self, raw_name: object, image: bytes, by: str = "") -> EnrolOutcome:
-        """Validate, find exactly one face, encode, persist. Never raises for bad input."""
+    def enrol(self, raw_name: object, image: bytes, by: str = "", provenance: Optional[Provenance] = None,
+              rules: EnrolmentRules = CAPTURE_RULES, confirm_lookalike: str = "") -> EnrolOutcome:
+        """Validate, find exactly one face, refuse a lookalike of someone else (unless `confirm_lookalike` names
+        exactly that person), encode, persist. Never raises for bad input or an unreachable gallery."""
         try:
             name = validate_name(raw_name)
             bgr = decode_image(image)
-            encoding, face = face_encoding_for_enrolment(self.engine, bgr, CAPTURE_RULES)
+            encoding, face = face_encoding_for_enrolment(self.engine, bgr, rules)
         except (InvalidName, BadImage, EnrolRefused) as exc:
             log.info("enrolment of %r refused%s: %s", raw_name, f" (from {by})" if by else "", exc)
             return EnrolOutcome(False, str(exc))
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        folder = self.known_faces / name
-        path = folder / f"capture-{stamp}.jpg"
-        with self._lock:
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(encode_jpeg(bgr, 95))
-            index = self.store.add(name, encoding[None, :], [str(path)])
+        crop = face_crop_jpeg(bgr, face.box)
+        prov = replace(provenance or Provenance(by=by), photo_sha256=photo_digest(image), photo=crop)
+        with self._lock:  # checked under the lock: two captures at once cannot both pass as "nobody alike"
+            found = find_lookalike(self.store.index, encoding, name, self.accept_distance)
+            refusal = lookalike_refusal(found, confirm_lookalike)
+            if refusal is not None:
+                log.warning("enrolment of %r refused%s: %s", name, f" (from {by or prov.by})" if by or prov.by else "", refusal)
+                return EnrolOutcome(False, refusal, name, code="looks_like", lookalike=found, box=face.box, crop=crop)
+            source = prov.source
+            if self.store.local_photos:
+                stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                folder = self.known_faces / name
+                path = folder / f"capture-{stamp}.jpg"
+                folder.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(encode_jpeg(bgr, 95))
+                source = str(path)
+            try:
+                index = self.store.add(name, encoding[None, :], [source], provenance=prov)
+            except (GalleryError, HttpError) as exc:
+                log.warning("enrolment of %r not stored: the gallery refused or did not answer: %s", name, exc)
+                return EnrolOutcome(False, f"the gallery could not store it ({exc}); try again")
         count = sum(1 for n in index.names if n == name)
-        log.info("enrolled %r from a capture%s (%d images of them now)", name, f" by {by}" if by else "", count)
-        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''})", name, count,
-                            face.box, face_crop_jpeg(bgr, face.box))
+        confirmed = f"; {found.message()}, confirmed deliberately" if found is not None else ""
+        (log.warning if found else log.info)("enrolled %r from %s%s (%d images of them now)%s", name,
+                                             source or "a capture", f" by {by or prov.by}" if by or prov.by else "",
+                                             count, confirmed)
+        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''}){confirmed}", name,
+                            count, face.box, crop, lookalike=found)
+
+
+def import_folder(enroller: Enroller, root: Path, by: str,
+                  progress: Optional[Callable[[int, int, Path], None]] = None) -> tuple[int, list[tuple[Path, str]]]:
+    """Enrol every known-face image through `enroller` (into the dashboard's gallery); (enrolled, skipped with why).
+
+    The same photo imported again is stored once (the gallery keys encodings by person and photo digest)."""
+    people, skipped = collect_known_faces(root)
+    jobs = [(name, path) for name, paths in people.items() for path in paths]
+    done = 0
+    for i, (name, path) in enumerate(jobs):
+        if progress:
+            progress(i, len(jobs), path)
+        try:
+            image = path.read_bytes()
+        except OSError as exc:
+            skipped.append((path, str(exc)))
+            continue
+        outcome = enroller.enrol(name, image, provenance=Provenance(by=by, source=str(path.relative_to(root))),
+                                 rules=FOLDER_RULES)
+        if outcome.ok:
+            done += 1
+        else:
+            skipped.append((path, outcome.reason))
+    if progress:
+        progress(len(jobs), len(jobs), Path(""))
+    return done, skipped
 
 
 def _progress_bar(i: int, n: int, path: Path) -> None:
@@ -251,11 +311,25 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--index", type=Path, default=Path("encodings"), help="output folder for the index (default: %(default)s)")
     parser.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, lines otherwise)")
+    parser.add_argument("--dashboard-url", default=os.environ.get("FACEMON_ENROLL_DASHBOARD_URL", ""),
+                        help="import the folder into this dashboard's gallery (a pool's one gallery) instead of "
+                        "building --index (env FACEMON_ENROLL_DASHBOARD_URL)")
+    parser.add_argument("--dashboard-token", default=os.environ.get("FACEMON_ENROLL_DASHBOARD_TOKEN", ""),
+                        help="a service token of that dashboard (env FACEMON_ENROLL_DASHBOARD_TOKEN)")
+    parser.add_argument("--by", default=os.environ.get("USER", "") or "facemon-enroll",
+                        help="who the imported encodings are recorded as enrolled by (default: $USER)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.dashboard_url and not args.dashboard_token:
+        print("facemon-enroll: --dashboard-url needs --dashboard-token (a service token: python -m dashboard "
+              "add-station --station-id enroll --kind service)", file=sys.stderr)
+        return 2
+    progress = None if args.quiet else progress_for(sys.stderr)
     try:
         engine = FaceEngine(EngineConfig(detector=args.detector))
-        index, skipped = build_index(engine, args.known_faces, None if args.quiet else progress_for(sys.stderr))
+        if args.dashboard_url:
+            return _import(engine, args, progress)
+        index, skipped = build_index(engine, args.known_faces, progress)
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enroll: {exc}", file=sys.stderr)
         return 2
@@ -263,11 +337,24 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     print(f"indexed {len(index)} images of {len(index.people)} people into {args.index}/")
     for name in index.people:
         print(f"  {name}: {index.names.count(name)}")
+    _print_skipped(skipped)
+    return 0 if len(index) else 1
+
+
+def _import(engine: FaceEngine, args: argparse.Namespace, progress) -> int:  # noqa: ANN001
+    """facemon-enroll --dashboard-url: the folder into the dashboard's gallery, through the one Enroller."""
+    store = GalleryStore(GalleryClient(args.dashboard_url, args.dashboard_token), args.index)
+    done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress)
+    print(f"imported {done} images into the gallery of {args.dashboard_url} (a photo imported before is kept once)")
+    _print_skipped(skipped)
+    return 0 if done else 1
+
+
+def _print_skipped(skipped: list[tuple[Path, str]]) -> None:
     if skipped:
         print(f"skipped {len(skipped)}:")
         for path, reason in skipped:
             print(f"  {path}: {reason}")
-    return 0 if len(index) else 1
 
 
 if __name__ == "__main__":

@@ -262,8 +262,10 @@ class IndexStore:
         log.info("loaded face index: %d encodings of %d people", len(index), len(index.people))
         return True
 
-    def add(self, name: str, encodings: np.ndarray, sources: Sequence[str]) -> FaceIndex:
-        """Append encodings of `name`, persist atomically, and return the new index."""
+    local_photos = True  # a lab's photos stay in known_faces/ next to encodings/ (a pool's go to the dashboard)
+
+    def add(self, name: str, encodings: np.ndarray, sources: Sequence[str], provenance: object = None) -> FaceIndex:
+        """Append encodings of `name`, persist atomically, and return the new index (`provenance`: a gallery's)."""
         with self._lock:
             index = self._index.add(name, encodings, sources)
             save_index(index, self.directory)

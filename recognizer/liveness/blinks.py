@@ -45,8 +45,8 @@ class LivenessState(str, Enum):
 class LivenessParams:
     """Timeouts (seconds) and blink bounds; validated at construction with a readable ValueError."""
 
-    first_blink_timeout_s: float = 300.0  # grace before the first blink of a track
-    blink_timeout_s: float = 15.0         # after a blink, how long it stays "live"
+    first_blink_timeout_s: float = 30.0   # grace before the first blink of a track (--first-blink-timeout)
+    blink_timeout_s: float = 60.0         # after a blink, how long it stays "live" (--blink-timeout)
     # EAR: closed below baseline * ear_closed_ratio, re-opened above baseline * ear_reopen_ratio
     ear_closed_ratio: float = 0.75
     ear_reopen_ratio: float = 0.85

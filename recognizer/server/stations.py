@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from recognizer.identity.enroll import Enroller
+from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
 from recognizer.server.signin_check import SigninChecks
@@ -53,6 +54,7 @@ class ServerConfig:
     failed_handshake_max_delay_s: float = 4.0
     idle_timeout_s: float = 30.0
     index_poll_s: float = 2.0
+    node: str = ""  # this node's name in a pool, told to edges in WELCOME (empty: one recognizer)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -191,7 +193,8 @@ class StationSession:
             if not admitted:
                 return
             self.stream.sock.settimeout(cfg.idle_timeout_s)
-            self.stream.send(protocol.welcome(SERVER_NAME, cfg.max_in_flight, cfg.heartbeat_s))
+            server_name = f"{SERVER_NAME} node={cfg.node}" if cfg.node else SERVER_NAME
+            self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s))
             log.info("station %s (login %r) connected from %s", status.station, status.login, self.peer)
             self._serve()
         except ProtocolError as exc:
@@ -266,10 +269,16 @@ class StationSession:
             log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
             self.stream.send(protocol.enrol_result(request_id, False, exc.reason, code=exc.code))
             return
-        outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}")
-        self.server.trust.enrol_done(right, outcome.ok, outcome.reason)
-        self.stream.send(protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count,
-                                               box=outcome.box, crop=outcome.crop))
+        confirm = msg.header.get("confirm_lookalike")
+        outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}",
+                                             provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id),
+                                             confirm_lookalike=confirm if isinstance(confirm, str) else "")
+        self.server.trust.enrol_done(right, outcome.ok, outcome.reason)  # the audit keeps a confirmed lookalike too
+        alike = outcome.lookalike
+        self.stream.send(protocol.enrol_result(
+            request_id, outcome.ok, outcome.reason, outcome.name, outcome.count, code=outcome.code,
+            box=outcome.box, crop=outcome.crop,
+            lookalike=None if alike is None else {"name": alike.name, "distance": round(alike.distance, 3)}))
 
     def _camera_report(self, state: str, error: str, lost_s: float) -> None:
         """The edge says its camera is ok or lost; on a change, frames/s restarts and the camera observers hear it."""
@@ -367,6 +376,7 @@ class RecognizerServer:
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
         self.address: tuple[str, int] = (config.host, config.port)
+        self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
 
     # -- registry --
     def admit(self, sock: socket.socket, peer: str, decoder: protocol.Decoder, hello: Message) -> Optional[Refusal]:
@@ -419,7 +429,7 @@ class RecognizerServer:
 
     def _session_ended(self, status: StationStatus) -> None:
         """Tell the observers a station's session ended (on its thread, after its last frame)."""
-        reason = "recognizer_stopped" if self._stop.is_set() else "station_disconnected"
+        reason = self._end_reason or ("recognizer_stopped" if self._stop.is_set() else "station_disconnected")
         for observer in self.observers:
             try:
                 observer.on_disconnect(status, reason)
@@ -452,6 +462,26 @@ class RecognizerServer:
     def _index_loop(self) -> None:
         while not self._stop.wait(self.config.index_poll_s):
             self.store.reload_if_changed()
+
+    def drain(self, reason: str, timeout_s: float) -> int:
+        """Stop accepting (the port closes, so a balancer sends new stations elsewhere) and tell every station to
+        move: ERROR `draining`, then close; the edge reconnects at once, through the balancer. Their incidents
+        close with `closed_by: station_moved`. Returns how many sessions had not ended within `timeout_s`."""
+        self._end_reason = "station_moved"
+        if self.gate is not None:
+            self.gate.stop()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            sessions = [s for s in self._sessions if s.thread.is_alive()]
+        log.info("draining: telling %d station(s) to move (%s)", len(sessions), reason)
+        for s in sessions:
+            s._send_error("draining", f"this recognizer node is stopping ({reason}); reconnect to be served by another")
+            s.close()
+        deadline = time.monotonic() + timeout_s
+        for s in sessions:
+            s.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return sum(1 for s in sessions if s.thread.is_alive())
 
     def stop(self) -> None:
         """Stop accepting, close every station and join the threads."""

@@ -28,9 +28,10 @@ class VerifyParams:
     """N: consecutive agreeing frames needed."""
     timeout_s: float = 20.0
     """The whole check must pass within this time, counted from the first frame."""
-    accept_distance: float = 0.5
-    """The face's nearest encoding of the claimed person must be within this distance (0.5 as in match.py)."""
-    margin: float = 0.05
+    accept_distance: float = 0.58
+    """The claimed person's distance (their nearest photo or mean encoding) must be within this; the recognizer
+    passes its own --accept-distance (`OpenSetParams.accept_distance`)."""
+    margin: float = 0.10
     """Every other enrolled person must be at least this much farther than the claimed one."""
     require_blink: bool = True
     """A blink must be seen during the agreeing run (a still photo never passes)."""
@@ -43,9 +44,9 @@ class VerifyParams:
         if not 1.0 <= self.timeout_s <= 600.0:
             raise ValueError(f"timeout_s must be 1..600 s (20 is typical), got {self.timeout_s}")
         if not 0.0 < self.accept_distance < 1.0:
-            raise ValueError(f"accept_distance must be in (0, 1) (0.5 is typical), got {self.accept_distance}")
+            raise ValueError(f"accept_distance must be in (0, 1) (0.58 is the default), got {self.accept_distance}")
         if not 0.0 <= self.margin < 1.0:
-            raise ValueError(f"margin must be in [0, 1) (0.05 is typical), got {self.margin}")
+            raise ValueError(f"margin must be in [0, 1) (0.10 is the default), got {self.margin}")
         if self.mismatch_frames < 1:
             raise ValueError(f"mismatch_frames must be at least 1, got {self.mismatch_frames}")
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from recognizer.identity.index import DIM, FaceIndex
 from recognizer.identity.match import SUPPORT, MatchParams, OpenSetParams, evidence, vote
+from recognizer.settings import as_flags
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CACHE_NAME = "facemon-calibrate-encodings.npz"
 MAX_SIDE = 1024  # px: photos are shrunk to this before detection (speed; chips are 150 px anyway)
 TARGET_FAR = 0.01
+TUNED = ("accept_distance", "margin", "min_votes", "person_slack")  # the OpenSetParams fields the grid varies
 
 
 class CalibrationError(Exception):
@@ -253,6 +255,11 @@ def describe(s: Setting) -> str:
     return f"accept={p.accept_distance:.2f} margin={p.margin:.2f} min_votes={p.min_votes} slack={p.person_slack:.2f}"
 
 
+def recommended_flags(p: OpenSetParams) -> str:
+    """The recognizer flags that set `p`'s thresholds (only settings that exist: recognizer/settings.py)."""
+    return as_flags({f"match.{name}": getattr(p, name) for name in TUNED})
+
+
 def _distance_to_default(p: OpenSetParams) -> float:
     d = OpenSetParams()
     return (abs(p.accept_distance - d.accept_distance) / 0.02 + abs(p.margin - d.margin) / 0.05
@@ -391,8 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         p = best[0].params
         print(f"recommended: {describe(best[0])} (GAR {100 * best[1].gar:.1f}%, FAR {100 * best[1].far:.1f}%): "
-              f"OpenSetParams(accept_distance={p.accept_distance}, margin={p.margin}, min_votes={p.min_votes}, "
-              f"person_slack={p.person_slack})")
+              f"facemon-recognizer {recommended_flags(p)}")
     if args.plot:
         plot(results, best, args.plot)
         print(f"plot written to {args.plot}")

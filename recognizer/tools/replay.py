@@ -33,7 +33,7 @@ log = logging.getLogger("recognizer.tools.replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recognizer.__main__ import build_parser as recognizer_parser
+    from recognizer.settings import build_parser as recognizer_parser
 
     p = recognizer_parser(prog="facemon-replay", description=(
         "Run a recorded clip through the recognizer's per-frame path and alert rules, exactly as a station's frames "

@@ -31,7 +31,7 @@ class EngineConfig:
     """How faces are found. `upsample` doubles the image that many times before detecting
     (finds smaller faces, ~4x slower per step)."""
 
-    detector: str = "hog"
+    detector: str = "hog+cnn"  # HOG per frame; CNN sweeps only where the caller runs them (--detector)
     upsample: int = 0
 
     def __post_init__(self) -> None:

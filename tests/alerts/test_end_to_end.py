@@ -15,6 +15,7 @@ from recognizer.alerting.outbox import OutboxConfig
 from recognizer.alerting.rules import AlertThresholds
 from recognizer.alerting.sinks import DashboardTarget
 from recognizer.app import RecognizerApp, RecognizerSettings
+from recognizer.vision.detect import EngineConfig
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.pipeline import PipelineConfig
 from shared import protocol
@@ -59,6 +60,7 @@ def test_stranger_and_wrong_person_reach_the_dashboard(tmp_path, sample_index_di
     shutil.copytree(sample_index_dir, tmp_path / "encodings")
     dashboard.start()
     settings = RecognizerSettings(
+        engine=EngineConfig(detector="hog"),  # HOG only: no sweep process
         server=ServerConfig(host="127.0.0.1", port=0, token="secret", idle_timeout_s=10, heartbeat_s=2),
         pipeline=PipelineConfig(liveness=False),
         index_dir=tmp_path / "encodings", known_faces=tmp_path / "known_faces", workers=1,

@@ -46,6 +46,7 @@ def stack(tmp_path: Path, sample_index_dir: Path) -> Iterator[tuple]:
     from recognizer.alerting.outbox import OutboxConfig
     from recognizer.alerting.sinks import DashboardTarget
     from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.vision.detect import EngineConfig
     from recognizer.server.stations import ServerConfig
 
     dashboard = Dashboard(tmp_path / "dashboard.db")
@@ -53,6 +54,7 @@ def stack(tmp_path: Path, sample_index_dir: Path) -> Iterator[tuple]:
     webhook = Receiver()
     shutil.copytree(sample_index_dir, tmp_path / "encodings")
     app = RecognizerApp(RecognizerSettings(
+        engine=EngineConfig(detector="hog"),  # HOG only: no sweep process
         server=ServerConfig(host="127.0.0.1", port=0, token=TOKEN, heartbeat_s=1.0, idle_timeout_s=10.0),
         index_dir=tmp_path / "encodings", known_faces=tmp_path / "known_faces", workers=1,
         outbox=OutboxConfig(path=tmp_path / "outbox.sqlite3", backoff_initial_s=0.2, backoff_max_s=1.0),

@@ -41,11 +41,13 @@ TOKEN = "secret"
 def guarded(tmp_path_factory, sample_index_dir):
     """A real recognizer with short handshake limits, so each attack is over in seconds."""
     from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.vision.detect import EngineConfig
     from recognizer.server.stations import ServerConfig
 
     tmp = tmp_path_factory.mktemp("guarded")
     shutil.copytree(sample_index_dir, tmp / "encodings")
     settings = RecognizerSettings(
+        engine=EngineConfig(detector="hog"),  # HOG only: no sweep process
         server=ServerConfig(host="127.0.0.1", port=0, token=TOKEN, idle_timeout_s=10, heartbeat_s=2,
                             handshake_timeout_s=1.5, max_handshakes=64, failed_handshake_delay_s=0.1,
                             failed_handshake_max_delay_s=0.8),

@@ -48,6 +48,7 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
     from recognizer.alerting.rules import AlertThresholds
     from recognizer.alerting.sinks import DashboardTarget
     from recognizer.app import RecognizerApp, RecognizerSettings
+    from recognizer.vision.detect import EngineConfig
     from recognizer.identity.enroll import build_index
     from recognizer.identity.index import save_index
     from recognizer.server.stations import ServerConfig
@@ -72,6 +73,7 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
         service_token = station_tokens.create_token(db, "recognizer", "service")
     # the trust contract in full: each edge proves its station with its own token, enrolment needs grants
     rec = RecognizerApp(RecognizerSettings(
+        engine=EngineConfig(detector="hog"),  # HOG only: no sweep process
         server=ServerConfig(host="127.0.0.1", port=0, token=TOKEN, idle_timeout_s=10, heartbeat_s=2),
         trust=TrustConfig(station_auth="dashboard", enrol_policy="grant"),
         dashboard=DashboardTarget(dashboard.url, service_token), status_interval_s=60,

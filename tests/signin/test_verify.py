@@ -87,7 +87,7 @@ def test_margin_rule_of_match_py():
     assert not v.agrees(Observation(0, 1, distance=0.40, other=0.42))
     assert v.agrees(Observation(0, 1, distance=0.40, other=0.46))
     assert v.agrees(Observation(0, 1, distance=0.40, other=math.inf))
-    assert not v.agrees(Observation(0, 1, distance=0.51, other=math.inf))
+    assert not v.agrees(Observation(0, 1, distance=0.59, other=math.inf))
 
 
 def test_timeouts_name_the_last_problem():

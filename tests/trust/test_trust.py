@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from dashboard import accounts, grants, station_tokens
 from recognizer.alerting.sinks import DashboardTarget
 from recognizer.app import RecognizerApp, RecognizerSettings
+from recognizer.vision.detect import EngineConfig
 from recognizer.server.stations import ServerConfig
 from recognizer.server.trust import Admission, Trust, TrustConfig
 from recognizer.vision.pipeline import PipelineConfig
@@ -43,6 +44,7 @@ def world(tmp_path_factory, sample_index_dir) -> Iterator[dict]:
         creds = {name: station_tokens.create_token(db, name, "station") for name in ("desk-01", "desk-02", "desk-03")}
     shutil.copytree(sample_index_dir, tmp / "encodings")
     rec = RecognizerApp(RecognizerSettings(
+        engine=EngineConfig(detector="hog"),  # HOG only: no sweep process
         server=ServerConfig(host="127.0.0.1", port=0, token=SHARED, idle_timeout_s=10, heartbeat_s=2),
         pipeline=PipelineConfig(liveness=False),
         trust=TrustConfig(station_auth="dashboard", enrol_policy="grant", grace_s=60),

@@ -1,0 +1,179 @@
+"""The gallery's rules: add an encoding with its provenance, remove a person, read the numbered changes after N.
+
+Pure database logic (no Flask). Writers serialise on the `gallery_head` row, so change numbers are committed
+in order on every backend (SQLite's write lock, a row lock on PostgreSQL/MariaDB). An encoding is stored once
+per (person, photo): importing the same folder again changes nothing.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from dashboard.gallery_models import VECTOR_BYTES, GalleryChange, GalleryEncoding, GalleryHead
+from dashboard.models import utcnow
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+
+
+class BadEncoding(ValueError):
+    """An encoding or its provenance that cannot be stored; the text says why."""
+
+
+@dataclass(frozen=True)
+class NewEncoding:
+    """What a node (a Capture) or facemon-enroll (a folder import) adds."""
+
+    person: str
+    vector: bytes  # 128 float32, little-endian
+    model: str
+    source: str
+    photo_sha256: str
+    enrolled_by: str
+    via: str
+    station_id: Optional[str] = None
+    grant_id: Optional[int] = None
+    photo: Optional[bytes] = None
+
+    def __post_init__(self) -> None:
+        if len(self.vector) != VECTOR_BYTES:
+            raise BadEncoding(f"vector must be {VECTOR_BYTES} bytes (128 float32), got {len(self.vector)}")
+        values = struct.unpack("<128f", self.vector)
+        if not all(math.isfinite(v) for v in values):
+            raise BadEncoding("vector holds a NaN or infinite value")
+        norm = math.sqrt(sum(v * v for v in values))
+        if not 0.1 <= norm <= 10.0:  # dlib's encodings have norm ~1; zeros or huge values are not encodings
+            raise BadEncoding(f"vector norm {norm:.3g} is not that of a face encoding")
+        if len(self.photo_sha256) != 64 or any(c not in "0123456789abcdef" for c in self.photo_sha256):
+            raise BadEncoding("photo_sha256 must be 64 lowercase hex digits")
+        for name, value, most in (("model", self.model, 64), ("source", self.source, 256),
+                                  ("enrolled_by", self.enrolled_by, 64)):
+            if not isinstance(value, str) or not 0 < len(value) <= most:
+                raise BadEncoding(f"{name} must be a string of 1 to {most} characters")
+
+
+class ChangeNotifier:
+    """Wakes long-polls in this process when a change is committed (other processes are seen by polling)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._seq = 0
+
+    def committed(self, seq: int) -> None:
+        with self._cond:
+            self._seq = max(self._seq, seq)
+            self._cond.notify_all()
+
+    def wait_past(self, seq: int, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a change after `seq` committed here; True if one was."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._seq > seq, timeout_s)
+
+
+def _next_seq(db: Session) -> int:
+    head = db.scalar(sa.select(GalleryHead).where(GalleryHead.id == 1).with_for_update())
+    if head is None:  # emptied by hand: start again after the last change (two writers racing: one retries)
+        head = GalleryHead(id=1, seq=db.scalar(sa.select(sa.func.max(GalleryChange.seq))) or 0)
+        db.add(head)
+        db.flush()
+    head.seq += 1
+    return head.seq
+
+
+def _retrying(factory: sessionmaker[Session], work):  # noqa: ANN001, ANN202 - work(db) -> result
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with factory() as db:
+            try:
+                result = work(db)
+                db.commit()
+                return result
+            except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:  # deadlock / lock wait (MySQL), busy
+                db.rollback()  # (SQLite), two writers creating the head row at once
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("gallery write retried after %s", exc.orig)
+
+
+def add_encoding(factory: sessionmaker[Session], new: NewEncoding) -> tuple[dict, bool]:
+    """Store `new` and its `add` change; (the change as `change_dict` gives it, True) — or, when that person
+    already has an encoding from the same photo, (that encoding's change, False)."""
+
+    def work(db: Session) -> tuple[dict, bool]:
+        seq = _next_seq(db)  # first: the head's lock serialises writers, so the duplicate check below is safe
+        existing = db.scalar(sa.select(GalleryEncoding).where(
+            GalleryEncoding.person == new.person, GalleryEncoding.photo_sha256 == new.photo_sha256))
+        if existing is not None:
+            db.rollback()
+            change = db.scalar(sa.select(GalleryChange).where(GalleryChange.encoding_id == existing.id))
+            return change_dict(change, existing), False
+        now = utcnow()
+        row = GalleryEncoding(person=new.person, vector=new.vector, model=new.model, source=new.source,
+                              photo_sha256=new.photo_sha256, station_id=new.station_id, enrolled_by=new.enrolled_by,
+                              grant_id=new.grant_id, via=new.via, photo=new.photo, created_at=now)
+        db.add(row)
+        db.flush()
+        change = GalleryChange(seq=seq, op="add", person=new.person, encoding_id=row.id, at=now)
+        db.add(change)
+        db.flush()
+        return change_dict(change, row), True
+
+    return _retrying(factory, work)
+
+
+def remove_person(factory: sessionmaker[Session], person: str) -> tuple[int, int]:
+    """Delete every encoding (and photo) of `person` and log a `remove` change; (encodings removed, its seq)."""
+
+    def work(db: Session) -> tuple[int, int]:
+        seq = _next_seq(db)
+        removed = db.execute(sa.delete(GalleryEncoding).where(GalleryEncoding.person == person)).rowcount or 0
+        if not removed:
+            db.rollback()
+            return 0, head_seq(db)
+        db.add(GalleryChange(seq=seq, op="remove", person=person, encoding_id=None, at=utcnow()))
+        return removed, seq
+
+    return _retrying(factory, work)
+
+
+def head_seq(db: Session) -> int:
+    return db.scalar(sa.select(GalleryHead.seq).where(GalleryHead.id == 1)) or 0
+
+
+def change_dict(change: GalleryChange, enc: Optional[GalleryEncoding]) -> dict:
+    """The wire form of a change. An `add` whose encoding was removed since has no vector (followers skip it)."""
+    out = {"seq": change.seq, "op": change.op, "person": change.person}
+    if change.op == "add":
+        out["id"] = change.encoding_id
+        if enc is not None:
+            out.update(vector=base64.b64encode(enc.vector).decode(), model=enc.model, source=enc.source)
+    return out
+
+
+def changes_after(db: Session, after: int, limit: int) -> tuple[list[dict], int]:
+    """Up to `limit` changes numbered above `after`, oldest first, and the head's number."""
+    head = head_seq(db)
+    rows = db.execute(
+        sa.select(GalleryChange, GalleryEncoding).outerjoin(GalleryEncoding, GalleryEncoding.id == GalleryChange.encoding_id)
+        .where(GalleryChange.seq > after, GalleryChange.seq <= head).order_by(GalleryChange.seq).limit(limit)
+    ).all()
+    return [change_dict(c, e) for c, e in rows], head
+
+
+def people(db: Session) -> list[dict]:
+    """Every enrolled person with their encodings' count and provenance (no vectors, no photos)."""
+    out: dict[str, dict] = {}
+    for e in db.scalars(sa.select(GalleryEncoding).order_by(GalleryEncoding.person, GalleryEncoding.id)):
+        person = out.setdefault(e.person, {"person": e.person, "encodings": []})
+        person["encodings"].append({
+            "id": e.id, "source": e.source, "station_id": e.station_id, "enrolled_by": e.enrolled_by,
+            "grant_id": e.grant_id, "via": e.via, "created_at": e.created_at.isoformat(), "has_photo": e.photo is not None,
+        })
+    return list(out.values())

@@ -1,0 +1,54 @@
+"""The gallery's tables: enrolled encodings with their provenance, and the ordered change log nodes follow.
+
+`gallery_head` holds the last change number; every write takes its row lock first, so change numbers are
+committed in order (a follower asking for changes after N never misses one committed later with a smaller N).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dashboard.models import Base, Blob, UTCDateTime
+
+VECTOR_BYTES = 128 * 4  # one dlib encoding: 128 float32, little-endian
+
+
+class GalleryEncoding(Base):
+    """One enrolled encoding of a person and where it came from (photo, desk, who, which grant)."""
+
+    __tablename__ = "gallery_encodings"
+    __table_args__ = (sa.UniqueConstraint("person", "photo_sha256", name="uq_gallery_person_photo"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    person: Mapped[str] = mapped_column(sa.String(64), index=True)
+    vector: Mapped[bytes] = mapped_column(sa.LargeBinary(VECTOR_BYTES))
+    model: Mapped[str] = mapped_column(sa.String(64))
+    source: Mapped[str] = mapped_column(sa.String(256))  # the photo's file name, or capture:<station>
+    photo_sha256: Mapped[str] = mapped_column(sa.String(64))  # of the image it was encoded from (re-imports skip it)
+    station_id: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # the desk of a Capture
+    enrolled_by: Mapped[str] = mapped_column(sa.String(64))  # the admin (Capture) or the importer's name
+    grant_id: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)  # enrol_grants.id of a Capture
+    via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enroll)
+    photo: Mapped[Optional[bytes]] = mapped_column(Blob, nullable=True)  # JPEG of the enrolled face (a crop)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class GalleryChange(Base):
+    """One change, numbered: `add` (encoding_id) or `remove` (every encoding of `person`)."""
+
+    __tablename__ = "gallery_changes"
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    op: Mapped[str] = mapped_column(sa.String(16))
+    person: Mapped[str] = mapped_column(sa.String(64))
+    encoding_id: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True, index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class GalleryHead(Base):
+    """The single row (id 1) holding the number of the last change."""
+
+    __tablename__ = "gallery_head"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(sa.Integer)
