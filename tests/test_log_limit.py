@@ -22,10 +22,10 @@ def test_lines_beyond_the_budget_are_counted_and_told_once(caplog):
     with caplog.at_level(logging.INFO, "test.refusals"):
         for i in range(8656):
             limited.warning("login for %r refused", f"u{i}")
-        assert len(caplog.records) == 10
+        assert len([r for r in caplog.records if r.name == "test.refusals"]) == 10
         clock.now += 61
         limited.warning("one more")
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.refusals"]
     assert lines[10] == "refused logins: ... and 8,646 more in the last minute" and lines[11] == "one more"
 
 
@@ -35,6 +35,7 @@ def test_the_summary_comes_by_itself_when_the_flood_stops(caplog):
         for _ in range(7):
             limited.warning("refused")
         deadline = time.time() + 5
-        while time.time() < deadline and len(caplog.records) < 3:
+        mine = lambda: [r.getMessage() for r in caplog.records if r.name == "test.refusals2"]  # noqa: E731
+        while time.time() < deadline and len(mine()) < 3:
             time.sleep(0.05)
-    assert [r.getMessage() for r in caplog.records][-1] == "refused: ... and 5 more in the last 0.3 s"
+    assert mine() == ["refused", "refused", "refused: ... and 5 more in the last 0.3 s"]
