@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from dashboard.config import DEFAULT_DB_URL, DashboardConfig
 from shared.config import ConfigError, setup_logging
+from shared.fsmode import private_umask
 from shared.web_server import quiet_web_server_logs
 
 log = logging.getLogger("dashboard")
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    private_umask()  # the database (evidence, password hashes, the session key): 0600 in 0700 folders
     args = build_parser().parse_args(argv)
     overrides = {"database_url": args.database_url, "log_level": args.log_level}
     if args.command == "serve":

@@ -63,9 +63,17 @@ class NewEncoding:
 class ChangeNotifier:
     """Wakes long-polls in this process when a change is committed (other processes are seen by polling)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiters: int) -> None:
         self._cond = threading.Condition()
         self._seq = 0
+        self._slots = threading.BoundedSemaphore(max_waiters)  # each waiting long-poll holds a server thread
+
+    def enter(self) -> bool:
+        """Take a waiter's place (taken before the wait, so a flood at once cannot exceed it); False when full."""
+        return self._slots.acquire(blocking=False)
+
+    def leave(self) -> None:
+        self._slots.release()
 
     def committed(self, seq: int) -> None:
         with self._cond:

@@ -253,11 +253,12 @@ def hello(station: str, login: str, token: str, client: str = "facemon-edge", cr
     return Message(MessageKind.HELLO, header)
 
 
-def welcome(server: str, max_in_flight: int, heartbeat_s: float) -> Message:
-    return Message(
-        MessageKind.WELCOME,
-        {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s},
-    )
+def welcome(server: str, max_in_flight: int, heartbeat_s: float, max_fps: float = 0.0) -> Message:
+    """`max_fps`: frames a second the edge may send (the recognizer's fair share for it; 0: not said, no limit)."""
+    header = {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s}
+    if max_fps > 0:
+        header["max_fps"] = max_fps
+    return Message(MessageKind.WELCOME, header)
 
 
 def refuse(code: str, reason: str) -> Message:
@@ -313,10 +314,13 @@ def session(login: str) -> Message:
 CAMERA_STATES = ("ok", "lost")
 
 
-def heartbeat(ts: float, camera: Optional[dict] = None) -> Message:
+def heartbeat(ts: float, camera: Optional[dict] = None, alerts: Optional[str] = None) -> Message:
     """A heartbeat; the edge adds its camera's state: `camera` ("ok"/"lost"), `camera_error`, `camera_lost_s`
-    (seconds since the last camera frame). The server echoes only `ts`."""
+    (seconds since the last camera frame). The server echoes `ts`, adds `alerts` (what its alert outbox can do,
+    `shared.alerts.OUTBOX_STATES`) when that is not "ok", and sends one unasked, with `alerts`, when it changes."""
     header: dict = {"ts": ts}
+    if alerts is not None:
+        header["alerts"] = alerts
     if camera is not None:
         if camera.get("state") not in CAMERA_STATES:
             raise UsageError(f"camera state must be one of {CAMERA_STATES}, got {camera.get('state')!r}")

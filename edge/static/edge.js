@@ -57,10 +57,14 @@
     badge.className = "badge " + s.state;
     if (s.online) {
       text(badge, "recognizer online");
-      text($("link-text"), "Online: " + s.recognizer + (s.server ? " (" + s.server + ")" : ""));
+      const alerts = s.alerts === "disk_full" ? " Alerts: the recognizer's disk is full; alerts are held in memory." :
+        s.alerts === "degraded" ? " Alerts: the recognizer cannot store alerts on disk; they are held in memory." : "";
+      text($("link-text"), "Online: " + s.recognizer + (s.server ? " (" + s.server + ")" : "") + "." + alerts);
+      $("link-text").className = alerts ? "warn" : "";
     } else {
       text(badge, s.state === "connecting" ? "recognizer connecting" : "recognizer offline");
       text($("link-text"), "Recognizer offline: " + (s.reason || "unknown reason") + ". Reconnecting by itself.");
+      $("link-text").className = "";
     }
     const camera = s.camera || {};
     const lost = camera.state === "lost";

@@ -300,6 +300,9 @@ def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Console entry `facemon-enroll`: build encodings/ from known_faces/."""
+    from shared.fsmode import private_umask
+
+    private_umask()  # encodings and photos are biometric data: 0600 files in 0700 folders
     from recognizer.vision.detect import EngineConfig
 
     parser = argparse.ArgumentParser(

@@ -154,9 +154,10 @@ class GalleryStore:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop following. A long-poll in flight is not waited for: its answer is dropped when it comes."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.wait_s + 15)
+            self._thread.join(timeout=1.0)
 
     def wait_loaded(self, timeout_s: float) -> bool:
         return self._loaded.wait(timeout_s)
@@ -238,6 +239,8 @@ class GalleryStore:
                 failing = True
                 self._stop.wait(delay)
                 continue
+            if self._stop.is_set():
+                return
             if failing:
                 log.info("gallery: the dashboard answers again")
             failing = False
