@@ -1,9 +1,10 @@
-"""The audit of every look at personal data: append an entry, verify the chain, read and export it.
+"""The audit: every look at personal data (evidence, exports, a person's page) and every change of the face
+library — who, when, what, to whom, from which address — in one append-only log chained by hashes.
 
 Each entry's hash is sha256 over the previous entry's hash and the entry's own canonical JSON (id, time, actor,
-action, target, address), so editing or deleting any entry breaks the link to the next one, and deleting the
-newest ones disagrees with the head row. `verify` names the first broken link. Pure database logic (no Flask);
-`record_request` is the thin shell pages and APIs call.
+action, subject, detail, address), so editing or deleting any entry breaks the link to the next one, and deleting
+the newest ones disagrees with the head row. `verify` names the first broken link. `record` adds a row in the
+caller's transaction, so a change and its audit are committed together or not at all.
 """
 from __future__ import annotations
 
@@ -24,10 +25,9 @@ from dashboard.models import utcnow
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
-# what is audited (the action names in the log)
-ACTIONS = ("evidence.view", "alerts.csv", "alerts.list", "person.view", "person.export", "person.erase",
-           "audit.view", "audit.export", "retention.audit")
-EXPORT_COLUMNS = ("id", "at", "actor", "action", "target", "address", "prev_hash", "hash")
+EXPORT_COLUMNS = ("id", "at", "actor", "action", "subject", "detail", "address", "prev_hash", "hash")
+__all__ = ["GENESIS", "ChainReport", "entry_hash", "record", "record_now", "verify", "trim_before", "entries",
+           "search", "export_csv"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,11 @@ class ChainReport:
         return {"ok": self.ok, "checked": self.checked, "broken_at": self.broken_at, "reason": self.reason}
 
 
-def entry_hash(prev_hash: str, entry_id: int, at: dt.datetime, actor: str, action: str, target: str,
-               address: str) -> str:
+def entry_hash(prev_hash: str, entry_id: int, at: dt.datetime, actor: str, action: str, subject: str,
+               detail: str, address: str) -> str:
     """The chain's rule: sha256(prev_hash || canonical JSON of the entry), hex."""
     body = json.dumps([entry_id, at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"), actor, action,
-                       target, address], separators=(",", ":"), ensure_ascii=False)
+                       subject, detail, address], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
@@ -60,32 +60,43 @@ def _head(db: Session) -> AuditHead:
     return head
 
 
-def append(db: Session, actor: str, action: str, target: str, address: str = "",
+def _request_address() -> str:
+    try:
+        from flask import has_request_context, request
+    except ImportError:  # pragma: no cover - the dashboard always has Flask
+        return ""
+    return (request.remote_addr or "") if has_request_context() else ""
+
+
+def record(db: Session, actor: str, action: str, subject: str, detail: str = "", address: Optional[str] = None,
            at: Optional[dt.datetime] = None) -> AuditEntry:
-    """Add one entry in `db`'s transaction (the caller commits): takes the head's row lock, chains, moves the head."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown audit action {action!r}; one of {', '.join(ACTIONS)}")
+    """Add one entry in `db`'s transaction (the caller commits): takes the head's row lock, chains, moves the head.
+
+    `address` defaults to the current request's remote address (empty outside a request)."""
     at = at or utcnow()  # stored with microseconds on every backend (DATETIME(6) on MySQL), so the hash re-computes
+    actor, action, subject, detail = actor[:64], action[:32], subject[:64], detail[:512]
+    address = (_request_address() if address is None else address)[:64]
     head = _head(db)
     entry_id = head.seq + 1
-    actor, target, address = actor[:64], target[:256], (address or "")[:64]
-    digest = entry_hash(head.last_hash, entry_id, at, actor, action, target, address)
-    entry = AuditEntry(id=entry_id, at=at, actor=actor, action=action, target=target, address=address,
-                       prev_hash=head.last_hash, hash=digest)
-    db.add(entry)
+    digest = entry_hash(head.last_hash, entry_id, at, actor, action, subject, detail, address)
+    row = AuditEntry(id=entry_id, at=at, actor=actor, action=action, subject=subject, detail=detail,
+                     address=address, prev_hash=head.last_hash, hash=digest)
+    db.add(row)
     head.seq, head.last_hash = entry_id, digest
     db.flush()
-    return entry
+    log.info("audit %d: %s %s", entry_id, actor, action)  # whom it was about stays in the audit, not the log
+    return row
 
 
-def record(factory: sessionmaker[Session], actor: str, action: str, target: str, address: str = "") -> AuditEntry:
-    """Append and commit in a session of its own, retried when two writers collide."""
+def record_now(factory: sessionmaker[Session], actor: str, action: str, subject: str, detail: str = "",
+               address: Optional[str] = None) -> AuditEntry:
+    """Record and commit in a session of its own (a look, which changes nothing else), retried on a collision."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with factory() as db:
             try:
-                entry = append(db, actor, action, target, address)
+                row = record(db, actor, action, subject, detail, address)
                 db.commit()
-                return entry
+                return row
             except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
                 db.rollback()
                 if attempt == MAX_ATTEMPTS:
@@ -107,7 +118,7 @@ def verify(db: Session) -> ChainReport:
             return ChainReport(False, checked, expected_id, f"entry {expected_id} is missing (next is {e.id})")
         if e.prev_hash != expected_prev:
             return ChainReport(False, checked, e.id, "its link to the entry before does not match (edited or removed)")
-        if entry_hash(e.prev_hash, e.id, e.at, e.actor, e.action, e.target, e.address) != e.hash:
+        if entry_hash(e.prev_hash, e.id, e.at, e.actor, e.action, e.subject, e.detail, e.address) != e.hash:
             return ChainReport(False, checked, e.id, "its contents do not match its hash (edited)")
         expected_id, expected_prev, checked = e.id + 1, e.hash, checked + 1
     if expected_id - 1 != head.seq or expected_prev != head.last_hash:
@@ -127,7 +138,15 @@ def trim_before(db: Session, cutoff: dt.datetime) -> int:
     return n
 
 
-def entries(db: Session, limit: int = 200, offset: int = 0, actor: str = "", action: str = "") -> list[AuditEntry]:
+def entries(db: Session, subject: str | None = None, limit: int = 50) -> list[AuditEntry]:
+    """The newest audit rows, of one subject when given."""
+    q = sa.select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if subject is not None:
+        q = q.where(AuditEntry.subject == subject)
+    return list(db.scalars(q))
+
+
+def search(db: Session, limit: int = 200, offset: int = 0, actor: str = "", action: str = "") -> list[AuditEntry]:
     """Newest first, optionally one actor's or one action's."""
     q = sa.select(AuditEntry).order_by(AuditEntry.id.desc())
     if actor:
@@ -137,14 +156,19 @@ def entries(db: Session, limit: int = 200, offset: int = 0, actor: str = "", act
     return list(db.scalars(q.limit(limit).offset(offset)))
 
 
+def actions(db: Session) -> list[str]:
+    """The actions recorded so far (for the page's filter)."""
+    return list(db.scalars(sa.select(AuditEntry.action).distinct().order_by(AuditEntry.action)))
+
+
 def export_csv(db: Session) -> Iterator[str]:
     """The whole log, oldest first, with its hashes (so a copy can be verified elsewhere), as CSV chunks."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(EXPORT_COLUMNS)
     for e in db.scalars(sa.select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=1000)):
-        writer.writerow([e.id, e.at.isoformat(timespec="microseconds"), e.actor, e.action, e.target, e.address,
-                         e.prev_hash, e.hash])
+        writer.writerow([e.id, e.at.isoformat(timespec="microseconds"), e.actor, e.action, e.subject, e.detail,
+                         e.address, e.prev_hash, e.hash])
         if buf.tell() > 64 * 1024:
             yield buf.getvalue()
             buf.seek(0)

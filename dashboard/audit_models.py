@@ -1,4 +1,5 @@
-"""The audit's tables: one row per look at personal data, each chained to the one before by a hash, and the head.
+"""The audit's tables: one row per look at or change of personal data, each chained to the one before by a hash,
+and the head.
 
 `audit_head` (one row, id 1) holds the last entry's number and hash, and the anchor the first kept entry chains to
 (retention trims the oldest entries and moves the anchor in the same transaction). Every append takes the head's
@@ -17,17 +18,19 @@ GENESIS = "0" * 64  # the hash the very first entry chains to
 
 
 class AuditEntry(Base):
-    """Who looked at what, when, from which address; `hash` = sha256(prev_hash + the entry's canonical JSON)."""
+    """Who did what (`action`) to whom/what (`subject`, `detail`), when, from which address;
+    `hash` = sha256(prev_hash + the entry's canonical JSON)."""
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     actor: Mapped[str] = mapped_column(sa.String(64), index=True)
     action: Mapped[str] = mapped_column(sa.String(32), index=True)
-    target: Mapped[str] = mapped_column(sa.String(256))
-    address: Mapped[str] = mapped_column(sa.String(64))
-    prev_hash: Mapped[str] = mapped_column(sa.String(64))
-    hash: Mapped[str] = mapped_column(sa.String(64))
+    subject: Mapped[str] = mapped_column(sa.String(64), index=True)
+    detail: Mapped[str] = mapped_column(sa.String(512), default="")
+    address: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
+    hash: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
 
 
 class AuditHead(Base):

@@ -13,10 +13,11 @@ from dashboard.web_security import current_user, login_required
 bp = Blueprint("audit", __name__)
 
 
-def look(action: str, target: str) -> None:
-    """Record that the request's user did `action` on `target` (committed before the data is sent)."""
+def look(action: str, subject: str, detail: str = "") -> None:
+    """Record that the request's user did `action` on `subject` (committed before the data is sent)."""
     user = current_user()
-    audit.record(services().writer, user.username if user else "-", action, target, request.remote_addr or "")
+    audit.record_now(services().writer, user.username if user else "-", action, subject, detail,
+                     request.remote_addr or "")
 
 
 @bp.get("/admin/audit")
@@ -28,16 +29,16 @@ def page():  # noqa: ANN201
         offset = max(0, int(request.args.get("offset", "0")))
     except ValueError:
         offset = 0
-    look("audit.view", f"actor={actor or '*'} action={action or '*'} offset={offset}")
+    look("audit.view", "audit", f"actor={actor or '*'} action={action or '*'} offset={offset}")
     db = get_db()
-    return render_template("audit.html", entries=audit.entries(db, 200, offset, actor, action),
-                           report=audit.verify(db), actions=audit.ACTIONS, actor=actor, action=action, offset=offset)
+    return render_template("audit.html", entries=audit.search(db, 200, offset, actor, action),
+                           report=audit.verify(db), actions=audit.actions(db), actor=actor, action=action, offset=offset)
 
 
 @bp.get("/admin/audit.csv")
 @login_required(admin=True)
 def export():  # noqa: ANN201
-    look("audit.export", "all")
+    look("audit.export", "audit", "all")
     factory = services().sessions
 
     def rows():  # noqa: ANN202

@@ -31,7 +31,7 @@ from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # which files are photos; their content says how to decode
 MIN_FACE_PX = 60  # smaller faces give unreliable encodings
 CAPTURE_MIN_FRACTION = 0.15  # a captured face fills at least this share of the frame's shorter side
 STRAY_MAX_SIZE_RATIO = 0.5  # a detection this much smaller than the main face ...

@@ -21,6 +21,7 @@ from recognizer.identity.enroll import Enroller
 from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
+from recognizer.server.pacing import FairShare, PacingParams
 from recognizer.server.signin_check import SigninChecks
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.vision.imageio import BadImage
@@ -56,10 +57,13 @@ class ServerConfig:
     idle_timeout_s: float = 30.0
     index_poll_s: float = 2.0
     node: str = ""  # this node's name in a pool, told to edges in WELCOME (empty: one recognizer)
+    station_fps: float = 15.0  # frames/s each station is planned for (recognizer.server.pacing)
+    max_station_fps: float = 30.0  # the most any station is told it may send
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
+        PacingParams(self.station_fps, self.max_station_fps)  # its own bounds
         if self.max_stations < 1 or self.max_in_flight < 1:
             raise ValueError("max_stations and max_in_flight must be at least 1")
         if self.max_message < 64 * 1024:
@@ -195,7 +199,7 @@ class StationSession:
                 return
             self.stream.sock.settimeout(cfg.idle_timeout_s)
             server_name = f"{SERVER_NAME} node={cfg.node}" if cfg.node else SERVER_NAME
-            self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s))
+            self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s, self.server.station_rate()))
             if self.server.alerts_state != "ok":
                 self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
             log.info("station %s (login %s) connected from %s", status.station, who(status.login), self.peer)
@@ -324,7 +328,9 @@ class StationSession:
         seq = msg.get("seq", int)
         ts = msg.get("ts", (int, float), 0.0)
         try:
+            cpu0 = time.thread_time()
             outcome = pipeline.process(msg.payload)
+            self.server.pacing.frame_cost(time.thread_time() - cpu0)
         except BadImage as exc:
             status.errors += 1
             self.server.log_limiter.log(log, logging.INFO, f"frame {status.station}", "station %s frame %d: %s",
@@ -350,7 +356,7 @@ class StationSession:
             except Exception:  # an observer (alerts) failing must not drop frames; logged with trace
                 log.exception("frame observer failed for station %s", status.station)
         self.stream.send(protocol.result(seq, ts, faces_to_wire(outcome.faces), outcome.annotated,
-                                         timings=outcome.timings_ms))
+                                         timings=outcome.timings_ms, max_fps=self.server.station_rate()))
 
 
 class RecognizerServer:
@@ -378,6 +384,7 @@ class RecognizerServer:
         self._listener: Optional[socket.socket] = None
         self.gate: Optional[HandshakeGate] = None
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
+        self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
         self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
@@ -440,6 +447,12 @@ class RecognizerServer:
                 observer.on_disconnect(status, reason)
             except Exception:  # one observer failing must not keep the others from hearing it; logged with trace
                 log.exception("disconnect observer failed for station %s", status.station)
+
+    def station_rate(self) -> float:
+        """Frames/s each connected station is told it may send: its fair share of this machine (pacing.py)."""
+        with self._lock:
+            n = len(self._stations)
+        return self.pacing.rate(n)
 
     def report_status(self, alerts: str) -> None:
         """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""

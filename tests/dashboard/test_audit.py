@@ -31,11 +31,11 @@ def test_looks_are_recorded_and_a_deletion_is_named(app, tokens: Tokens, jpeg: b
     assert client.get("/api/alerts.csv?type=unknown_face").status_code == 200
     assert client.get("/api/alerts").status_code == 200
     with services(app).sessions() as db:
-        rows = [(e.actor, e.action, e.target, e.address) for e in reversed(audit.entries(db))]
+        rows = [(e.actor, e.action, e.subject, e.detail, e.address) for e in reversed(audit.entries(db))]
         assert audit.verify(db).ok
-    assert rows == [("viewer", "evidence.view", f"alert {alert_id} image", "127.0.0.1"),
-                    ("viewer", "alerts.csv", "type=unknown_face", "127.0.0.1"),
-                    ("viewer", "alerts.list", "1 alerts, all", "127.0.0.1")]
+    assert rows == [("viewer", "evidence.view", f"alert {alert_id}", "image", "127.0.0.1"),
+                    ("viewer", "alerts.csv", "alerts", "type=unknown_face", "127.0.0.1"),
+                    ("viewer", "alerts.list", "1 alerts", "all", "127.0.0.1")]
     # a viewer may not read the audit; an admin may, and sees it intact
     assert client.get("/api/audit/verify").status_code == 403
     admin = app.test_client()
@@ -54,14 +54,14 @@ def test_looks_are_recorded_and_a_deletion_is_named(app, tokens: Tokens, jpeg: b
 def test_an_edit_and_a_removed_newest_entry_are_found(sqlite_app) -> None:  # noqa: ANN001
     factory = services(sqlite_app).writer
     for i in range(5):
-        audit.record(factory, "admin", "person.view", f"person p{i}", "10.0.0.1")
+        audit.record_now(factory, "admin", "person.view", f"p{i}", "", "10.0.0.1")
     with factory() as db:
         assert audit.verify(db).as_dict() == {"ok": True, "checked": 5, "broken_at": None, "reason": ""}
-        db.execute(sa.update(AuditEntry).where(AuditEntry.id == 3).values(target="person someone-else"))
+        db.execute(sa.update(AuditEntry).where(AuditEntry.id == 3).values(subject="someone-else"))
         db.commit()
         report = audit.verify(db)
         assert (report.ok, report.broken_at, report.checked) == (False, 3, 2) and "contents" in report.reason
-        db.execute(sa.update(AuditEntry).where(AuditEntry.id == 3).values(target="person p2"))
+        db.execute(sa.update(AuditEntry).where(AuditEntry.id == 3).values(subject="p2"))
         db.execute(sa.delete(AuditEntry).where(AuditEntry.id == 5))
         db.commit()
         report = audit.verify(db)
@@ -76,7 +76,7 @@ def test_looks_at_once_chain_without_a_gap(app) -> None:  # noqa: ANN001
     def look(i: int) -> None:
         try:
             barrier.wait()
-            audit.record(factory, f"user{i}", "evidence.view", f"alert {i}", "127.0.0.1")
+            audit.record_now(factory, f"user{i}", "evidence.view", f"alert {i}", "image", "127.0.0.1")
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -98,10 +98,10 @@ def test_retention_trims_the_oldest_and_the_chain_still_verifies(sqlite_app) -> 
     old = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
     with factory() as db:
         for i in range(3):
-            audit.append(db, "admin", "person.view", f"p{i}", "", at=old)
+            audit.record(db, "admin", "person.view", f"p{i}", "", "", at=old)
         db.commit()
     for i in range(2):
-        audit.record(factory, "admin", "person.view", f"new{i}")
+        audit.record_now(factory, "admin", "person.view", f"new{i}")
     with factory() as db:
         assert audit.trim_before(db, dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc)) == 3
         db.commit()
@@ -121,7 +121,7 @@ def test_cli_verify_and_export(tmp_path: Path) -> None:
     dbmod.upgrade(engine)
     factory = dbmod.make_session_factory(engine, write=True)
     for i in range(3):
-        audit.record(factory, "admin", "alerts.csv", f"q{i}", "127.0.0.1")
+        audit.record_now(factory, "admin", "alerts.csv", "alerts", f"q{i}", "127.0.0.1")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "dashboard", "--db", url, "audit", *args], cwd=REPO,
@@ -132,7 +132,7 @@ def test_cli_verify_and_export(tmp_path: Path) -> None:
     out = tmp_path / "audit.csv"
     assert cli("export", "--out", str(out)).returncode == 0
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("id,at,actor,action") and len(lines) == 4
+    assert lines[0].startswith("id,at,actor,action,subject") and len(lines) == 4
     with factory() as s:
         s.execute(sa.delete(AuditEntry).where(AuditEntry.id == 2))
         s.commit()
