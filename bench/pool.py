@@ -12,7 +12,8 @@ balancer). Every node shares this machine's CPUs, so the summed frames/s is this
   stored, duplicated = stored twice), and incidents open twice for one desk and type.
 - propagation: an encoding posted to the dashboard's gallery until every node's /healthz reports that change
   (data), and a Capture through one desk until every desk's next results name the person (recognition).
-- frames/s: edges at 30 fps (2 frames in flight each) for --seconds; results per node.
+- frames/s: edges at 30 fps (2 frames in flight each) for --seconds, before the kills (stations spread evenly);
+  results per node.
 """
 from __future__ import annotations
 
@@ -138,6 +139,9 @@ def main() -> int:
         pool.add_edges(args.edges, stranger_frame(), fps=4.0)
         wait_until("edges served", lambda: all(e.node() for e in pool.edges), 60)
         print(f"stations: {spread_line(pool)}", flush=True)
+        tp = throughput(pool, args.seconds)  # first, while the stations are spread evenly
+        for e in pool.edges:
+            e.set_fps(4.0)
         time.sleep(3)
         print(f"failover over {args.kills} SIGKILLs:", flush=True)
         fo = failovers(pool, args.kills)
@@ -152,7 +156,6 @@ def main() -> int:
         print(f"data propagation (dashboard -> every node's copy):", flush=True)
         dp = data_propagation(pool, 5)
         answered, per_desk = recognition_propagation(pool, args.camera_fps)
-        tp = throughput(pool, args.seconds)
     finally:
         pool.stop()
     total = sum(tp.values())

@@ -1,5 +1,5 @@
-"""Command line: `python -m dashboard serve|create-admin|create-user|add-station|revoke-station|enrol-grant|enrolments|
-purge|db upgrade`."""
+"""Command line: `facemon-dashboard serve|create-admin|create-user|add-station|add-stations|revoke-station|enrol-grant|
+enrolments|purge|db upgrade` (also `python -m dashboard ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +8,18 @@ import logging
 import os
 import signal
 import sys
-import threading
+from pathlib import Path
 from typing import Optional, Sequence
 
 from dashboard.config import DEFAULT_DB_URL, DashboardConfig
 from shared.config import ConfigError, setup_logging
+from shared.fsmode import private_umask
+from shared.web_server import quiet_web_server_logs
 
 log = logging.getLogger("dashboard")
 PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"
 TOKEN_ENV = "FACEMON_DASHBOARD_STATION_TOKEN"
+RECOGNIZER_TOKEN_ENV = "FACEMON_RECOGNIZER_TOKEN"
 
 
 class CommandError(ValueError):
@@ -24,7 +27,7 @@ class CommandError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
+    p = argparse.ArgumentParser(prog="facemon-dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
     p.add_argument("--db", dest="database_url", help=f"SQLAlchemy URL (env FACEMON_DASHBOARD_DATABASE_URL; default {DEFAULT_DB_URL}, relative to the current folder)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env FACEMON_DASHBOARD_LOG_LEVEL)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -33,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 for the whole network)")
     s.add_argument("--port", type=int, help="TCP port (default 5000)")
     s.add_argument("--max-body-mib", type=float, help="largest accepted upload in MiB (default 5)")
+    s.add_argument("--threads", dest="web_threads", type=int,
+                   help="requests served at once (default 16; env FACEMON_DASHBOARD_WEB_THREADS; every other "
+                        "FACEMON_DASHBOARD_* setting is listed in docs/dashboard.md)")
 
     for name, role_help in (("create-admin", "an admin"), ("create-user", "a viewer, evaluator, staff or admin")):
         u = sub.add_parser(name, help=f"add {role_help} account, or reset its password")
@@ -51,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--kind", choices=("station", "service"), default="station",
                    help="station: may post only for itself; service: a recognizer host, may post for any station")
     a.add_argument("--token", help=f"use this token instead of a random one (>= 24 characters; also env {TOKEN_ENV}), for scripted demos")
+
+    m = sub.add_parser("add-stations", help="provision a room: a token and a ready edge env file (0600) per desk, "
+                       "e.g. add-stations desk-01..desk-40 --out edges/ --recognizer 10.0.0.5:8002 --dashboard-url https://dash.lab")
+    m.add_argument("stations", nargs="+", metavar="STATION", help="station ids or ranges: desk-01..desk-40, desk-41")
+    m.add_argument("--out", required=True, type=Path, help="folder for the <station>.env files (made 0700)")
+    m.add_argument("--recognizer", required=True, help="HOST:PORT the edges connect to (the recognizer or its balancer)")
+    m.add_argument("--recognizer-token", help=f"the recognizer's shared --token (else env {RECOGNIZER_TOKEN_ENV})")
+    m.add_argument("--dashboard-url", required=True, help="this dashboard's URL as the desks reach it (https://... behind the proxy)")
+    m.add_argument("--source", default="picamera", help="camera source written for every desk (default: %(default)s)")
+    m.add_argument("--replace", action="store_true", help="revoke the stations' existing tokens and rewrite their files")
 
     r = sub.add_parser("revoke-station", help="revoke every active token of a station or service (the recognizer "
                        "refuses that station's next handshake)")
@@ -74,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    private_umask()  # the database (evidence, password hashes, the session key): 0600 in 0700 folders
     args = build_parser().parse_args(argv)
     overrides = {"database_url": args.database_url, "log_level": args.log_level}
     if args.command == "serve":
-        overrides.update(host=args.host, port=args.port,
+        overrides.update(host=args.host, port=args.port, web_threads=args.web_threads,
                          max_body_bytes=None if args.max_body_mib is None else int(args.max_body_mib * 1024 * 1024))
     try:
         config = DashboardConfig.from_env(**overrides)
@@ -85,8 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)  # one record, one line: control characters in logged values escaped
-    # one line per request (a status post every 5 s per desk) only at DEBUG; state changes are logged by dashboard.stations
-    logging.getLogger("werkzeug").setLevel("DEBUG" if config.log_level.upper() == "DEBUG" else "WARNING")
+    quiet_web_server_logs()
     from dashboard.db import DatabaseError
 
     try:
@@ -115,7 +131,7 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from dashboard import grants, store
+    from dashboard import grants, provisioning, store
     from dashboard.accounts import AccountError, create_user
     from dashboard.models import ApiToken, User, utcnow
     from dashboard.station_tokens import TokenError, create_token
@@ -134,6 +150,15 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             token = create_token(db, name, args.kind, args.token or os.environ.get(TOKEN_ENV))
             print(f"{args.kind} token for {name!r} (shown only once; only its hash is stored):")
             print(token)
+        elif args.command == "add-stations":
+            site = provisioning.EdgeSite(args.recognizer, args.recognizer_token or os.environ.get(RECOGNIZER_TOKEN_ENV, ""),
+                                         args.dashboard_url, args.source)
+            files = provisioning.provision(db, args.stations, site, args.out, args.replace)
+            print(f"{len(files)} station(s) provisioned: a token each (only its hash is stored) and an env file "
+                  f"(0600) in {args.out}/:")
+            for path in files:
+                print(f"  {path}")
+            print("on each desk's Pi: scripts/setup.sh edge --pi --env-file STATION.env")
         elif args.command == "revoke-station":
             n = db.execute(sa.update(ApiToken).where(ApiToken.name == args.station_id, ApiToken.revoked_at.is_(None))
                            .values(revoked_at=utcnow())).rowcount
@@ -163,7 +188,7 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
                 raise CommandError("--older-than-days must not be negative")
             n = store.purge_evidence(db, args.older_than_days)
             print(f"deleted {n} evidence image(s) of alerts older than {args.older_than_days:g} days")
-    except (AccountError, TokenError, CommandError, BadAlert) as exc:
+    except (AccountError, TokenError, CommandError, BadAlert, provisioning.ProvisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -179,31 +204,28 @@ def _ask_password() -> str:
 
 
 def serve(config: DashboardConfig) -> int:
-    """Run the threaded WSGI server until SIGINT/SIGTERM; live streams are ended on the way out."""
-    from werkzeug.serving import make_server
-
+    """Run the production web server (waitress, `shared.web_server`) until SIGINT/SIGTERM; live streams are ended
+    and requests in service get `stop_grace_s` to finish on the way out."""
     from dashboard.app import create_app
     from dashboard.services import services
+    from shared.web_server import WebServer
 
     app = create_app(config)
-    server = make_server(config.host, config.port, app, threaded=True)
-    stop = threading.Event()
+    svc = services(app)
+    server = WebServer(app, config.web_server(), on_stop=svc.broker.close)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
-        stop.set()
-        services(app).broker.close()
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.stop(wait=False)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
-    log.info("dashboard listening on http://%s:%d/", host, server.server_port)
+    log.info("dashboard listening on http://%s:%d/", host, server.port)
     try:
         server.serve_forever()
     finally:
-        server.server_close()
-        services(app).engine.dispose()
+        svc.close()
     return 0
 
 

@@ -20,6 +20,7 @@ TAMPER_REASONS = {
 CLOSED_BY = {
     "station_disconnected": "desk disconnected", "recognizer_stopped": "recognizer stopped",
     "camera_back": "camera back", "station_back": "desk back",
+    "station_moved": "desk moved to another recognizer node", "recognizer_restart": "recognizer restarted",
 }
 
 
@@ -70,6 +71,8 @@ def summarize(alert: dict, now: dt.datetime) -> AlertSummary:
         seen = str(d.get("username") or "")
         reason = f"{d.get('failures_at_station', '?')} failed sign-ins; last: {d.get('last_reason', '?')}"
     closed_by = CLOSED_BY.get(str(d.get("closed_by") or ""))
+    if d.get("closed_by") == "station_moved" and d.get("moved_to"):  # a pool: which node it left, which took it
+        closed_by = f"desk moved from recognizer {d.get('moved_from')} to {d.get('moved_to')}"
     if closed_by:
         reason = f"{reason}; ended: {closed_by}" if reason else f"ended: {closed_by}"
     dist = d.get("distance")

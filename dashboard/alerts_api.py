@@ -231,8 +231,15 @@ def _csv_safe(value: object) -> object:
 @login_required()
 def events():  # noqa: ANN201
     svc = services()
-    sub = svc.broker.subscribe()
-    resp = Response(svc.broker.stream(sub, svc.config.sse_heartbeat_s), mimetype="text/event-stream")
+    # each stream holds one of the web server's threads for its life: at most max_live_streams of them
+    sub = svc.broker.subscribe(limit=svc.config.max_live_streams)
+    if sub is None:
+        svc.refusals.warning("live page from %s turned away: %d live pages open", request.remote_addr,
+                             svc.config.max_live_streams)
+        stream = svc.broker.busy(svc.config.max_live_streams)
+    else:
+        stream = svc.broker.stream(sub, svc.config.sse_heartbeat_s)
+    resp = Response(stream, mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

@@ -4,7 +4,8 @@
   `{head, changes: [{seq, op: add|remove, person, id, vector (base64 of 128 little-endian float32), model, source}],
   more}`. With `wait` (seconds, at most 30) and nothing new, the answer waits until a change is committed: a
   long-poll, woken at once by a write in this process and by a 0.25 s look at the head otherwise (another
-  dashboard process, or a direct database write).
+  dashboard process, or a direct database write). At most 64 wait at once (each holds a server thread); beyond,
+  503 with Retry-After.
 - `POST /api/gallery/encodings`: `{person, vector, model, source, photo_sha256, enrolled_by, station_id?,
   grant_id?, photo? (base64 JPEG)}` → 201 `{change}`, or 200 `{change, duplicate: true}` when that person already
   has an encoding from the same photo.
@@ -33,11 +34,12 @@ NOTIFIER_EXT = "facemon.gallery"
 MAX_WAIT_S = 30.0
 POLL_S = 0.25  # how often a waiting long-poll looks at the head for writes made by another process
 MAX_LIMIT = 1000
+MAX_WAITERS = 64  # long-polls waiting at once (one per node is the normal load); beyond, 503 and retry
 
 
 @bp.record_once
 def _setup(state) -> None:  # noqa: ANN001 - flask BlueprintSetupState
-    state.app.extensions[NOTIFIER_EXT] = gallery.ChangeNotifier()
+    state.app.extensions[NOTIFIER_EXT] = gallery.ChangeNotifier(MAX_WAITERS)
 
 
 def notifier(app: Flask | None = None) -> gallery.ChangeNotifier:
@@ -70,10 +72,25 @@ def changes():  # noqa: ANN201
     after = _int_arg("after", 0, 0, 2**62)
     limit = _int_arg("limit", 500, 1, MAX_LIMIT)
     try:
-        wait_s = min(max(float(request.args.get("wait", 0)), 0.0), MAX_WAIT_S)
+        wait_s = float(request.args.get("wait", 0))
     except ValueError:
-        abort(400, "wait must be a number of seconds")
-    deadline = time.monotonic() + wait_s
+        wait_s = -1.0
+    if not 0 <= wait_s <= 3600:  # also NaN
+        abort(400, f"wait must be a number of seconds, 0 to 3600 (it is cut to {MAX_WAIT_S:g})")
+    wait_s = min(wait_s, MAX_WAIT_S)
+    waiting = wait_s > 0 and notifier().enter()
+    if wait_s > 0 and not waiting:
+        resp = jsonify(error=f"{MAX_WAITERS} followers are waiting already; retry in a few seconds")
+        resp.status_code, resp.headers["Retry-After"] = 503, "5"
+        return resp
+    try:
+        return _changes_after(after, limit, time.monotonic() + wait_s)
+    finally:
+        if waiting:
+            notifier().leave()
+
+
+def _changes_after(after: int, limit: int, deadline: float):  # noqa: ANN202 - a Flask response
     while True:
         with services().sessions() as db:
             found, head = gallery.changes_after(db, after, limit)

@@ -78,6 +78,12 @@ def _apply_once(db: Session, msg: AlertMessage, image, best, thumb) -> Outcome: 
     elif alert.station_id != msg.station_id:
         raise Conflict(f"alert_id {msg.alert_id} belongs to another station")
     old = json.loads(alert.details or "{}")
+    if msg.state == "closed" and alert.ended_at is not None and "closed_by" in old:
+        # closed already (e.g. by the dashboard when the station moved to another node): the first close and its
+        # reason stand; a later one (the old node's outbox at its restart) only adds what it knew
+        alert.details = json.dumps({**msg.details, **old})
+        alert.updated_at = now
+        return Outcome("updated", msg.alert_id)
     if msg.state == "open":
         alert.started_at, alert.type, alert.login_name = msg.started_at, msg.type, msg.login_name
         alert.opened_seen = True

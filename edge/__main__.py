@@ -9,21 +9,23 @@ from typing import Optional, Sequence
 
 from edge.camera import CameraError
 from edge.config import ConfigError, load_config, setup_logging
+from shared.fsmode import private_umask
 
 log = logging.getLogger("edge")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    private_umask()  # the desk's tokens and state: 0600 files in 0700 folders
     try:
         config = load_config(argv, os.environ)
     except ConfigError as exc:
         sys.exit(f"facemon-edge: {exc}")
     setup_logging(config.log_level)
-    from edge.runtime import Edge  # after logging is set up: building it opens the camera
+    from edge.runtime import Edge, StateDirError  # after logging is set up: building it opens the camera
 
     try:
         edge = Edge(config)
-    except CameraError as exc:
+    except (CameraError, StateDirError) as exc:
         log.error("%s", exc)
         return 2
     except OSError as exc:  # e.g. the web port is taken

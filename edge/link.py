@@ -121,7 +121,7 @@ class RecognizerLink:
         with self._cond:
             return self._state.status(time.monotonic(), time.time())
 
-    def enrol(self, name: str, timeout: float = 10.0, grant: str = "") -> dict:
+    def enrol(self, name: str, timeout: float = 10.0, grant: str = "", confirm_lookalike: str = "") -> dict:
         """Send the current raw frame to be enrolled as `name` (with the dashboard's enrol `grant`); wait for the answer.
 
         Always returns a dict with `ok` and `reason` (and `code` for answers made here: invalid_name,
@@ -132,7 +132,7 @@ class RecognizerLink:
         jpeg = encode_jpeg(frame.data, self.settings.enrol_jpeg_quality) if frame is not None else None
         request_id = uuid.uuid4().hex
         with self._cond:
-            asked = self._state.ask_enrol(request_id, name, jpeg, grant)
+            asked = self._state.ask_enrol(request_id, name, jpeg, grant, confirm_lookalike)
             conn = self._conn  # live whenever ask_enrol sends: both change under this lock
         if isinstance(asked, dict):  # answered here: invalid name, offline, no frame
             return asked
@@ -326,8 +326,13 @@ class RecognizerLink:
             if self._wait_for_room(conn):
                 with self._cond:
                     last_seq, deadline = self._state.last_seq, self._state.deadline()
+                    pace_s = self._state.send_wait_s(time.monotonic())  # the rate the recognizer can serve us at
                 wait_s = _WAIT_SLICE_S if deadline is None else min(_WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
-                frame = self.raw.wait_for_frame(last_seq, timeout=wait_s)
+                frame = None
+                if pace_s > 0:
+                    self._stop.wait(min(pace_s, wait_s))
+                else:
+                    frame = self.raw.wait_for_frame(last_seq, timeout=wait_s)
                 if frame is not None:
                     jpeg = encode_jpeg(frame.data, s.jpeg_quality, s.max_width)
                     if not self._apply(lambda state: state.send_frame(frame.seq, frame.ts, jpeg, time.monotonic())):

@@ -17,7 +17,9 @@ from typing import Optional, Union
 
 from edge.frames import RateMeter
 from shared import protocol
+from shared.alerts import OUTBOX_STATES
 from shared.names import InvalidName, validate_name
+from shared.pacing import Pacer, rate_from_peer
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.results import BadFaceResult, FaceResult, faces_from_wire, faces_to_wire
 
@@ -99,11 +101,13 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Welcome:
-    """What the handshake agreed: frames in flight at most, heartbeat period (s), the server's name."""
+    """What the handshake agreed: frames in flight at most, heartbeat period (s), the server's name, and the
+    frames/s the server can serve this station at (0: no limit said; each RESULT may update it)."""
 
     window: int
     heartbeat_s: float
     server: str
+    max_fps: float = 0.0
 
 
 def hello(settings: LinkSettings) -> Message:
@@ -122,7 +126,8 @@ def read_welcome(reply: Optional[Message], settings: LinkSettings) -> Welcome:
     server_window = reply.get("max_in_flight", int, settings.max_in_flight)
     heartbeat_s = reply.get("heartbeat_s", (int, float), settings.default_heartbeat_s)
     return Welcome(window=max(1, min(server_window, settings.max_in_flight)),
-                   heartbeat_s=max(0.2, float(heartbeat_s)), server=str(reply.header.get("server", "")))
+                   heartbeat_s=max(0.2, float(heartbeat_s)), server=str(reply.header.get("server", "")),
+                   max_fps=rate_from_peer(reply.header.get("max_fps")))
 
 
 # ---- the state ----
@@ -138,6 +143,7 @@ class _Connection:
     in_flight: dict[int, float] = field(default_factory=dict)  # seq -> monotonic send time
     last_seq: int = 0  # the last frame offered (0: none yet on this connection)
     camera: Optional[dict] = None  # the camera state last read, carried by each heartbeat
+    pacer: Pacer = field(default_factory=Pacer)  # frames spaced to the rate the server can serve us at
     told_camera: Optional[str] = None  # the camera state the recognizer last heard from us
     dead: bool = False
     reason: str = ""
@@ -170,6 +176,7 @@ class LinkState:
         self._faces: list[FaceResult] = []
         self._last_result_at: Optional[float] = None
         self._last_error: Optional[str] = None
+        self._alerts: Optional[str] = None  # the recognizer's alert outbox state, from its heartbeats
         self._sent = self._skipped = self._results = 0
 
     # ---- what the shell asks ----
@@ -198,6 +205,11 @@ class LinkState:
         """A frame may go now: the connection is live and fewer than `window` frames are unanswered."""
         conn = self._conn
         return conn is not None and not conn.dead and len(conn.in_flight) < conn.welcome.window
+
+    def send_wait_s(self, now: float) -> float:
+        """Seconds until the next frame may go at the rate the recognizer asked for (0: now, or no connection)."""
+        conn = self._conn
+        return conn.pacer.wait_s(now) if conn is not None and not conn.dead else 0.0
 
     @property
     def last_seq(self) -> int:
@@ -229,6 +241,7 @@ class LinkState:
             "latency_avg_ms": _round(self._latency_avg_ms),
             "in_flight": len(conn.in_flight) if conn is not None else 0,
             "window": conn.welcome.window if conn is not None else 0,
+            "max_fps": conn.pacer.rate if conn is not None else 0.0,
             "frames_sent": self._sent,
             "frames_skipped": self._skipped,
             "results": self._results,
@@ -236,6 +249,7 @@ class LinkState:
             "faces": faces_to_wire(self._faces),
             "last_result_age_s": _round(wall - self._last_result_at, 3) if self._last_result_at is not None else None,
             "last_error": self._last_error,
+            "alerts": self._alerts,  # the recognizer's alert outbox: ok | disk_full | degraded (None: not said)
         }
 
     # ---- connecting ----
@@ -258,7 +272,8 @@ class LinkState:
     def connected(self, welcome: Welcome, now: float, wall: float) -> int:
         """The handshake succeeded; returns the new connection's number."""
         self._connects += 1
-        self._conn = _Connection(self._connects, welcome, last_rx=now, last_tx=now)
+        self._conn = _Connection(self._connects, welcome, last_rx=now, last_tx=now, pacer=Pacer(welcome.max_fps))
+        self._alerts = None  # a new recognizer says its own
         self._set_state("online", "connected", wall)
         return self._connects
 
@@ -335,6 +350,7 @@ class LinkState:
         conn.last_seq = seq
         conn.in_flight[seq] = now
         conn.last_tx = now
+        conn.pacer.sent(now)
         self._sent += 1
         log.debug("frame %d sent (%d bytes)", seq, len(jpeg))
         return [Send(protocol.frame(seq, ts, jpeg))]
@@ -375,9 +391,16 @@ class LinkState:
                 return self._on_verify_result(message)
             elif kind == MessageKind.HEARTBEAT:
                 log.debug("heartbeat from recognizer")
+                alerts = message.header.get("alerts")
+                if alerts in OUTBOX_STATES and alerts != self._alerts:
+                    (log.info if alerts == "ok" else log.warning)("recognizer's alert outbox: %s", alerts)
+                    self._alerts = alerts
             elif kind in (MessageKind.REFUSE, MessageKind.ERROR):
                 code = str(message.header.get("code", kind.name.lower()))
                 reason = str(message.header.get("reason", ""))
+                if code == "draining":  # a pool node stopping: reconnect (through the balancer) to another
+                    log.info("recognizer node is draining: %s", reason)
+                    return self.close(conn.number, f"recognizer node stopping, moving to another ({reason})")
                 log.warning("recognizer sent %s (%s): %s", kind.name, code, reason)
                 prefix = "refused" if kind == MessageKind.REFUSE else "recognizer error"
                 return self.close(conn.number, f"{prefix}: {reason} ({code})", refused=kind == MessageKind.REFUSE)
@@ -396,6 +419,8 @@ class LinkState:
         except BadFaceResult as exc:  # a ProtocolError: the link closes as for any malformed message
             raise protocol.MalformedMessage(f"RESULT: {exc}") from None
         error = message.header.get("error")
+        if "max_fps" in message.header:  # the recognizer's share for us changed with its load or station count
+            conn.pacer.set_rate(rate_from_peer(message.header["max_fps"]))
         sent = conn.in_flight.pop(seq, None)
         if 0 < ts <= wall:  # the echoed capture time: latency includes capture age and encoding
             latency_ms = (wall - ts) * 1000.0
@@ -416,7 +441,8 @@ class LinkState:
 
     # ---- enrolment ----
 
-    def ask_enrol(self, request_id: str, name: str, jpeg: Optional[bytes], grant: str = "") -> Union[dict, Send]:
+    def ask_enrol(self, request_id: str, name: str, jpeg: Optional[bytes], grant: str = "",
+                  confirm_lookalike: str = "") -> Union[dict, Send]:
         """Enrol the face in `jpeg` (None: no camera frame yet) as `name`: the Send, or an answer made here.
 
         Answers made here have `ok` False and `code` invalid_name, offline or no_frame. After the Send,
@@ -432,7 +458,7 @@ class LinkState:
             return {"ok": False, "code": "no_frame", "reason": "no camera frame yet", "name": name}
         self._enrols[request_id] = None
         log.info("enrol request %s for %r (%d bytes)", request_id, name, len(jpeg))
-        return Send(protocol.enrol(request_id, name, jpeg, grant=grant))
+        return Send(protocol.enrol(request_id, name, jpeg, grant=grant, confirm_lookalike=confirm_lookalike))
 
     def enrol_answer(self, request_id: str) -> Optional[dict]:
         """The answer to enrolment `request_id`, or None while it is awaited."""
@@ -459,8 +485,11 @@ class LinkState:
         box = h.get("box")
         if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box):
             answer["box"] = box
+        alike = h.get("lookalike")
+        if isinstance(alike, dict) and isinstance(alike.get("name"), str) and isinstance(alike.get("distance"), (int, float)):
+            answer["lookalike"] = {"name": alike["name"][:64], "distance": float(alike["distance"])}
         if message.payload:
-            answer["crop"] = message.payload  # JPEG of the face the recognizer enrolled
+            answer["crop"] = message.payload  # JPEG of the face the recognizer enrolled (or refused as a lookalike)
         log.info("enrol answer %s: ok=%s %s", request_id, answer["ok"], answer["reason"])
         self._enrols[request_id] = answer
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
-from recognizer.alerting.outbox import Outbox, OutboxConfig
+from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enroll import Enroller
@@ -22,9 +22,10 @@ from recognizer.liveness.blinks import FaceLiveness, LivenessParams
 from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
 from recognizer.server.trust import Trust, TrustConfig
+from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
-from recognizer.station.pipeline import PipelineConfig, StationPipeline
+from recognizer.vision.regions import RegionParams
 from recognizer.vision.sweep import (
     InlineSweeper,
     ProcessSweeper,
@@ -88,6 +89,7 @@ class RecognizerSettings:
                 (sections.setdefault(section, {}) if section else flat)[name] = value
         # the settings that are more than one field's value
         sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
+        sections["pipeline"]["regions"] = RegionParams(full_every=args.full_detect_every)
         sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
         sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
@@ -180,7 +182,7 @@ class RecognizerApp:
         trust = Trust(s.trust, s.dashboard)
         for warning in trust.describe():
             log.warning("%s", warning)
-        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces), trust)
+        self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
         address = self.server.start()
         models_loaded.set()
@@ -225,7 +227,7 @@ class RecognizerApp:
             sinks.append(WebhookSink(s.webhook_url, include_images=s.webhook_images))
         emit = lambda ev: None  # noqa: E731 - no sink: the monitor's INFO log line is the alert
         if sinks:
-            self.outbox = Outbox(s.outbox, sinks)
+            self.outbox = Outbox(s.outbox, sinks, on_health=lambda h: self._outbox_health(server, h))
             self.outbox.start()
             emit = self.outbox.put
             log.info("alerts go to %s (outbox %s)", ", ".join(x.name for x in sinks), s.outbox.path)
@@ -234,8 +236,15 @@ class RecognizerApp:
         self.alerts = AlertMonitor(s.alerts, emit)
         server.observers.append(self.alerts)
         if s.dashboard is not None:
-            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node)
+            self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node,
+                                           alerts_state=lambda: server.alerts_state)
             self.reporter.start()
+
+    def _outbox_health(self, server: RecognizerServer, health: OutboxHealth) -> None:
+        """The outbox's state changed: the edges hear it at once, the dashboard with the next status report (now)."""
+        server.report_status(alerts=health.state)
+        if self.reporter is not None:
+            self.reporter.poke()
 
     def request_stop(self) -> None:
         self._stop.set()

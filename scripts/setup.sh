@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with what it needs. Idempotent: re-runs only when a
 # requirements file changed. Usage: scripts/setup.sh [server|edge|demo|dev]   (default: dev)
+#   scripts/setup.sh edge --pi --env-file desk-07.env
+#     --pi: the venv sees the system's packages (Raspberry Pi OS's python3-picamera2 cannot be pip-installed)
+#     --env-file: a desk's file from `facemon-dashboard add-stations`, checked with the edge's own settings
+#       loader, then installed as /etc/facemon/edge.env (as root; the unit deploy/facemon-edge.service reads it)
+#       or ./edge.env (0600) otherwise
 set -euo pipefail
+here="$PWD"
 cd "$(dirname "$0")/.."
 profile="${1:-dev}"
+[ $# -gt 0 ] && shift
+pi=0; env_file=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --pi) pi=1 ;;
+    --env-file) [ $# -ge 2 ] || { echo "setup: --env-file needs a file" >&2; exit 2; }
+                env_file="$2"; case "$env_file" in /*) ;; *) env_file="$here/$env_file" ;; esac; shift ;;
+    *) echo "setup: unknown option $1 (known: --pi, --env-file FILE)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -n "$env_file" ] && [ ! -r "$env_file" ]; then echo "setup: cannot read $env_file" >&2; exit 2; fi
 case "$profile" in
   server) reqs=(requirements-server.txt requirements-dashboard.txt) ;;
   edge) reqs=(requirements-edge.txt) ;;
@@ -13,8 +31,11 @@ case "$profile" in
 esac
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $($PY --version)"
-  "$PY" -m venv .venv
+  echo "[setup] creating .venv with $($PY --version)$([ $pi = 1 ] && echo ', seeing the system packages (picamera2)')"
+  if [ $pi = 1 ]; then "$PY" -m venv --system-site-packages .venv; else "$PY" -m venv .venv; fi
+elif [ $pi = 1 ] && grep -q '^include-system-site-packages = false' .venv/pyvenv.cfg; then
+  echo "[setup] letting the existing .venv see the system packages (picamera2)"
+  sed -i 's/^include-system-site-packages = false/include-system-site-packages = true/' .venv/pyvenv.cfg
 fi
 stamp=".venv/.facemon-$profile"
 want=$(cat pyproject.toml requirements-*.txt | sha256sum | cut -c1-16)
@@ -25,4 +46,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q "${args[@]}"
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
+fi
+if [ $pi = 1 ] && ! .venv/bin/python -c "import picamera2" 2>/dev/null; then
+  echo "[setup] warning: picamera2 is not importable; on Raspberry Pi OS: sudo apt install python3-picamera2" >&2
+fi
+if [ -n "$env_file" ]; then
+  .venv/bin/python -m edge.env_check "$env_file"   # the edge's own settings rules: refuses what the edge would
+  etc="${FACEMON_SETUP_ETC:-/etc/facemon}"   # (tests point it elsewhere)
+  if [ "$(id -u)" = 0 ]; then
+    install -d -m 0750 "$etc"
+    if getent group facemon >/dev/null; then
+      install -m 0640 -o root -g facemon "$env_file" "$etc/edge.env"; chgrp facemon "$etc"
+    else
+      install -m 0600 -o root "$env_file" "$etc/edge.env"
+    fi
+    echo "[setup] installed $etc/edge.env; start it: cp deploy/facemon-edge.service /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now facemon-edge"
+  else
+    install -m 0600 "$env_file" edge.env
+    echo "[setup] installed ./edge.env (0600); run it: set -a; . ./edge.env; set +a; .venv/bin/facemon-edge"
+  fi
 fi

@@ -18,3 +18,9 @@ DASHBOARD_ALERT_TYPES = (
 )
 ALERT_TYPES = RECOGNIZER_ALERT_TYPES + DASHBOARD_ALERT_TYPES
 ALERT_STATES = ("open", "update", "closed")
+# what the recognizer's alert outbox can do now, in status reports (dashboard) and heartbeats (edge)
+OUTBOX_STATES = (
+    "ok",         # events are stored on disk and delivered
+    "disk_full",  # the outbox file cannot grow: events are held in memory (bounded) and delivered from there
+    "degraded",   # the file cannot be written for another reason (I/O error, read-only, locked): the same
+)

@@ -253,11 +253,12 @@ def hello(station: str, login: str, token: str, client: str = "facemon-edge", cr
     return Message(MessageKind.HELLO, header)
 
 
-def welcome(server: str, max_in_flight: int, heartbeat_s: float) -> Message:
-    return Message(
-        MessageKind.WELCOME,
-        {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s},
-    )
+def welcome(server: str, max_in_flight: int, heartbeat_s: float, max_fps: float = 0.0) -> Message:
+    """`max_fps`: frames a second the edge may send (the recognizer's fair share for it; 0: not said, no limit)."""
+    header = {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s}
+    if max_fps > 0:
+        header["max_fps"] = max_fps
+    return Message(MessageKind.WELCOME, header)
 
 
 def refuse(code: str, reason: str) -> Message:
@@ -279,24 +280,30 @@ def result(seq: int, ts: float, faces: list, jpeg: bytes = b"", error: Optional[
     return Message(MessageKind.RESULT, header, jpeg)
 
 
-def enrol(request_id: str, name: str, jpeg: bytes, grant: str = "") -> Message:
-    """`grant`: the dashboard's single-use enrol grant for this station and name (who enrols comes from it)."""
+def enrol(request_id: str, name: str, jpeg: bytes, grant: str = "", confirm_lookalike: str = "") -> Message:
+    """`grant`: the dashboard's single-use enrol grant for this station and name (who enrols comes from it).
+    `confirm_lookalike`: the enrolled person an admin confirmed this face may look like (after a `looks_like`)."""
     header = {"request_id": request_id, "name": name}
     if grant:
         header["grant"] = grant
+    if confirm_lookalike:
+        header["confirm_lookalike"] = confirm_lookalike
     return Message(MessageKind.ENROL, header, jpeg)
 
 
 def enrol_result(request_id: str, ok: bool, reason: str, name: str = "", count: int = 0, code: str = "",
-                 box: Optional[Sequence[int]] = None, crop: bytes = b"") -> Message:
-    """The answer to ENROL. `code`: a machine-readable refusal (no_grant, grant_used, ...) when enrolment was not
-    allowed; on success `box` (top, right, bottom, left in the sent frame) and a JPEG `crop` of the enrolled face
-    (the payload) show the operator which face was taken."""
+                 box: Optional[Sequence[int]] = None, crop: bytes = b"", lookalike: Optional[dict] = None) -> Message:
+    """The answer to ENROL. `code`: a machine-readable refusal (no_grant, grant_used, looks_like, ...) when enrolment
+    was not allowed; `box` (top, right, bottom, left in the sent frame) and a JPEG `crop` (the payload) show the
+    operator which face was taken; `lookalike` ({name, distance}): the enrolled person the face is within the
+    accept distance of (the refusal's cause, or what an admin confirmed)."""
     header: dict = {"request_id": request_id, "ok": ok, "reason": reason, "name": name, "count": count}
     if code:
         header["code"] = code
     if box is not None:
         header["box"] = [int(v) for v in box]
+    if lookalike is not None:
+        header["lookalike"] = lookalike
     return Message(MessageKind.ENROL_RESULT, header, crop)
 
 
@@ -307,10 +314,13 @@ def session(login: str) -> Message:
 CAMERA_STATES = ("ok", "lost")
 
 
-def heartbeat(ts: float, camera: Optional[dict] = None) -> Message:
+def heartbeat(ts: float, camera: Optional[dict] = None, alerts: Optional[str] = None) -> Message:
     """A heartbeat; the edge adds its camera's state: `camera` ("ok"/"lost"), `camera_error`, `camera_lost_s`
-    (seconds since the last camera frame). The server echoes only `ts`."""
+    (seconds since the last camera frame). The server echoes `ts`, adds `alerts` (what its alert outbox can do,
+    `shared.alerts.OUTBOX_STATES`) when that is not "ok", and sends one unasked, with `alerts`, when it changes."""
     header: dict = {"ts": ts}
+    if alerts is not None:
+        header["alerts"] = alerts
     if camera is not None:
         if camera.get("state") not in CAMERA_STATES:
             raise UsageError(f"camera state must be one of {CAMERA_STATES}, got {camera.get('state')!r}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import cv2
@@ -251,3 +252,47 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path, capsys):
         draw(i, 20, tmp_path / f"img{i}.jpg")
     err = capsys.readouterr().err
     assert "\r" not in err and err.count("\n") == 11 and err.endswith("20/20 images done\n")
+
+
+# ---- enrolment that cannot confuse two people (issue 19) ----
+
+
+def test_a_face_already_enrolled_under_another_name_is_refused_unless_confirmed(engine, index_copy, tmp_path, caplog):
+    """Obama's other photo as "Test Evaluator": refused with who it looks like; a confirmation of someone else does
+    not carry over; the deliberate confirmation enrols it and says so; his own name needs no confirmation."""
+    store = IndexStore(index_copy)
+    enroller = Enroller(engine, store, tmp_path / "kf")
+    photo = (FIXTURES / "obama_probe.jpg").read_bytes()
+    refused = enroller.enrol("Test Evaluator", photo)
+    assert not refused.ok and refused.code == "looks_like" and refused.lookalike.name == "barack_obama"
+    assert refused.reason.startswith(f"looks like barack_obama ({refused.lookalike.distance:.2f})")
+    assert refused.lookalike.distance <= 0.58 and refused.crop  # the operator sees which face was refused
+    assert "Test Evaluator" not in store.index.people and not (tmp_path / "kf").exists()
+    assert enroller.enrol("barack_obama", photo).ok  # more photos of the same person are welcome
+    wrong = enroller.enrol("Test Evaluator", photo, confirm_lookalike="joe_biden")
+    assert not wrong.ok and wrong.code == "looks_like"
+    caplog.set_level(logging.WARNING, logger="recognizer.identity.enroll")
+    confirmed = enroller.enrol("Test Evaluator", photo, by="desk-01/admin", confirm_lookalike="barack_obama")
+    assert confirmed.ok and "confirmed deliberately" in confirmed.reason and "barack_obama" in confirmed.reason
+    assert any("confirmed deliberately" in r.getMessage() and "desk-01/admin" in r.getMessage() for r in caplog.records)
+    assert "Test Evaluator" in load_index(index_copy).people
+    # now two names share that face: either one is refused under the other's likeness
+    assert enroller.enrol("barack_obama", photo).code == "looks_like"
+    assert enroller.enrol("Kit Harington", (FIXTURES / "stranger_kit.jpg").read_bytes()).ok  # a stranger is not alike
+
+
+def test_lookalike_rule_is_pure_and_takes_the_closest_other_person():
+    from recognizer.identity.index import FaceIndex
+    from recognizer.identity.lookalike import find_lookalike, lookalike_refusal
+
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=128).astype(np.float32), rng.normal(size=128).astype(np.float32)
+    a, b = a / np.linalg.norm(a) * 0.3, b / np.linalg.norm(b) * 0.3
+    index = FaceIndex.empty().add("ann", a[None, :], ["a"]).add("bob", b[None, :], ["b"])
+    probe = a + 0.01
+    found = find_lookalike(index, probe, "new", 0.58)
+    assert found is not None and found.name == "ann" and found.distance < 0.2
+    assert find_lookalike(index, probe, "ann", 0.58) is None or find_lookalike(index, probe, "ann", 0.58).name == "bob"
+    assert find_lookalike(FaceIndex.empty(), probe, "new", 0.58) is None
+    assert find_lookalike(index, probe + 5.0, "new", 0.58) is None  # far from everyone
+    assert lookalike_refusal(found, "ann") is None and "looks like ann" in lookalike_refusal(found, "bob")

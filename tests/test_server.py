@@ -174,6 +174,29 @@ def test_enrol_over_protocol_then_recognised(recognizer):
     stream.close()
 
 
+def test_enrol_of_an_enrolled_face_under_another_name_needs_the_confirmation(recognizer):
+    """Over the wire: refused with who it looks like (code looks_like); the confirmation naming that person enrols."""
+    stream, _ = connect(recognizer, station="desk-alike")
+    stream.send(protocol.enrol("a1", "Test Evaluator", photo("obama_probe.jpg")))
+    refused = stream.recv()
+    assert not refused.header["ok"] and refused.header["code"] == "looks_like"
+    alike = refused.header["lookalike"]
+    assert alike["name"] == "barack_obama" and 0 < alike["distance"] <= 0.58
+    assert refused.header["reason"].startswith(f"looks like barack_obama ({alike['distance']:.2f})")
+    assert "Test Evaluator" not in recognizer.server.store.index.people
+    stream.send(protocol.enrol("a2", "Test Evaluator", photo("obama_probe.jpg"), confirm_lookalike="barack_obama"))
+    ok = stream.recv()
+    assert ok.header["ok"] and "confirmed deliberately" in ok.header["reason"] and ok.header["lookalike"]["name"] == "barack_obama"
+    assert "Test Evaluator" in recognizer.server.store.index.people
+    stream.close()
+    # the module's recognizer is shared: take the lookalike out again (as an operator would, by rebuilding)
+    save_index(recognizer.server.store.index.without("Test Evaluator"), recognizer.settings.index_dir)
+    deadline = time.time() + 5
+    while "Test Evaluator" in recognizer.server.store.index.people and time.time() < deadline:
+        time.sleep(0.1)
+    assert "Test Evaluator" not in recognizer.server.store.index.people
+
+
 def test_index_rebuilt_on_disk_is_picked_up_without_restart(recognizer, engine, tmp_path, sample_index_dir):
     only_biden = tmp_path / "kf"
     (only_biden / "joe_biden").mkdir(parents=True)

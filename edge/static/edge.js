@@ -57,10 +57,14 @@
     badge.className = "badge " + s.state;
     if (s.online) {
       text(badge, "recognizer online");
-      text($("link-text"), "Online: " + s.recognizer + (s.server ? " (" + s.server + ")" : ""));
+      const alerts = s.alerts === "disk_full" ? " Alerts: the recognizer's disk is full; alerts are held in memory." :
+        s.alerts === "degraded" ? " Alerts: the recognizer cannot store alerts on disk; they are held in memory." : "";
+      text($("link-text"), "Online: " + s.recognizer + (s.server ? " (" + s.server + ")" : "") + "." + alerts);
+      $("link-text").className = alerts ? "warn" : "";
     } else {
       text(badge, s.state === "connecting" ? "recognizer connecting" : "recognizer offline");
       text($("link-text"), "Recognizer offline: " + (s.reason || "unknown reason") + ". Reconnecting by itself.");
+      $("link-text").className = "";
     }
     const camera = s.camera || {};
     const lost = camera.state === "lost";
@@ -71,7 +75,10 @@
       text($("feed-note"), "Camera lost since " + timeOfDay(camera.since) + ": " + (camera.error || "no frames") +
         ". The picture and face list are not live.");
     } else {
-      text($("feed-note"), s.feed === "raw" ? "Recognizer offline: showing the raw camera feed." : "");
+      // raw while online: the recognizer is busy for a moment (e.g. enrolling a Capture), not offline
+      text($("feed-note"), s.feed !== "raw" ? "" : s.online
+        ? "The recognizer is busy and has not answered for a moment: showing the raw camera feed."
+        : "Recognizer offline: showing the raw camera feed.");
     }
     const live = s.online && !lost;
     text($("fps"), live ? String(s.fps) : "–");
@@ -118,25 +125,23 @@
     answer.className = "";
     text(answer, "");
     $("capture-crop").hidden = true;
+    $("confirm-lookalike").hidden = true;
   }
 
-  function showCrop(body, name) {
+  function showCrop(body, caption) {
     const figure = $("capture-crop");
     if (!body.crop_jpeg) { figure.hidden = true; return; }
     $("capture-crop-img").src = "data:image/jpeg;base64," + body.crop_jpeg;
-    text($("capture-crop-text"), "Enrolled as " + (body.name || name) + ": check this is the right face.");
+    text($("capture-crop-text"), caption);
     figure.hidden = false;
   }
 
   const nameBox = $("name");
   if (nameBox) nameBox.addEventListener("input", clearCaptureAnswer);  // an old answer must not linger
 
-  const captureForm = $("capture-form");
-  if (captureForm) captureForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  async function capture(name, confirmLookalike) {
     const answer = $("capture-answer");
     const button = $("capture");
-    const name = $("name").value;
     button.disabled = true;
     clearCaptureAnswer();
     text(answer, "Capturing…");
@@ -144,14 +149,24 @@
       const response = await fetch("/api/capture", {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-        body: JSON.stringify({ name: name }),
+        body: JSON.stringify({ name: name, confirm_lookalike: confirmLookalike || "" }),
       });
       const body = await response.json();
       if (body.ok) {
         answer.className = "ok";
         const n = typeof body.count === "number" && body.count > 0 ? " (" + body.count + " image(s) on file)" : "";
         text(answer, "Enrolled " + (body.name || name) + n + ".");
-        showCrop(body, name);
+        showCrop(body, "Enrolled as " + (body.name || name) + ": check this is the right face.");
+      } else if (body.code === "looks_like" && body.lookalike) {
+        // Refused: this face is already someone else's. Only a deliberate second click enrols it anyway.
+        const other = body.lookalike.name;
+        answer.className = "error";
+        text(answer, "Not enrolled: looks like " + other + " (" + body.lookalike.distance.toFixed(2) + ").");
+        showCrop(body, "This face is within the recognizer's accept distance of " + other + ".");
+        const confirm = $("confirm-lookalike");
+        text(confirm, "Enrol as " + name + " anyway: I checked, this is not " + other);
+        confirm.onclick = () => capture(name, other);
+        confirm.hidden = false;
       } else {
         answer.className = "error";
         text(answer, "Not enrolled: " + (body.reason || "unknown reason") + ".");
@@ -162,6 +177,12 @@
     } finally {
       button.disabled = false;
     }
+  }
+
+  const captureForm = $("capture-form");
+  if (captureForm) captureForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    capture($("name").value, "");
   });
 
   pollStatus();

@@ -48,6 +48,9 @@ def api_capture() -> tuple[Response, int]:
         by = who.username
     payload = request.get_json(silent=True) if request.is_json else request.form
     raw_name = (payload or {}).get("name", "")
+    confirm = (payload or {}).get("confirm_lookalike") or ""  # an admin's deliberate "yes, enrol despite the likeness"
+    if not isinstance(confirm, str) or len(confirm) > 64:
+        return jsonify({"ok": False, "code": "invalid_name", "reason": "confirm_lookalike must be a person's name"}), 400
     try:
         name = validate_name(raw_name)
     except InvalidName as exc:
@@ -62,7 +65,7 @@ def api_capture() -> tuple[Response, int]:
         if status != 201:
             return jsonify({**body, "name": name}), status
         grant = body["grant"]
-    answer = state.link.enrol(name, timeout=state.enrol_timeout_s, grant=grant)
+    answer = state.link.enrol(name, timeout=state.enrol_timeout_s, grant=grant, confirm_lookalike=confirm)
     if state.enrolment_log is not None and by:
         record_enrolment(state.enrolment_log, by, name, answer)
     answer = dict(answer)

@@ -1,4 +1,5 @@
-"""Persistent alert outbox: events are written to SQLite in the station thread, a sender thread delivers them.
+"""Persistent alert outbox: the durable queue. Events are written to SQLite in the station thread, a sender thread
+delivers them. (Damage to the file and its repair are `salvage.py`; events held while it cannot be written, `held.py`.)
 
 Delivery is at-least-once per sink with a stable `event_id`, and the dashboard stores each event id
 once, so the dashboard sees every event exactly once: through a dashboard that is down for an hour,
@@ -6,26 +7,33 @@ a recognizer restart (pending rows are read back at start) or a lost reply. Per 
 oldest first; a transient failure (connection error, timeout, 408, 429, 5xx) backs that sink off
 (1 s doubling to 60 s, ±20 % jitter) and stops its pass, so order is kept and a dead dashboard is
 not hammered. A permanent failure (any other 4xx) parks the row for that sink with the reason logged.
+The sinks get the stored bytes (the meta JSON as written at `put`, the JPEGs) as they are.
 
 The file is bounded: over `max_bytes` the images of the oldest pending events are dropped first
 (an opening image becomes a grey placeholder, so the dashboard still accepts it), over `max_events`
 the oldest pending events are deleted; both are logged at WARNING/ERROR, never silent.
 
+**Disk pressure is a state, not a traceback.** When the file cannot be written (disk full, I/O error,
+read-only, locked) the outbox says so once (one ERROR line with counts), holds new events in memory (up
+to `memory_events` / `memory_mib`, `held.py`) and keeps delivering from there, so while the dashboard
+is up nothing waits for the disk at all. Rows of the file that were delivered meanwhile are remembered and
+marked when the file takes writes again. Twice a second it tries the file again; the first write that
+succeeds moves what is still held into the file and logs one INFO line with what the episode cost. Why it
+used to stay stuck (a 4.2 MB journal after 1.9 MB freed): Debian's SQLite zeroes freed pages (secure_delete),
+so dropping delivered images rewrote them all, into the WAL; and a WAL restarts only after a checkpoint copies
+it back into the file, which needs the same space again. The file now uses a rollback journal (new pages are
+not journalled, so an insert needs its own size free and no more) with secure_delete FAST (freed pages are not
+copied first); freed pages are reused by the next events, so the file stops growing.
+`health()` is the state (`ok`, `disk_full`, `degraded`) that status reports carry to the dashboard and the edge.
+
 Incidents still open are kept in the file too (`open_incidents`), with a heartbeat of the sender thread.
 A recognizer that dies without closing them (SIGKILL, power loss) closes them at its next start with
 `closed_by: recognizer_restart`, ended at the last moment it was known alive, so none stays open forever.
-
-Damage to the file does not stop the recognizer and loses as little as it can, always with an ERROR line:
-a file deleted (or replaced) while running is noticed within seconds (and at every put and stop), and a
-fresh file is written from what the open connection still reads, so nothing is lost; a damaged file (at
-start or while running) is moved aside as `<name>.corrupt-<time>`, its readable rows are copied into a
-fresh outbox, and the count of what could not be read is logged.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -34,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
+from recognizer.alerting import salvage
+from recognizer.alerting.held import HeldEvent, HeldEvents
 from recognizer.alerting.rules import AlertEvent
 from shared.alert_wire import encode_event
 from shared.backoff import Backoff
@@ -44,7 +54,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     event_id     TEXT PRIMARY KEY,
     alert_id     TEXT NOT NULL,
-    payload      TEXT NOT NULL,            -- the dashboard's meta JSON
+    payload      TEXT NOT NULL,            -- the dashboard's meta JSON (stored as UTF-8 bytes, sent as they are)
     image        BLOB,                     -- evidence at opening (open events)
     best_image   BLOB,                     -- best frame (update/closed events)
     sinks_left   TEXT NOT NULL,            -- JSON list of sink names still to deliver to
@@ -66,11 +76,18 @@ CREATE TABLE IF NOT EXISTS open_incidents (  -- incidents opened and not yet clo
     updated_at  REAL NOT NULL             -- time of its last event
 );
 CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), alive_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS room (b BLOB);  -- the recovery probe's proof of free space (empty between probes)
 """
 COLUMNS = ("event_id", "alert_id", "payload", "image", "best_image", "sinks_left", "parked", "attempts", "next_try_at",
            "created_at", "delivered_at", "last_error")
 INCIDENT_COLUMNS = ("alert_id", "station_id", "login_name", "type", "started_at", "details", "updated_at")
+SALVAGE_TABLES = (("outbox", COLUMNS, "WHERE delivered_at IS NULL", "payload"),
+                  ("open_incidents", INCIDENT_COLUMNS, "", "details"))
 HEARTBEAT_S = 5.0  # the sender notes it is alive this often (the end time of incidents a crash left open)
+PROBE_S = 0.5  # while the file cannot be written, it is tried again this often
+QUIET_S = 300.0  # a new episode this soon after the last recovery is a WARNING, not another ERROR
+MIN_ROOM = 64 * 1024  # the probe proves room for this much before it calls the file writable again
+
 
 
 class TransientDeliveryError(Exception):
@@ -82,14 +99,14 @@ class PermanentDeliveryError(Exception):
 
 
 class OutboxError(RuntimeError):
-    """The outbox file could not be written (disk full, file locked or damaged); the message says which."""
+    """The outbox could not store an event for a reason that is not disk pressure (a bug, a constraint)."""
 
 
 class Sink(Protocol):
     name: str
 
-    def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
-        """Deliver one event or raise TransientDeliveryError / PermanentDeliveryError."""
+    def deliver(self, meta: bytes, image: Optional[bytes], best_image: Optional[bytes]) -> None:
+        """Deliver one event (its meta JSON as stored) or raise TransientDeliveryError / PermanentDeliveryError."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,8 @@ class OutboxConfig:
     jitter: float = 0.2
     batch: int = 50
     keep_delivered_s: float = 86400.0  # delivered rows (without images) kept this long for inspection
+    memory_events: int = 2000  # the file cannot be written: events held in memory at most (oldest dropped beyond)
+    memory_mib: int = 64  # ... and their images at most, in MiB (oldest images dropped first)
 
     def __post_init__(self) -> None:
         if self.max_events < 10:
@@ -114,6 +133,33 @@ class OutboxConfig:
             raise ValueError("outbox back-off must satisfy 0 < initial <= max")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"outbox jitter must be 0..1, got {self.jitter}")
+        if self.memory_events < 1 or self.memory_mib < 1:
+            raise ValueError("outbox memory_events and memory_mib must be at least 1")
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """What the outbox can do now: `state` ok | disk_full | degraded (other write failures), and its counts."""
+
+    state: str = "ok"
+    reason: str = ""
+    since: float = 0.0  # time.time() the state began
+    held: int = 0  # events in memory now
+    lost: int = 0  # events dropped over the memory bound since the outbox started
+
+
+def write_failure(exc: sqlite3.Error) -> Optional[str]:
+    """'disk_full' or 'degraded' when `exc` says the file cannot be written now; None for any other error."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return "disk_full"
+    if name.startswith(("SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_BUSY", "SQLITE_LOCKED")) or any(
+            w in text for w in ("disk i/o error", "readonly database", "unable to open", "database is locked")):
+        return "degraded"
+    return None
 
 
 def event_meta(ev: AlertEvent) -> dict:
@@ -131,13 +177,32 @@ def placeholder_jpeg() -> bytes:
     return cv2.imencode(".jpg", img)[1].tobytes()
 
 
-class Outbox:
-    """The SQLite outbox and its sender thread. `put()` from any thread; `start()`/`stop()` the sender."""
+@dataclass
+class _Pressure:
+    """One episode of a file that cannot be written."""
 
-    def __init__(self, config: OutboxConfig, sinks: Sequence[Sink], clock: Callable[[], float] = time.time) -> None:
+    kind: str
+    reason: str
+    since: float  # time.time()
+    started: float  # monotonic
+    held_before: int  # HeldEvents.held_total when it began
+    lost_before: int
+    from_memory: int = 0  # events delivered straight from memory in this episode
+    said_lost: bool = False
+    next_probe: float = 0.0
+
+
+class Outbox:
+    """The SQLite outbox and its sender thread. `put()` from any thread; `start()`/`stop()` the sender.
+
+    `on_health` is called (on the sender thread) with the new `OutboxHealth` each time the state changes."""
+
+    def __init__(self, config: OutboxConfig, sinks: Sequence[Sink], clock: Callable[[], float] = time.time,
+                 on_health: Optional[Callable[[OutboxHealth], None]] = None) -> None:
         self.config = config
         self.sinks = {s.name: s for s in sinks}
         self._clock = clock
+        self._on_health = on_health
         config.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -148,11 +213,20 @@ class Outbox:
         self._sink_next = {name: 0.0 for name in self.sinks}
         self._placeholder: Optional[bytes] = None
         self._alive_written = 0.0
+        self._held = HeldEvents(config.memory_events, config.memory_mib * 2**20, self._placeholder_jpeg)
+        self._pressure: Optional[_Pressure] = None
+        self._marks: dict[str, tuple] = {}  # event_id -> _record's arguments not yet written (file not writable)
+        self._incidents_todo: dict[str, AlertEvent] = {}  # alert_id -> last event not yet tracked in the file
+        self._announced = "ok"
+        self._recovered_at = float("-inf")  # monotonic time of the last recovery
+        self._quiet_said = float("-inf")
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:  # not a database, malformed: the recognizer runs on regardless
-            self._db = self._replace_damaged(None, exc)
-        self._file_id = self._stat_id()
+            if type(exc) is not sqlite3.DatabaseError:
+                raise OutboxError(f"cannot open the outbox {config.path}: {exc}") from exc
+            self._db = salvage.replace_damaged(config.path, None, exc, self._connect, SALVAGE_TABLES)
+        self._file_id = salvage.file_id(config.path)
         self._recount()
         if self._count:
             log.info("outbox %s: %d pending event(s) (%.1f MiB) from before, to deliver",
@@ -164,8 +238,14 @@ class Outbox:
         """Open (or create) the file and check it; sqlite3.DatabaseError when it is damaged."""
         db = sqlite3.connect(str(self.config.path), check_same_thread=False, isolation_level=None, timeout=30)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash, fast commits
+            # a rollback journal: new pages are not journalled, so an insert needs its own size free and no more
+            # (a WAL needs the same again to checkpoint; see the module doc); TRUNCATE keeps the journal's inode
+            db.execute("PRAGMA journal_mode=TRUNCATE")
+            db.execute("PRAGMA synchronous=FULL")
+            # Debian's SQLite is built with secure_delete on: every page freed (an image dropped after delivery)
+            # is zeroed, so first copied whole into the journal: marking delivered needed as much free space as
+            # the images it frees. FAST zeroes only what costs no extra I/O; freed pages are reused by new events.
+            db.execute("PRAGMA secure_delete=FAST")
             db.executescript(SCHEMA)
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
@@ -176,89 +256,34 @@ class Outbox:
             raise
         return db
 
+    def _placeholder_jpeg(self) -> bytes:
+        if self._placeholder is None:
+            self._placeholder = placeholder_jpeg()
+        return self._placeholder
+
     def _recount(self) -> None:
         count, size = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(image)) + 0, 0) + COALESCE(SUM(LENGTH(best_image)), 0) "
             "FROM outbox WHERE delivered_at IS NULL").fetchone()
         self._count, self._bytes = int(count), int(size)
 
-    def _stat_id(self) -> Optional[tuple[int, int]]:
-        try:
-            st = os.stat(self.config.path)
-        except FileNotFoundError:
-            return None
-        return st.st_dev, st.st_ino
-
-    def _move_aside(self, tag: str) -> Path:
-        """Rename the file (and its -wal/-shm) to `<name>.<tag>-<YYYYmmdd-HHMMSS>`; returns the new path."""
-        path = self.config.path
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        dst = path.with_name(f"{path.name}.{tag}-{stamp}")
-        n = 1
-        while dst.exists():
-            n += 1
-            dst = path.with_name(f"{path.name}.{tag}-{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{path}{suffix}")
-            if src.exists():
-                os.replace(src, f"{dst}{suffix}")
-        return dst
-
-    def _replace_damaged(self, old: Optional[sqlite3.Connection], exc: Exception) -> sqlite3.Connection:
-        """The file is damaged: move it aside, start a fresh one, copy in the rows that can still be read."""
-        if old is not None:
-            try:
-                old.close()
-            except sqlite3.Error:
-                pass
-        aside = self._move_aside("corrupt")
-        db = self._connect()
-        saved, lost = _salvage(aside, db)
-        log.error("OUTBOX DAMAGED: %s could not be used (%s); moved it to %s and started a fresh outbox. Salvaged %d "
-                  "pending event(s) and %d open incident(s); %d row(s) could not be read and are lost",
-                  self.config.path, exc, aside.name, saved[0], saved[1], lost)
-        return db
-
-    def _check_file(self) -> None:
-        """The file deleted or replaced under the open connection: recreate it from what the connection reads.
-
-        Caller holds the lock. SQLite keeps writing to a deleted file without a word, and all of it would be
-        gone at the next start; the open connection still reads it, so a backup into a new file loses nothing.
-        """
-        now_id = self._stat_id()
-        if now_id == self._file_id:
-            return
-        path = self.config.path
-        replaced = None
-        if now_id is not None:  # someone else's file at our path: keep it for inspection
-            replaced = self._move_aside("replaced")
-        path.parent.mkdir(parents=True, exist_ok=True)  # the whole folder may have gone
-        tmp = path.with_name(path.name + ".recovering")
-        tmp.unlink(missing_ok=True)
-        copy = sqlite3.connect(str(tmp))
-        try:
-            self._db.backup(copy)
-        finally:
-            copy.close()
-        self._db.close()
-        for suffix in ("-wal", "-shm"):  # the deleted file's, left behind: they would be replayed into the new one
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        os.replace(tmp, path)
-        self._db = self._connect()
-        self._file_id = self._stat_id()
+    def _repair(self, exc: Exception) -> None:
+        """Caller holds the lock: the file is damaged; a fresh one with what could be salvaged."""
+        self._db = salvage.replace_damaged(self.config.path, self._db, exc, self._connect, SALVAGE_TABLES)
+        self._file_id = salvage.file_id(self.config.path)
         self._recount()
-        held = self._db.execute("SELECT COUNT(*) FROM open_incidents").fetchone()[0]
-        log.error("OUTBOX FILE %s while running: %s; recreated it with the %d pending event(s) and %d open "
-                  "incident(s) still held, nothing lost", "REPLACED" if replaced else "DELETED", path, self._count, held)
-        if replaced is not None:
-            log.error("the file found in its place was moved to %s", replaced)
 
     def _guard(self) -> None:
-        """Caller holds the lock: notice a deleted or replaced file; a failure to recreate it is logged, not raised."""
+        """Caller holds the lock: notice a deleted or replaced file and recreate it; a failure is logged, not raised."""
+        if salvage.file_id(self.config.path) == self._file_id:
+            return
         try:
-            self._check_file()
+            self._db = salvage.recreate(self.config.path, self._db, self._connect)
         except (OSError, sqlite3.Error):
             log.exception("outbox: cannot recreate %s", self.config.path)
+            return
+        self._file_id = salvage.file_id(self.config.path)
+        self._recount()
 
     # -- incidents a crash left open --
     def _track_incident(self, ev: AlertEvent, now: float) -> None:
@@ -297,40 +322,59 @@ class Outbox:
         now = self._clock()
         if now - self._alive_written >= HEARTBEAT_S:
             with self._lock:
-                self._db.execute("INSERT OR REPLACE INTO heartbeat (id, alive_at) VALUES (1, ?)", (now,))
+                if self._pressure is not None:
+                    return  # the probe writes it once the file takes writes again
+                try:
+                    self._db.execute("INSERT OR REPLACE INTO heartbeat (id, alive_at) VALUES (1, ?)", (now,))
+                except sqlite3.OperationalError as exc:
+                    if write_failure(exc) is None:
+                        raise
+                    self._enter_pressure(exc)
+                    return
             self._alive_written = now
 
     # -- writing (station threads) --
     def put(self, ev: AlertEvent) -> None:
-        """Store one event for every configured sink (a single INSERT; safe from any thread)."""
-        image = ev.image if isinstance(ev.image, (bytes, bytearray)) else None
-        best = ev.best_image if isinstance(ev.best_image, (bytes, bytearray)) else None
+        """Store one event for every configured sink (a single INSERT; safe from any thread). Never raises for disk
+        pressure: the event is then held in memory (see the module doc)."""
+        image = bytes(ev.image) if isinstance(ev.image, (bytes, bytearray)) else None
+        best = bytes(ev.best_image) if isinstance(ev.best_image, (bytes, bytearray)) else None
         now = self._clock()
-        payload = json.dumps(event_meta(ev), separators=(",", ":"))
+        payload = json.dumps(event_meta(ev), separators=(",", ":")).encode()
         if not self.sinks:
             return
         with self._lock:
             self._guard()
-            try:
+            if self._pressure is None:
                 try:
-                    self._insert(ev, payload, image, best, now)
-                except sqlite3.DatabaseError as exc:
-                    if type(exc) is not sqlite3.DatabaseError:  # locked, disk full, constraint: not damage
-                        raise
-                    self._db = self._replace_damaged(self._db, exc)
-                    self._file_id = self._stat_id()
-                    self._recount()
-                    self._insert(ev, payload, image, best, now)
-            except sqlite3.Error as exc:
-                raise OutboxError(f"cannot store alert event in {self.config.path}: {exc}") from exc
+                    self._store(ev, payload, image, best, now)
+                except sqlite3.OperationalError as exc:
+                    if write_failure(exc) is None:
+                        raise OutboxError(f"cannot store alert event in {self.config.path}: {exc}") from exc
+                    self._enter_pressure(exc)
+                except sqlite3.Error as exc:
+                    raise OutboxError(f"cannot store alert event in {self.config.path}: {exc}") from exc
+            if self._pressure is not None:  # held in order behind what is already held
+                self._hold(HeldEvent(ev.event_id, ev.alert_id, payload, image, best, sorted(self.sinks), now), ev)
         self._wake.set()
 
-    def _insert(self, ev: AlertEvent, payload: str, image: Optional[bytes], best: Optional[bytes], now: float) -> None:
+    def _store(self, ev: AlertEvent, payload: bytes, image: Optional[bytes], best: Optional[bytes], now: float) -> None:
+        try:
+            self._insert(ev.event_id, ev.alert_id, payload, image, best, sorted(self.sinks), now)
+            self._track_incident(ev, now)
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # locked, disk full, constraint: not damage
+                raise
+            self._repair(exc)
+            self._insert(ev.event_id, ev.alert_id, payload, image, best, sorted(self.sinks), now)
+            self._track_incident(ev, now)
+
+    def _insert(self, event_id: str, alert_id: str, payload: bytes, image: Optional[bytes], best: Optional[bytes],
+                sinks: list[str], now: float) -> None:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO outbox (event_id, alert_id, payload, image, best_image, sinks_left, next_try_at, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ev.event_id, ev.alert_id, payload, image, best, json.dumps(sorted(self.sinks)), now, now))
-        self._track_incident(ev, now)
+            (event_id, alert_id, payload, image, best, json.dumps(sinks), now, now))
         if cur.rowcount != 1:
             return  # the same event id again: already stored
         self._count += 1
@@ -351,14 +395,10 @@ class Outbox:
                 if self._bytes <= target:
                     break
                 meta = json.loads(payload)
-                new_image = None
-                if meta.get("state") == "open" and n_img:
-                    if self._placeholder is None:
-                        self._placeholder = placeholder_jpeg()
-                    new_image = self._placeholder
+                new_image = self._placeholder_jpeg() if meta.get("state") == "open" and n_img else None
                 meta.setdefault("details", {})["evidence_dropped"] = True
                 self._db.execute("UPDATE outbox SET image = ?, best_image = NULL, payload = ? WHERE event_id = ?",
-                                 (new_image, json.dumps(meta, separators=(",", ":")), event_id))
+                                 (new_image, json.dumps(meta, separators=(",", ":")).encode(), event_id))
                 self._bytes -= (n_img or 0) + (n_best or 0) - len(new_image or b"")
                 dropped += 1
             log.warning("outbox over %.0f MiB: dropped the evidence images of the %d oldest pending event(s)",
@@ -376,10 +416,95 @@ class Outbox:
                 self._count -= 1
                 self._bytes -= size
 
+    # -- disk pressure --
+    def _enter_pressure(self, exc: sqlite3.Error) -> None:
+        """Caller holds the lock: the file stopped taking writes. Said once, with counts."""
+        if self._pressure is not None:
+            return
+        kind = write_failure(exc) or "degraded"
+        self._pressure = _Pressure(kind, str(exc), time.time(), time.monotonic(), self._held.held_total, self._held.lost)
+        if time.monotonic() - self._recovered_at < QUIET_S:  # the space freed was used up again: said already
+            if time.monotonic() - self._quiet_said >= 60:
+                self._quiet_said = time.monotonic()
+                log.warning("outbox %s cannot write again (%s): holding new alert events in memory (said at most "
+                            "once a minute)", self.config.path, exc)
+            return
+        log.error("OUTBOX CANNOT WRITE %s (%s%s): %d event(s) pending in the file; new alert events are held in memory "
+                  "(at most %d events / %.0f MiB) and delivered from there; it recovers by itself as soon as the file can be "
+                  "written", self.config.path, exc, ", the disk is full" if kind == "disk_full" else "",
+                  self._count, self.config.memory_events, self.config.memory_mib)
+
+    def _hold(self, held: HeldEvent, ev: AlertEvent) -> None:
+        self._incidents_todo.pop(ev.alert_id, None)
+        self._incidents_todo[ev.alert_id] = ev
+        dropped = self._held.add(held)
+        p = self._pressure
+        if dropped and p is not None and not p.said_lost:
+            p.said_lost = True
+            log.error("outbox: the memory bound (%d events / %.0f MiB) is reached while %s cannot be written and the "
+                      "sinks do not take them: dropping the oldest held events (counted; the total is logged at "
+                      "recovery)", self.config.memory_events, self.config.memory_mib, self.config.path)
+
+    def _probe(self) -> None:
+        """Sender thread: while under pressure, try the file again; on success move the held events into it."""
+        p = self._pressure
+        if p is None or time.monotonic() < p.next_probe:
+            return
+        p.next_probe = time.monotonic() + PROBE_S
+        with self._lock:
+            try:
+                # room first, in the file itself: pages written and freed stay in the file and the next insert
+                # reuses them, so "writable" means a typical event fits (an evidence JPEG), not that a few bytes did
+                self._db.execute("INSERT INTO room (b) VALUES (zeroblob(?))", (MIN_ROOM,))
+                self._db.execute("DELETE FROM room")
+                for event_id, args in list(self._marks.items()):
+                    self._write_record(event_id, *args)
+                    del self._marks[event_id]
+                for alert_id, ev in list(self._incidents_todo.items()):
+                    self._track_incident(ev, self._clock())
+                    del self._incidents_todo[alert_id]
+                moved = 0
+                for held in self._held:
+                    if held.sinks_left:
+                        self._insert(held.event_id, held.alert_id, held.payload, held.image, held.best_image,
+                                     held.sinks_left, held.created_at)
+                        moved += 1
+                    self._held.remove(held.event_id)
+                self._db.execute("INSERT OR REPLACE INTO heartbeat (id, alive_at) VALUES (1, ?)", (self._clock(),))
+            except sqlite3.OperationalError as exc:
+                if write_failure(exc) is None:
+                    raise
+                log.debug("outbox: probe failed: %s", exc)
+                return
+            self._pressure = None
+            self._recovered_at = time.monotonic()
+            lost = self._held.lost - p.lost_before
+        log.info("outbox %s takes writes again after %.1f s: %d event(s) were held in memory, %d delivered from "
+                 "there and %d written to the file now; %d lost over the memory bound", self.config.path,
+                 time.monotonic() - p.started, self._held.held_total - p.held_before, p.from_memory, moved, lost)
+        self._wake.set()
+
+    def health(self) -> OutboxHealth:
+        with self._lock:
+            p = self._pressure
+            if p is None:
+                return OutboxHealth(lost=self._held.lost)
+            return OutboxHealth(p.kind, p.reason, p.since, len(self._held), self._held.lost)
+
+    def _announce(self) -> None:
+        state = self.health()
+        if state.state != self._announced and self._on_health is not None:
+            try:
+                self._on_health(state)
+            except Exception:  # the status path failing must not stop deliveries; logged with its trace
+                log.exception("outbox: telling the new state %s failed", state.state)
+        self._announced = state.state
+
     # -- reading --
     def pending(self) -> int:
+        """Events not yet delivered everywhere: in the file and held in memory."""
         with self._lock:
-            return self._count
+            return self._count + len(self._held)
 
     def parked(self) -> list[tuple[str, dict]]:
         """(event_id, {sink: reason}) of events some sink refused for good."""
@@ -399,10 +524,16 @@ class Outbox:
             self._stop.set()
             self._wake.set()
             self._thread.join(timeout=flush_timeout_s + 35)  # a request in flight may take its timeout
+        if self._pressure is not None:
+            self._pressure.next_probe = 0.0
+            self._probe()
         with self._lock:
             self._guard()
-            left = self._count
+            left, held = self._count, len(self._held)
             self._db.close()
+        if held:
+            log.error("outbox stopped with %d event(s) held in memory that %s could not take: they are lost",
+                      held, self.config.path)
         if left:
             log.info("outbox stopped with %d event(s) pending; they are sent on the next start", left)
 
@@ -417,11 +548,14 @@ class Outbox:
         return True
 
     def _rows(self, sink: str, limit: int) -> list[tuple]:
-        """The oldest pending events still owed to `sink`."""
+        """The oldest pending events still owed to `sink` (less those delivered while the file took no writes)."""
         with self._lock:
-            return self._db.execute(
+            marked = {e for e, args in self._marks.items() if _marked_done(args, sink)}
+            rows = self._db.execute(
                 "SELECT event_id, payload, image, best_image FROM outbox WHERE delivered_at IS NULL "
-                "AND instr(sinks_left, ?) > 0 ORDER BY created_at, rowid LIMIT ?", (json.dumps(sink), limit)).fetchall()
+                "AND instr(sinks_left, ?) > 0 ORDER BY created_at, rowid LIMIT ?",
+                (json.dumps(sink), limit + len(marked))).fetchall()
+        return [(e, p if isinstance(p, bytes) else p.encode(), i, b) for e, p, i, b in rows if e not in marked][:limit]
 
     def _forget_unknown_sinks(self) -> None:
         """Pending rows owed to a sink that is no longer configured: drop that sink from them, with a log line."""
@@ -447,15 +581,15 @@ class Outbox:
             try:
                 with self._lock:
                     self._guard()
+                self._probe()
                 self._beat()
+                self._announce()
                 sent = self._pass()
             except sqlite3.DatabaseError as exc:
                 sent = 0
                 if type(exc) is sqlite3.DatabaseError:  # malformed / not a database: damage, not a busy file
                     with self._lock:
-                        self._db = self._replace_damaged(self._db, exc)
-                        self._file_id = self._stat_id()
-                        self._recount()
+                        self._repair(exc)
                     continue
                 log.exception("outbox database error; retrying in 5 s")
                 self._stop.wait(5)
@@ -463,36 +597,71 @@ class Outbox:
                 continue
             now = self._clock()
             waits = [t - now for t in self._sink_next.values() if t > now]
+            if self._pressure is not None:
+                waits.append(PROBE_S)
             self._wake.wait(min(waits + [5.0]))
             self._wake.clear()
 
     def _pass(self) -> int:
-        """For each sink not backing off, deliver its oldest batch until one fails. Returns deliveries made."""
+        """For each sink not backing off, deliver its oldest batch (the file's, then the memory's) until one fails.
+        Returns deliveries made."""
         done = 0
         for name, sink in self.sinks.items():
             if self._sink_next[name] > self._clock():
                 continue
-            for event_id, payload, image, best in self._rows(name, self.config.batch):
+            rows = self._rows(name, self.config.batch)
+            ok = True
+            for event_id, payload, image, best in rows:
                 if self._stop.is_set():
                     return done
-                meta = json.loads(payload)
-                try:
-                    sink.deliver(meta, image, best)
-                except TransientDeliveryError as exc:
-                    self._backoff(name, str(exc))
-                    self._record(event_id, None, {}, f"{name}: {exc}")
+                result = self._deliver(sink, event_id, payload, image, best)
+                if result is None:
+                    ok = False
                     break  # keep this sink's order: nothing newer goes before this one
-                except PermanentDeliveryError as exc:
-                    log.error("outbox: %s refused %s %s of alert %s for good (event %s), parked: %s",
-                              name, meta.get("type"), meta.get("state"), meta.get("alert_id"), event_id, exc)
-                    self._record(event_id, name, {name: str(exc)}, f"{name}: {exc}")
-                    continue
-                if self._sink_backoff[name].failures:
-                    log.info("outbox: sink %s is reachable again", name)
-                self._sink_backoff[name].reset()
-                self._record(event_id, name, {}, None)
-                done += 1
+                self._record(event_id, name, result, None if not result else f"{name}: {result[name]}")
+                done += not result
+            if not ok or len(rows) == self.config.batch:
+                continue
+            for held in self._held_for(name):  # the file owes this sink nothing more: what memory holds
+                if self._stop.is_set():
+                    return done
+                result = self._deliver(sink, held.event_id, held.payload, held.image, held.best_image)
+                if result is None:
+                    break
+                self._held_done(held, name, result)
+                done += not result
         return done
+
+    def _deliver(self, sink: Sink, event_id: str, payload: bytes, image: Optional[bytes],
+                 best: Optional[bytes]) -> Optional[dict[str, str]]:
+        """One try: None = failed for now (backed off), {} = delivered, {sink: reason} = refused for good."""
+        name = sink.name
+        try:
+            sink.deliver(payload, image, best)
+        except TransientDeliveryError as exc:
+            self._backoff(name, str(exc))
+            self._record(event_id, None, {}, f"{name}: {exc}")
+            return None
+        except PermanentDeliveryError as exc:
+            meta = _meta(payload)
+            log.error("outbox: %s refused %s %s of alert %s for good (event %s), parked: %s",
+                      name, meta.get("type"), meta.get("state"), meta.get("alert_id"), event_id, exc)
+            return {name: str(exc)}
+        if self._sink_backoff[name].failures:
+            log.info("outbox: sink %s is reachable again", name)
+        self._sink_backoff[name].reset()
+        return {}
+
+    def _held_for(self, sink: str) -> list[HeldEvent]:
+        with self._lock:
+            return [h for h in self._held if sink in h.sinks_left]
+
+    def _held_done(self, held: HeldEvent, sink: str, parked: dict[str, str]) -> None:
+        with self._lock:
+            held.sinks_left = [n for n in held.sinks_left if n != sink]
+            held.parked.update(parked)
+            if not held.sinks_left and self._held.remove(held.event_id) is not None and self._pressure is not None:
+                self._pressure.from_memory += 1
 
     def _backoff(self, name: str, reason: str) -> None:
         backoff = self._sink_backoff[name]
@@ -503,63 +672,77 @@ class Outbox:
         log.log(level, "outbox: sink %s failed (%s); attempt %d, next try in %.1f s", name, reason, n, delay)
 
     def _record(self, event_id: str, done_sink: Optional[str] | list, parked: dict[str, str], error: Optional[str]) -> None:
-        """After one try: `done_sink` (a name, or the new list of sinks left) is no longer owed; None = failed, retry."""
-        now = self._clock()
+        """After one try: `done_sink` (a name, or the new list of sinks left) is no longer owed; None = failed, retry.
+
+        When the file takes no writes the outcome is kept in memory (`_marks`) and written by the probe."""
         with self._lock:
-            row = self._db.execute("SELECT sinks_left, COALESCE(LENGTH(image), 0) + COALESCE(LENGTH(best_image), 0) "
-                                   "FROM outbox WHERE event_id = ? AND delivered_at IS NULL", (event_id,)).fetchone()
-            if row is None:
+            if event_id in self._marks:
+                if done_sink is None:
+                    return
+                old_sink, old_parked, _ = self._marks.pop(event_id)
+                self._marks[event_id] = (_merge(old_sink, done_sink), {**old_parked, **parked}, error)
                 return
-            left = json.loads(row[0])
-            if done_sink is None:
-                next_try = min([self._sink_next[n] for n in left if n in self._sink_next] or [now])
-                self._db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try_at = ? WHERE event_id = ?",
-                                 (error, next_try, event_id))
-                return
-            left = done_sink if isinstance(done_sink, list) else [n for n in left if n != done_sink]
-            if left:
-                self._db.execute("UPDATE outbox SET sinks_left = ?, parked = json_patch(parked, ?), last_error = ? "
-                                 "WHERE event_id = ?", (json.dumps(left), json.dumps(parked), error, event_id))
-                return
-            # delivered everywhere (or parked): the images go, the row stays a while for inspection
-            self._db.execute("UPDATE outbox SET sinks_left = '[]', delivered_at = ?, image = NULL, best_image = NULL, "
-                             "parked = json_patch(parked, ?), last_error = COALESCE(?, last_error) WHERE event_id = ?",
-                             (now, json.dumps(parked), error, event_id))
-            self._count -= 1
-            self._bytes -= row[1]
-            self._db.execute("DELETE FROM outbox WHERE delivered_at < ? AND parked = '{}'", (now - self.config.keep_delivered_s,))
-
-
-def _salvage(src_path: Path, dst: sqlite3.Connection) -> tuple[tuple[int, int], int]:
-    """Copy the readable pending events and open incidents of a damaged file into `dst`, row by row.
-
-    Returns ((events saved, incidents saved), rows lost). A file whose header is gone yields nothing.
-    """
-    saved, lost = [0, 0], 0
-    try:
-        src = sqlite3.connect(str(src_path))
-    except sqlite3.Error:
-        return (0, 0), 0
-    try:
-        for i, (table, cols, where) in enumerate((("outbox", COLUMNS, "WHERE delivered_at IS NULL"),
-                                                  ("open_incidents", INCIDENT_COLUMNS, ""))):
             try:
-                rowids = [r for (r,) in src.execute(f"SELECT rowid FROM {table} {where} ORDER BY rowid")]
-            except sqlite3.DatabaseError:
-                try:  # the index may be what is damaged: scan the table itself
-                    rowids = [r for (r,) in src.execute(f"SELECT rowid FROM {table} NOT INDEXED")]
-                except sqlite3.DatabaseError:
-                    continue
-            for rowid in rowids:
-                try:
-                    row = src.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
-                    if row is None or (table == "outbox" and row[cols.index("delivered_at")] is not None):
-                        continue
-                    json.loads(row[2] if table == "outbox" else row[cols.index("details")])
-                    dst.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
-                    saved[i] += 1
-                except (sqlite3.DatabaseError, ValueError, TypeError):
-                    lost += 1
-    finally:
-        src.close()
-    return (saved[0], saved[1]), lost
+                self._write_record(event_id, done_sink, parked, error)
+            except sqlite3.OperationalError as exc:
+                if write_failure(exc) is None:
+                    raise
+                self._enter_pressure(exc)
+                if done_sink is not None:
+                    self._marks[event_id] = (done_sink, parked, error)
+
+    def _write_record(self, event_id: str, done_sink: Optional[str] | list, parked: dict[str, str],
+                      error: Optional[str]) -> None:
+        """Caller holds the lock. Raises sqlite3.OperationalError when the file takes no writes."""
+        now = self._clock()
+        row = self._db.execute("SELECT sinks_left, COALESCE(LENGTH(image), 0) + COALESCE(LENGTH(best_image), 0) "
+                               "FROM outbox WHERE event_id = ? AND delivered_at IS NULL", (event_id,)).fetchone()
+        if row is None:
+            return
+        left = json.loads(row[0])
+        if done_sink is None:
+            if self._pressure is not None:
+                return  # a failed try is not worth a write the file cannot take
+            next_try = min([self._sink_next[n] for n in left if n in self._sink_next] or [now])
+            self._db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try_at = ? WHERE event_id = ?",
+                             (error, next_try, event_id))
+            return
+        if isinstance(done_sink, list):
+            left = done_sink
+        else:
+            gone = set(done_sink.split("\0"))
+            left = [n for n in left if n not in gone]
+        if left:
+            self._db.execute("UPDATE outbox SET sinks_left = ?, parked = json_patch(parked, ?), last_error = ? "
+                             "WHERE event_id = ?", (json.dumps(left), json.dumps(parked), error, event_id))
+            return
+        # delivered everywhere (or parked): the images go, the row stays a while for inspection
+        self._db.execute("UPDATE outbox SET sinks_left = '[]', delivered_at = ?, image = NULL, best_image = NULL, "
+                         "parked = json_patch(parked, ?), last_error = COALESCE(?, last_error) WHERE event_id = ?",
+                         (now, json.dumps(parked), error, event_id))
+        self._count -= 1
+        self._bytes -= row[1]
+        self._db.execute("DELETE FROM outbox WHERE delivered_at < ? AND parked = '{}'", (now - self.config.keep_delivered_s,))
+
+
+def _marked_done(args: tuple, sink: str) -> bool:
+    done = args[0]
+    return sink not in done if isinstance(done, list) else sink in done.split("\0")
+
+
+def _merge(old: str | list, new: str | list) -> str | list:
+    """Two outcomes of one row recorded while the file took no writes: the sinks done by either."""
+    if isinstance(new, list):
+        return new
+    if isinstance(old, list):
+        return [n for n in old if n != new]
+    return "\0".join(sorted(set(old.split("\0")) | {new}))
+
+
+def _meta(payload: bytes) -> dict:
+    """The stored meta JSON, parsed only to name an event in a log line."""
+    try:
+        meta = json.loads(payload)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Optional
 from recognizer.alerting.outbox import PermanentDeliveryError, TransientDeliveryError
 from shared.alert_wire import iso
 from shared.config import ConfigError
-from shared.http import TIMEOUT_S, HttpError, Response, post_json, post_multipart
+from shared.http import TIMEOUT_S, HttpError, Response, post, post_json, post_multipart
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class DashboardSink:
     def __init__(self, target: DashboardTarget) -> None:
         self.target = target
 
-    def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
-        parts = [("meta", None, "application/json", json.dumps(meta).encode())]
+    def deliver(self, meta: bytes, image: Optional[bytes], best_image: Optional[bytes]) -> None:
+        parts = [("meta", None, "application/json", bytes(meta))]  # the stored JSON, as it is
         if image is not None:
             parts.append(("image", "evidence.jpg", "image/jpeg", bytes(image)))
         if best_image is not None:
@@ -95,13 +95,15 @@ class WebhookSink:
         self.include_images = include_images
         self.headers = dict(headers or {})
 
-    def deliver(self, meta: dict, image: Optional[bytes], best_image: Optional[bytes]) -> None:
-        body = dict(meta)
-        if self.include_images:
-            if image is not None:
-                body["image_b64"] = base64.b64encode(image).decode()
-            if best_image is not None:
-                body["best_image_b64"] = base64.b64encode(best_image).decode()
+    def deliver(self, meta: bytes, image: Optional[bytes], best_image: Optional[bytes]) -> None:
+        if not self.include_images:  # the stored JSON, as it is
+            delivered(lambda: post(self.url, bytes(meta), {"Content-Type": "application/json", **self.headers}))
+            return
+        body = json.loads(meta)
+        if image is not None:
+            body["image_b64"] = base64.b64encode(image).decode()
+        if best_image is not None:
+            body["best_image_b64"] = base64.b64encode(best_image).decode()
         delivered(lambda: post_json(self.url, body, headers=self.headers))
 
 
@@ -115,48 +117,72 @@ def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN00
             "camera_error": (st.camera_error or "")[:200] or None}
 
 
+def outbox_degraded(state: str) -> list[str]:
+    """The status report's `degraded` codes (shared.station_state) for an outbox state (shared.alerts.OUTBOX_STATES)."""
+    return {"disk_full": ["disk_full"], "degraded": ["alerts_degraded"]}.get(state, [])
+
+
 class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
     def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
-                 stale_after_s: float = 3.0, node: str = "") -> None:
+                 stale_after_s: float = 3.0, node: str = "", alerts_state: Callable[[], str] = lambda: "ok") -> None:
         self.target = target
         self.node = node  # in a pool: each report names the station's session on this node (dashboard/handover.py)
+        self._alerts_state = alerts_state  # the outbox's state (shared.alerts.OUTBOX_STATES), in every report
+        self._poke = threading.Event()
         self.stale_after_s = stale_after_s
         self._stations = stations
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._reported: set[str] = set()
+        self._known: set[str] = set()  # every station reported in this run: told of a change of the outbox state
+        self._last_alerts = "ok"
         self._failing = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="status-reporter", daemon=True)
         self._thread.start()
 
+    def poke(self) -> None:
+        """Report now (the outbox's state changed), not at the next interval."""
+        self._poke.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._poke.set()
         if self._thread is not None:
             self._thread.join(timeout=2 * TIMEOUT_S + 1)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.report_once()
-            self._stop.wait(self.interval_s)
+            self._poke.wait(self.interval_s)
+            self._poke.clear()
         for station in sorted(self._reported):  # the recognizer is going: say so
-            self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
+            self._post(station, self._gone())
+
+    def _gone(self) -> dict:
+        return {"fps": 0.0, "recognizer_connected": False, "faces": 0, "degraded": outbox_degraded(self._alerts_state())}
 
     def report_once(self) -> None:
         now: set[str] = set()
+        alerts = self._alerts_state()
         for st in list(self._stations()):
             now.add(st.station)
-            report = station_report(st, time.time(), self.stale_after_s)
+            report = {**station_report(st, time.time(), self.stale_after_s), "degraded": outbox_degraded(alerts)}
             if self.node:
                 report.update(node=self.node, session=f"{self.node}/{st.connected_at:.6f}", connected_at=iso(st.connected_at))
             self._post(st.station, report)
-        for station in sorted(self._reported - now):
-            self._post(station, {"fps": 0.0, "recognizer_connected": False, "faces": 0})
-        self._reported = now
+        # stations that left (and, when the outbox's state changed, those that left before) hear it too
+        told = self._reported - now if alerts == self._last_alerts else self._known - now
+        for station in sorted(told):
+            self._post(station, self._gone())
+        self._reported, self._last_alerts = now, alerts
+        self._known |= now
+        if len(self._known) > 4096:  # bounded: ids of stations long gone are forgotten
+            self._known = set(now)
 
     def _post(self, station: str, body: dict) -> None:
         url = f"{self.target.url}/api/stations/{station}/status"

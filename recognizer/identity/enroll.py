@@ -21,6 +21,7 @@ import numpy as np
 
 from recognizer.identity.gallery import GalleryClient, GalleryError, GalleryStore, Provenance, photo_digest
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
+from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
 from recognizer.vision.detect import Box, Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
 from shared.http import HttpError
@@ -29,7 +30,7 @@ from shared.names import InvalidName, validate_name
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # which files are photos; their content says how to decode
 MIN_FACE_PX = 60  # smaller faces give unreliable encodings
 CAPTURE_MIN_FRACTION = 0.15  # a captured face fills at least this share of the frame's shorter side
 STRAY_MAX_SIZE_RATIO = 0.5  # a detection this much smaller than the main face ...
@@ -184,6 +185,8 @@ class EnrolOutcome:
     count: int = 0  # encodings of that person after enrolment
     box: Optional[Box] = None  # where the enrolled face is in the captured frame
     crop: bytes = b""  # JPEG of the enrolled face, for the operator to check
+    code: str = ""  # a refusal's machine-readable reason: "looks_like" (confirmable by an admin)
+    lookalike: Optional[Lookalike] = None  # who the face looks like (refused, or enrolled with a confirmation)
 
 
 class Enroller:
@@ -192,17 +195,21 @@ class Enroller:
     Used by a Capture on any node (`StationSession`) and by `facemon-enroll`'s import into the dashboard's
     gallery. With a lab's `IndexStore` the photo is kept under known_faces/<name>/; with a pool's
     `GalleryStore` it goes to the dashboard as the enrolled face's crop, with who, where and which grant.
+    A face within `accept_distance` of someone else enrolled is refused (`lookalike.py`) unless confirmed.
     """
 
-    def __init__(self, engine: FaceEngine, store: IndexStore | GalleryStore, known_faces: Path) -> None:
+    def __init__(self, engine: FaceEngine, store: IndexStore | GalleryStore, known_faces: Path,
+                 accept_distance: float = 0.58) -> None:
         self.engine = engine
         self.store = store
         self.known_faces = Path(known_faces)
+        self.accept_distance = accept_distance  # the recognizer's: a face this close to someone else is refused
         self._lock = threading.Lock()
 
     def enrol(self, raw_name: object, image: bytes, by: str = "", provenance: Optional[Provenance] = None,
-              rules: EnrolmentRules = CAPTURE_RULES) -> EnrolOutcome:
-        """Validate, find exactly one face, encode, persist. Never raises for bad input or an unreachable gallery."""
+              rules: EnrolmentRules = CAPTURE_RULES, confirm_lookalike: str = "") -> EnrolOutcome:
+        """Validate, find exactly one face, refuse a lookalike of someone else (unless `confirm_lookalike` names
+        exactly that person), encode, persist. Never raises for bad input or an unreachable gallery."""
         try:
             name = validate_name(raw_name)
             bgr = decode_image(image)
@@ -212,7 +219,12 @@ class Enroller:
             return EnrolOutcome(False, str(exc))
         crop = face_crop_jpeg(bgr, face.box)
         prov = replace(provenance or Provenance(by=by), photo_sha256=photo_digest(image), photo=crop)
-        with self._lock:
+        with self._lock:  # checked under the lock: two captures at once cannot both pass as "nobody alike"
+            found = find_lookalike(self.store.index, encoding, name, self.accept_distance)
+            refusal = lookalike_refusal(found, confirm_lookalike)
+            if refusal is not None:
+                log.warning("enrolment of %r refused%s: %s", name, f" (from {by or prov.by})" if by or prov.by else "", refusal)
+                return EnrolOutcome(False, refusal, name, code="looks_like", lookalike=found, box=face.box, crop=crop)
             source = prov.source
             if self.store.local_photos:
                 stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -227,10 +239,12 @@ class Enroller:
                 log.warning("enrolment of %r not stored: the gallery refused or did not answer: %s", name, exc)
                 return EnrolOutcome(False, f"the gallery could not store it ({exc}); try again")
         count = sum(1 for n in index.names if n == name)
-        log.info("enrolled %r from %s%s (%d images of them now)", name, source or "a capture",
-                 f" by {by or prov.by}" if by or prov.by else "", count)
-        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''})", name, count,
-                            face.box, crop)
+        confirmed = f"; {found.message()}, confirmed deliberately" if found is not None else ""
+        (log.warning if found else log.info)("enrolled %r from %s%s (%d images of them now)%s", name,
+                                             source or "a capture", f" by {by or prov.by}" if by or prov.by else "",
+                                             count, confirmed)
+        return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''}){confirmed}", name,
+                            count, face.box, crop, lookalike=found)
 
 
 def import_folder(enroller: Enroller, root: Path, by: str,
@@ -286,6 +300,9 @@ def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     """Console entry `facemon-enroll`: build encodings/ from known_faces/."""
+    from shared.fsmode import private_umask
+
+    private_umask()  # encodings and photos are biometric data: 0600 files in 0700 folders
     from recognizer.vision.detect import EngineConfig
 
     parser = argparse.ArgumentParser(

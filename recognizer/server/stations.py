@@ -22,6 +22,7 @@ from recognizer.identity.enroll import Enroller
 from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
+from recognizer.server.pacing import FairShare, PacingParams
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.station.pipeline import StationPipeline
 from recognizer.station.session import CameraChanged, Enrol, FrameProcessed, Send, StationSession
@@ -55,10 +56,13 @@ class ServerConfig:
     idle_timeout_s: float = 30.0
     index_poll_s: float = 2.0
     node: str = ""  # this node's name in a pool, told to edges in WELCOME (empty: one recognizer)
+    station_fps: float = 15.0  # frames/s each station is planned for (recognizer.server.pacing)
+    max_station_fps: float = 30.0  # the most any station is told it may send
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
+        PacingParams(self.station_fps, self.max_station_fps)  # its own bounds
         if self.max_stations < 1 or self.max_in_flight < 1:
             raise ValueError("max_stations and max_in_flight must be at least 1")
         if self.max_message < 64 * 1024:
@@ -181,9 +185,12 @@ class StationConnection:
                 return
             self.stream.sock.settimeout(cfg.idle_timeout_s)
             server_name = f"{SERVER_NAME} node={cfg.node}" if cfg.node else SERVER_NAME
-            self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s))
+            self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s, self.server.station_rate()))
+            if self.server.alerts_state != "ok":
+                self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
             log.info("station %s (login %r) connected from %s", station, self._hello.login, self.peer)
-            self.session = StationSession(self._hello, self.server.new_pipeline(), limiter)
+            self.session = StationSession(self._hello, self.server.new_pipeline(), limiter,
+                                          rate=self.server.station_rate, alerts=lambda: self.server.alerts_state)
             self._serve(self.session)
         except ProtocolError as exc:
             limiter.log(log, logging.WARNING, self.host, "closing %s (station %s): %s", self.peer, station, exc)
@@ -223,7 +230,7 @@ class StationConnection:
                 if isinstance(action, Send):
                     self.stream.send(action.message)
                 elif isinstance(action, FrameProcessed):
-                    self.server.frame_processed(action.snapshot, action.outcome, action.jpeg)
+                    self.server.frame_processed(action.snapshot, action.outcome, action.jpeg, action.cpu_s)
                 elif isinstance(action, CameraChanged):
                     self.server.camera_changed(action.snapshot)
                 elif isinstance(action, Enrol):
@@ -256,7 +263,9 @@ class RecognizerServer:
         self._listener: Optional[socket.socket] = None
         self.gate: Optional[HandshakeGate] = None
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
+        self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
+        self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
 
@@ -310,8 +319,9 @@ class RecognizerServer:
             if self._stations.get(conn.status.station) is conn:
                 del self._stations[conn.status.station]
 
-    def frame_processed(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes) -> None:
-        """Tell the observers (alerts) about a processed frame, before its RESULT is sent."""
+    def frame_processed(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes, cpu_s: float) -> None:
+        """A frame took `cpu_s` of its thread's CPU (pacing); tell the observers (alerts), before its RESULT is sent."""
+        self.pacing.frame_cost(cpu_s)
         for observer in self.observers:
             try:
                 observer.on_frame(status, outcome, raw_jpeg)
@@ -335,6 +345,23 @@ class RecognizerServer:
             except Exception:  # one observer failing must not keep the others from hearing it; logged with trace
                 log.exception("disconnect observer failed for station %s", status.station)
 
+    def station_rate(self) -> float:
+        """Frames/s each connected station is told it may send: its fair share of this machine (pacing.py)."""
+        with self._lock:
+            n = len(self._stations)
+        return self.pacing.rate(n)
+
+    def report_status(self, alerts: str) -> None:
+        """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""
+        self.alerts_state = alerts
+        with self._lock:
+            sessions = list(self._stations.values())
+        for session in sessions:
+            try:
+                session.stream.send(protocol.heartbeat(time.time(), alerts=alerts))
+            except OSError:
+                pass  # that station's own thread notices the broken connection
+
     def enrol(self, station: str, msg: Message) -> Message:
         """An ENROL from `station`, enrolled only with the right the trust policy gives (an admin's grant; `by` comes
         from that right); the ENROL_RESULT to send back."""
@@ -344,11 +371,16 @@ class RecognizerServer:
         except TrustRefusal as exc:
             log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
             return protocol.enrol_result(request_id, False, exc.reason, code=exc.code)
+        confirm = msg.header.get("confirm_lookalike")
         outcome = self.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}",
-                                      provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id))
-        self.trust.enrol_done(right, outcome.ok, outcome.reason)
-        return protocol.enrol_result(request_id, outcome.ok, outcome.reason, outcome.name, outcome.count,
-                                     box=outcome.box, crop=outcome.crop)
+                                      provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id),
+                                      confirm_lookalike=confirm if isinstance(confirm, str) else "")
+        self.trust.enrol_done(right, outcome.ok, outcome.reason)  # the audit keeps a confirmed lookalike too
+        alike = outcome.lookalike
+        return protocol.enrol_result(
+            request_id, outcome.ok, outcome.reason, outcome.name, outcome.count, code=outcome.code,
+            box=outcome.box, crop=outcome.crop,
+            lookalike=None if alike is None else {"name": alike.name, "distance": round(alike.distance, 3)})
 
     def stations(self) -> list[StationSnapshot]:
         """Every registered station as its session last saw it."""

@@ -20,6 +20,7 @@ from recognizer.vision.annotate import draw_faces
 from recognizer.vision.detect import FaceEngine
 from recognizer.vision.encoders import ChipEncoder
 from recognizer.vision.imageio import decode_jpeg
+from recognizer.vision.regions import RegionDetector, RegionParams
 from recognizer.vision.sweep import StationSweep
 from recognizer.vision.track import Tracker, TrackerParams
 from shared.jpeg import encode_jpeg
@@ -49,6 +50,7 @@ class PipelineConfig:
     min_judge_px: int = 60  # smaller faces may be named but never called strangers (their 150 px chip is mostly
     # interpolation: no match there is no evidence of a stranger; docs/recognition.md)
     liveness: bool = True
+    regions: RegionParams = RegionParams()  # detect near tracks between full-frame passes (full_every 1: off)
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.detect_scale <= 1.0:
@@ -94,6 +96,7 @@ class StationPipeline:
         self._lost = False  # a track went undetected on the last frame: sweep sooner
         # the sign-in check's liveness when this station runs without (--no-liveness): blinks are always checked
         self.signin_liveness = signin_liveness
+        self.regions = RegionDetector(config.regions) if config.regions.enabled else None
 
     def _needs_encoding(self, track) -> bool:
         frame = self.tracker.frame
@@ -124,6 +127,10 @@ class StationPipeline:
             boxes = [tuple(int(round(v / scale)) for v in b) for b in self.engine.detect(small)]
         else:
             boxes = self.engine.detect(rgb)
+        return self._big_enough(boxes, scale)
+
+    def _big_enough(self, boxes: Sequence[Box], scale: Optional[float] = None) -> list[Box]:
+        scale = self.config.detect_scale if scale is None else scale
         return [b for b in boxes if _side(b) >= self.config.min_face_px * scale]
 
     def encode(self, rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
@@ -163,7 +170,12 @@ class StationPipeline:
         bgr, rgb = self.decode(jpeg)
         t1 = time.perf_counter()
 
-        boxes = self.detect(rgb)
+        if self.regions is None:
+            boxes = self.detect(rgb)
+        else:  # a full-frame pass now and then, crops around the tracks between (recognizer.vision.regions)
+            tracked = [t.box for t in self.tracker.tracks.values()]
+            boxes = self._big_enough(self.regions.detect(rgb, tracked, self._lost, self.detect, self.engine.detect,
+                                                         self.config.detect_scale))
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
             extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)

@@ -42,6 +42,7 @@ class FrameProcessed:
     snapshot: StationSnapshot
     outcome: FrameOutcome
     jpeg: bytes
+    cpu_s: float  # the frame's CPU time on this thread (the server's pacing measures its capacity with it)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,13 @@ class StationSession:
     """The state of one admitted station between WELCOME and its last message. Not thread-safe: one reader."""
 
     def __init__(self, hello: StationSnapshot, pipeline: StationPipeline, limiter: Optional[LogLimit] = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 cpu: Callable[[], float] = time.thread_time, rate: Callable[[], float] = lambda: 0.0,
+                 alerts: Callable[[], str] = lambda: "ok") -> None:
+        """`rate`: the frames/s this station may send (told in every RESULT; 0: not said); `alerts`: what the
+        alert outbox can do (shared.alerts.OUTBOX_STATES; told in heartbeats when not "ok"). Both only read state."""
         self.snapshot = hello
+        self._cpu, self._rate, self._alerts = cpu, rate, alerts
         self.pipeline = pipeline
         self.checks = SigninChecks(pipeline, hello.station, clock)  # sign-in face checks (VERIFY)
         self._limiter = limiter
@@ -91,7 +97,9 @@ class StationSession:
         if msg.kind == MessageKind.VERIFY:
             return [Send(reply) for reply in self.checks.on_verify(msg)]
         if msg.kind == MessageKind.HEARTBEAT:
-            out: list[Action] = [Send(protocol.heartbeat(msg.get("ts", (int, float), 0.0)))]
+            alerts = self._alerts()
+            out: list[Action] = [Send(protocol.heartbeat(msg.get("ts", (int, float), 0.0),
+                                                         alerts=None if alerts == "ok" else alerts))]
             camera = msg.get("camera", str, "")
             if camera in protocol.CAMERA_STATES:
                 out += self._camera_report(camera, msg.get("camera_error", str, ""),
@@ -143,7 +151,9 @@ class StationSession:
         seq = msg.get("seq", int)
         ts = msg.get("ts", (int, float), 0.0)
         try:
+            cpu0 = self._cpu()
             outcome = self.pipeline.process(msg.payload)
+            cpu_s = self._cpu() - cpu0
         except BadImage as exc:
             self._set(errors=s.errors + 1)
             if self._limiter is not None:
@@ -161,6 +171,7 @@ class StationSession:
         self._last_frame_t = now
         s = self._set(fps=fps, last_frame_at=self._wall(), frames=s.frames + 1, faces=tuple(outcome.faces))
         return out + [
-            FrameProcessed(s, outcome, msg.payload),
-            Send(protocol.result(seq, ts, faces_to_wire(outcome.faces), outcome.annotated, timings=outcome.timings_ms)),
+            FrameProcessed(s, outcome, msg.payload, cpu_s),
+            Send(protocol.result(seq, ts, faces_to_wire(outcome.faces), outcome.annotated, timings=outcome.timings_ms,
+                                 max_fps=self._rate())),
         ]

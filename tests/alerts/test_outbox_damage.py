@@ -50,12 +50,12 @@ LATE = uuid.uuid4().hex
 def test_file_deleted_while_running_is_recreated_and_nothing_is_lost(tmp_path, dashboard: Dashboard, stranger_jpeg):
     path = tmp_path / "var" / "outbox.sqlite3"
     events = opened(stranger_jpeg, 9)
-    with LogLines("recognizer.alerting.outbox") as lines:
+    with LogLines("recognizer.alerting") as lines:
         box = Outbox(fast(path), [DashboardSink(DashboardTarget(dashboard.url, dashboard.token))])  # dashboard down
         box.start()
         for ev in events:
             box.put(ev)
-        for suffix in ("", "-wal", "-shm"):  # what `rm var/outbox.sqlite3*` does
+        for suffix in ("", "-wal", "-shm", "-journal"):  # what `rm var/outbox.sqlite3*` does
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         line = wait_line(lines, "OUTBOX FILE DELETED", 10)  # the sender notices within its 5 s wake-up
         assert line.startswith("ERROR") and "9 pending event(s)" in line and "9 open incident(s)" in line
@@ -86,7 +86,7 @@ def test_damaged_file_at_start_is_moved_aside_and_its_readable_rows_kept(tmp_pat
     with open(path, "r+b") as f:  # three pages in the middle of the file overwritten
         f.seek(100 * 4096)
         f.write(os.urandom(3 * 4096))
-    with LogLines("recognizer.alerting.outbox") as lines:
+    with LogLines("recognizer.alerting") as lines:
         box = Outbox(fast(path), [DashboardSink(target)])  # used to raise: the recognizer exited 1
     line = wait_line(lines, "OUTBOX DAMAGED", 0)
     assert line.startswith("ERROR") and "could not be read and are lost" in line
@@ -106,7 +106,7 @@ def test_damaged_file_at_start_is_moved_aside_and_its_readable_rows_kept(tmp_pat
 def test_file_that_is_not_a_database_starts_a_fresh_outbox(tmp_path, dashboard: Dashboard, stranger_jpeg):
     path = tmp_path / "outbox.sqlite3"
     path.write_bytes(b"this is not an SQLite file\n" * 200)
-    with LogLines("recognizer.alerting.outbox") as lines:
+    with LogLines("recognizer.alerting") as lines:
         box = Outbox(fast(path), [DashboardSink(DashboardTarget(dashboard.url, dashboard.token))])
     assert "file is not a database" in wait_line(lines, "OUTBOX DAMAGED", 0)
     assert box.pending() == 0 and len(list(tmp_path.glob("outbox.sqlite3.corrupt-*"))) == 1

@@ -57,6 +57,8 @@ def test_bad_requests_are_refused_with_a_reason(app, tokens: Tokens) -> None:
         assert r.status_code == 400 and why.lower() in r.json["error"].lower(), (why, r.json)
     assert client.get("/api/gallery/changes?after=5", headers=h).status_code == 409  # a copy of another gallery
     assert client.get("/api/gallery/changes?limit=0", headers=h).status_code == 400
+    for wait in ("nan", "-1", "inf", "1e9", "soon"):
+        assert client.get(f"/api/gallery/changes?wait={wait}", headers=h).status_code == 400, wait
     assert client.get("/api/gallery/changes?after=0", headers=h).json["head"] == 0  # nothing was stored
 
 
@@ -102,3 +104,34 @@ def test_a_waiting_follower_is_answered_when_a_change_comes(sqlite_app, sqlite_t
     t.join(timeout=25)
     assert [c["seq"] for c in answer["body"]["changes"]] == [1]
     assert answer["s"] < 0.3 + 10 * waited  # woken by the write, not by the 20 s deadline
+
+
+def test_waiting_followers_are_bounded_when_many_come_at_once(sqlite_app, sqlite_tokens: Tokens) -> None:
+    from dashboard.gallery import ChangeNotifier
+    from dashboard.gallery_api import NOTIFIER_EXT
+
+    sqlite_app.extensions[NOTIFIER_EXT] = ChangeNotifier(4)
+    h, n = Tokens.header(sqlite_tokens.service), 10
+    barrier, answers = threading.Barrier(n), []
+
+    def follow() -> None:
+        client = sqlite_app.test_client()
+        barrier.wait()
+        t = time.monotonic()
+        r = client.get("/api/gallery/changes?after=0&wait=20", headers=h)
+        answers.append((r.status_code, time.monotonic() - t, r.headers.get("Retry-After")))
+
+    threads = [threading.Thread(target=follow) for _ in range(n)]
+    for t in threads:
+        t.start()
+    wait_until = time.monotonic() + 10
+    while len(answers) < n - 4 and time.monotonic() < wait_until:
+        time.sleep(0.01)
+    refused = [a for a in answers if a[0] == 503]
+    assert len(refused) == n - 4 and all(a[2] == "5" for a in refused)  # answered at once, with when to retry
+    assert sqlite_app.test_client().post("/api/gallery/encodings", json=body(), headers=h).status_code == 201
+    for t in threads:
+        t.join(timeout=25)
+    assert sorted(a[0] for a in answers) == [200] * 4 + [503] * (n - 4)
+    # the places are given back: one more follower may wait again
+    assert sqlite_app.test_client().get("/api/gallery/changes?after=1&wait=0.1", headers=h).status_code == 200

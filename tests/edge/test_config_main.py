@@ -89,6 +89,17 @@ def test_main_with_a_bad_source_exits_with_a_clear_message() -> None:
     assert proc.returncode == 2 and "is not 'picamera'" in out
 
 
+def test_main_with_an_unwritable_state_folder_names_the_folder_not_the_port(clip: Path, tmp_path: Path) -> None:
+    """A read-only install (systemd ProtectSystem=strict without StateDirectory=) used to read as a port problem."""
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    proc = _run_edge("--source", str(clip), "--station", "desk-01", "--dashboard-url", "http://127.0.0.1:9",
+                     "--dashboard-token", "t", "--web-port", str(free_port()), "--state-dir", str(blocked / "edge"))
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "cannot write the edge's state folder" in out and "FACEMON_EDGE_STATE_DIR" in out
+    assert "cannot listen" not in out
+
+
 def test_edge_imports_nothing_a_pi_lacks() -> None:
     """A Pi installs requirements-edge.txt only: the edge must not pull in dlib, TensorFlow or the recognizer."""
     code = ("import sys, edge.__main__, edge.runtime; "

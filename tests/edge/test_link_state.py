@@ -196,6 +196,15 @@ def test_a_refuse_mid_connection_leaves_the_state_refused_with_its_reason() -> N
     assert (status["state"], status["reason"], status["since"]) == ("refused", reason, WALL + 1)
 
 
+def test_a_draining_node_closes_the_connection_for_a_prompt_reconnect_not_a_refusal() -> None:
+    state, number = online()
+    (close,) = state.receive(protocol.error("draining", "this recognizer node is stopping"), 1.0, WALL)
+    assert close == Close("recognizer node stopping, moving to another (this recognizer node is stopping)")
+    reason, refused, _ = state.disconnected(number, False, WALL + 1)
+    assert not refused and reason.startswith("recognizer node stopping")
+    assert state.status(2.0, WALL + 1)["state"] == "offline"
+
+
 def test_a_stale_connections_failure_does_not_touch_the_next_one() -> None:
     state, first = online()
     state.close(first, "send failed: broken pipe")
@@ -294,3 +303,17 @@ def test_a_new_login_is_sent_as_session_and_used_by_the_next_hello() -> None:
     (session,) = sent(state.set_login("carol"))
     assert session.kind == MessageKind.SESSION and session.header == {"login": "carol"}
     assert state.status(0, WALL)["login"] == "carol"
+
+
+def test_the_recognizers_alert_outbox_state_comes_with_its_heartbeats() -> None:
+    state, number = online()
+    assert state.status(0.0, WALL)["alerts"] is None  # not said yet
+    assert state.receive(protocol.heartbeat(WALL, alerts="disk_full"), 0.1, WALL) == []
+    assert state.status(0.1, WALL)["alerts"] == "disk_full"
+    state.receive(protocol.heartbeat(WALL, alerts="bogus"), 0.2, WALL)  # not a state: ignored
+    assert state.status(0.2, WALL)["alerts"] == "disk_full"
+    state.receive(protocol.heartbeat(WALL, alerts="ok"), 0.3, WALL)
+    assert state.status(0.3, WALL)["alerts"] == "ok"
+    state.close(number, "gone")
+    state.connected(Welcome(2, 1.0, "rec-2"), 1.0, WALL)  # another recognizer says its own
+    assert state.status(1.0, WALL)["alerts"] is None
