@@ -28,6 +28,7 @@ from recognizer.station.pipeline import StationPipeline
 from recognizer.station.session import CameraChanged, Enrol, FrameProcessed, Send, StationSession
 from recognizer.station.types import FrameOutcome, StationSnapshot
 from shared import protocol
+from shared.lognames import who
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.stream import MessageStream
@@ -188,7 +189,7 @@ class StationConnection:
             self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s, self.server.station_rate()))
             if self.server.alerts_state != "ok":
                 self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
-            log.info("station %s (login %r) connected from %s", station, self._hello.login, self.peer)
+            log.info("station %s (login %s) connected from %s", station, who(self._hello.login), self.peer)
             self.session = StationSession(self._hello, self.server.new_pipeline(), limiter,
                                           rate=self.server.station_rate, alerts=lambda: self.server.alerts_state)
             self._serve(self.session)
@@ -369,7 +370,7 @@ class RecognizerServer:
         try:
             right = self.trust.authorize_enrol(station, msg.header.get("name"), msg.header)
         except TrustRefusal as exc:
-            log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
+            log.warning("station %s: enrolment of %s refused: %s", station, who(msg.header.get("name")), exc.reason)
             return protocol.enrol_result(request_id, False, exc.reason, code=exc.code)
         confirm = msg.header.get("confirm_lookalike")
         outcome = self.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}",

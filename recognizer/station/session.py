@@ -21,6 +21,7 @@ from recognizer.station.signin import SigninChecks
 from recognizer.station.types import FrameOutcome, StationSnapshot
 from recognizer.vision.imageio import BadImage
 from shared import protocol
+from shared.lognames import who
 from shared.names import InvalidName, validate_login
 from shared.protocol import Message, MessageKind
 from shared.results import faces_to_wire
@@ -113,7 +114,7 @@ class StationSession:
             except InvalidName as exc:
                 raise protocol.MalformedMessage(f"SESSION: {exc}") from None
             self._set(login=login)
-            log.info("station %s: login is now %r", self.snapshot.station, login)
+            log.info("station %s: login is now %s", self.snapshot.station, who(login))
             return []
         raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
 
