@@ -39,7 +39,7 @@ def test_page_shows_feed_offline_state_and_capture_answers(browser, clip: Path) 
     server.port = port
     wait = WebDriverWait(browser, 10)
     try:
-        browser.get(f"http://127.0.0.1:{edge.server.server_port}/")
+        browser.get(f"http://127.0.0.1:{edge.server.port}/")
         assert browser.current_url.endswith("/video_feed_page")
         wait.until(lambda d: d.execute_script("return document.getElementById('feed').naturalWidth") > 0)
         wait.until(lambda d: "offline" in d.find_element(By.ID, "link-text").text.lower())
@@ -117,7 +117,7 @@ def test_page_says_camera_lost_and_recovers(browser) -> None:
     edge.start()
     wait = WebDriverWait(browser, 15)
     try:
-        browser.get(f"http://127.0.0.1:{edge.server.server_port}/video_feed_page")
+        browser.get(f"http://127.0.0.1:{edge.server.port}/video_feed_page")
         wait.until(lambda d: d.find_element(By.ID, "camera-badge").text == "camera ok")
         wait.until(lambda d: "alice" in d.find_element(By.ID, "faces").text)
         camera.kill()
