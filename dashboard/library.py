@@ -6,8 +6,6 @@ transaction. Photos are enrolled through the one Enroller (dashboard/library_enr
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 from typing import Optional
@@ -20,7 +18,6 @@ from dashboard.api_requests import bearer_caller, json_object
 from dashboard.db import get_db
 from dashboard.gallery_api import notifier
 from dashboard.gallery_models import GalleryEncoding
-from dashboard.images import BadImage, check_jpeg
 from dashboard.library_enrol import encode_probe, enrol_photo
 from dashboard.library_models import ReviewFace
 from dashboard.services import services
@@ -265,6 +262,10 @@ def not_person(group_id: int):  # noqa: ANN201
         change, created = gallery.add_encoding(services().writer, new, also=also)
         if created:
             notifier().committed(change["seq"])
+        else:  # the very same crop is already a negative of them: the face is resolved all the same
+            with services().writer() as wdb:
+                also(wdb)
+                wdb.commit()
     flash(f"Kept {len(faces)} face(s) as NOT {name}: they will not be accepted as {name}.")
     return redirect(url_for("library.review"))
 
@@ -309,20 +310,11 @@ def post_face():  # noqa: ANN201
         alert_id = body.get("alert_id")
         if not isinstance(alert_id, str) or not 1 <= len(alert_id) <= 32 or not alert_id.isalnum():
             raise review_queue.BadFace("alert_id must be 1..32 letters or digits")
-        candidate = body.get("candidate")
-        candidate = None if candidate in (None, "") else validate_name(candidate, "candidate")
-        distance = body.get("distance")
-        if distance is not None and (isinstance(distance, bool) or not isinstance(distance, (int, float))):
-            raise review_queue.BadFace("distance must be a number")
         seen_at = dt.datetime.fromisoformat(body["seen_at"]) if body.get("seen_at") else dt.datetime.now(dt.timezone.utc)
         if seen_at.tzinfo is None:
             raise review_queue.BadFace("seen_at must carry its UTC offset")
-        crop = base64.b64decode(body.get("crop") or "", validate=True)
-        check_jpeg(crop, "crop")
-        face = review_queue.NewFace(alert_id.lower(), station, body.get("track"), body.get("verdict"),
-                                    base64.b64decode(body.get("vector") or "", validate=True), crop, seen_at,
-                                    candidate, None if distance is None else float(distance))
-    except (BadAlert, InvalidName, review_queue.BadFace, BadImage, binascii.Error, ValueError, TypeError) as exc:
+        face = review_queue.parse_face(body, alert_id.lower(), station, seen_at)
+    except (BadAlert, review_queue.BadFace, ValueError, TypeError) as exc:
         abort(400, str(exc))
     face_id, group = review_queue.add_face(services().writer, face)
     return {"id": face_id, "group": group}, 201

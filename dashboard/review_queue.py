@@ -7,6 +7,8 @@ person through the one Enroller), stranger (dismissed), or not (kept in the gall
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import likeness
 from dashboard.gallery_models import VECTOR_BYTES
+from dashboard.images import BadImage, check_jpeg
 from dashboard.library_models import ReviewFace
 from dashboard.models import utcnow
+from shared.names import InvalidName, validate_name
 
 QUEUED, ASSIGNED, STRANGER, NOT = "queued", "assigned", "stranger", "not"
 VERDICTS = ("unknown", "unsure")
@@ -51,6 +55,25 @@ class NewFace:
             raise BadFace("vector is not that of a face encoding (NaN, infinite, or norm far from 1)")
         if isinstance(self.track, bool) or not isinstance(self.track, int) or not 0 <= self.track < 2**31:
             raise BadFace("track must be a whole number 0..2^31")
+
+
+def parse_face(face: object, alert_id: str, station_id: str, seen_at: dt.datetime) -> NewFace:
+    """A face as a recognizer sends it (the `face` of an unknown_face alert's details, or the review API's body):
+    `{track, verdict, vector (base64), crop (base64 JPEG), candidate?, distance?}`; BadFace with the reason."""
+    if not isinstance(face, dict):
+        raise BadFace("face must be a JSON object")
+    try:
+        candidate = face.get("candidate")
+        candidate = None if candidate in (None, "") else validate_name(candidate, "candidate")
+        distance = face.get("distance")
+        if distance is not None and (isinstance(distance, bool) or not isinstance(distance, (int, float))):
+            raise BadFace("distance must be a number")
+        vector, crop = (base64.b64decode(face.get(k) or "", validate=True) for k in ("vector", "crop"))
+        check_jpeg(crop, "crop")
+    except (InvalidName, BadImage, binascii.Error, TypeError, ValueError) as exc:
+        raise BadFace(str(exc)) from None
+    return NewFace(alert_id, station_id, face.get("track"), face.get("verdict"), vector, crop, seen_at, candidate,
+                   None if distance is None else float(distance))
 
 
 def add_face(factory: sessionmaker[Session], face: NewFace) -> tuple[int, int]:

@@ -90,5 +90,6 @@ class AlertMonitor:
     def _send(self, events: list[AlertEvent]) -> None:
         for ev in events:
             log.info("alert %s %s station=%s login=%r alert_id=%s details=%s",
-                     ev.type, ev.state, ev.station_id, ev.login_name, ev.alert_id, ev.details)
+                     ev.type, ev.state, ev.station_id, ev.login_name, ev.alert_id,
+                     {k: v for k, v in ev.details.items() if k != "face"})  # no image data in the log
             self._emit(ev)
