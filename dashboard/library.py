@@ -193,7 +193,7 @@ def review():  # noqa: ANN201
 @bp.get("/library/review/faces/<int:face_id>.jpg")
 @login_required(admin=True)
 def review_crop(face_id: int):  # noqa: ANN201
-    return _jpeg(get_db().scalar(sa.select(ReviewFace.crop).where(ReviewFace.id == face_id)))
+    return _jpeg(review_queue.crop_of(get_db(), face_id))
 
 
 @bp.post("/library/review/<int:group_id>/assign")
@@ -206,8 +206,8 @@ def assign(group_id: int):  # noqa: ANN201
     if not faces:
         abort(404, "that group is no longer in the queue")
     added, refused = [], []
-    for f in faces:
-        out = enrol_photo(current_app._get_current_object(), name, f.crop, who, f"review:{f.alert_id}:{f.track}",
+    for f, crop in faces:
+        out = enrol_photo(current_app._get_current_object(), name, crop, who, f"review:{f.alert_id}:{f.track}",
                           "assign", request.form.get("confirm_lookalike", ""))
         (added if out.ok else refused).append((f, out.reason))
     with services().writer() as db:
@@ -226,7 +226,7 @@ def stranger(group_id: int):  # noqa: ANN201
     check_csrf()
     who = _admin()
     with services().writer() as db:
-        ids = [f.id for f in review_queue.group_faces(db, group_id)]
+        ids = [f.id for f, _ in review_queue.group_faces(db, group_id)]
         n = review_queue.resolve(db, ids, review_queue.STRANGER, None, who)
         if n:
             audit.record(db, who, "dismiss", f"review group {group_id}", f"{n} face(s): a stranger")
@@ -250,10 +250,10 @@ def not_person(group_id: int):  # noqa: ANN201
     faces = review_queue.group_faces(db, group_id)
     if not faces:
         abort(404, "that group is no longer in the queue")
-    for f in faces:
+    for f, crop in faces:
         new = gallery.NewEncoding(person=name, vector=f.vector, model="dlib_face_recognition_resnet_model_v1",
-                                  source=f"review:{f.alert_id}:{f.track}", photo_sha256=review_queue.crop_digest(f.crop),
-                                  enrolled_by=who, via="dashboard", station_id=f.station_id, photo=f.crop, negative=True)
+                                  source=f"review:{f.alert_id}:{f.track}", photo_sha256=review_queue.crop_digest(crop),
+                                  enrolled_by=who, via="dashboard", station_id=f.station_id, photo=crop, negative=True)
 
         def also(wdb, f=f) -> None:  # noqa: ANN001
             review_queue.resolve(wdb, [f.id], review_queue.NOT, name, who)

@@ -320,5 +320,7 @@ class AlertEngine:
 
     def _event(self, rule: _Rule, inc: _Incident, state: str, ended_at: Optional[float], details: dict,
                image: Any = None, best: Any = None) -> AlertEvent:
+        if state == "closed":
+            details.pop("face", None)  # the review queue has it from the open or update: a close stays small
         return AlertEvent(self._new_id(), inc.alert_id, self.station_id, inc.login, rule.type, state,
                           inc.started_at, ended_at, details, image=image, best_image=best)

@@ -75,6 +75,9 @@ def _side(box) -> int:
     return max(box[2] - box[0], box[1] - box[3])
 
 
+REVIEW_CROP_PX = 112  # an unknown face's crop for the review queue (~3-4 KB; the face ~75 px, above enrolment's 60)
+
+
 class StationPipeline:
     """Processes one station's frames in order. Not thread-safe: one per station thread."""
 
@@ -213,7 +216,7 @@ class StationPipeline:
             for i, t in enumerate(todo):
                 t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
                 if idents[t.id].state in (UNKNOWN, UNSURE):  # kept for the review queue (the alert carries it)
-                    self._review[t.id] = (np.asarray(encodings[i], "<f4").tobytes(), face_crop_jpeg(bgr, t.box, max_side=128))
+                    self._review[t.id] = (np.asarray(encodings[i], "<f4").tobytes(), face_crop_jpeg(bgr, t.box, max_side=REVIEW_CROP_PX, quality=80))
                 else:
                     self._review.pop(t.id, None)
         t3 = time.perf_counter()
