@@ -1,4 +1,4 @@
-"""library: negatives in the gallery, the audit log of page changes, the review queue of faces from alerts (crops apart)
+"""library: negatives in the gallery, the audit log of page changes, the review queue of faces from alerts
 
 Revision ID: 0007
 Revises: 0006
@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("candidate", sa.String(64), nullable=True),
         sa.Column("distance", sa.Float(), nullable=True),
         sa.Column("vector", sa.LargeBinary(512), nullable=False),
+        sa.Column("crop", Blob, nullable=False),
         sa.Column("seen_at", UTCDateTime(), nullable=False),
         sa.Column("group_id", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
@@ -47,18 +48,12 @@ def upgrade() -> None:
         sa.Column("resolved_at", UTCDateTime(), nullable=True),
         sa.UniqueConstraint("alert_id", "track", name="uq_review_alert_track"),
     )
-    for col in ("alert_id", "station_id", "seen_at", "group_id", "resolved_as"):
+    for col in ("alert_id", "station_id", "seen_at", "group_id"):
         op.create_index(f"ix_review_faces_{col}", "review_faces", [col])
-    op.create_index("ix_review_state_group", "review_faces", ["state", "group_id", "seen_at"])
-    op.create_table(
-        "review_crops",
-        sa.Column("face_id", sa.Integer(), sa.ForeignKey("review_faces.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("data", Blob, nullable=False),
-    )
+    op.create_index("ix_review_state_group", "review_faces", ["state", "group_id"])
 
 
 def downgrade() -> None:
-    op.drop_table("review_crops")
     op.drop_table("review_faces")
     op.drop_table("audit_log")
     with op.batch_alter_table("gallery_encodings") as batch:
