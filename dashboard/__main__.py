@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("enrolments", help="print the enrolment audit: grants issued, redeemed, and their outcome")
     la.add_argument("--limit", type=int, default=50)
 
+    rt = sub.add_parser("retention", help="apply the retention periods now (the running server does it every "
+                        "retention_interval_s) and print what was removed")
+    rt.add_argument("--compact", action="store_true", help="also compact the database (VACUUM) afterwards")
+
     g = sub.add_parser("purge", help="delete evidence images of alerts older than N days (the alerts stay)")
     g.add_argument("--older-than-days", type=float, required=True)
 
@@ -129,6 +133,15 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
         print(f"schema revision: {dbmod.current_revision(engine)} (newest: {dbmod.head_revision()})")
         return 0
     dbmod.upgrade(engine)
+    if args.command == "retention":
+        from dashboard import retention
+
+        counts = retention.apply(dbmod.make_session_factory(engine, write=True),
+                                 retention.RetentionPolicy.from_config(config))
+        print("removed: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing (every period is 0)"))
+        if args.compact:
+            print(f"compacted ({retention.compact(engine)})")
+        return 0
     with dbmod.make_session_factory(engine)() as db:
         return _admin_command(args, db)
 

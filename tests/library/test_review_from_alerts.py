@@ -16,7 +16,7 @@ from dashboard.models import Alert
 from dashboard.services import services
 from recognizer.alerting.rules import AlertEngine, AlertThresholds
 from recognizer.identity.index import IndexStore
-from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from shared.alert_wire import encode_event
 from tests.dashboard.conftest import Tokens
 from tests.library.conftest import FIXTURES
