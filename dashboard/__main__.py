@@ -1,5 +1,5 @@
 """Command line: `facemon-dashboard serve|create-admin|create-user|add-station|add-stations|revoke-station|enrol-grant|
-enrolments|purge|db upgrade` (also `python -m dashboard ...`)."""
+enrolments|purge|audit verify|audit export|db upgrade` (also `python -m dashboard ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("purge", help="delete evidence images of alerts older than N days (the alerts stay)")
     g.add_argument("--older-than-days", type=float, required=True)
+
+    au = sub.add_parser("audit", help="the audit of every look: verify its hash chain, or export it as CSV")
+    au.add_argument("action", choices=("verify", "export"), help="verify: exit 1 and name the first broken link if "
+                    "an entry was edited or removed; export: the whole log with its hashes as CSV")
+    au.add_argument("--out", type=Path, help="export: write to this file (default: standard output)")
 
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
@@ -183,6 +188,8 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             for g in grants.enrolment_audit(db, args.limit):
                 print(f"{g.id}\t{g.issued_at.isoformat()}\tby={g.admin}\tstation={g.station_id}\tidentity={g.identity}"
                       f"\tused={g.used_at.isoformat() if g.used_at else '-'}\t{g.outcome or '-'}\t{g.reason or ''}")
+        elif args.command == "audit":
+            return _audit_command(args, db)
         elif args.command == "purge":
             if args.older_than_days < 0:
                 raise CommandError("--older-than-days must not be negative")
@@ -191,6 +198,27 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     except (AccountError, TokenError, CommandError, BadAlert, provisioning.ProvisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _audit_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    from dashboard import audit
+
+    if args.action == "verify":
+        report = audit.verify(db)
+        if report.ok:
+            print(f"audit chain intact: {report.checked} entries checked")
+            return 0
+        print(f"audit chain BROKEN at entry {report.broken_at}: {report.reason} "
+              f"({report.checked} entries checked before it)", file=sys.stderr)
+        return 1
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
+    try:
+        for chunk in audit.export_csv(db):
+            out.write(chunk)
+    finally:
+        if args.out:
+            out.close()
     return 0
 
 

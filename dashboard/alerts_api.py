@@ -13,6 +13,7 @@ from flask import Blueprint, Response, abort, jsonify, request, stream_with_cont
 
 from dashboard import handover, stations, store
 from dashboard.api_requests import bearer_caller
+from dashboard.audit_pages import look
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
 from dashboard.ingest import parse_legacy
@@ -152,6 +153,7 @@ def handover_session(body: dict) -> Optional[tuple[str, str, dt.datetime]]:
 @login_required()
 def get_alerts():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
+    look("alerts.list", f"{len(alerts)} alerts", request.query_string.decode(errors="replace")[:500] or "all")
     return jsonify(alerts=alerts, page=page, per_page=per_page, total=total)
 
 
@@ -179,6 +181,8 @@ def get_image(alert_id: str, which: str):  # noqa: ANN201
         if alert.evidence_purged_at is not None:
             abort(410, "the evidence of this alert was purged by the retention policy")
         abort(404, f"this alert has no {which}")
+    if which != "thumb":  # the full frame is the look; thumbnails are the alert list's (audited as alerts.list)
+        look("evidence.view", f"alert {alert.alert_id}", which)
     resp = Response(data, mimetype="image/jpeg")
     resp.headers["Cache-Control"] = "private, max-age=300"
     return resp
@@ -198,6 +202,7 @@ CSV_COLUMNS = ("alert_id", "station_id", "login_name", "type", "state", "started
 @login_required()
 def get_csv():  # noqa: ANN201
     flt = filter_from_args(request.args)
+    look("alerts.csv", "alerts", request.query_string.decode(errors="replace")[:500] or "all")
     factory = services().sessions
 
     def rows():  # noqa: ANN202 - streamed so a large export never sits in memory

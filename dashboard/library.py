@@ -17,6 +17,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, rend
 
 from dashboard import audit, gallery, likeness, review_queue
 from dashboard.api_requests import bearer_caller, json_object
+from dashboard.audit_pages import look
 from dashboard.db import get_db
 from dashboard.gallery_api import notifier
 from dashboard.gallery_models import GalleryEncoding
@@ -92,6 +93,7 @@ def person(name: str):  # noqa: ANN201
                       .where(e.person == name).order_by(e.id)).all()
     if not rows:
         abort(404, f"nobody named {name!r} is enrolled")
+    look("person.view", name, f"{len(rows)} encodings")
     photos = [r for r in rows if not r.negative]
     far = likeness.far_photos(likeness.vectors([r.vector for r in photos]))
     return render_template("library_person.html", name=name, photos=list(zip(photos, far)),

@@ -8,19 +8,8 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from dashboard.audit_models import AuditEntry  # noqa: F401 - the audit's table, kept where the library's code finds it
 from dashboard.models import Base, Blob, UTCDateTime
-
-
-class AuditEntry(Base):
-    """One change a person made on the dashboard: who, when, what (`action`), to whom/what (`subject`), details."""
-
-    __tablename__ = "audit_log"
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
-    actor: Mapped[str] = mapped_column(sa.String(64), index=True)
-    action: Mapped[str] = mapped_column(sa.String(32), index=True)
-    subject: Mapped[str] = mapped_column(sa.String(64), index=True)
-    detail: Mapped[str] = mapped_column(sa.String(512), default="")
 
 
 class ReviewFace(Base):

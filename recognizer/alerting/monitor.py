@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable, Optional
 
 from recognizer.alerting.rules import AlertEngine, AlertEvent, AlertThresholds, FrameStats
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ class AlertMonitor:
 
     def _send(self, events: list[AlertEvent]) -> None:
         for ev in events:
-            log.info("alert %s %s station=%s login=%r alert_id=%s details=%s",
-                     ev.type, ev.state, ev.station_id, ev.login_name, ev.alert_id, ev.details)
+            # the people named (login, expected, names) only as pseudonyms unless FACEMON_LOG_NAMES=1
+            log.info("alert %s %s station=%s login=%s alert_id=%s details=%s",
+                     ev.type, ev.state, ev.station_id, who(ev.login_name), ev.alert_id, _unnamed(ev.details))
             self._emit(ev)
+
+
+def _unnamed(details: dict) -> dict:
+    """`details` with the names of people in it replaced by pseudonyms (for the log line only)."""
+    out = dict(details)
+    for key in ("expected", "login", "seen", "identity"):
+        if isinstance(out.get(key), str):
+            out[key] = who(out[key])
+    if isinstance(out.get("names"), list):
+        out["names"] = [n if n == "unknown" else who(n) for n in out["names"]]
+    return out

@@ -31,6 +31,7 @@ from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.results import FaceResult, faces_to_wire
 from shared.stream import MessageStream
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class StationSession:
             self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s, self.server.station_rate()))
             if self.server.alerts_state != "ok":
                 self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
-            log.info("station %s (login %r) connected from %s", status.station, status.login, self.peer)
+            log.info("station %s (login %s) connected from %s", status.station, who(status.login), self.peer)
             self._serve()
         except ProtocolError as exc:
             limiter.log(log, logging.WARNING, self.host, "closing %s (station %s): %s", self.peer, status.station, exc)
@@ -262,7 +263,7 @@ class StationSession:
                     status.login = validate_login(msg.get("login", str))
                 except InvalidName as exc:
                     raise protocol.MalformedMessage(f"SESSION: {exc}") from None
-                log.info("station %s: login is now %r", status.station, status.login)
+                log.info("station %s: login is now %s", status.station, who(status.login))
             else:
                 raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
 
@@ -273,7 +274,7 @@ class StationSession:
         try:
             right = self.server.trust.authorize_enrol(station, msg.header.get("name"), msg.header)
         except TrustRefusal as exc:
-            log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
+            log.warning("station %s: enrolment of %s refused: %s", station, who(msg.header.get("name")), exc.reason)
             self.stream.send(protocol.enrol_result(request_id, False, exc.reason, code=exc.code))
             return
         confirm = msg.header.get("confirm_lookalike")
