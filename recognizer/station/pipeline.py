@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
 import cv2
@@ -15,6 +15,7 @@ import numpy as np
 
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
+from recognizer.station.types import FrameOutcome
 from recognizer.vision.annotate import draw_faces
 from recognizer.vision.detect import FaceEngine
 from recognizer.vision.encoders import ChipEncoder
@@ -62,14 +63,6 @@ class PipelineConfig:
             raise ValueError(f"grow_reencode must be > 1, got {self.grow_reencode}")
 
 
-@dataclass
-class FrameOutcome:
-    faces: list[FaceResult]
-    annotated: bytes
-    timings_ms: dict = field(default_factory=dict)
-    encoded: int = 0  # faces encoded on this frame
-
-
 def _side(box) -> int:
     return max(box[2] - box[0], box[1] - box[3])
 
@@ -88,6 +81,7 @@ class StationPipeline:
         liveness: Optional[Liveness] = None,
         clock: Callable[[], float] = time.monotonic,
         sweep: Optional[StationSweep] = None,
+        signin_liveness: Optional[Callable[[], Liveness]] = None,
     ) -> None:
         self.engine = engine
         self.encoder = encoder
@@ -100,6 +94,8 @@ class StationPipeline:
         self._index_seen = None
         self.sweep = sweep  # CNN sweeps and their followers (detector hog+cnn); None: per-frame detector only
         self._lost = False  # a track went undetected on the last frame: sweep sooner
+        # the sign-in check's liveness when this station runs without (--no-liveness): blinks are always checked
+        self.signin_liveness = signin_liveness
         self.regions = RegionDetector(config.regions) if config.regions.enabled else None
 
     def _needs_encoding(self, track) -> bool:
@@ -116,7 +112,7 @@ class StationPipeline:
         ratio = _side(track.box) / max(_side(track.encoded_box), 1)
         return ratio >= self.config.grow_reencode or ratio <= 1 / self.config.grow_reencode
 
-    # -- the steps of a frame, public so the sign-in check (recognizer.server.signin_check) runs the same ones --
+    # -- the steps of a frame, public so the sign-in check (recognizer.station.signin) runs the same ones --
     def decode(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
         """The frame as (BGR, RGB) arrays; raises recognizer.vision.imageio.BadImage for a corrupt JPEG."""
         bgr = decode_jpeg(jpeg)
