@@ -13,7 +13,7 @@ from typing import Optional
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 
-from dashboard import audit, gallery, likeness, review_queue
+from dashboard import audit, gallery, likeness, person_data, review_queue
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.audit_pages import look
 from dashboard.db import get_db
@@ -173,8 +173,7 @@ def rename(name: str):  # noqa: ANN201
 def remove_person(name: str):  # noqa: ANN201
     check_csrf()
     name, who = _name(name), _admin()
-    removed, seq = gallery.remove_person(services().writer, name,
-                                         also=lambda db: audit.record(db, who, "remove_person", name, ""))
+    removed, _faces, seq = person_data.erase_person(services().writer, name, who)
     if not removed:
         abort(404, f"nobody named {name!r} is enrolled")
     notifier().committed(seq)
