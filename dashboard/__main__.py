@@ -1,5 +1,5 @@
 """Command line: `facemon-dashboard serve|create-admin|create-user|add-station|add-stations|revoke-station|enrol-grant|
-enrolments|purge|db upgrade` (also `python -m dashboard ...`)."""
+enrolments|purge|audit verify|audit export|db upgrade` (also `python -m dashboard ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -81,8 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("enrolments", help="print the enrolment audit: grants issued, redeemed, and their outcome")
     la.add_argument("--limit", type=int, default=50)
 
+    rt = sub.add_parser("retention", help="apply the retention periods now (the running server does it every "
+                        "retention_interval_s) and print what was removed")
+    rt.add_argument("--compact", action="store_true", help="also compact the database (VACUUM) afterwards")
+
     g = sub.add_parser("purge", help="delete evidence images of alerts older than N days (the alerts stay)")
     g.add_argument("--older-than-days", type=float, required=True)
+
+    au = sub.add_parser("audit", help="the audit of every look: verify its hash chain, or export it as CSV")
+    au.add_argument("action", choices=("verify", "export"), help="verify: exit 1 and name the first broken link if "
+                    "an entry was edited or removed; export: the whole log with its hashes as CSV")
+    au.add_argument("--out", type=Path, help="export: write to this file (default: standard output)")
+
+    xp = sub.add_parser("export-person", help="everything held about one person (GDPR Art. 15): person.json and "
+                        "images in --out (0700); audited")
+    xp.add_argument("name", help="the enrolled name (known_faces/NAME)")
+    xp.add_argument("--out", type=Path, required=True, help="folder to write (created; must be empty or new)")
+
+    er = sub.add_parser("erase-person", help="remove a person (GDPR Art. 17): encodings, photos, review faces; every "
+                        "recognizer drops them as it follows the gallery; audited")
+    er.add_argument("name")
 
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
@@ -124,6 +142,15 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
         print(f"schema revision: {dbmod.current_revision(engine)} (newest: {dbmod.head_revision()})")
         return 0
     dbmod.upgrade(engine)
+    if args.command == "retention":
+        from dashboard import retention
+
+        counts = retention.apply(dbmod.make_session_factory(engine, write=True),
+                                 retention.RetentionPolicy.from_config(config))
+        print("removed: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing (every period is 0)"))
+        if args.compact:
+            print(f"compacted ({retention.compact(engine)})")
+        return 0
     with dbmod.make_session_factory(engine)() as db:
         return _admin_command(args, db)
 
@@ -183,6 +210,10 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             for g in grants.enrolment_audit(db, args.limit):
                 print(f"{g.id}\t{g.issued_at.isoformat()}\tby={g.admin}\tstation={g.station_id}\tidentity={g.identity}"
                       f"\tused={g.used_at.isoformat() if g.used_at else '-'}\t{g.outcome or '-'}\t{g.reason or ''}")
+        elif args.command in ("export-person", "erase-person"):
+            return _person_command(args, db)
+        elif args.command == "audit":
+            return _audit_command(args, db)
         elif args.command == "purge":
             if args.older_than_days < 0:
                 raise CommandError("--older-than-days must not be negative")
@@ -191,6 +222,60 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     except (AccountError, TokenError, CommandError, BadAlert, provisioning.ProvisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _person_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    from dashboard import audit, person_data
+    from shared.names import InvalidName, validate_name
+
+    try:
+        name = validate_name(args.name, "name")
+    except InvalidName as exc:
+        raise CommandError(str(exc)) from None
+    actor = f"cli:{getpass.getuser()}"
+    factory = sessionmaker_of(db)
+    if args.command == "erase-person":
+        removed, faces, seq = person_data.erase_person(factory, name, actor, address="")
+        if not removed:
+            raise CommandError(f"nobody named {name!r} is enrolled")
+        print(f"erased {name!r}: {removed} encodings and photos, {faces} review faces (gallery change {seq}); "
+              "every recognizer following the gallery drops them within seconds")
+        return 0
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CommandError(f"{args.out} is not empty; give a new folder")
+    result = person_data.export_person(db, name, args.out)
+    audit.record_now(factory, actor, "person.export", name, f"{len(result['files'])} files", address="")
+    print(f"wrote {args.out / 'person.json'} and {len(result['files'])} images: {len(result['encodings'])} encodings, "
+          f"{len(result['review_faces'])} review faces, {len(result['alerts'])} alerts, {len(result['audit'])} audit entries")
+    return 0
+
+
+def sessionmaker_of(db):  # noqa: ANN001, ANN201
+    """A write-session factory on `db`'s engine (for work that commits in its own transactions)."""
+    from dashboard import db as dbmod
+
+    return dbmod.make_session_factory(db.get_bind(), write=True)
+
+
+def _audit_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    from dashboard import audit
+
+    if args.action == "verify":
+        report = audit.verify(db)
+        if report.ok:
+            print(f"audit chain intact: {report.checked} entries checked")
+            return 0
+        print(f"audit chain BROKEN at entry {report.broken_at}: {report.reason} "
+              f"({report.checked} entries checked before it)", file=sys.stderr)
+        return 1
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
+    try:
+        for chunk in audit.export_csv(db):
+            out.write(chunk)
+    finally:
+        if args.out:
+            out.close()
     return 0
 
 

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from flask import Flask, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard import alerts_api, desk_auth_api, gallery_api, library, pages, station_watch, trust_api
+from dashboard import (alerts_api, audit_pages, desk_auth_api, gallery_api, library, pages, retention, station_watch,
+                       trust_api)
 from dashboard import db as dbmod
 from dashboard.config import DashboardConfig
 from dashboard.models import Setting
@@ -38,7 +39,7 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.secure_cookies,
     )
-    for blueprint in (alerts_api.bp, desk_auth_api.bp, trust_api.bp, gallery_api.bp, library.bp, pages.bp):
+    for blueprint in (alerts_api.bp, desk_auth_api.bp, trust_api.bp, gallery_api.bp, library.bp, pages.bp, audit_pages.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request
@@ -60,6 +61,7 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
             return jsonify(error=exc.description or exc.name), exc.code
         return exc
 
+    retention.start(svc)  # each kind of personal data deleted when its time is up, in whatever server runs this app
     station_watch.start(svc)  # station_offline incidents, in whatever server runs this app
     log.info("dashboard ready on database %s", dbmod.safe_url(config.database_url))
     return app

@@ -42,6 +42,13 @@ class DashboardConfig:
     web_idle_timeout_s: float = field(default=30.0, metadata={"help": "a connection silent this long (idle keep-alive, or nothing sent) is closed"})
     web_request_timeout_s: float = field(default=20.0, metadata={"help": "a request's headers and body must all arrive within this many seconds"})
     max_live_streams: int = field(default=8, metadata={"help": "live pages (event streams) at once; more are told to poll and retry later"})
+    retention_evidence_days: float = field(default=30.0, metadata={"help": "days alert evidence images are kept (0: forever)"})
+    retention_alerts_days: float = field(default=180.0, metadata={"help": "days alert rows are kept, with their events (0: forever)"})
+    retention_review_days: float = field(default=30.0, metadata={"help": "days review-queue faces (crops, encodings) are kept (0: forever)"})
+    retention_sign_in_failures_days: float = field(default=90.0, metadata={"help": "days failed sign-ins are kept (0: forever)"})
+    retention_audit_days: float = field(default=730.0, metadata={"help": "days audit entries are kept (0: forever)"})
+    retention_interval_s: float = field(default=3600.0, metadata={"help": "seconds between retention passes of the running dashboard (0: none)"})
+    vacuum_interval_s: float = field(default=86400.0, metadata={"help": "seconds between compactions of the database after retention (VACUUM; 0: never)"})
     stop_grace_s: float = field(default=5.0, metadata={"help": "on SIGTERM, requests in service get this long to finish"})
 
     def __post_init__(self) -> None:
@@ -82,6 +89,17 @@ class DashboardConfig:
             raise ConfigError("web_idle_timeout_s and web_request_timeout_s must be 1..3600 seconds")
         if not 0 <= self.stop_grace_s <= 300:
             raise ConfigError("stop_grace_s must be 0..300 seconds")
+        for name in ("retention_evidence_days", "retention_alerts_days", "retention_review_days",
+                     "retention_sign_in_failures_days", "retention_audit_days"):
+            if not 0 <= getattr(self, name) <= 3650:
+                raise ConfigError(f"{name} must be 0 (keep forever) or up to 3650 days")
+        if self.retention_evidence_days and self.retention_alerts_days and \
+                self.retention_alerts_days < self.retention_evidence_days:
+            raise ConfigError("retention_alerts_days must not be shorter than retention_evidence_days")
+        if self.retention_interval_s != 0 and not 1 <= self.retention_interval_s <= 86400:
+            raise ConfigError("retention_interval_s must be 0 (off) or 1..86400 seconds")
+        if self.vacuum_interval_s != 0 and not 60 <= self.vacuum_interval_s <= 30 * 86400:
+            raise ConfigError("vacuum_interval_s must be 0 (never) or 60..2592000 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
 

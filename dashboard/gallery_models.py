@@ -36,6 +36,8 @@ class GalleryEncoding(Base):
     negative: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     """A face that is NOT this person (a reviewer's "not <person>"): the matcher refuses to accept a face closer
     to it than to the person. Followed as the `not` change, never as an `add`."""
+    notice_version: Mapped[Optional[str]] = mapped_column(sa.String(32), nullable=True)  # the privacy notice shown
+    notice_confirmed_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # who confirmed it was
 
 
 class GalleryChange(Base):

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_t
 
 from dashboard import stations, store
 from dashboard.accounts import ChecksBusy, check_login
+from dashboard.audit_pages import look
 from dashboard.alert_summary import summarize
 from dashboard.db import get_db
 from dashboard.models import TOKEN_KINDS, ApiToken, utcnow
@@ -93,6 +94,7 @@ def logout():  # noqa: ANN201
 @login_required()
 def index():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
+    look("alerts.list", f"{len(alerts)} alerts", request.query_string.decode(errors="replace")[:500] or "all")
     desks = stations.list_stations(get_db(), services().station_rules)
     args = known_args(request.args)  # only the parameters the page knows travel into its links
     filters = known_args(request.args, FILTER_KEYS)

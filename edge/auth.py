@@ -27,6 +27,7 @@ from shared.http import HttpError, post_json
 from shared.log_limit import RateLimitedLog
 from shared.signin import NOT_COUNTED
 from shared.throttle import MAX_DELAY_S, FailureThrottle, TooManyFailures, Try
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class SignIn:
             return 503, {"state": "failed", "reason": "offline", "message": "recognizer offline; try again shortly"}
         with self._lock:
             attempt.request_id = request_id
-        log.info("password accepted for %r (%s); face check against %r started", username, role, identity)
+        log.info("password accepted for %r (%s); face check against %s started", username, role, who(identity))
         return 200, {"state": "verifying", "attempt": attempt.id, "needed": self.settings.verify_frames}
 
     # ---- the face check's outcome (called from a link thread) ----

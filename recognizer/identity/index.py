@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -287,5 +288,5 @@ class IndexStore:
             index = self._index.add(name, encodings, sources)
             save_index(index, self.directory)
             self._index, self._stamp = index, self._file_stamp()
-        log.info("enrolled %s: index now holds %d encodings", name, len(index))
+        log.info("enrolled %s: index now holds %d encodings", who(name), len(index))
         return index
