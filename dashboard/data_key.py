@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 # (table, primary key columns, sealed columns)
 SEALED_COLUMNS = (("evidence", ("alert_id", "kind"), ("data",)),
                   ("gallery_encodings", ("id",), ("vector", "photo")),
-                  ("review_faces", ("id",), ("vector", "crop")))
+                  ("review_faces", ("id",), ("vector",)),
+                  ("review_crops", ("face_id",), ("data",)))
 
 
 def ring_for(config) -> Optional[KeyRing]:  # noqa: ANN001 - DashboardConfig
@@ -94,7 +95,7 @@ def _reseal(engine: Engine, raw: Engine, table: str, pk: tuple[str, ...], cols: 
     t = sa.table(table, *(sa.column(c) for c in pk), *(sa.column(c, sa.LargeBinary) for c in cols))
     purposes = {("evidence", "data"): "evidence", ("gallery_encodings", "vector"): "gallery.vector",
                 ("gallery_encodings", "photo"): "gallery.photo", ("review_faces", "vector"): "review.vector",
-                ("review_faces", "crop"): "review.crop"}
+                ("review_crops", "data"): "review.crop"}
     n = 0
     with raw.connect() as conn:
         keys = [tuple(r) for r in conn.execute(sa.select(*(t.c[c] for c in pk)))]

@@ -32,7 +32,7 @@ def _key_file(path: Path) -> Path:
 
 def _fill(app, vec: np.ndarray, photo: bytes, evidence: bytes) -> str:  # noqa: ANN001
     """What a running system stores: an alert with evidence, an enrolled encoding with its photo, a review face."""
-    from dashboard.library_models import ReviewFace
+    from dashboard.library_models import ReviewCrop, ReviewFace
     from dashboard.models import utcnow
     from recognizer.identity.index import MODEL_ID
 
@@ -45,9 +45,11 @@ def _fill(app, vec: np.ndarray, photo: bytes, evidence: bytes) -> str:  # noqa: 
             "photo": base64.b64encode(photo).decode()}
     assert client.post("/api/gallery/encodings", json=body, headers=Tokens.header(tokens.service)).status_code == 201
     with services(app).writer() as db:
-        db.add(ReviewFace(alert_id=m["alert_id"], station_id="desk-01", track=1, verdict="unknown",
-                          vector=(vec[::-1]).astype("<f4").tobytes(), crop=evidence, seen_at=utcnow(), group_id=1,
-                          state="queued"))
+        face = ReviewFace(alert_id=m["alert_id"], station_id="desk-01", track=1, verdict="unknown",
+                          vector=(vec[::-1]).astype("<f4").tobytes(), seen_at=utcnow(), group_id=1, state="queued")
+        db.add(face)
+        db.flush()
+        db.add(ReviewCrop(face_id=face.id, data=evidence))
         db.commit()
     return m["alert_id"]
 
@@ -130,7 +132,7 @@ def test_start_refuses_a_missing_wrong_or_open_key_and_rotation_reseals(tmp_path
         build_app(url)  # the server itself refuses too
     old = key.read_bytes()
     rotated = _cli(url, str(key), "data-key", "rotate")
-    assert rotated.returncode == 0 and "re-sealed 2 evidence, 1 gallery_encodings, 1 review_faces" in rotated.stdout, rotated.stderr + rotated.stdout
+    assert rotated.returncode == 0 and "re-sealed 2 evidence, 1 gallery_encodings, 1 review_faces, 1 review_crops" in rotated.stdout, rotated.stderr + rotated.stdout
     assert key.read_bytes() != old and oct(key.stat().st_mode & 0o777) == "0o600"
     stale = tmp_path / "old.key"
     stale.write_bytes(old)
