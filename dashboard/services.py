@@ -11,6 +11,7 @@ from dashboard.config import DashboardConfig
 from dashboard.events import Broker
 from dashboard.station_state import StationThresholds
 from dashboard.stations import StationRules
+from shared.log_limit import LogLimiter
 from shared.throttle import FailureThrottle
 
 EXT = "facemon"
@@ -30,6 +31,7 @@ class Services:
         self.station_rules = StationRules(min(config.online_window_s, offline_after), StationThresholds(
             offline_after_s=offline_after, slow_fps=config.slow_fps))
         # viewer logins, per (address, account): exponential delay after sign_in_max_failures, never a lock
+        self.log_limiter = LogLimiter(burst=5, period_s=60.0)  # refusals an attacker can cause: counted, not logged
         self.login_throttle = FailureThrottle(free=config.sign_in_max_failures, forget_s=config.sign_in_window_s)
 
 

@@ -21,7 +21,7 @@ from recognizer.identity.match import OpenSetParams
 from recognizer.liveness.blinks import LivenessParams
 from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
-from recognizer.server.trust import Trust, TrustConfig
+from recognizer.server.trust import RevocationSync, Trust, TrustConfig
 from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
 from recognizer.vision.pipeline import PipelineConfig, StationPipeline
@@ -156,6 +156,7 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.revocations: Optional[RevocationSync] = None
         self.gallery: Optional[GalleryStore] = None
         self.health: Optional[HealthServer] = None
         self.readiness = Readiness()
@@ -182,6 +183,9 @@ class RecognizerApp:
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
         address = self.server.start()
+        if s.trust.station_auth == "dashboard":  # revoked credentials of live sessions: disconnected within sync_s
+            self.revocations = RevocationSync(trust, self.server.live_credentials, self.server.disconnect_station)
+            self.revocations.start()
         models_loaded.set()
         return address
 
@@ -250,6 +254,8 @@ class RecognizerApp:
         self._stop.wait()
 
     def stop(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         if self.server is not None:
             self.server.stop()
         if self.alerts is not None:

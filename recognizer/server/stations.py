@@ -20,12 +20,13 @@ from typing import Callable, Optional, Protocol
 from recognizer.identity.enroll import Enroller
 from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
-from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
+from recognizer.server.gate import FailureDelay, HandshakeGate, Refusal
 from recognizer.server.signin_check import SigninChecks
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.vision.imageio import BadImage
 from recognizer.vision.pipeline import FrameOutcome, StationPipeline
 from shared import protocol
+from shared.log_limit import LogLimiter
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.results import FaceResult, faces_to_wire
@@ -144,6 +145,7 @@ class StationSession:
                  status: StationStatus, hello: Optional[Message] = None) -> None:
         self.server = server
         self.hello = hello  # until admitted: the HELLO whose credential the trust policy checks
+        self.admission: Optional[Admission] = None  # once admitted: what the trust policy said (revocation checks)
         decoder.set_max_size(server.config.max_message)  # the handshake is over: frames may be big
         self.stream = MessageStream(sock, server.config.max_message, decoder)
         self.peer = peer
@@ -155,7 +157,8 @@ class StationSession:
         self.stream.close()
 
     def _refuse(self, code: str, reason: str) -> None:
-        log.warning("refused %s: %s", self.peer, reason)
+        self.server.refusal_log.log(log, logging.WARNING, f"refusals {code}", "refused %s (station %s): %s", self.peer,
+                                    self.status.station if self.status else "?", reason)
         try:
             self.stream.send(protocol.refuse(code, reason))
         except OSError:
@@ -166,12 +169,13 @@ class StationSession:
         thread, not on the handshake gate's) and registered; REFUSE and False when it may not connect."""
         assert self.status is not None and self.hello is not None
         try:
-            admission = self.server.trust.admit(self.status.station, self.hello.header)
+            admission = self.server.trust.admit(self.status.station, self.hello.header, self.host)
         except TrustRefusal as exc:
             self._refuse(exc.code, exc.reason)
             return False
         finally:
             self.hello = None  # the credential is not kept
+        self.admission = admission
         refusal = self.server._register(self, admission)
         if refusal is not None:
             self._refuse(*refusal)
@@ -378,6 +382,7 @@ class RecognizerServer:
         self.gate: Optional[HandshakeGate] = None
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
+        self.refusal_log = LogLimiter(burst=5, period_s=60.0)  # refused HELLOs per code: a flood is counted, not logged
         self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
@@ -440,6 +445,23 @@ class RecognizerServer:
             except Exception:  # one observer failing must not keep the others from hearing it; logged with trace
                 log.exception("disconnect observer failed for station %s", status.station)
 
+    def live_credentials(self) -> list[tuple[str, str]]:
+        """(station, credential digest) of every connected station admitted on its own credential."""
+        with self._lock:
+            return [(st, s.admission.credential) for st, s in self._stations.items()
+                    if s.admission is not None and s.admission.credential]
+
+    def disconnect_station(self, station_id: str, code: str, reason: str, credential: str = "") -> bool:
+        """Close the session of `station_id` (only if admitted on `credential`, when given) with ERROR code/reason."""
+        with self._lock:
+            session = self._stations.get(station_id)
+        if session is None or (credential and (session.admission is None or session.admission.credential != credential)):
+            return False
+        log.warning("station %s (%s): disconnected, %s", station_id, session.peer, reason)
+        session._send_error(code, reason)
+        session.close()
+        return True
+
     def report_status(self, alerts: str) -> None:
         """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""
         self.alerts_state = alerts
@@ -477,6 +499,8 @@ class RecognizerServer:
     def _index_loop(self) -> None:
         while not self._stop.wait(self.config.index_poll_s):
             self.store.reload_if_changed()
+            self.refusal_log.flush()  # "... and 8,645 more like it in the last minute"
+            self.log_limiter.flush()
 
     def drain(self, reason: str, timeout_s: float) -> int:
         """Stop accepting (the port closes, so a balancer sends new stations elsewhere) and tell every station to
