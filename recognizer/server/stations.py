@@ -45,6 +45,7 @@ class ServerConfig:
     port: int = 8002
     token: str = ""
     max_stations: int = 32
+    max_stations_per_address: int = 8  # stations admitted without their own credential per address (0: no limit)
     max_message: int = protocol.DEFAULT_MAX_MESSAGE
     max_in_flight: int = 2
     heartbeat_s: float = 5.0
@@ -418,9 +419,14 @@ class RecognizerServer:
             old = self._stations.get(station)
             if old is None and len(self._stations) >= self.config.max_stations:
                 return "server_full", f"the server already serves {self.config.max_stations} stations"
+            cap = self.config.max_stations_per_address
+            if old is None and not admission.verified and cap and sum(
+                    1 for s in self._stations.values() if s.host == session.host) >= cap:
+                return "address_full", f"{session.host} already holds {cap} stations without their own credential"
             if old is not None and old.status is not None:
                 silent_s = time.time() - (old.status.last_seen or old.status.connected_at)
-                if not self.trust.may_take_over(admission, silent_s):
+                old_home = old.admission is None or old.admission.home or old.admission.verified
+                if not self.trust.may_take_over(admission, silent_s, old_home):
                     log.warning("station %s claimed again from %s while connected from %s; refused (no credential)",
                                 station, session.peer, old.peer)
                     return "station_in_use", (f"station {station!r} is connected from elsewhere; only its own "

@@ -22,7 +22,13 @@ Both questions are answered by the dashboard, which issues and revokes the crede
   `--station-auth shared` keeps the old closed-lab rule: the shared token admits any station id.
 - **Take-over**: a second connection for a connected station id replaces the first only when it
   proved that station's credential, or when the first has been silent for `takeover_silence_s` (a
-  half-open connection left by a network drop). Anything else is refused `station_in_use`.
+  half-open connection left by a network drop), or (shared mode) when it comes from the address the id was
+  first claimed from and the holder does not. Anything else is refused `station_in_use`.
+- **Shared mode is for a closed lab**: it refuses to start on a non-loopback address without
+  `--allow-shared-token-on-network`; a desk cannot be squatted (a fake holding desk-07 is replaced when the
+  real desk-07 comes back from its own address) and one address holds at most `max_stations_per_address`
+  ids, so made-up ids cannot fill every slot. Whoever claims an id first after a restart owns its address
+  binding until the restart after: only per-station credentials (the default with a dashboard) prove a desk.
 - **Enrolment** (`--enrol-policy grant`): ENROL must carry `grant`, a single-use grant the dashboard
   issued to an admin signed in at that station for that identity. The recognizer redeems it
   (`POST /api/enrol/redeem`, which burns it), records the admin the *dashboard* names as `by`, and
@@ -67,6 +73,7 @@ class TrustConfig:
     address_delay_s: float = 0.5  # after a refused claim, that address's next check waits this, doubled per refusal
     address_max_delay_s: float = 30.0
     checks_in_flight: int = 4  # dashboard checks one address may have running at once
+    allow_shared_on_network: bool = False  # shared mode on a non-loopback address (checked by RecognizerSettings)
 
     def __post_init__(self) -> None:
         if self.station_auth not in STATION_AUTH_MODES:
@@ -96,6 +103,7 @@ class Admission:
     station: str
     verified: bool  # the station's own credential was proved (may take over its station id)
     credential: str = ""  # its SHA-256 (hex; as the dashboard stores tokens): re-checked while it is connected
+    home: bool = False  # shared mode: claimed from the address this station id was first admitted from
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class Trust:
         self._confirmed: dict[tuple[str, str], float] = {}  # (station, credential digest) -> last known valid
         self._refused: dict[tuple[str, str], tuple[float, str]] = {}  # -> (when, reason)
         self._addresses: dict[str, list] = {}  # host -> [refusals, time of the last, checks in flight]
+        self._homes: dict[str, str] = {}  # shared mode: station id -> the address it was first claimed from
         self.dashboard_checks = 0  # station checks asked of the dashboard (for tests and the bench)
         self.last_sync: Optional[float] = None  # clock time of the last successful revocation sync
 
@@ -145,7 +154,11 @@ class Trust:
     def admit(self, station: str, hello: dict, host: str = "") -> Admission:
         """Decide a HELLO's station claim from `host`; TrustRefusal when its credential does not prove that station."""
         if self.config.station_auth == "shared":
-            return Admission(station, verified=False)
+            with self._lock:
+                home = self._homes.setdefault(station, host)
+                if len(self._homes) > _MAX_CACHE:  # bounded: the oldest station ids are forgotten
+                    self._homes.pop(next(iter(self._homes)))
+            return Admission(station, verified=False, home=home == host)
         credential = hello.get("credential")
         if not isinstance(credential, str) or not credential or len(credential) > 256:
             raise TrustRefusal("bad_credential", f"station {station!r} must present its station credential "
@@ -258,9 +271,9 @@ class Trust:
         self.last_sync = now
         return revoked
 
-    def may_take_over(self, new: Admission, old_silent_s: float) -> bool:
+    def may_take_over(self, new: Admission, old_silent_s: float, old_home: bool = True) -> bool:
         """Whether a new connection may replace the live one holding the same station id (see the module doc)."""
-        return new.verified or old_silent_s >= self.config.takeover_silence_s
+        return new.verified or old_silent_s >= self.config.takeover_silence_s or (new.home and not old_home)
 
     # ---- enrolment ----
 
