@@ -1,17 +1,25 @@
 """Throughput and latency of the recognizer: 1..N stations streaming a real 640x480 clip at camera rate.
 
-Each simulated station behaves like the edge: a 30 fps camera, at most `--in-flight` frames
-outstanding, newer frames dropped (never queued) while the window is full. Prints frames/s per
-station and in total, latency percentiles (send → annotated reply), dropped frames, and the
-recognizer's memory (main process + encoder workers) before and after. Also runs the seeds'
-per-frame loop (HOG upsample 1 + encode every face on every frame) on the same frames.
+Measures what users run: the recognizer's own defaults (detector hog+cnn with its sweep process, liveness on,
+detection near tracks, the fair share told to each edge). Each simulated station behaves like the edge: a 30 fps
+camera, at most `--in-flight` frames outstanding, newer frames dropped (never queued) while the window is full,
+and sends spaced to the `max_fps` the recognizer tells it (shared/pacing.py; a recognizer that says nothing
+is not paced). Prints, per station count: frames/s of each station (min / median / max across stations, and the
+slowest station as a share of the mean: fairness), frames/s summed, latency p50/p95/p99 (send → reply, all
+stations' frames), frames dropped at the edge, CPU per frame, and the recognizer's memory (RSS of the main
+process, which also runs these simulated stations, of the encoder workers and of the sweep process).
+Also runs the seeds' per-frame loop (HOG upsample 1 + encode every face on every frame) on the same frames.
 
-    .venv/bin/python -m bench.throughput --stations 1 4 --seconds 20
-    .venv/bin/python -m bench.throughput --detectors hog hog+cnn --no-seeds   # today's detector vs the new mode
+    .venv/bin/python -m bench.throughput --stations 1 16 32 --seconds 20 --no-seeds
+    .venv/bin/python -m bench.throughput --detectors hog hog+cnn   # side by side
+    PYTHONPATH=/path/to/older/tree .venv/bin/python bench/throughput.py ...   # the same bench on older code
+
+Settings an older tree lacks (station_fps, regions) are left out there, so before and after run the same bench.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -31,9 +39,14 @@ from recognizer.identity.enroll import build_index
 from recognizer.identity.index import save_index
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.detect import DETECTORS, EngineConfig
-from recognizer.vision.pipeline import PipelineConfig
+from recognizer.station.pipeline import PipelineConfig
 from shared import protocol
 from shared.stream import MessageStream
+
+try:  # an older tree (before pacing) has no pacer: its stations are never paced anyway
+    from shared.pacing import Pacer, rate_from_peer
+except ImportError:  # pragma: no cover - bench on old code only
+    Pacer = None
 
 DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))
 WEBCAM_CLIP = DATA / "video" / "eyeblink8_concat_webcam.mp4"  # 640x480 webcam, one face
@@ -93,10 +106,13 @@ def cpu_s(pids: list[int]) -> float:
 
 
 def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int, out: dict) -> None:
-    """One simulated edge: camera at `fps`, bounded window, stale frames dropped."""
+    """One simulated edge: camera at `fps`, bounded window, stale frames dropped, sends paced to `max_fps`."""
     stream = MessageStream(socket.create_connection(addr, timeout=30))
     stream.send(protocol.hello(name, "bench", token))
-    assert stream.recv().kind == protocol.MessageKind.WELCOME
+    welcome = stream.recv()
+    assert welcome.kind == protocol.MessageKind.WELCOME
+    pacer = Pacer(rate_from_peer(welcome.header.get("max_fps"))) if Pacer is not None else None
+    rates: list[float] = []
     window = threading.Semaphore(in_flight)
     sent: dict[int, float] = {}
     lat: list[float] = []
@@ -116,6 +132,9 @@ def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fp
             if seq in sent:
                 lat.append(t - sent.pop(seq))
                 replies[0] += 1
+            if pacer is not None and "max_fps" in msg.header:
+                pacer.set_rate(rate_from_peer(msg.header["max_fps"]))
+                rates.append(pacer.rate)
             window.release()
             if done.is_set() and not sent:
                 return
@@ -123,24 +142,31 @@ def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fp
     rx = threading.Thread(target=receive, daemon=True)
     rx.start()
     start = time.perf_counter()
-    seq = dropped = 0
+    seq = dropped = paced = 0
     next_t = start
     while time.perf_counter() - start < seconds:
         next_t += 1.0 / fps
         delay = next_t - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        if pacer is not None and pacer.wait_s(time.perf_counter()) > 0:
+            paced += 1  # the recognizer asked for fewer frames: this camera frame is not sent
+            continue
         if not window.acquire(blocking=False):
             dropped += 1
             continue
         seq += 1
-        sent[seq] = time.perf_counter()
+        now = time.perf_counter()
+        sent[seq] = now
+        if pacer is not None:
+            pacer.sent(now)
         stream.send(protocol.frame(seq, time.time(), frames[seq % len(frames)]))
     elapsed = time.perf_counter() - start
     done.set()
     rx.join(timeout=10)
     stream.close()
-    out.update(replies=replies[0], elapsed=elapsed, latencies=lat, dropped=dropped)
+    out.update(replies=replies[0], elapsed=elapsed, latencies=lat, dropped=dropped, paced=paced,
+               rate=rates[-1] if rates else 0.0)
 
 
 def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
@@ -158,6 +184,12 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
     return {
         "stations": n,
         "fps_station": float(np.mean(per_station)),
+        "fps_min": float(np.min(per_station)),
+        "fps_median": float(np.median(per_station)),
+        "fps_max": float(np.max(per_station)),
+        "fairness": float(np.min(per_station) / max(np.mean(per_station), 1e-9)),
+        "told_fps": float(np.median([r["rate"] for r in results])),
+        "paced": sum(r["paced"] for r in results),
         "fps_total": float(np.sum(per_station)),
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
@@ -165,6 +197,12 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
         "dropped": sum(r["dropped"] for r in results),
         "frames": sum(r["replies"] for r in results),
     }
+
+
+def _known(cls, **values) -> dict:
+    """The given settings that `cls` (a config dataclass) has and that were set: an older tree lacks some."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if v is not None and k in names}
 
 
 def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
@@ -186,7 +224,7 @@ def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clip", type=Path, default=WEBCAM_CLIP if WEBCAM_CLIP.exists() else FALLBACK_CLIP)
-    p.add_argument("--stations", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--stations", type=int, nargs="+", default=[1, 16])
     p.add_argument("--seconds", type=float, default=20.0, help="per station-count run")
     p.add_argument("--fps", type=float, default=30.0, help="simulated camera rate per station")
     p.add_argument("--in-flight", type=int, default=2)
@@ -194,8 +232,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--faces", type=int, nargs="+", default=[1], choices=[1, 2, 4],
                    help="faces per frame (the clip tiled: 2 = 1280x480, 4 = 1280x960)")
-    p.add_argument("--detectors", nargs="+", default=["hog"], choices=DETECTORS,
-                   help="run the whole set once per detector mode, one after the other in this run (side by side)")
+    p.add_argument("--detectors", nargs="+", default=["hog+cnn"], choices=DETECTORS,
+                   help="run the whole set once per detector mode, one after the other in this run (side by side); "
+                        "default: the recognizer's own default, hog+cnn")
+    p.add_argument("--station-fps", type=float, default=None, help="the recognizer's --station-fps (default: its own)")
+    p.add_argument("--max-station-fps", type=float, default=None, help="the recognizer's --max-station-fps")
+    p.add_argument("--full-detect-every", type=int, default=None,
+                   help="the recognizer's --full-detect-every (1: HOG on the whole frame every frame)")
     p.add_argument("--no-liveness", action="store_true",
                    help="liveness off (what the recognizer did before issue 9 fixed it: it never ran)")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
@@ -212,20 +255,30 @@ def main() -> None:
     save_index(index, tmp / "encodings")
     token = "bench"
     rows = []
+    server_extra = _known(ServerConfig, station_fps=args.station_fps, max_station_fps=args.max_station_fps,
+                          max_stations=max(max(args.stations), 32))
+    pipeline_extra = {}
+    if args.full_detect_every is not None:
+        from recognizer.vision.regions import RegionParams
+
+        pipeline_extra["regions"] = RegionParams(full_every=args.full_detect_every)
     for detector in args.detectors:
         app = RecognizerApp(RecognizerSettings(
-            server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight),
+            server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight, **server_extra),
             engine=EngineConfig(detector=detector),
-            pipeline=PipelineConfig(detect_scale=args.downscale, liveness=not args.no_liveness),
+            pipeline=PipelineConfig(detect_scale=args.downscale, liveness=not args.no_liveness, **pipeline_extra),
             index_dir=tmp / "encodings", known_faces=tmp / "kf", workers=args.workers,
         ))
         app.start()
-        pids = [os.getpid()] + [pr.pid for pr in app.pool._pool._processes.values()]  # noqa: SLF001 (bench only)
+        worker_pids = [pr.pid for pr in app.pool._pool._processes.values()]  # noqa: SLF001 (bench only)
         sweep_pids = [pr.pid for pr in app.sweeper._pool._processes.values()] if app.sweeper is not None else []  # noqa: SLF001
-        pids += sweep_pids
-        print(f"[{detector}] clip: {args.clip.name} ({len(frames)} frames used, 640x480), camera {args.fps:.0f} fps per "
-              f"station, in flight {args.in_flight}, downscale {args.downscale}, {app.pool.workers} encoder workers, "
-              f"{os.cpu_count()} CPUs", flush=True)
+        pids = [os.getpid()] + worker_pids + sweep_pids
+        import recognizer
+
+        print(f"[{detector}] code: {Path(recognizer.__file__).parents[1]}; clip: {args.clip.name} ({len(frames)} frames "
+              f"used, 640x480), camera {args.fps:.0f} fps per station, in flight {args.in_flight}, downscale "
+              f"{args.downscale}, {app.pool.workers} encoder workers, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
         mem0 = rss_mb(pids)
         sampling = threading.Event()
         if args.mem_every:
@@ -239,6 +292,9 @@ def main() -> None:
                 cpu0, sweep0 = cpu_s(pids), cpu_s(sweep_pids)
                 row = run_stations(app, n, kframes, args.seconds, args.fps, args.in_flight, token)
                 row["faces"], row["detector"] = k, detector
+                row["rss_main"], row["rss_workers"], row["rss_sweep"] = (
+                    rss_mb([os.getpid()]), rss_mb(worker_pids), rss_mb(sweep_pids))
+                row["load"] = os.getloadavg()[0]
                 # CPU per frame served: the load-independent cost (the bench's own station threads included)
                 row["cpu_ms"] = (cpu_s(pids) - cpu0) * 1e3 / max(row["frames"], 1)
                 row["sweep_cpu_s"] = cpu_s(sweep_pids) - sweep0
@@ -246,16 +302,20 @@ def main() -> None:
         mem1 = rss_mb(pids)
         sampling.set()
         app.stop()
-        print(f"[{detector}] recognizer memory (main + workers): {mem0:.0f} MB before, {mem1:.0f} MB after")
+        print(f"[{detector}] recognizer memory (main + workers + sweep): {mem0:.0f} MB before, {mem1:.0f} MB after")
     shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print("| detector | faces/frame | stations | frames/s per station | frames/s total | latency p50 ms | p95 ms | p99 ms | "
-          "frames dropped at edge | CPU ms per frame | sweep CPU s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| detector | faces/frame | stations | frames/s per station min / median / max | slowest / mean | "
+          "frames/s summed | told fps | latency p50 ms | p95 ms | p99 ms | dropped at edge | paced at edge | "
+          "CPU ms per frame | sweep CPU s | RSS MB main + workers + sweep | load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['detector']} | {r['faces']} | {r['stations']} | {r['fps_station']:.1f} | {r['fps_total']:.1f} | "
-              f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} | {r['cpu_ms']:.0f} | {r['sweep_cpu_s']:.1f} |")
+        print(f"| {r['detector']} | {r['faces']} | {r['stations']} | {r['fps_min']:.1f} / {r['fps_median']:.1f} / "
+              f"{r['fps_max']:.1f} | {r['fairness']:.2f} | {r['fps_total']:.1f} | {r['told_fps']:.1f} | "
+              f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} | {r['paced']} | {r['cpu_ms']:.0f} | "
+              f"{r['sweep_cpu_s']:.1f} | {r['rss_main']:.0f} + {r['rss_workers']:.0f} + {r['rss_sweep']:.0f} = "
+              f"{r['rss_main'] + r['rss_workers'] + r['rss_sweep']:.0f} | {r['load']:.1f} |")
     if not args.no_seeds:
         seeds = seeds_loop(frames, index, min(args.seconds, 15))
         print(f"seeds' per-frame loop (HOG upsample 1, encode every face every frame), one station: {seeds:.1f} frames/s")

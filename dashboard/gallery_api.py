@@ -21,12 +21,13 @@ import time
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
-from dashboard import gallery
+from dashboard import gallery, person_data
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.images import BadImage, check_jpeg
 from dashboard.services import services
 from dashboard.station_tokens import Caller
 from shared.names import InvalidName, validate_name
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 bp = Blueprint("gallery_api", __name__)
@@ -146,7 +147,7 @@ def add():  # noqa: ANN201
     if not created:
         return jsonify(change=change, duplicate=True), 200
     notifier().committed(change["seq"])
-    log.info("gallery change %d: %s enrolled %r (%s) via %s", change["seq"], new.enrolled_by, person, new.source, caller.name)
+    log.info("gallery change %d: %s enrolled %s (%s) via %s", change["seq"], new.enrolled_by, who(person), new.source, caller.name)
     return jsonify(change=change), 201
 
 
@@ -157,11 +158,11 @@ def remove(name: str):  # noqa: ANN201
         person = validate_name(name, "person")
     except InvalidName as exc:
         abort(400, str(exc))
-    removed, seq = gallery.remove_person(services().writer, person)
+    removed, _faces, seq = person_data.erase_person(services().writer, person, caller.name)
     if not removed:
         abort(404, f"nobody named {person!r} is enrolled")
     notifier().committed(seq)
-    log.info("gallery change %d: %r removed (%d encodings) by %s", seq, person, removed, caller.name)
+    log.info("gallery change %d: %s removed (%d encodings) by %s", seq, who(person), removed, caller.name)
     return jsonify(removed=removed, seq=seq)
 
 

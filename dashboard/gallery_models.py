@@ -33,10 +33,16 @@ class GalleryEncoding(Base):
     via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enroll)
     photo: Mapped[Optional[bytes]] = mapped_column(Blob, nullable=True)  # JPEG of the enrolled face (a crop)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    negative: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    """A face that is NOT this person (a reviewer's "not <person>"): the matcher refuses to accept a face closer
+    to it than to the person. Followed as the `not` change, never as an `add`."""
+    notice_version: Mapped[Optional[str]] = mapped_column(sa.String(32), nullable=True)  # the privacy notice shown
+    notice_confirmed_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # who confirmed it was
 
 
 class GalleryChange(Base):
-    """One change, numbered: `add` (encoding_id) or `remove` (every encoding of `person`)."""
+    """One change, numbered: `add` (encoding_id), `not` (a negative of `person`, encoding_id), `drop` (the one
+    encoding encoding_id, positive or negative) or `remove` (every encoding of `person`)."""
 
     __tablename__ = "gallery_changes"
     seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)

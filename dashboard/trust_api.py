@@ -25,6 +25,7 @@ from dashboard.api_requests import bearer_caller, json_object
 from dashboard.services import services
 from dashboard.station_tokens import Caller
 from shared.names import InvalidName, validate_name
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 bp = Blueprint("trust_api", __name__)
@@ -64,10 +65,10 @@ def new_grant():  # noqa: ANN201
         try:
             admin = grants.ticket_admin(db, ticket, caller.name)
         except grants.GrantRefused as exc:
-            log.warning("enrol grant for %r at %s refused: %s", identity, caller.name, exc.reason)
+            log.warning("enrol grant for %s at %s refused: %s", who(identity), caller.name, exc.reason)
             return jsonify(ok=False, code=exc.code, error=exc.reason), 403
         grant, row = grants.issue_grant(db, admin, caller.name, identity, cfg.enrol_grant_ttl_s)
-    log.info("enrol grant %d: %r may enrol %r at %s until %s", row.id, admin, identity, caller.name,
+    log.info("enrol grant %d: %r may enrol %s at %s until %s", row.id, admin, who(identity), caller.name,
              row.expires_at.isoformat())
     return jsonify(ok=True, grant=grant, expires_at=row.expires_at.isoformat(), admin=admin,
                    station_id=caller.name, identity=identity), 201
@@ -82,10 +83,10 @@ def redeem():  # noqa: ANN201
         try:
             found = grants.redeem_grant(db, grant, station, identity, caller.name)
         except grants.GrantRefused as exc:
-            log.warning("enrol grant refused to %s for %r at %s: %s", caller.name, identity, station, exc.reason)
+            log.warning("enrol grant refused to %s for %s at %s: %s", caller.name, who(identity), station, exc.reason)
             return jsonify(ok=False, code=exc.code, error=exc.reason), 403
-    log.info("enrol grant %d redeemed by %s: %r enrols %r at %s", found.grant_id, caller.name, found.admin,
-             identity, station)
+    log.info("enrol grant %d redeemed by %s: %r enrols %s at %s", found.grant_id, caller.name, found.admin,
+             who(identity), station)
     return jsonify(ok=True, grant_id=found.grant_id, admin=found.admin, issued_at=found.issued_at.isoformat())
 
 
@@ -113,8 +114,8 @@ def verify_station():  # noqa: ANN201
     with services().sessions() as db:
         refusal = grants.verify_station(db, station, credential)
     if refusal is not None:
-        services().log_limiter.log(log, logging.WARNING, f"bad credentials via {caller.name}",
-                                   "station %s claimed via %s with a bad credential: %s", station, caller.name, refusal)
+        services().credential_refusals.warning("station %s claimed via %s with a bad credential: %s", station,
+                                               caller.name, refusal)
         return jsonify(ok=False, error=refusal), 403
     return jsonify(ok=True, station_id=station)
 

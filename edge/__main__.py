@@ -9,11 +9,13 @@ from typing import Optional, Sequence
 
 from edge.camera import CameraError
 from edge.config import ConfigError, load_config, setup_logging
+from shared.fsmode import private_umask
 
 log = logging.getLogger("edge")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    private_umask()  # the desk's tokens and state: 0600 files in 0700 folders
     try:
         config = load_config(argv, os.environ)
     except ConfigError as exc:

@@ -36,6 +36,7 @@ from shared.backoff import Backoff
 from shared.jpeg import encode_jpeg
 from shared.protocol import ProtocolError
 from shared.stream import MessageStream
+from shared.lognames import who
 
 __all__ = ["LinkSettings", "RecognizerLink"]
 
@@ -158,7 +159,7 @@ class RecognizerLink:
     def set_login(self, login: str) -> None:
         """Change the logged-in evaluator: used by the next HELLO and sent now as SESSION when online."""
         self._apply(lambda state: state.set_login(login))
-        log.info("login set to %r", self.settings.login)
+        log.info("login set to %s", who(self.settings.login))
 
     def verify(self, identity: str, frames: int, timeout_s: float, on_done: Callable[[dict], None]) -> Optional[str]:
         """Ask the recognizer to check the next frames against `identity` only; returns the request id.
@@ -326,8 +327,13 @@ class RecognizerLink:
             if self._wait_for_room(conn):
                 with self._cond:
                     last_seq, deadline = self._state.last_seq, self._state.deadline()
+                    pace_s = self._state.send_wait_s(time.monotonic())  # the rate the recognizer can serve us at
                 wait_s = _WAIT_SLICE_S if deadline is None else min(_WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
-                frame = self.raw.wait_for_frame(last_seq, timeout=wait_s)
+                frame = None
+                if pace_s > 0:
+                    self._stop.wait(min(pace_s, wait_s))
+                else:
+                    frame = self.raw.wait_for_frame(last_seq, timeout=wait_s)
                 if frame is not None:
                     jpeg = encode_jpeg(frame.data, s.jpeg_quality, s.max_width)
                     if not self._apply(lambda state: state.send_frame(frame.seq, frame.ts, jpeg, time.monotonic())):

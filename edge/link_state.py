@@ -19,6 +19,7 @@ from edge.frames import RateMeter
 from shared import protocol
 from shared.alerts import OUTBOX_STATES
 from shared.names import InvalidName, validate_name
+from shared.pacing import Pacer, rate_from_peer
 from shared.protocol import Message, MessageKind, ProtocolError
 from shared.results import BadFaceResult, FaceResult, faces_from_wire, faces_to_wire
 
@@ -42,7 +43,7 @@ class LinkSettings:
     max_width: int = 0  # frames wider than this are shrunk before sending (0: never)
     max_in_flight: int = 2  # our cap on unanswered frames; the server's WELCOME may lower it
     connect_timeout_s: float = 5.0
-    backoff_initial_s: float = 0.5
+    backoff_initial_s: float = 0.25  # first retry after a lost connection: short, a pool's balancer has another node
     backoff_max_s: float = 10.0
     refused_backoff_initial_s: float = 5.0  # after a REFUSE (bad token/version): retry, but slowly
     refused_backoff_max_s: float = 60.0
@@ -100,11 +101,13 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Welcome:
-    """What the handshake agreed: frames in flight at most, heartbeat period (s), the server's name."""
+    """What the handshake agreed: frames in flight at most, heartbeat period (s), the server's name, and the
+    frames/s the server can serve this station at (0: no limit said; each RESULT may update it)."""
 
     window: int
     heartbeat_s: float
     server: str
+    max_fps: float = 0.0
 
 
 def hello(settings: LinkSettings) -> Message:
@@ -123,7 +126,8 @@ def read_welcome(reply: Optional[Message], settings: LinkSettings) -> Welcome:
     server_window = reply.get("max_in_flight", int, settings.max_in_flight)
     heartbeat_s = reply.get("heartbeat_s", (int, float), settings.default_heartbeat_s)
     return Welcome(window=max(1, min(server_window, settings.max_in_flight)),
-                   heartbeat_s=max(0.2, float(heartbeat_s)), server=str(reply.header.get("server", "")))
+                   heartbeat_s=max(0.2, float(heartbeat_s)), server=str(reply.header.get("server", "")),
+                   max_fps=rate_from_peer(reply.header.get("max_fps")))
 
 
 # ---- the state ----
@@ -139,6 +143,7 @@ class _Connection:
     in_flight: dict[int, float] = field(default_factory=dict)  # seq -> monotonic send time
     last_seq: int = 0  # the last frame offered (0: none yet on this connection)
     camera: Optional[dict] = None  # the camera state last read, carried by each heartbeat
+    pacer: Pacer = field(default_factory=Pacer)  # frames spaced to the rate the server can serve us at
     told_camera: Optional[str] = None  # the camera state the recognizer last heard from us
     dead: bool = False
     reason: str = ""
@@ -201,6 +206,11 @@ class LinkState:
         conn = self._conn
         return conn is not None and not conn.dead and len(conn.in_flight) < conn.welcome.window
 
+    def send_wait_s(self, now: float) -> float:
+        """Seconds until the next frame may go at the rate the recognizer asked for (0: now, or no connection)."""
+        conn = self._conn
+        return conn.pacer.wait_s(now) if conn is not None and not conn.dead else 0.0
+
     @property
     def last_seq(self) -> int:
         """The last frame offered on this connection (0: none yet): the sender waits for a newer one."""
@@ -231,6 +241,7 @@ class LinkState:
             "latency_avg_ms": _round(self._latency_avg_ms),
             "in_flight": len(conn.in_flight) if conn is not None else 0,
             "window": conn.welcome.window if conn is not None else 0,
+            "max_fps": conn.pacer.rate if conn is not None else 0.0,
             "frames_sent": self._sent,
             "frames_skipped": self._skipped,
             "results": self._results,
@@ -261,7 +272,7 @@ class LinkState:
     def connected(self, welcome: Welcome, now: float, wall: float) -> int:
         """The handshake succeeded; returns the new connection's number."""
         self._connects += 1
-        self._conn = _Connection(self._connects, welcome, last_rx=now, last_tx=now)
+        self._conn = _Connection(self._connects, welcome, last_rx=now, last_tx=now, pacer=Pacer(welcome.max_fps))
         self._alerts = None  # a new recognizer says its own
         self._set_state("online", "connected", wall)
         return self._connects
@@ -339,6 +350,7 @@ class LinkState:
         conn.last_seq = seq
         conn.in_flight[seq] = now
         conn.last_tx = now
+        conn.pacer.sent(now)
         self._sent += 1
         log.debug("frame %d sent (%d bytes)", seq, len(jpeg))
         return [Send(protocol.frame(seq, ts, jpeg))]
@@ -407,6 +419,8 @@ class LinkState:
         except BadFaceResult as exc:  # a ProtocolError: the link closes as for any malformed message
             raise protocol.MalformedMessage(f"RESULT: {exc}") from None
         error = message.header.get("error")
+        if "max_fps" in message.header:  # the recognizer's share for us changed with its load or station count
+            conn.pacer.set_rate(rate_from_peer(message.header["max_fps"]))
         sent = conn.in_flight.pop(seq, None)
         if 0 < ts <= wall:  # the echoed capture time: latency includes capture age and encoding
             latency_ms = (wall - ts) * 1000.0

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from recognizer.settings import build_parser
 from shared.config import ConfigError, setup_logging
+from shared.fsmode import private_umask
 
 log = logging.getLogger("recognizer")
 
@@ -17,6 +18,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # one BLAS thread per process: matching is a small matrix product per frame, and threaded BLAS on
     # a 2-core box fights the station threads and encoder processes (measured 2.6 ms vs 20-30 ms at 100k)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    private_umask()  # encodings, photos, the outbox: 0600 files in 0700 folders
     faulthandler.enable()  # a crash inside dlib/OpenCV leaves a Python traceback in the log
     try:
         args = build_parser().parse_args(argv)

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
 from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
@@ -18,13 +18,14 @@ from recognizer.identity.enroll import Enroller
 from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
-from recognizer.liveness.blinks import LivenessParams
+from recognizer.liveness.blinks import FaceLiveness, LivenessParams
 from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
 from recognizer.server.trust import RevocationSync, Trust, TrustConfig
+from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
-from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.vision.regions import RegionParams
 from recognizer.vision.sweep import (
     InlineSweeper,
     ProcessSweeper,
@@ -35,9 +36,6 @@ from recognizer.vision.sweep import (
 )
 from recognizer.settings import SETTINGS
 from shared.config import ConfigError
-
-if TYPE_CHECKING:
-    from recognizer.liveness.blinks import FaceLiveness
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +97,7 @@ class RecognizerSettings:
                 (sections.setdefault(section, {}) if section else flat)[name] = value
         # the settings that are more than one field's value
         sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
+        sections["pipeline"]["regions"] = RegionParams(full_every=args.full_detect_every)
         sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
         sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
@@ -132,11 +131,10 @@ def _alert_types(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLiveness"]]:
+def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], FaceLiveness]]:
     """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
     if not s.pipeline.liveness:
         return None
-    from recognizer.liveness.blinks import FaceLiveness
     from recognizer.liveness.eyes import EyeStateModel
 
     eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
@@ -151,6 +149,10 @@ def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEnc
     With detector hog+cnn each station sweeps with `sweeper` (the server passes its sweep process); without
     one, sweeps run inline in the station's own call on `clock`'s time (facemon-replay: repeatable)."""
     make_liveness = liveness_factory(s)
+
+    def signin_liveness() -> FaceLiveness:  # --no-liveness: the sign-in check still needs a blink
+        return FaceLiveness(s.liveness, method=s.liveness_method)
+
     if s.engine.detector == "hog+cnn" and sweeper is None:
         sweeper = InlineSweeper(engine, s.sweep)
 
@@ -161,6 +163,7 @@ def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEnc
         return StationPipeline(
             engine, encoder, store, s.pipeline, s.match,
             liveness=make_liveness() if make_liveness is not None else None, clock=clock, sweep=sweep,
+            signin_liveness=signin_liveness,
         )
 
     return new_pipeline

@@ -44,6 +44,10 @@ SETTINGS: tuple[Setting, ...] = (
       ge=0, le=3, into="engine.upsample"),
     S("--downscale", 1.0, "detect on the frame resized by this factor (0.25..1; e.g. 0.5 = half size)", float,
       ge=0.25, le=1, into="pipeline.detect_scale"),
+    S("--full-detect-every", 10, "frames between full-frame detections while every face is followed; between them "
+      "HOG searches only around each face and where something moved, and a full pass also runs when a face is lost "
+      "(1: the whole frame every frame; recognizer/vision/regions.py)", int, ge=1, le=1000),
+      # -> pipeline.regions (RegionParams.full_every)
     S("--tolerance", 0.6, "vote radius: enrolled encodings within this distance vote (lower is stricter)", float,
       gt=0, le=2, into="match.tolerance"),
     S("--accept-distance", 0.58, "a face is named only this close to a person (their nearest photo or mean; "
@@ -64,6 +68,11 @@ SETTINGS: tuple[Setting, ...] = (
       "lab network only: anyone with the shared token can claim any desk)", parse_bool,
       into="trust.allow_shared_on_network"),
     S("--max-in-flight", 2, "frames an edge may have outstanding", int, ge=1, into="server.max_in_flight"),
+    S("--station-fps", 15.0, "frames/s each station is planned for (blink liveness needs ~10): the recognizer tells "
+      "every edge its fair share of the measured capacity, up to --max-station-fps, and warns when that share falls "
+      "below this (recognizer/server/pacing.py)", float, ge=1, le=240, into="server.station_fps"),
+    S("--max-station-fps", 30.0, "the most frames/s any station is told it may send", float, ge=1, le=240,
+      into="server.max_station_fps"),
     S("--liveness", True, "blink liveness per face (eye aspect ratio and/or the eye-state CNN)", parse_bool,
       into="pipeline.liveness"),
     S("--liveness-method", "both", "ear, cnn or both (a blink counts when both see it)", choices=LIVENESS_METHODS,

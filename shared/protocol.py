@@ -253,11 +253,12 @@ def hello(station: str, login: str, token: str, client: str = "facemon-edge", cr
     return Message(MessageKind.HELLO, header)
 
 
-def welcome(server: str, max_in_flight: int, heartbeat_s: float) -> Message:
-    return Message(
-        MessageKind.WELCOME,
-        {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s},
-    )
+def welcome(server: str, max_in_flight: int, heartbeat_s: float, max_fps: float = 0.0) -> Message:
+    """`max_fps`: frames a second the edge may send (the recognizer's fair share for it; 0: not said, no limit)."""
+    header = {"protocol": PROTOCOL_VERSION, "server": server, "max_in_flight": max_in_flight, "heartbeat_s": heartbeat_s}
+    if max_fps > 0:
+        header["max_fps"] = max_fps
+    return Message(MessageKind.WELCOME, header)
 
 
 def refuse(code: str, reason: str) -> Message:

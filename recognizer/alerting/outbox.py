@@ -47,6 +47,7 @@ from recognizer.alerting.held import HeldEvent, HeldEvents
 from recognizer.alerting.rules import AlertEvent
 from shared.alert_wire import encode_event
 from shared.backoff import Backoff
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,7 @@ class Outbox:
             ev = AlertEvent(uuid.uuid4().hex, alert_id, station, login, kind, "closed", started, ended,
                             {**(old if isinstance(old, dict) else {}), "closed_by": "recognizer_restart",
                              "duration_s": round(max(0.0, ended - started), 1)})
-            log.info("alert %s closed station=%s login=%r alert_id=%s (recognizer restart)", kind, station, login, alert_id)
+            log.info("alert %s closed station=%s login=%s alert_id=%s (recognizer restart)", kind, station, who(login), alert_id)
             if self.sinks:
                 self.put(ev)
             else:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from shared import protocol
-from shared.log_limit import LogLimiter
 from shared.protocol import Message, MessageKind, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,44 @@ class Refusal:
 
 # admit(sock, peer, decoder, hello) -> None when the station was taken over by a session thread
 Admit = Callable[[socket.socket, str, protocol.Decoder, Message], Optional[Refusal]]
+
+
+class LogLimiter:
+    """At most `burst` log lines per key (a peer address, a station) per `period_s`; counts what it drops."""
+
+    def __init__(self, burst: int = 5, period_s: float = 10.0, max_keys: int = 4096) -> None:
+        self.burst, self.period_s, self.max_keys = burst, period_s, max_keys
+        self._seen: dict[str, list] = {}  # key -> [window start, lines in window, suppressed]
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, now: Optional[float] = None) -> Optional[int]:
+        """None: drop this line. Else the number of lines dropped for this key since the last one let through."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is None or now - entry[0] >= self.period_s:
+                suppressed = entry[2] if entry is not None else 0
+                self._seen.pop(key, None)
+                if len(self._seen) >= self.max_keys:
+                    del self._seen[next(iter(self._seen))]
+                self._seen[key] = [now, 1, 0]
+                return suppressed
+            if entry[1] < self.burst:
+                entry[1] += 1
+                suppressed, entry[2] = entry[2], 0
+                return suppressed
+            entry[2] += 1
+            return None
+
+    def log(self, logger: logging.Logger, level: int, key: str, msg: str, *args: object) -> None:
+        """Log `msg % args` unless `key` is over its budget; notes how many lines were dropped before it."""
+        suppressed = self.allow(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            msg += " (%d similar lines from %s suppressed)"
+            args = (*args, suppressed, key)
+        logger.log(level, msg, *args)
 
 
 class FailureDelay:

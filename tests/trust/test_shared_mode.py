@@ -12,7 +12,7 @@ from recognizer.server.stations import ServerConfig
 from recognizer.server.trust import TrustConfig
 from recognizer.settings import build_parser
 from recognizer.vision.detect import EngineConfig
-from recognizer.vision.pipeline import PipelineConfig
+from recognizer.station.pipeline import PipelineConfig
 from shared import protocol
 from shared.config import ConfigError
 from shared.protocol import MessageKind

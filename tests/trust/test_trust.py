@@ -18,7 +18,7 @@ from recognizer.app import RecognizerApp, RecognizerSettings
 from recognizer.vision.detect import EngineConfig
 from recognizer.server.stations import ServerConfig
 from recognizer.server.trust import Admission, Trust, TrustConfig
-from recognizer.vision.pipeline import PipelineConfig
+from recognizer.station.pipeline import PipelineConfig
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream
