@@ -21,7 +21,7 @@ import time
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
-from dashboard import gallery
+from dashboard import gallery, person_data
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.images import BadImage, check_jpeg
 from dashboard.services import services
@@ -158,7 +158,7 @@ def remove(name: str):  # noqa: ANN201
         person = validate_name(name, "person")
     except InvalidName as exc:
         abort(400, str(exc))
-    removed, seq = gallery.remove_person(services().writer, person)
+    removed, _faces, seq = person_data.erase_person(services().writer, person, caller.name)
     if not removed:
         abort(404, f"nobody named {person!r} is enrolled")
     notifier().committed(seq)

@@ -21,7 +21,7 @@ class ReviewFace(Base):
 
     __tablename__ = "review_faces"
     __table_args__ = (sa.UniqueConstraint("alert_id", "track", name="uq_review_alert_track"),
-                      sa.Index("ix_review_state_group", "state", "group_id"))
+                      sa.Index("ix_review_state_group", "state", "group_id", "seen_at"))
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     alert_id: Mapped[str] = mapped_column(sa.String(32), index=True)
     station_id: Mapped[str] = mapped_column(sa.String(64), index=True)
@@ -30,10 +30,17 @@ class ReviewFace(Base):
     candidate: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # unsure: the nearest person
     distance: Mapped[Optional[float]] = mapped_column(sa.Float, nullable=True)
     vector: Mapped[bytes] = mapped_column(sa.LargeBinary(512))
-    crop: Mapped[bytes] = mapped_column(Blob)
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     group_id: Mapped[int] = mapped_column(sa.Integer, index=True)
     state: Mapped[str] = mapped_column(sa.String(16), default="queued")
-    resolved_as: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
+    resolved_as: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True, index=True)
     resolved_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)
     resolved_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ReviewCrop(Base):
+    """The JPEG crop of a queued face, kept apart so the queue's rows stay small (grouping reads every vector)."""
+
+    __tablename__ = "review_crops"
+    face_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("review_faces.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(Blob)
