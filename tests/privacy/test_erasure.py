@@ -62,13 +62,16 @@ def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
             "photo": base64.b64encode(photo).decode()})
         assert code == 201, body
         from dashboard import db as dbmod
-        from dashboard.library_models import ReviewFace
+        from dashboard.library_models import ReviewCrop, ReviewFace
         from dashboard.models import utcnow
 
         engine = dbmod.make_engine(f"sqlite:///{pool.db_path}")
         with dbmod.make_session_factory(engine, write=True)() as db:
-            db.add(ReviewFace(alert_id="a" * 32, station_id="desk-01", track=1, verdict="unsure", candidate="erin",
-                              vector=vec.tobytes(), crop=photo, seen_at=utcnow(), group_id=1, state="queued"))
+            face = ReviewFace(alert_id="a" * 32, station_id="desk-01", track=1, verdict="unsure", candidate="erin",
+                              vector=vec.tobytes(), seen_at=utcnow(), group_id=1, state="queued")
+            db.add(face)
+            db.flush()
+            db.add(ReviewCrop(face_id=face.id, data=photo))
             db.commit()
         engine.dispose()
         wait_until("erin on both nodes, in memory and on disk", lambda: all(
@@ -102,6 +105,7 @@ def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
             assert vec.tobytes()[:64] not in raw
         assert pool.query("SELECT count(*) FROM gallery_encodings WHERE person = 'erin'") == [(0,)]
         assert pool.query("SELECT count(*) FROM review_faces") == [(0,)]
+        assert pool.query("SELECT count(*) FROM review_crops") == [(0,)]  # crops go with their faces
         actions = pool.query("SELECT actor, action, subject FROM audit_log ORDER BY id")
         assert ("pool", "remove_person", "erin") in actions and any(
             a[1:] == ("person.export", "erin") for a in actions), actions
