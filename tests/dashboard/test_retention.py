@@ -40,11 +40,12 @@ def test_each_kind_goes_when_its_time_is_up(app, tokens: Tokens, jpeg: bytes) ->
     recent = _post(app, tokens, RECENT, jpeg)
     writer = services(app).writer
     with writer() as db:
-        db.add_all([_face(ancient, OLD, 1), _face(recent, RECENT, 2),
-                    SignInFailure(station_id="desk-01", username="u", reason="password", at=OLD),
-                    SignInFailure(station_id="desk-01", username="u", reason="password", at=RECENT)])
+        faces = [_face(ancient, OLD, 1), _face(recent, RECENT, 2)]
+        db.add_all(faces)
         db.flush()
-        db.add_all([ReviewCrop(face_id=f.id, data=b"\xff\xd8\xff" + b"x" * 100) for f in db.scalars(sa.select(ReviewFace))])
+        db.add_all([ReviewCrop(face_id=f.id, data=b"\xff\xd8\xff" + b"x" * 100) for f in faces])
+        db.add_all([SignInFailure(station_id="desk-01", username="u", reason="password", at=OLD),
+                    SignInFailure(station_id="desk-01", username="u", reason="password", at=RECENT)])
         for i in range(3):
             audit.record(db, "admin", "person.view", f"p{i}", "", "", at=NOW - dt.timedelta(days=800))
         audit.record(db, "admin", "person.view", "kept", "", "", at=RECENT)
@@ -57,7 +58,7 @@ def test_each_kind_goes_when_its_time_is_up(app, tokens: Tokens, jpeg: bytes) ->
         assert set(db.scalars(sa.select(Evidence.alert_id))) == {recent}
         assert db.get(Alert, month).evidence_purged_at is not None
         assert [f.alert_id for f in db.scalars(sa.select(ReviewFace))] == [recent]
-        assert db.scalar(sa.select(sa.func.count()).select_from(ReviewCrop)) == 1  # the crop went with its face
+        assert db.scalar(sa.select(sa.func.count()).select_from(ReviewCrop)) == 1  # its crop went with it
         assert db.scalar(sa.select(sa.func.count()).select_from(SignInFailure)) == 1
         assert [e.subject for e in audit.entries(db)] == ["audit", "kept"]  # the trim itself is audited
         assert audit.verify(db).ok

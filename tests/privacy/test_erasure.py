@@ -106,7 +106,7 @@ def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
             assert vec.tobytes()[:64] not in raw
         assert pool.query("SELECT count(*) FROM gallery_encodings WHERE person = 'erin'") == [(0,)]
         assert pool.query("SELECT count(*) FROM review_faces") == [(0,)]
-        assert pool.query("SELECT count(*) FROM review_crops") == [(0,)]
+        assert pool.query("SELECT count(*) FROM review_crops") == [(0,)]  # crops go with their faces
         actions = pool.query("SELECT actor, action, subject FROM audit_log ORDER BY id")
         assert ("pool", "remove_person", "erin") in actions and any(
             a[1:] == ("person.export", "erin") for a in actions), actions
