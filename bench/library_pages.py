@@ -101,7 +101,7 @@ def pages(app, people: int, queued: int, token: str) -> list[tuple[str, list[flo
     photo = _photo()
     rng = np.random.default_rng(9)
     out = [("people, page 1", timed(client, "get", "/library/people")),
-           (f"people, page {last_people}", timed(client, "get", f"/library/people?page={last_people}")),
+           (f"people, last page ({last_people})", timed(client, "get", f"/library/people?page={last_people}")),
            ("people, name search", timed(client, "get", "/library/people?q=person_0199")),
            ("review queue, page 1", timed(client, "get", "/library/review")),
            ("review queue, page 50", timed(client, "get", "/library/review?page=50")),

@@ -140,6 +140,7 @@ def add():  # noqa: ANN201
             person=person, vector=_b64(body, "vector", required=True), model=body.get("model"),
             source=body.get("source"), photo_sha256=body.get("photo_sha256") if isinstance(body.get("photo_sha256"), str) else "",
             enrolled_by=body.get("enrolled_by"), via=caller.name, station_id=station, grant_id=grant_id, photo=photo,
+            **_notice(body, grant_id),
         )
     except gallery.BadEncoding as exc:
         abort(400, str(exc))
@@ -149,6 +150,18 @@ def add():  # noqa: ANN201
     notifier().committed(change["seq"])
     log.info("gallery change %d: %s enrolled %s (%s) via %s", change["seq"], new.enrolled_by, who(person), new.source, caller.name)
     return jsonify(change=change), 201
+
+
+def _notice(body: dict, grant_id: int | None) -> dict:
+    """The notice a person was shown and who confirmed it: as sent, else for a Capture (an admin's grant) the
+    dashboard's current notice, confirmed by that admin (who must show it before pressing Capture)."""
+    version, by = body.get("notice_version"), body.get("notice_confirmed_by")
+    for name, value in (("notice_version", version), ("notice_confirmed_by", by)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= (32 if name == "notice_version" else 64)):
+            abort(400, f"{name} must be a short string")
+    if version is None and grant_id is not None:
+        version, by = services().config.notice_version, by or body.get("enrolled_by")
+    return {"notice_version": version, "notice_confirmed_by": by if version else None}
 
 
 @bp.delete("/api/gallery/people/<name>")

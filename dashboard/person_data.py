@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dashboard import audit, gallery
 from dashboard.audit_models import AuditEntry
 from dashboard.gallery_models import GalleryEncoding
-from dashboard.library_models import ReviewFace
+from dashboard.library_models import ReviewCrop, ReviewFace  # a face's crop lives in review_crops (deleted with it)
 from dashboard.models import Alert, EnrolGrant, Evidence, SignInFailure, User
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ def export_person(db: Session, name: str, out: Path) -> dict:
             "photo": save(f"encoding-{e.id}.jpg", e.photo)})
     faces = [{"id": f.id, "alert_id": f.alert_id, "station_id": f.station_id, "verdict": f.verdict,
               "candidate": f.candidate, "state": f.state, "resolved_as": f.resolved_as, "seen_at": _iso(f.seen_at),
-              "crop": save(f"review-{f.id}.jpg", f.crop)}
-             for f in db.scalars(sa.select(ReviewFace).where(
+              "crop": save(f"review-{f.id}.jpg", crop)}
+             for f, crop in db.execute(sa.select(ReviewFace, ReviewCrop.data).outerjoin(
+                 ReviewCrop, ReviewCrop.face_id == ReviewFace.id).where(
                  sa.or_(ReviewFace.candidate == name, ReviewFace.resolved_as == name)).order_by(ReviewFace.id))]
     accounts = list(db.scalars(sa.select(User).where(User.identity == name)))
     logins = {name, *(u.username for u in accounts)}
