@@ -6,6 +6,7 @@ types never leave this module. Images are RGB uint8 (convert with `cv2.cvtColor`
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from contextlib import contextmanager
@@ -80,22 +81,37 @@ def _iou(a: Box, b: Box) -> float:
 
 
 class _Lease:
-    """A free list of non-thread-safe dlib objects: each caller borrows its own, new ones made on demand.
+    """A free list of non-thread-safe dlib objects: each caller borrows its own, at most `limit` made (default:
+    one per CPU core the process may use); a caller beyond that waits for one to come back.
 
     dlib's HOG detector keeps per-call scratch state (calling one from two threads crashed the
-    process), but it releases the GIL, so a detector per concurrent caller gives real parallelism.
+    process), but it releases the GIL, so a detector per concurrent caller gives real parallelism; more
+    detectors than cores would add none, and each costs ~0.7 s of CPU to build (paid on some station's frame).
     """
 
-    def __init__(self, factory) -> None:
+    def __init__(self, factory, limit: int = 0) -> None:
         self._factory = factory
+        self.limit = limit or max(1, len(os.sched_getaffinity(0)))
         self._free: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def fill(self) -> None:
+        """Make every object now (at start, not on some station's frame)."""
+        with self._lock:
+            missing, self._made = self.limit - self._made, self.limit
+        for _ in range(missing):
+            self._free.put(self._factory())
 
     @contextmanager
     def borrow(self):
         try:
             obj = self._free.get_nowait()
         except queue.Empty:
-            obj = self._factory()
+            with self._lock:
+                make = self._made < self.limit
+                self._made += make
+            obj = self._factory() if make else self._free.get()
         try:
             yield obj
         finally:
@@ -178,8 +194,7 @@ class FaceEngine:
             self._hog = None
         else:
             self._hog = _Lease(dlib.get_frontal_face_detector)
-            with self._hog.borrow():  # build the first one now, not on the first frame
-                pass
+            self._hog.fill()  # build them now, not on some station's frame
             self._cnn = None
         self._cnn_lock = threading.Lock()
         # HOG and CNN for sweeps and for asking for one detector by name (shares this engine's detectors). With
