@@ -7,12 +7,6 @@ frames of all stations), works out how many frames a second its cores can serve 
 tells each edge its share (`max_fps` in WELCOME and in every RESULT; docs/protocol.md), never more than
 `max_fps`. Edges space their frames to it (shared/pacing.py), so frames arrive evenly and are answered at once.
 
-The CPU model assumes the cores are the recognizer's. When they are not (other programs on the machine, a
-slower CPU than the cost suggests), the stations do not keep up with the rates they were told; so every
-`window_s` the frames actually served are compared with the rates told: when fewer than 85 % were served, the
-capacity is taken to be what was served (each station told its even share of it: fair, and no frame waits
-behind other desks'); while they keep up, the capacity is raised 10 % a window, back up to the CPU model.
-
 `station_fps` is the rate a station is planned for (blink liveness needs about 10 frames/s: a blink lasts
 100-400 ms): when the share falls below it the server says so in its log (too many desks for this machine;
 docs/sizing.md).
@@ -22,9 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +46,13 @@ class PacingParams:
 class FairShare:
     """Frame cost measured across all stations, and each station's share of the capacity. Thread-safe."""
 
-    KEEPING_UP = 0.85  # served / told over a window at or above this: the stations keep up
-    PROBE = 1.1  # capacity raised by this factor per window while they keep up
-
-    def __init__(self, params: PacingParams = PacingParams(), cores: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic, window_s: float = 2.0) -> None:
+    def __init__(self, params: PacingParams = PacingParams(), cores: Optional[float] = None) -> None:
         self.params = params
         self.cores = float(cores if cores is not None else len(os.sched_getaffinity(0)))
-        self._clock = clock
-        self.window_s = window_s
         self._lock = threading.Lock()
         self._cost_s: Optional[float] = None
         self._frames = 0
         self._short = False  # the last share told was under station_fps (logged once per change)
-        self._window_start: Optional[float] = None
-        self._served = 0  # frames served in the current window
-        self._told_total = 0.0  # frames/s the stations were last told, summed
-        self._observed: Optional[float] = None  # capacity as served when the stations did not keep up
 
     def frame_cost(self, cpu_s: float) -> None:
         """One frame cost `cpu_s` CPU seconds of its station's thread."""
@@ -81,7 +64,6 @@ class FairShare:
                 cpu_s = min(cpu_s, 3 * self._cost_s)
             n = min(self._frames, 100)  # a running mean at first, then an average over ~100 frames
             self._cost_s = cpu_s if self._cost_s is None else self._cost_s + (cpu_s - self._cost_s) / n
-            self._served += 1
 
     @property
     def cost_ms(self) -> Optional[float]:
@@ -91,41 +73,12 @@ class FairShare:
                 return None
             return self._cost_s * 1e3
 
-    def model_fps(self) -> Optional[float]:
-        """Frames a second this machine's cores could serve at the measured cost (None: not measured yet)."""
+    def capacity_fps(self) -> Optional[float]:
+        """Frames a second this machine's cores can serve at the measured cost (None: not measured yet)."""
         cost = self.cost_ms
         if cost is None:
             return None
         return self.cores * self.params.utilisation * 1e3 / max(cost, 0.1)
-
-    def capacity_fps(self) -> Optional[float]:
-        """Frames a second the stations can be served: the CPU model, or less when they did not keep up."""
-        model = self.model_fps()
-        if model is None:
-            return None
-        self._observe()
-        with self._lock:
-            return model if self._observed is None else min(model, self._observed)
-
-    def _observe(self) -> None:
-        """Close the current window when it is over: compare the frames served with the rates told."""
-        now = self._clock()
-        with self._lock:
-            if self._window_start is None:
-                self._window_start, self._served = now, 0
-                return
-            elapsed = now - self._window_start
-            if elapsed < self.window_s:
-                return
-            served = self._served / elapsed
-            if self._told_total > 0 and served < self.KEEPING_UP * self._told_total:
-                self._observed = max(served, 1.0)
-            elif self._observed is not None:
-                self._observed *= self.PROBE
-                model = self.cores * self.params.utilisation / max(self._cost_s or 1.0, 1e-4)
-                if self._observed >= model:
-                    self._observed = None  # back to the CPU model
-            self._window_start, self._served = now, 0
 
     def rate(self, stations: int) -> float:
         """The frames/s each of `stations` connected stations is told it can send."""
@@ -134,8 +87,6 @@ class FairShare:
         if capacity is None:
             return p.station_fps
         share = min(p.max_fps, capacity / max(stations, 1))
-        with self._lock:
-            self._told_total = share * max(stations, 1)
         short = share < p.station_fps
         if short != self._short:
             self._short = short
