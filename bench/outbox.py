@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.alerting.outbox import Outbox, OutboxConfig
-from recognizer.alerting.rules import AlertEvent
+from shared.alert_wire import AlertEvent
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget
 from tests.procs import free_port
 

@@ -93,7 +93,7 @@ def clip_boxes(detector: str, index_dir: Path, engine) -> tuple[dict[int, list[B
     from recognizer.identity.index import IndexStore
     from recognizer.tools.replay import ClipClock
     from recognizer.vision.detect import EngineConfig
-    from recognizer.vision.pipeline import PipelineConfig
+    from recognizer.station.pipeline import PipelineConfig
 
     settings = RecognizerSettings(engine=EngineConfig(detector=detector), pipeline=PipelineConfig(liveness=False),
                                   index_dir=index_dir)

@@ -39,7 +39,7 @@ from recognizer.identity.enroll import build_index
 from recognizer.identity.index import save_index
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.detect import DETECTORS, EngineConfig
-from recognizer.vision.pipeline import PipelineConfig
+from recognizer.station.pipeline import PipelineConfig
 from shared import protocol
 from shared.stream import MessageStream
 

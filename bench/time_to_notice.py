@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 from recognizer.identity.enroll import build_index
 from recognizer.identity.index import IndexStore, save_index
 from recognizer.vision.detect import FaceEngine
-from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from shared.jpeg import encode_jpeg
 
 DATA = Path(os.environ.get("FACEMON_DATA", REPO.parent / "shared" / "data"))

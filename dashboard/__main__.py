@@ -1,5 +1,5 @@
 """Command line: `facemon-dashboard serve|create-admin|create-user|add-station|add-stations|revoke-station|enrol-grant|
-enrolments|purge|db upgrade` (also `python -m dashboard ...`)."""
+enrolments|purge|audit verify|audit export|db upgrade` (also `python -m dashboard ...`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,13 +8,13 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
 from dashboard.config import DEFAULT_DB_URL, DashboardConfig
 from shared.config import ConfigError, setup_logging
 from shared.fsmode import private_umask
+from shared.web_server import quiet_web_server_logs
 
 log = logging.getLogger("dashboard")
 PASSWORD_ENV = "FACEMON_DASHBOARD_ADMIN_PASSWORD"
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 for the whole network)")
     s.add_argument("--port", type=int, help="TCP port (default 5000)")
     s.add_argument("--max-body-mib", type=float, help="largest accepted upload in MiB (default 5)")
+    s.add_argument("--threads", dest="web_threads", type=int,
+                   help="requests served at once (default 16; env FACEMON_DASHBOARD_WEB_THREADS; every other "
+                        "FACEMON_DASHBOARD_* setting is listed in docs/dashboard.md)")
 
     for name, role_help in (("create-admin", "an admin"), ("create-user", "a viewer, evaluator, staff or admin")):
         u = sub.add_parser(name, help=f"add {role_help} account, or reset its password")
@@ -78,8 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("enrolments", help="print the enrolment audit: grants issued, redeemed, and their outcome")
     la.add_argument("--limit", type=int, default=50)
 
+    rt = sub.add_parser("retention", help="apply the retention periods now (the running server does it every "
+                        "retention_interval_s) and print what was removed")
+    rt.add_argument("--compact", action="store_true", help="also compact the database (VACUUM) afterwards")
+
     g = sub.add_parser("purge", help="delete evidence images of alerts older than N days (the alerts stay)")
     g.add_argument("--older-than-days", type=float, required=True)
+
+    au = sub.add_parser("audit", help="the audit of every look: verify its hash chain, or export it as CSV")
+    au.add_argument("action", choices=("verify", "export"), help="verify: exit 1 and name the first broken link if "
+                    "an entry was edited or removed; export: the whole log with its hashes as CSV")
+    au.add_argument("--out", type=Path, help="export: write to this file (default: standard output)")
+
+    xp = sub.add_parser("export-person", help="everything held about one person (GDPR Art. 15): person.json and "
+                        "images in --out (0700); audited")
+    xp.add_argument("name", help="the enrolled name (known_faces/NAME)")
+    xp.add_argument("--out", type=Path, required=True, help="folder to write (created; must be empty or new)")
+
+    er = sub.add_parser("erase-person", help="remove a person (GDPR Art. 17): encodings, photos, review faces; every "
+                        "recognizer drops them as it follows the gallery; audited")
+    er.add_argument("name")
+
+    dk = sub.add_parser("data-key", help="the key that seals encodings, photos and evidence at rest: new (a 0600 "
+                        "key file) or rotate (seal everything with a fresh key, drop the old one)")
+    dk.add_argument("action", choices=("new", "rotate"))
+    dk.add_argument("--out", type=Path, help="new: the key file to create (else FACEMON_DASHBOARD_DATA_KEY_FILE)")
 
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
@@ -91,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {"database_url": args.database_url, "log_level": args.log_level}
     if args.command == "serve":
-        overrides.update(host=args.host, port=args.port,
+        overrides.update(host=args.host, port=args.port, web_threads=args.web_threads,
                          max_body_bytes=None if args.max_body_mib is None else int(args.max_body_mib * 1024 * 1024))
     try:
         config = DashboardConfig.from_env(**overrides)
@@ -99,13 +125,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)  # one record, one line: control characters in logged values escaped
-    # one line per request (a status post every 5 s per desk) only at DEBUG; state changes are logged by dashboard.stations
-    logging.getLogger("werkzeug").setLevel("DEBUG" if config.log_level.upper() == "DEBUG" else "WARNING")
+    quiet_web_server_logs()
     from dashboard.db import DatabaseError
+
+    from shared.crypto import DataKeyError
 
     try:
         return _run(args, config)
-    except DatabaseError as exc:
+    except (DatabaseError, DataKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -115,13 +142,27 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 
     if args.command == "serve":
         return serve(config)
-    engine = dbmod.make_engine(config.database_url)
+    if args.command == "data-key":
+        return _data_key_command(args, config)
+    from dashboard import data_key
+
+    engine = data_key.open_engine(config)
     if args.command == "db":
         if args.action == "upgrade":
             dbmod.upgrade(engine)
         print(f"schema revision: {dbmod.current_revision(engine)} (newest: {dbmod.head_revision()})")
         return 0
     dbmod.upgrade(engine)
+    data_key.check(engine)
+    if args.command == "retention":
+        from dashboard import retention
+
+        counts = retention.apply(dbmod.make_session_factory(engine, write=True),
+                                 retention.RetentionPolicy.from_config(config))
+        print("removed: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing (every period is 0)"))
+        if args.compact:
+            print(f"compacted ({retention.compact(engine)})")
+        return 0
     with dbmod.make_session_factory(engine)() as db:
         return _admin_command(args, db)
 
@@ -181,6 +222,10 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             for g in grants.enrolment_audit(db, args.limit):
                 print(f"{g.id}\t{g.issued_at.isoformat()}\tby={g.admin}\tstation={g.station_id}\tidentity={g.identity}"
                       f"\tused={g.used_at.isoformat() if g.used_at else '-'}\t{g.outcome or '-'}\t{g.reason or ''}")
+        elif args.command in ("export-person", "erase-person"):
+            return _person_command(args, db)
+        elif args.command == "audit":
+            return _audit_command(args, db)
         elif args.command == "purge":
             if args.older_than_days < 0:
                 raise CommandError("--older-than-days must not be negative")
@@ -189,6 +234,81 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     except (AccountError, TokenError, CommandError, BadAlert, provisioning.ProvisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _person_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    from dashboard import audit, person_data
+    from shared.names import InvalidName, validate_name
+
+    try:
+        name = validate_name(args.name, "name")
+    except InvalidName as exc:
+        raise CommandError(str(exc)) from None
+    actor = f"cli:{getpass.getuser()}"
+    factory = sessionmaker_of(db)
+    if args.command == "erase-person":
+        removed, faces, seq = person_data.erase_person(factory, name, actor, address="")
+        if not removed:
+            raise CommandError(f"nobody named {name!r} is enrolled")
+        print(f"erased {name!r}: {removed} encodings and photos, {faces} review faces (gallery change {seq}); "
+              "every recognizer following the gallery drops them within seconds")
+        return 0
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CommandError(f"{args.out} is not empty; give a new folder")
+    result = person_data.export_person(db, name, args.out)
+    audit.record_now(factory, actor, "person.export", name, f"{len(result['files'])} files", address="")
+    print(f"wrote {args.out / 'person.json'} and {len(result['files'])} images: {len(result['encodings'])} encodings, "
+          f"{len(result['review_faces'])} review faces, {len(result['alerts'])} alerts, {len(result['audit'])} audit entries")
+    return 0
+
+
+def sessionmaker_of(db):  # noqa: ANN001, ANN201
+    """A write-session factory on `db`'s engine (for work that commits in its own transactions)."""
+    from dashboard import db as dbmod
+
+    return dbmod.make_session_factory(db.get_bind(), write=True)
+
+
+def _data_key_command(args: argparse.Namespace, config: DashboardConfig) -> int:
+    from dashboard import data_key
+    from shared.crypto import KeyRing, new_key, write_ring
+
+    target = args.out or (Path(config.data_key_file) if config.data_key_file else None)
+    if target is None:
+        raise SystemExit("error: say where the key file is: --out FILE or FACEMON_DASHBOARD_DATA_KEY_FILE")
+    if args.action == "new":
+        if target.exists():
+            raise SystemExit(f"error: {target} exists; a new key would make its data unreadable (rotate instead)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ring = KeyRing((new_key(),))
+        write_ring(target, ring)
+        print(f"data key {ring.ids()[0]} written to {target} (0600); set FACEMON_DASHBOARD_DATA_KEY_FILE={target} "
+              "and keep a copy offline: without it the data cannot be read")
+        return 0
+    kid, counts = data_key.rotate(config, target)
+    print(f"rotated to data key {kid} in {target}: re-sealed " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
+def _audit_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    from dashboard import audit
+
+    if args.action == "verify":
+        report = audit.verify(db)
+        if report.ok:
+            print(f"audit chain intact: {report.checked} entries checked")
+            return 0
+        print(f"audit chain BROKEN at entry {report.broken_at}: {report.reason} "
+              f"({report.checked} entries checked before it)", file=sys.stderr)
+        return 1
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
+    try:
+        for chunk in audit.export_csv(db):
+            out.write(chunk)
+    finally:
+        if args.out:
+            out.close()
     return 0
 
 
@@ -202,31 +322,28 @@ def _ask_password() -> str:
 
 
 def serve(config: DashboardConfig) -> int:
-    """Run the threaded WSGI server until SIGINT/SIGTERM; live streams are ended on the way out."""
-    from werkzeug.serving import make_server
-
+    """Run the production web server (waitress, `shared.web_server`) until SIGINT/SIGTERM; live streams are ended
+    and requests in service get `stop_grace_s` to finish on the way out."""
     from dashboard.app import create_app
     from dashboard.services import services
+    from shared.web_server import WebServer
 
     app = create_app(config)
-    server = make_server(config.host, config.port, app, threaded=True)
-    stop = threading.Event()
+    svc = services(app)
+    server = WebServer(app, config.web_server(), on_stop=svc.broker.close)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
-        stop.set()
-        services(app).broker.close()
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.stop(wait=False)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
-    log.info("dashboard listening on http://%s:%d/", host, server.server_port)
+    log.info("dashboard listening on http://%s:%d/", host, server.port)
     try:
         server.serve_forever()
     finally:
-        server.server_close()
-        services(app).engine.dispose()
+        svc.close()
     return 0
 
 

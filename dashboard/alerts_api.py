@@ -11,8 +11,9 @@ from typing import Optional
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
-from dashboard import handover, stations, store
+from dashboard import handover, review_queue, stations, store
 from dashboard.api_requests import bearer_caller
+from dashboard.audit_pages import look
 from dashboard.db import get_db
 from dashboard.images import BadImage, check_jpeg
 from dashboard.ingest import parse_legacy
@@ -41,6 +42,7 @@ def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Opti
                 abort(400, str(exc))
     if msg.state == "open" and image is None:
         abort(400, "an 'open' event needs the part 'image' (the JPEG evidence)")
+    face = msg.details.pop("face", None)  # an unknown face's crop and encoding: the review queue's, not the row's
     try:
         outcome = store.apply_event(services().writer, msg, image, best)
     except store.Conflict as exc:
@@ -49,8 +51,19 @@ def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Opti
         log.debug("duplicate event %s ignored", msg.event_id)
         return jsonify(status="duplicate", alert_id=outcome.alert_id), 200
     log.info("alert %s %s: %s %s at %s", outcome.alert_id, outcome.status, msg.type, msg.state, msg.station_id)
+    if face is not None:
+        _queue_for_review(face, msg)
     services().broker.publish("alert", json.dumps({"alert_id": outcome.alert_id, "status": outcome.status}))
     return jsonify(status=outcome.status, alert_id=outcome.alert_id), 201
+
+
+def _queue_for_review(face: object, msg: AlertMessage) -> None:
+    """The alert's face into the review queue; a bad face is logged and never costs the alert."""
+    try:
+        review_queue.add_face(services().writer, review_queue.parse_face(
+            face, msg.alert_id, msg.station_id, msg.ended_at or msg.started_at))
+    except review_queue.BadFace as exc:
+        log.warning("alert %s: its face is not queued for review: %s", msg.alert_id, exc)
 
 
 @bp.post("/api/alerts")
@@ -152,6 +165,7 @@ def handover_session(body: dict) -> Optional[tuple[str, str, dt.datetime]]:
 @login_required()
 def get_alerts():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
+    look("alerts.list", f"{len(alerts)} alerts", request.query_string.decode(errors="replace")[:500] or "all")
     return jsonify(alerts=alerts, page=page, per_page=per_page, total=total)
 
 
@@ -179,6 +193,8 @@ def get_image(alert_id: str, which: str):  # noqa: ANN201
         if alert.evidence_purged_at is not None:
             abort(410, "the evidence of this alert was purged by the retention policy")
         abort(404, f"this alert has no {which}")
+    if which != "thumb":  # the full frame is the look; thumbnails are the alert list's (audited as alerts.list)
+        look("evidence.view", f"alert {alert.alert_id}", which)
     resp = Response(data, mimetype="image/jpeg")
     resp.headers["Cache-Control"] = "private, max-age=300"
     return resp
@@ -198,6 +214,7 @@ CSV_COLUMNS = ("alert_id", "station_id", "login_name", "type", "state", "started
 @login_required()
 def get_csv():  # noqa: ANN201
     flt = filter_from_args(request.args)
+    look("alerts.csv", "alerts", request.query_string.decode(errors="replace")[:500] or "all")
     factory = services().sessions
 
     def rows():  # noqa: ANN202 - streamed so a large export never sits in memory
@@ -231,8 +248,15 @@ def _csv_safe(value: object) -> object:
 @login_required()
 def events():  # noqa: ANN201
     svc = services()
-    sub = svc.broker.subscribe()
-    resp = Response(svc.broker.stream(sub, svc.config.sse_heartbeat_s), mimetype="text/event-stream")
+    # each stream holds one of the web server's threads for its life: at most max_live_streams of them
+    sub = svc.broker.subscribe(limit=svc.config.max_live_streams)
+    if sub is None:
+        svc.refusals.warning("live page from %s turned away: %d live pages open", request.remote_addr,
+                             svc.config.max_live_streams)
+        stream = svc.broker.busy(svc.config.max_live_streams)
+    else:
+        stream = svc.broker.stream(sub, svc.config.sse_heartbeat_s)
+    resp = Response(stream, mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

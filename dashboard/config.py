@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping, Optional
 
 from shared.config import ConfigError, env_settings
+from shared.web_server import WebServerSettings
 
 ENV_PREFIX = "FACEMON_DASHBOARD_"
 DEFAULT_DB_URL = "sqlite:///var/dashboard.sqlite3"
@@ -35,6 +36,22 @@ class DashboardConfig:
     sign_in_window_s: float = field(default=300.0, metadata={"help": "window of the sign-in failure limit, seconds"})
     enrol_ticket_ttl_s: float = field(default=3600.0, metadata={"help": "seconds an admin's desk sign-in may ask for enrol grants"})
     enrol_grant_ttl_s: float = field(default=60.0, metadata={"help": "seconds an enrol grant stays redeemable (single-use)"})
+    password_checks_at_once: int = field(default=1, metadata={"help": "password hashes computed at once (each ~32 MiB, ~0.1 s of a core; one leaves the other cores serving); as many more wait, the rest get 429"})
+    web_threads: int = field(default=16, metadata={"help": "requests served at once by the web server (each live page holds one)"})
+    web_connection_limit: int = field(default=4000, metadata={"help": "open connections at most; beyond, the longest silent ones are closed"})
+    web_idle_timeout_s: float = field(default=30.0, metadata={"help": "a connection silent this long (idle keep-alive, or nothing sent) is closed"})
+    web_request_timeout_s: float = field(default=20.0, metadata={"help": "a request's headers and body must all arrive within this many seconds"})
+    max_live_streams: int = field(default=8, metadata={"help": "live pages (event streams) at once; more are told to poll and retry later"})
+    data_key_file: Optional[str] = field(default=None, metadata={"help": "file (0600) of the keys that seal encodings, photos and evidence at rest (facemon-dashboard data-key new); else env FACEMON_DATA_KEY; neither: stored unencrypted"})
+    notice_version: str = field(default="2026-12-v1", metadata={"help": "version of the privacy notice shown before enrolment (docs/privacy.md), recorded with each Capture"})
+    retention_evidence_days: float = field(default=30.0, metadata={"help": "days alert evidence images are kept (0: forever)"})
+    retention_alerts_days: float = field(default=180.0, metadata={"help": "days alert rows are kept, with their events (0: forever)"})
+    retention_review_days: float = field(default=30.0, metadata={"help": "days review-queue faces (crops, encodings) are kept (0: forever)"})
+    retention_sign_in_failures_days: float = field(default=90.0, metadata={"help": "days failed sign-ins are kept (0: forever)"})
+    retention_audit_days: float = field(default=730.0, metadata={"help": "days audit entries are kept (0: forever)"})
+    retention_interval_s: float = field(default=3600.0, metadata={"help": "seconds between retention passes of the running dashboard (0: none)"})
+    vacuum_interval_s: float = field(default=86400.0, metadata={"help": "seconds between compactions of the database after retention (VACUUM; 0: never)"})
+    stop_grace_s: float = field(default=5.0, metadata={"help": "on SIGTERM, requests in service get this long to finish"})
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -61,8 +78,41 @@ class DashboardConfig:
             raise ConfigError("sign_in_max_failures must be 1..1000 and sign_in_window_s 1..86400 seconds")
         if not 60 <= self.enrol_ticket_ttl_s <= 86400 or not 5 <= self.enrol_grant_ttl_s <= 3600:
             raise ConfigError("enrol_ticket_ttl_s must be 60..86400 and enrol_grant_ttl_s 5..3600 seconds")
+        if not 1 <= self.password_checks_at_once <= 32:
+            raise ConfigError("password_checks_at_once must be 1..32")
+        if not 4 <= self.web_threads <= 256:
+            raise ConfigError("web_threads must be 4..256")
+        if not 1 <= self.max_live_streams <= self.web_threads - 3:
+            raise ConfigError(f"max_live_streams must be 1..web_threads-3 ({self.web_threads - 3}): each live page holds "
+                              "a thread and the others must stay free for requests")
+        if not 16 <= self.web_connection_limit <= 100_000:
+            raise ConfigError("web_connection_limit must be 16..100000")
+        if not 1 <= self.web_idle_timeout_s <= 3600 or not 1 <= self.web_request_timeout_s <= 3600:
+            raise ConfigError("web_idle_timeout_s and web_request_timeout_s must be 1..3600 seconds")
+        if not 0 <= self.stop_grace_s <= 300:
+            raise ConfigError("stop_grace_s must be 0..300 seconds")
+        for name in ("retention_evidence_days", "retention_alerts_days", "retention_review_days",
+                     "retention_sign_in_failures_days", "retention_audit_days"):
+            if not 0 <= getattr(self, name) <= 3650:
+                raise ConfigError(f"{name} must be 0 (keep forever) or up to 3650 days")
+        if self.retention_evidence_days and self.retention_alerts_days and \
+                self.retention_alerts_days < self.retention_evidence_days:
+            raise ConfigError("retention_alerts_days must not be shorter than retention_evidence_days")
+        if self.retention_interval_s != 0 and not 1 <= self.retention_interval_s <= 86400:
+            raise ConfigError("retention_interval_s must be 0 (off) or 1..86400 seconds")
+        if self.vacuum_interval_s != 0 and not 60 <= self.vacuum_interval_s <= 30 * 86400:
+            raise ConfigError("vacuum_interval_s must be 0 (never) or 60..2592000 seconds")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level {self.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+
+    def web_server(self) -> WebServerSettings:
+        """The web server's bounds for this dashboard."""
+        return WebServerSettings(
+            host=self.host, port=self.port, threads=self.web_threads, connection_limit=self.web_connection_limit,
+            idle_timeout_s=self.web_idle_timeout_s, request_timeout_s=self.web_request_timeout_s,
+            # twice the app's own limit: a body a little too large gets the app's JSON 413 with the limit; a far
+            # larger one is refused by the server from its Content-Length, unread
+            max_body_bytes=2 * self.max_body_bytes, stop_grace_s=self.stop_grace_s, name="dashboard")
 
     def replace(self, **changes: object) -> "DashboardConfig":
         """A copy with some fields changed (validated again); None values are ignored."""

@@ -9,6 +9,9 @@ per account in the database; the failure that brings either count to `sign_in_ma
 of one account *at one desk*, that pair waits 5 s, 10 s, 20 s ... (at most 120 s, `shared.throttle`)
 before its next check, answered 429 with Retry-After. The same account at another desk, and other
 accounts at that desk, are not slowed, so a guesser cannot lock the real evaluator, or an admin, out.
+Each check is registered in memory before its password is hashed (`shared.throttle.InFlight`), so checks sent at once
+are held to the same count as checks sent one by one; the hash itself runs in the bounded
+`accounts.PasswordChecks` pool (429 `busy` when it is full).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Optional
 from flask import Blueprint, abort, jsonify
 
 from dashboard import grants
-from dashboard.accounts import check_login
+from dashboard.accounts import ChecksBusy, check_login
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.images import BadImage, check_jpeg
 from dashboard.models import utcnow
@@ -29,6 +32,7 @@ from dashboard.services import services
 from dashboard.sign_in_failures import FAILURE_REASONS, failure_counts, record_failure
 from dashboard.station_tokens import Caller
 from shared.names import InvalidName, validate_name
+from shared.throttle import TooManyFailures
 
 log = logging.getLogger(__name__)
 bp = Blueprint("desk_auth_api", __name__)
@@ -84,26 +88,38 @@ def check():  # noqa: ANN201
     password = body.get("password")
     if not isinstance(password, str):
         abort(400, "password must be a string")
-    now = utcnow()
-    with services().sessions() as db:
-        counts = failure_counts(db, station, username, now - dt.timedelta(seconds=services().config.sign_in_window_s))
-        wait = counts.wait_s(services().config.sign_in_max_failures, now)
-        if wait:
-            log.warning("sign-in for %r at %s refused: too many failures, %.0f s to wait", username, station, wait)
-            return _too_many(wait)
-        user = check_login(db, username, password)
-        found = None if user is None else {"username": user.username, "role": user.role, "identity": user.identity}
+    svc = services()
+    alert_id = None
+    try:
+        # registered before the failures are read and the hash computed, and ended only once this check's failure
+        # is stored: checks sent at once count each other (shared.throttle.InFlight)
+        with svc.desk_checks.begin(f"{station}|{username}") as ticket:
+            with svc.sessions() as db:
+                now = utcnow()
+                counts = failure_counts(db, station, username, now - dt.timedelta(seconds=svc.config.sign_in_window_s))
+                ticket.check(counts.pair, None if counts.pair_last is None else (now - counts.pair_last).total_seconds())
+                user = check_login(db, username, password, svc.password_checks)
+                found = None if user is None else {"username": user.username, "role": user.role, "identity": user.identity}
+            if found is None:
+                alert_id = record_failure(station, username, "wrong_password", _image(body))
+    except TooManyFailures as exc:
+        svc.refusals.warning("sign-in for %r at %s refused: too many failures, %d s to wait", username, station,
+                             exc.retry_after)
+        return _too_many(exc.wait_s)
+    except ChecksBusy as exc:
+        svc.refusals.warning("sign-in for %r at %s refused: password checks busy", username, station)
+        response = jsonify(ok=False, reason="busy", message="the dashboard is busy checking other sign-ins; try again")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, 429
     if found is None:
-        alert_id = record_failure(station, username, "wrong_password", _image(body))
         return jsonify(ok=False, reason="wrong_password", message="wrong user name or password",
                        alert_id=alert_id), 401
     if found["role"] == "viewer":
         return jsonify(ok=False, reason="no_desk_role", message="this account may not sign in at a desk"), 403
     log.info("password accepted for %r (%s) at %s", found["username"], found["role"], station)
     if found["role"] == "admin":  # the admin's right to ask for enrol grants at this desk (docs/trust.md)
-        with services().writer() as db:
-            found["enrol_ticket"] = grants.issue_ticket(db, found["username"], station,
-                                                        services().config.enrol_ticket_ttl_s)
+        with svc.writer() as db:
+            found["enrol_ticket"] = grants.issue_ticket(db, found["username"], station, svc.config.enrol_ticket_ttl_s)
     return jsonify(ok=True, **found)
 
 

@@ -32,9 +32,12 @@ class Broker:
         self._lock = threading.Lock()
         self.closed = threading.Event()
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, limit: Optional[int] = None) -> Optional[Subscription]:
+        """A new subscription, or None when `limit` subscribers are already there (checked and taken at once)."""
         sub = Subscription(self._queue_size)
         with self._lock:
+            if limit is not None and len(self._subs) >= limit:
+                return None
             self._subs.add(sub)
         log.debug("live subscriber added (%d now)", len(self._subs))
         return sub
@@ -62,6 +65,12 @@ class Broker:
     def close(self) -> None:
         """Make every stream end (server shutdown)."""
         self.closed.set()
+
+    @staticmethod
+    def busy(limit: int, retry_s: float = 30.0) -> Iterator[str]:
+        """The whole stream for a page turned away at `limit` live pages: a `busy` event and a slower retry."""
+        yield f"retry: {int(retry_s * 1000)}\n\n"
+        yield f"event: busy\ndata: {limit} live pages already open; this one updates by polling\n\n"
 
     def stream(self, sub: Subscription, heartbeat_s: float) -> Iterator[str]:
         """Server-Sent Events text for one subscriber, with keep-alive comments; ends when dropped or closed."""

@@ -12,7 +12,7 @@ import math
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +42,9 @@ class NewEncoding:
     station_id: Optional[str] = None
     grant_id: Optional[int] = None
     photo: Optional[bytes] = None
+    negative: bool = False  # a face that is NOT `person` (followed as a `not` change)
+    notice_version: Optional[str] = None  # the privacy notice the person was shown before enrolment
+    notice_confirmed_by: Optional[str] = None  # who confirmed they were shown it
 
     def __post_init__(self) -> None:
         if len(self.vector) != VECTOR_BYTES:
@@ -110,7 +113,11 @@ def _retrying(factory: sessionmaker[Session], work):  # noqa: ANN001, ANN202 - w
                 log.info("gallery write retried after %s", exc.orig)
 
 
-def add_encoding(factory: sessionmaker[Session], new: NewEncoding) -> tuple[dict, bool]:
+Also = Optional[Callable[[Session], None]]
+"""More work for the same transaction (an audit row): committed with the change, or not at all."""
+
+
+def add_encoding(factory: sessionmaker[Session], new: NewEncoding, also: Also = None) -> tuple[dict, bool]:
     """Store `new` and its `add` change; (the change as `change_dict` gives it, True) — or, when that person
     already has an encoding from the same photo, (that encoding's change, False)."""
 
@@ -125,18 +132,21 @@ def add_encoding(factory: sessionmaker[Session], new: NewEncoding) -> tuple[dict
         now = utcnow()
         row = GalleryEncoding(person=new.person, vector=new.vector, model=new.model, source=new.source,
                               photo_sha256=new.photo_sha256, station_id=new.station_id, enrolled_by=new.enrolled_by,
-                              grant_id=new.grant_id, via=new.via, photo=new.photo, created_at=now)
+                              grant_id=new.grant_id, via=new.via, photo=new.photo, created_at=now, negative=new.negative,
+                              notice_version=new.notice_version, notice_confirmed_by=new.notice_confirmed_by)
         db.add(row)
         db.flush()
-        change = GalleryChange(seq=seq, op="add", person=new.person, encoding_id=row.id, at=now)
+        change = GalleryChange(seq=seq, op="not" if new.negative else "add", person=new.person, encoding_id=row.id, at=now)
         db.add(change)
         db.flush()
+        if also is not None:
+            also(db)
         return change_dict(change, row), True
 
     return _retrying(factory, work)
 
 
-def remove_person(factory: sessionmaker[Session], person: str) -> tuple[int, int]:
+def remove_person(factory: sessionmaker[Session], person: str, also: Also = None) -> tuple[int, int]:
     """Delete every encoding (and photo) of `person` and log a `remove` change; (encodings removed, its seq)."""
 
     def work(db: Session) -> tuple[int, int]:
@@ -146,7 +156,61 @@ def remove_person(factory: sessionmaker[Session], person: str) -> tuple[int, int
             db.rollback()
             return 0, head_seq(db)
         db.add(GalleryChange(seq=seq, op="remove", person=person, encoding_id=None, at=utcnow()))
+        if also is not None:
+            also(db)
         return removed, seq
+
+    return _retrying(factory, work)
+
+
+def drop_encoding(factory: sessionmaker[Session], encoding_id: int, also: Also = None) -> Optional[tuple[str, int]]:
+    """Delete one encoding (a photo, or a negative) and log a `drop` change; (its person, the seq), None if absent."""
+
+    def work(db: Session) -> Optional[tuple[str, int]]:
+        seq = _next_seq(db)
+        row = db.get(GalleryEncoding, encoding_id)
+        if row is None:
+            db.rollback()
+            return None
+        person = row.person
+        db.delete(row)
+        db.add(GalleryChange(seq=seq, op="drop", person=person, encoding_id=encoding_id, at=utcnow()))
+        if also is not None:
+            also(db)
+        return person, seq
+
+    return _retrying(factory, work)
+
+
+class NameTaken(ValueError):
+    """A rename to a name someone already has."""
+
+
+def rename_person(factory: sessionmaker[Session], old: str, new: str, also: Also = None) -> Optional[int]:
+    """Give every encoding of `old` the name `new`: a `remove` of `old`, then an `add` (or `not`) of each encoding
+    under `new` (the ids stay), so a follower needs no new kind of change. The last seq; None if `old` has none.
+    NameTaken when `new` is already enrolled (merging two people is a decision, not a rename)."""
+
+    def work(db: Session) -> Optional[int]:
+        seq = _next_seq(db)
+        if db.scalar(sa.select(sa.func.count()).select_from(GalleryEncoding).where(GalleryEncoding.person == new)):
+            db.rollback()
+            raise NameTaken(f"{new!r} is already enrolled; remove or rename them first")
+        rows = db.scalars(sa.select(GalleryEncoding).where(GalleryEncoding.person == old).order_by(GalleryEncoding.id)).all()
+        if not rows:
+            db.rollback()
+            return None
+        now = utcnow()
+        db.add(GalleryChange(seq=seq, op="remove", person=old, encoding_id=None, at=now))
+        for row in rows:
+            row.person = new
+            db.flush()
+            seq = _next_seq(db)
+            db.add(GalleryChange(seq=seq, op="not" if row.negative else "add", person=new, encoding_id=row.id, at=now))
+        db.flush()
+        if also is not None:
+            also(db)
+        return seq
 
     return _retrying(factory, work)
 
@@ -156,11 +220,14 @@ def head_seq(db: Session) -> int:
 
 
 def change_dict(change: GalleryChange, enc: Optional[GalleryEncoding]) -> dict:
-    """The wire form of a change. An `add` whose encoding was removed since has no vector (followers skip it)."""
+    """The wire form of a change. An `add` (or `not`) whose encoding was removed since, or that was renamed since
+    (the row's person differs), has no vector: followers skip it, a later change carries it."""
     out = {"seq": change.seq, "op": change.op, "person": change.person}
-    if change.op == "add":
+    if change.op == "drop":
         out["id"] = change.encoding_id
-        if enc is not None:
+    if change.op in ("add", "not"):
+        out["id"] = change.encoding_id
+        if enc is not None and enc.person == change.person:
             out.update(vector=base64.b64encode(enc.vector).decode(), model=enc.model, source=enc.source)
     return out
 

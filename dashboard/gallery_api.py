@@ -21,12 +21,13 @@ import time
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
-from dashboard import gallery
+from dashboard import gallery, person_data
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.images import BadImage, check_jpeg
 from dashboard.services import services
 from dashboard.station_tokens import Caller
 from shared.names import InvalidName, validate_name
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 bp = Blueprint("gallery_api", __name__)
@@ -139,6 +140,7 @@ def add():  # noqa: ANN201
             person=person, vector=_b64(body, "vector", required=True), model=body.get("model"),
             source=body.get("source"), photo_sha256=body.get("photo_sha256") if isinstance(body.get("photo_sha256"), str) else "",
             enrolled_by=body.get("enrolled_by"), via=caller.name, station_id=station, grant_id=grant_id, photo=photo,
+            **_notice(body, grant_id),
         )
     except gallery.BadEncoding as exc:
         abort(400, str(exc))
@@ -146,8 +148,20 @@ def add():  # noqa: ANN201
     if not created:
         return jsonify(change=change, duplicate=True), 200
     notifier().committed(change["seq"])
-    log.info("gallery change %d: %s enrolled %r (%s) via %s", change["seq"], new.enrolled_by, person, new.source, caller.name)
+    log.info("gallery change %d: %s enrolled %s (%s) via %s", change["seq"], new.enrolled_by, who(person), new.source, caller.name)
     return jsonify(change=change), 201
+
+
+def _notice(body: dict, grant_id: int | None) -> dict:
+    """The notice a person was shown and who confirmed it: as sent, else for a Capture (an admin's grant) the
+    dashboard's current notice, confirmed by that admin (who must show it before pressing Capture)."""
+    version, by = body.get("notice_version"), body.get("notice_confirmed_by")
+    for name, value in (("notice_version", version), ("notice_confirmed_by", by)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= (32 if name == "notice_version" else 64)):
+            abort(400, f"{name} must be a short string")
+    if version is None and grant_id is not None:
+        version, by = services().config.notice_version, by or body.get("enrolled_by")
+    return {"notice_version": version, "notice_confirmed_by": by if version else None}
 
 
 @bp.delete("/api/gallery/people/<name>")
@@ -157,11 +171,11 @@ def remove(name: str):  # noqa: ANN201
         person = validate_name(name, "person")
     except InvalidName as exc:
         abort(400, str(exc))
-    removed, seq = gallery.remove_person(services().writer, person)
+    removed, _faces, seq = person_data.erase_person(services().writer, person, caller.name)
     if not removed:
         abort(404, f"nobody named {person!r} is enrolled")
     notifier().committed(seq)
-    log.info("gallery change %d: %r removed (%d encodings) by %s", seq, person, removed, caller.name)
+    log.info("gallery change %d: %s removed (%d encodings) by %s", seq, who(person), removed, caller.name)
     return jsonify(removed=removed, seq=seq)
 
 

@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from dashboard import stations, store
-from dashboard.accounts import check_login
+from dashboard.accounts import ChecksBusy, check_login
+from dashboard.audit_pages import look
 from dashboard.alert_summary import summarize
 from dashboard.db import get_db
 from dashboard.models import TOKEN_KINDS, ApiToken, utcnow
-from dashboard.queries import alerts_page, filter_from_args
+from dashboard.queries import FILTER_KEYS, alerts_page, filter_from_args, known_args
 from dashboard.services import services
 from dashboard.station_tokens import TokenError, create_token, revoke_token
 from dashboard.web_security import check_csrf, csrf_token, current_user, log_in, log_out, login_required
 from shared.alert_wire import BadAlert, parse_station
 from shared.alerts import ALERT_TYPES
+from shared.throttle import TooManyFailures
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
@@ -52,24 +54,33 @@ def login():  # noqa: ANN201
         check_csrf()
         username = request.form.get("username", "").strip()[:64]
         key = f"{request.remote_addr}|{username}"  # per address and account: guessing never locks the owner out
-        throttle = services().login_throttle
-        wait = throttle.wait_s(key)
-        if wait:
-            log.warning("login for %r from %s refused: too many failures, %.0f s to wait", username, request.remote_addr, wait)
-            resp = Response(render_template("login.html", error=f"Too many failed logins; try again in {int(wait) + 1} s."), 429)
-            resp.headers["Retry-After"] = str(int(wait) + 1)
-            return resp
-        user = check_login(get_db(), username, request.form.get("password", ""))
-        if user is not None:
-            throttle.succeeded(key)
-            log.info("user %r logged in", user.username)
-            log_in(user)
-            return redirect(_safe_next(request.args.get("next")))
-        delay = throttle.failed(key)
-        log.warning("failed login for %r from %s%s", username, request.remote_addr,
-                    f"; next try in {delay:.0f} s" if delay else "")
+        svc = services()
+        try:
+            with svc.login_throttle.begin(key) as attempt:  # reserved before the hash: tries at once count too
+                user = check_login(get_db(), username, request.form.get("password", ""), svc.password_checks)
+                if user is not None:
+                    attempt.succeeded()
+                    log.info("user %r logged in", user.username)
+                    log_in(user)
+                    return redirect(_safe_next(request.args.get("next")))
+                delay = attempt.failed()
+        except TooManyFailures as exc:
+            svc.refusals.warning("login for %r from %s refused: too many failures, %d s to wait", username,
+                                 request.remote_addr, exc.retry_after)
+            return _login_refused(f"Too many failed logins; try again in {exc.retry_after} s.", exc.retry_after)
+        except ChecksBusy as exc:
+            svc.refusals.warning("login for %r from %s refused: password checks busy", username, request.remote_addr)
+            return _login_refused("The server is busy checking other logins; try again in a second.", exc.retry_after)
+        svc.refusals.warning("failed login for %r from %s%s", username, request.remote_addr,
+                             f"; next try in {delay:.0f} s" if delay else "")
         error = "Wrong user name or password."
     return render_template("login.html", error=error), (401 if error else 200)
+
+
+def _login_refused(message: str, retry_after: int) -> Response:
+    resp = Response(render_template("login.html", error=message), 429)
+    resp.headers["Retry-After"] = str(retry_after)
+    return resp
 
 
 @bp.post("/logout")
@@ -83,14 +94,15 @@ def logout():  # noqa: ANN201
 @login_required()
 def index():  # noqa: ANN201
     alerts, total, page, per_page = alerts_page(request.args)
+    look("alerts.list", f"{len(alerts)} alerts", request.query_string.decode(errors="replace")[:500] or "all")
     desks = stations.list_stations(get_db(), services().station_rules)
-    query = request.query_string.decode()
-    args = request.args.to_dict()
+    args = known_args(request.args)  # only the parameters the page knows travel into its links
+    filters = known_args(request.args, FILTER_KEYS)
     return render_template(
         "index.html", alerts=alerts, total=total, page=page, per_page=per_page, stations=desks,
-        types=ALERT_TYPES, states=store.FILTER_STATES, args=args, query=query,
+        types=ALERT_TYPES, states=store.FILTER_STATES, args=args, query=urlencode(args),
         pages=max(1, -(-total // per_page)),
-        csv_url=url_for("alerts_api.get_csv", **{k: v for k, v in args.items() if k not in ("page", "per_page")}),
+        csv_url=url_for("alerts_api.get_csv") + (f"?{urlencode(filters)}" if filters else ""),
     )
 
 

@@ -12,6 +12,14 @@ from shared.alert_wire import BadAlert, fromiso, in_range, parse_type
 
 MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # beyond it the SQL OFFSET overflows a 64-bit integer on some backends
+FILTER_KEYS = ("station", "login_name", "type", "state", "from", "to")  # the query parameters a filter reads
+PAGE_KEYS = ("page", "per_page")
+
+
+def known_args(args, keys: tuple[str, ...] = FILTER_KEYS + PAGE_KEYS) -> dict[str, str]:  # noqa: ANN001
+    """The non-empty parameters among `keys`: what a page may copy into its own links. Anything else a query
+    string carries is dropped here, so it can never reach `url_for` as a keyword (`endpoint`, `_method` ...)."""
+    return {k: args.get(k) for k in keys if args.get(k)}
 
 
 def filter_from_args(args) -> store.AlertFilter:  # noqa: ANN001 - a MultiDict

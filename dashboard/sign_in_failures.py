@@ -18,7 +18,6 @@ from dashboard.services import services
 from shared.alert_wire import AlertMessage
 from shared.names import InvalidName, validate_name
 from shared.signin import FAILURE_REASONS as SIGNIN_REASONS
-from shared.throttle import delay_after
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +30,6 @@ class FailureCounts:
     account: int
     pair: int  # of this account at this station
     pair_last: Optional[dt.datetime]  # the latest failure of the pair
-
-    def wait_s(self, free: int, now: dt.datetime) -> float:
-        """Seconds this account must wait at this station before its next check (0: now)."""
-        if self.pair_last is None:
-            return 0.0
-        return max(0.0, delay_after(self.pair, free) - (now - self.pair_last).total_seconds())
 
 
 def failure_counts(db: Session, station_id: str, username: str, since: dt.datetime) -> FailureCounts:
@@ -61,8 +54,8 @@ def record_failure(station: str, username: str, reason: str, image: Optional[byt
         db.add(SignInFailure(station_id=station, username=username[:64], reason=reason, at=now))
         db.commit()
         counts = failure_counts(db, station, username, since)
-    log.warning("failed sign-in at %s for %r (%s): %d at this desk, %d for the account in %.0f s",
-                station, username, reason, counts.station, counts.account, cfg.sign_in_window_s)
+    services().refusals.warning("failed sign-in at %s for %r (%s): %d at this desk, %d for the account in %.0f s",
+                                station, username, reason, counts.station, counts.account, cfg.sign_in_window_s)
     limit = cfg.sign_in_max_failures
     if counts.station != limit and counts.account != limit:
         return None

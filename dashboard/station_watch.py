@@ -31,7 +31,7 @@ def _run(ref: "weakref.ref[Services]", closed: threading.Event, interval_s: floa
         if svc is None:
             return
         try:
-            open_offline_alerts(svc.writer, svc.station_rules, svc.broker.publish)
+            open_offline_alerts(svc.sessions, svc.writer, svc.station_rules, svc.broker.publish)
         except Exception as exc:  # noqa: BLE001 - a database hiccup must not end the watch
             if not failing:
                 log.warning("station watch failed (%s: %s); retrying every %.0f s quietly", type(exc).__name__, exc, interval_s)

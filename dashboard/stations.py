@@ -70,7 +70,9 @@ def record_status(factory: sessionmaker[Session], station_id: str, report: Statu
                 row = StationStatus(station_id=station_id)
                 db.add(row)
             row.last_seen, row.fps, row.recognizer_connected = now, report.fps, report.recognizer_connected
-            row.login_name, row.faces = report.login_name, report.faces
+            if report.recognizer_connected or row.login_name is None:  # a desk that left keeps who was there
+                row.login_name = report.login_name
+            row.faces = report.faces
             row.camera, row.camera_error = report.camera, (report.camera_error or None)
             row.degraded = join_codes(report.degraded) or None
             back_from = None
@@ -101,14 +103,18 @@ def closed_event_id(alert_id: str) -> str:
     return hashlib.sha256(f"{alert_id}\0closed".encode()).hexdigest()[:32]
 
 
-def open_offline_alerts(factory: sessionmaker[Session], rules: StationRules,
+def open_offline_alerts(reader: sessionmaker[Session], factory: sessionmaker[Session], rules: StationRules,
                         publish: Callable[[str, str], None] = lambda _e, _d: None,
                         now: Optional[dt.datetime] = None) -> list[str]:
-    """Open a station_offline incident for every desk gone longer than the threshold; returns their alert ids."""
+    """Open a station_offline incident for every desk gone longer than the threshold; returns their alert ids.
+
+    The periodic look runs on `reader` (a plain read transaction): on SQLite, holding the write lock of `factory`
+    every second would make any other session that reads and then writes fail with 'database is locked' (SQLite
+    refuses that upgrade at once rather than wait into a deadlock). Only a claim takes the write lock."""
     now = now or utcnow()
     cutoff = now - dt.timedelta(seconds=rules.th.offline_after_s)
     opened = []
-    with factory() as db:
+    with reader() as db:
         rows = db.scalars(sa.select(StationStatus).where(
             StationStatus.offline_alert_id.is_(None), StationStatus.last_connected.is_not(None),
             StationStatus.last_connected <= cutoff)).all()

@@ -5,7 +5,6 @@ program at start with a sentence naming the flag or variable.
 """
 from __future__ import annotations
 
-import logging
 import socket
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -13,6 +12,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from edge.link import LinkSettings
 from shared.config import ConfigError, SettingsParser
 from shared.names import InvalidName, validate_name
+from shared.web_server import WebServerSettings, quiet_web_server_logs
 
 ENV_PREFIX = "FACEMON_EDGE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -42,6 +42,14 @@ class EdgeConfig:
     verify_timeout: float = 20.0
     secret_key: str = field(default="", repr=False)
     state_dir: str = "var/edge"
+    session_idle: float = 1800.0  # a staff or desk session with no request for 30 min ends
+    session_max: float = 36000.0  # any session ends 10 h after sign-in (an exam day), whatever its use
+    max_sessions: int = 64
+    web_threads: int = 10
+    max_viewers: int = 6
+    web_connection_limit: int = 1000
+    web_idle_timeout: float = 30.0
+    web_request_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -54,9 +62,21 @@ class EdgeConfig:
             ("jpeg quality", self.jpeg_quality, 1, 100),
             ("max width", self.max_width, 0, 10000),
             ("max in flight", self.max_in_flight, 1, 16),
+            ("session idle", self.session_idle, 60, 86400),
+            ("session max", self.session_max, 60, 7 * 86400),
+            ("max sessions", self.max_sessions, 2, 10000),
+            ("web threads", self.web_threads, 4, 256),
+            ("web connection limit", self.web_connection_limit, 16, 100000),
+            ("web idle timeout", self.web_idle_timeout, 1, 3600),
+            ("web request timeout", self.web_request_timeout, 1, 3600),
         ):
             if not low <= value <= high:
                 raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+        if not 1 <= self.max_viewers <= self.web_threads - 3:
+            raise ConfigError(f"max viewers must be between 1 and web threads - 3 ({self.web_threads - 3}): each "
+                              f"viewer holds a thread and the page, status and sign-in need the others, not {self.max_viewers}")
+        if self.session_idle > self.session_max:
+            raise ConfigError(f"session idle ({self.session_idle:g} s) must not exceed session max ({self.session_max:g} s)")
         if self.max_width and self.max_width < 64:
             raise ConfigError(f"max width must be 0 (no resizing) or at least 64, not {self.max_width}")
         if not 0 <= self.fps_cap <= 120:
@@ -89,6 +109,14 @@ class EdgeConfig:
     def auth_on(self) -> bool:
         """Sign-in protects the page: --auth on, or by default whenever a dashboard URL is given."""
         return self.auth == "on" or (self.auth == "" and bool(self.dashboard_url))
+
+    def web_server(self) -> WebServerSettings:
+        """The page's web server bounds."""
+        return WebServerSettings(
+            host=self.web_host, port=self.web_port, threads=self.web_threads,
+            connection_limit=self.web_connection_limit, idle_timeout_s=self.web_idle_timeout,
+            request_timeout_s=self.web_request_timeout, max_body_bytes=1024 * 1024,
+            outbuf_high_watermark=2 * 1024 * 1024, stop_grace_s=3.0, name="edge page")
 
     def link_settings(self) -> LinkSettings:
         return LinkSettings(
@@ -148,6 +176,16 @@ _SETTINGS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("--verify-timeout", float, "seconds the sign-in face check may take (default 20)"),
     ("--secret-key", str, "session cookie key, >= 32 characters (default: generated once into STATE_DIR/secret_key)"),
     ("--state-dir", str, "folder for the generated session key and the enrolment record (default var/edge)"),
+    ("--session-idle", float, "seconds without a request after which a signed-in session ends (default 1800: "
+                              "30 min; an open page keeps its session alive)"),
+    ("--session-max", float, "seconds after sign-in at which any session ends, used or not (default 36000: "
+                             "10 h, an exam day)"),
+    ("--max-sessions", int, "signed-in sessions kept at most; the least recently used ends first (default 64)"),
+    ("--web-threads", int, "page requests served at once (default 10; each live feed holds one)"),
+    ("--max-viewers", int, "live feeds at once; one more is answered 503 and retries (default 6)"),
+    ("--web-connection-limit", int, "open connections at most; beyond, the longest silent ones close (default 1000)"),
+    ("--web-idle-timeout", float, "seconds a silent connection is kept (default 30)"),
+    ("--web-request-timeout", float, "seconds a request's headers and body may take to arrive (default 20)"),
 )
 
 
@@ -181,4 +219,4 @@ def setup_logging(level: str) -> None:
     from shared.config import setup_logging as one_line_logging
 
     one_line_logging(level)  # control characters in logged values escaped: no forged lines
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per MJPEG request is noise
+    quiet_web_server_logs()

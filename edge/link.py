@@ -36,6 +36,7 @@ from shared.backoff import Backoff
 from shared.jpeg import encode_jpeg
 from shared.protocol import ProtocolError
 from shared.stream import MessageStream
+from shared.lognames import who
 
 __all__ = ["LinkSettings", "RecognizerLink"]
 
@@ -158,7 +159,7 @@ class RecognizerLink:
     def set_login(self, login: str) -> None:
         """Change the logged-in evaluator: used by the next HELLO and sent now as SESSION when online."""
         self._apply(lambda state: state.set_login(login))
-        log.info("login set to %r", self.settings.login)
+        log.info("login set to %s", who(self.settings.login))
 
     def verify(self, identity: str, frames: int, timeout_s: float, on_done: Callable[[dict], None]) -> Optional[str]:
         """Ask the recognizer to check the next frames against `identity` only; returns the request id.

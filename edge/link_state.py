@@ -43,7 +43,7 @@ class LinkSettings:
     max_width: int = 0  # frames wider than this are shrunk before sending (0: never)
     max_in_flight: int = 2  # our cap on unanswered frames; the server's WELCOME may lower it
     connect_timeout_s: float = 5.0
-    backoff_initial_s: float = 0.5
+    backoff_initial_s: float = 0.25  # first retry after a lost connection: short, a pool's balancer has another node
     backoff_max_s: float = 10.0
     refused_backoff_initial_s: float = 5.0  # after a REFUSE (bad token/version): retry, but slowly
     refused_backoff_max_s: float = 60.0

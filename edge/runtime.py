@@ -6,8 +6,6 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from werkzeug.serving import BaseWSGIServer, make_server
-
 from edge.auth import AuthSettings, DashboardClient, SignIn, load_secret
 from edge.camera import CaptureThread, FrameSource, open_source
 from edge.config import EdgeConfig
@@ -16,6 +14,7 @@ from edge.frames import LatestFrame
 from edge.link import RecognizerLink
 from edge.web import EdgeState, create_app
 from shared.jpeg import encode_jpeg
+from shared.web_server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,7 @@ class Edge:
 
     def __init__(self, config: EdgeConfig, source: Optional[FrameSource] = None) -> None:
         self.config = config
+        self._stopped = False
         self.stop_event = threading.Event()
         frames_changed = threading.Condition()  # raw and annotated share it: the display waits on either
         self.raw: LatestFrame = LatestFrame(frames_changed)
@@ -51,12 +51,14 @@ class Edge:
             station=config.station,
             feed_mode=lambda: self.display_thread.mode,
             camera_status=self._camera_status,
+            max_viewers=config.max_viewers,
         )
         if config.auth_on:
             state_dir = Path(config.state_dir)
             self.state.auth = SignIn(
                 AuthSettings(station=config.station, verify_frames=config.verify_frames,
-                             verify_timeout_s=config.verify_timeout),
+                             verify_timeout_s=config.verify_timeout, session_idle_s=config.session_idle,
+                             session_max_s=config.session_max, max_sessions=config.max_sessions),
                 DashboardClient(config.dashboard_url, config.dashboard_token),
                 self.link,
                 evidence=self._evidence_jpeg,
@@ -72,16 +74,16 @@ class Edge:
             self.state.enrolment_log = state_dir / "enrolments.jsonl"
         self.app = create_app(self.state)
         try:
-            self.server: BaseWSGIServer = make_server(config.web_host, config.web_port, self.app, threaded=True)
+            # the production server (waitress): bounded threads, deadlines; `stop` ends the feeds first
+            self.server = WebServer(self.app, config.web_server(), on_stop=self.stop_event.set)
         except BaseException:
             self.source.close()
             raise
-        self._server_thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
 
     @property
     def url(self) -> str:
         host = self.config.web_host if self.config.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.server.server_port}/video_feed_page"
+        return f"http://{host}:{self.server.port}/video_feed_page"
 
     def _evidence_jpeg(self) -> Optional[bytes]:
         """The current camera frame as JPEG (evidence sent with a failed sign-in), or None before the first."""
@@ -115,19 +117,17 @@ class Edge:
         self.capture.start()
         self.display_thread.start()
         self.link.start()
-        self._server_thread.start()
+        self.server.start()
         log.info("edge %s serving %s", self.config.station, self.url)
 
     def stop(self) -> None:
         """Stop everything: web server, link, capture, display; safe to call twice."""
-        if self.stop_event.is_set() and not self._server_thread.is_alive():
+        if self._stopped:
             return
+        self._stopped = True
         log.info("edge stopping")
-        self.stop_event.set()
-        if self._server_thread.is_alive():
-            self.server.shutdown()  # returns once serve_forever has; viewers notice `stop` within ~1 s
-            self._server_thread.join()
-        self.server.server_close()
+        self.stop_event.set()  # viewers notice it within ~1 s and end their streams
+        self.server.stop()  # stops accepting; requests in service get the grace to finish
         self.link.stop()
         if self.capture.is_alive():
             self.capture.join(5)

@@ -1,10 +1,14 @@
 """The recognizer (lab workstation). Floor plan:
 
-- `vision/`    the per-frame path: decode, detect, track, encode, annotate (`pipeline.py` ties them together)
-- `identity/`  the enrolled index, open-set matching, enrolment
+- `vision/`    seeing faces: decode, detect, sweep, track, encode, annotate
 - `liveness/`  blink liveness per tracked face
+- `identity/`  the enrolled index, open-set matching, enrolment, the pool's gallery
+- `station/`   one station: the per-frame composer, its session without sockets, the sign-in face check, and the
+               types that cross layers (FrameOutcome, StationSnapshot)
 - `alerting/`  alert rules, the monitor, the persistent outbox and its sinks
-- `server/`    the TCP server: handshake gate, station sessions, trust, the sign-in face check
+- `server/`    sockets and threads: the handshake gate, station connections, trust, /healthz
+- `settings.py` every setting, declared once; `app.py` wiring of the process; `__main__.py` facemon-recognizer
 - `tools/`     offline: facemon-replay, facemon-calibrate, training, the anti-spoof model
-- `app.py`     wiring of the recognizer process; `__main__.py` its command line (facemon-recognizer)
+
+Lower layers never import higher ones (the README's layers row; scripts/import_graph.py checks it).
 """

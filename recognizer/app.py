@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
 from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
@@ -18,13 +18,13 @@ from recognizer.identity.enroll import Enroller
 from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams
-from recognizer.liveness.blinks import LivenessParams
+from recognizer.liveness.blinks import FaceLiveness, LivenessParams
 from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
-from recognizer.server.trust import Trust, TrustConfig
+from recognizer.server.trust import RevocationSync, Trust, TrustConfig
+from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
-from recognizer.vision.pipeline import PipelineConfig, StationPipeline
 from recognizer.vision.regions import RegionParams
 from recognizer.vision.sweep import (
     InlineSweeper,
@@ -36,9 +36,6 @@ from recognizer.vision.sweep import (
 )
 from recognizer.settings import SETTINGS
 from shared.config import ConfigError
-
-if TYPE_CHECKING:
-    from recognizer.liveness.blinks import FaceLiveness
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +73,14 @@ class RecognizerSettings:
             raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
                               "holds the station credentials)")
 
+    def check_exposure(self) -> None:
+        """ConfigError when shared-token mode would listen on a network address without being told it may."""
+        if self.trust.station_auth == "shared" and not self.trust.allow_shared_on_network and not _loopback(self.server.host):
+            raise ConfigError(f"--station-auth shared (the default without --dashboard-url) on --host {self.server.host}: "
+                              "anyone on the network who learns the shared --token can claim any desk. Give "
+                              "--dashboard-url and --dashboard-token (per-station credentials), listen on 127.0.0.1, or "
+                              "say --allow-shared-token-on-network for a closed lab network (docs/trust.md)")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
         """The settings from `recognizer.settings.build_parser().parse_args()`: each setting's value put where its
@@ -97,13 +102,26 @@ class RecognizerSettings:
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
         sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
         try:
-            return cls(
+            settings = cls(
                 **{name: replace(getattr(defaults, name), **values) for name, values in sections.items()},
                 **flat,
                 dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
             )
         except ValueError as exc:  # a part's own validation (ServerConfig, EngineConfig ...): one error type
             raise ConfigError(str(exc)) from None
+        return settings
+
+
+def _loopback(host: str) -> bool:
+    """Whether listening on `host` keeps the port on this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _alert_types(text: str) -> list[str]:
@@ -113,11 +131,10 @@ def _alert_types(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], "FaceLiveness"]]:
+def liveness_factory(s: RecognizerSettings) -> Optional[Callable[[], FaceLiveness]]:
     """A maker of one station's liveness state, with the eye model loaded once; None when liveness is off."""
     if not s.pipeline.liveness:
         return None
-    from recognizer.liveness.blinks import FaceLiveness
     from recognizer.liveness.eyes import EyeStateModel
 
     eye_model = EyeStateModel.load() if s.liveness_method in ("cnn", "both") else None
@@ -132,6 +149,10 @@ def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEnc
     With detector hog+cnn each station sweeps with `sweeper` (the server passes its sweep process); without
     one, sweeps run inline in the station's own call on `clock`'s time (facemon-replay: repeatable)."""
     make_liveness = liveness_factory(s)
+
+    def signin_liveness() -> FaceLiveness:  # --no-liveness: the sign-in check still needs a blink
+        return FaceLiveness(s.liveness, method=s.liveness_method)
+
     if s.engine.detector == "hog+cnn" and sweeper is None:
         sweeper = InlineSweeper(engine, s.sweep)
 
@@ -142,6 +163,7 @@ def pipeline_factory(s: RecognizerSettings, engine: FaceEngine, encoder: ChipEnc
         return StationPipeline(
             engine, encoder, store, s.pipeline, s.match,
             liveness=make_liveness() if make_liveness is not None else None, clock=clock, sweep=sweep,
+            signin_liveness=signin_liveness,
         )
 
     return new_pipeline
@@ -158,6 +180,7 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.revocations: Optional[RevocationSync] = None
         self.gallery: Optional[GalleryStore] = None
         self.health: Optional[HealthServer] = None
         self.readiness = Readiness()
@@ -178,12 +201,16 @@ class RecognizerApp:
         if s.engine.detector == "hog+cnn":
             self.sweeper = ProcessSweeper(s.sweep)
         new_pipeline = pipeline_factory(s, engine, self.pool, store, sweeper=self.sweeper)
+        s.check_exposure()
         trust = Trust(s.trust, s.dashboard)
         for warning in trust.describe():
             log.warning("%s", warning)
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
         address = self.server.start()
+        if s.trust.station_auth == "dashboard":  # revoked credentials of live sessions: disconnected within sync_s
+            self.revocations = RevocationSync(trust, self.server.live_credentials, self.server.disconnect_station)
+            self.revocations.start()
         models_loaded.set()
         return address
 
@@ -252,6 +279,8 @@ class RecognizerApp:
         self._stop.wait()
 
     def stop(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         if self.server is not None:
             self.server.stop()
         if self.alerts is not None:

@@ -1,6 +1,12 @@
-"""Print the project's internal import graph and its import cycles (strongly connected components).
+"""Print the project's internal import graph, its import cycles, and imports that go up the recognizer's layers.
 
     python scripts/import_graph.py [PACKAGE ...]      # default: dashboard edge recognizer shared
+
+Fails (exit 1) on a cycle, or on a module of one of the recognizer's folders importing a module of a higher folder.
+The layers are the README's layout table row "`recognizer/` layers", lowest first: folders (`vision/`) and modules
+directly in recognizer/ (`app.py`) separated by `<`, those of one layer side by side (they may not import each
+other); each imports only its own folder's modules and those of lower layers. Modules the row does not name
+(`__main__.py`) are not checked.
 
 An edge A -> B means module A imports module B (at top level or inside a function: both load B
 when A's code runs). Only modules of the named packages are nodes; `from pkg import mod` counts as
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -55,6 +62,41 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             if parts and ".".join(parts) != name:
                 out.add(".".join(parts))
     return out
+
+
+def layers(readme: Path = ROOT / "README.md") -> list[list[str]]:
+    """The recognizer's folders by layer, lowest first, from the README's layout table ("`recognizer/` layers")."""
+    for line in readme.read_text().splitlines():
+        if line.startswith("| `recognizer/` layers"):
+            rule = line.split("|")[2]
+            return [re.findall(r"`(\w+)(?:/|\.py)`", part) for part in rule.split("<")]
+    raise SystemExit(f"{readme}: no '| `recognizer/` layers' row in the layout table")
+
+
+def upward(graph: dict[str, set[str]], order: list[list[str]]) -> list[str]:
+    """Edges from a recognizer folder to the same layer's other folder or to a higher layer ("a -> b")."""
+    rank = {folder: i for i, group in enumerate(order) for folder in group}
+
+    def place(module: str) -> tuple[int, str] | None:
+        parts = module.split(".")
+        if parts[0] != "recognizer" or len(parts) < 2:
+            return None
+        if parts[1] not in rank:
+            if len(parts) > 2:  # a folder the rule forgot: say so rather than pass it
+                raise SystemExit(f"recognizer/{parts[1]}/ is in no layer: add it to the README's layers row")
+            return None
+        return rank[parts[1]], parts[1]
+
+    bad = []
+    for a in sorted(graph):
+        pa = place(a)
+        if pa is None:
+            continue
+        for b in sorted(graph[a]):
+            pb = place(b)
+            if pb is not None and (pb[0] > pa[0] or (pb[0] == pa[0] and pb[1] != pa[1])):
+                bad.append(f"{a} -> {b}")
+    return bad
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -108,13 +150,17 @@ def main(argv: list[str] | None = None) -> int:
             for target in sorted(graph[name]):
                 print(f"{name} -> {target}")
     comps = strongly_connected(graph)
-    print(f"{len(known)} modules, {sum(map(len, graph.values()))} internal import edges, {len(comps)} cycle(s)")
+    up = upward(graph, layers()) if "recognizer" in args.packages else []
+    print(f"{len(known)} modules, {sum(map(len, graph.values()))} internal import edges, {len(comps)} cycle(s), "
+          f"{len(up)} upward import(s) between the recognizer's layers")
     for comp in comps:
         inner = sorted(f"{a} -> {b}" for a in comp for b in graph[a] if b in comp)
         print(f"cycle: {', '.join(comp)}")
         for edge in inner:
             print(f"    {edge}")
-    return 1 if comps else 0
+    for edge in up:
+        print(f"upward: {edge}")
+    return 1 if comps or up else 0
 
 
 if __name__ == "__main__":

@@ -19,8 +19,25 @@ def iso(t: Optional[float]) -> Optional[str]:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
-def encode_event(ev: Any) -> dict:
-    """The `meta` JSON object of an alert event (a recognizer.alerting.rules.AlertEvent: times in POSIX seconds)."""
+@dataclass(frozen=True)
+class AlertEvent:
+    """One message about an incident, in the dashboard's vocabulary. Times are POSIX seconds."""
+
+    event_id: str
+    alert_id: str
+    station_id: str
+    login_name: str
+    type: str
+    state: str  # open | update | closed
+    started_at: float
+    ended_at: Optional[float]
+    details: dict
+    image: Optional[bytes] = None  # the evidence at opening (open only)
+    best_image: Optional[bytes] = None  # the best frame so far (update/closed, when it changed)
+
+
+def encode_event(ev: AlertEvent) -> dict:
+    """The `meta` JSON object of an alert event (times in POSIX seconds become ISO-8601)."""
     return {
         "event_id": ev.event_id, "alert_id": ev.alert_id, "station_id": ev.station_id, "login_name": ev.login_name,
         "type": ev.type, "state": ev.state, "started_at": iso(ev.started_at), "ended_at": iso(ev.ended_at),

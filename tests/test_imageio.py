@@ -63,3 +63,41 @@ def test_huge_dimensions_refused_before_decoding():
 def test_png_accepted_for_enrolment_images():
     png = next(KNOWN_FACES.glob("*/*.png")).read_bytes()
     assert decode_image(png).ndim == 3
+
+
+def test_webp_decoded_by_content_whatever_it_is_called_and_its_size_checked_first():
+    """A WebP saved as .jpg (phones and browsers do that) is a photo like any other, for enrol and calibrate alike."""
+    import cv2
+    import numpy as np
+
+    photo = cv2.imread(str(FIXTURES / "obama_probe.jpg"))
+    for params in ([cv2.IMWRITE_WEBP_QUALITY, 90], [cv2.IMWRITE_WEBP_QUALITY, 101]):  # lossy (VP8), lossless (VP8L)
+        ok, buf = cv2.imencode(".webp", photo, params)
+        img = decode_image(buf.tobytes())
+        assert img.shape == photo.shape
+    # a VP8X header announcing 16384 x 16384: refused unread
+    bomb = b"RIFF" + struct.pack("<I", 30) + b"WEBP" + b"VP8X" + struct.pack("<I", 10) + b"\0" * 4 \
+        + (16383).to_bytes(3, "little") + (16383).to_bytes(3, "little")
+    with pytest.raises(BadImage, match="WebP is 16384x16384"):
+        decode_image(bomb)
+    with pytest.raises(BadImage, match="corrupt WebP"):
+        decode_image(b"RIFF" + b"\0" * 4 + b"WEBPXXXX" + b"\0" * 20)
+    with pytest.raises(BadImage, match="not a JPEG, PNG or WebP"):
+        decode_image(b"BM" + b"\0" * 60)
+    assert np.asarray(img).dtype == np.uint8
+
+
+def test_enrol_and_calibrate_agree_on_a_webp_named_jpg(engine, tmp_path):
+    import cv2
+
+    from recognizer.identity.enroll import build_index
+    from recognizer.tools.calibrate import encode_photo, list_photos
+
+    folder = tmp_path / "known" / "barack_obama"
+    folder.mkdir(parents=True)
+    ok, buf = cv2.imencode(".webp", cv2.imread(str(FIXTURES / "obama_probe.jpg")), [cv2.IMWRITE_WEBP_QUALITY, 90])
+    (folder / "phone.jpg").write_bytes(buf.tobytes())
+    index, skipped = build_index(engine, tmp_path / "known")
+    assert list(index.names) == ["barack_obama"] and not skipped
+    photos = list_photos(tmp_path / "known")
+    assert [p.name for _, p in photos] == ["phone.jpg"] and encode_photo(engine, photos[0][1])[0] == "ok"

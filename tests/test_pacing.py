@@ -60,7 +60,7 @@ def test_a_real_edge_keeps_to_the_rate_the_real_recognizer_tells_it(tmp_path, sa
     from recognizer.app import RecognizerApp, RecognizerSettings
     from recognizer.server.stations import ServerConfig
     from recognizer.vision.detect import EngineConfig
-    from recognizer.vision.pipeline import PipelineConfig
+    from recognizer.station.pipeline import PipelineConfig
 
     clip = REPO / "samples" / "hamilton_clip.mp4"  # the shipped demo clip, played at its own ~30 fps
     shutil.copytree(sample_index_dir, tmp_path / "encodings")

@@ -6,7 +6,7 @@ import pytest
 from recognizer.app import RecognizerSettings, pipeline_factory
 from recognizer.vision.detect import EngineConfig
 from recognizer.identity.index import IndexStore
-from recognizer.vision.pipeline import PipelineConfig
+from recognizer.station.pipeline import PipelineConfig
 from tests.conftest import FIXTURES
 
 

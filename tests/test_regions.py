@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recognizer.identity.index import IndexStore
-from recognizer.vision.pipeline import PipelineConfig, StationPipeline
+from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from recognizer.vision.regions import Region, RegionDetector, RegionParams, merge, motion_region, region_around
 from recognizer.vision.track import iou
 from tests.conftest import FIXTURES, REPO

@@ -8,7 +8,7 @@ import pytest
 from recognizer.app import RecognizerSettings
 from recognizer.identity.match import OpenSetParams
 from recognizer.liveness.blinks import METHODS, LivenessParams
-from recognizer.server.verify import VerifyParams
+from recognizer.station.verify import VerifyParams
 from recognizer.settings import DETECTORS, ENV_PREFIX, LIVENESS_METHODS, SETTINGS, as_flags, build_parser
 from recognizer.tools.calibrate import recommended_flags
 from recognizer.tools.replay import build_parser as replay_parser

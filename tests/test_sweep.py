@@ -198,7 +198,7 @@ def test_server_with_sweeps_boxes_the_turned_face_without_holding_frames(tmp_pat
     from recognizer.app import RecognizerApp, RecognizerSettings
     from recognizer.server.stations import ServerConfig
     from recognizer.vision.detect import EngineConfig
-    from recognizer.vision.pipeline import PipelineConfig
+    from recognizer.station.pipeline import PipelineConfig
     from tests.test_server import ask, connect
 
     shutil.copytree(sample_index_dir, tmp_path / "encodings")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from dashboard import gallery_models, handover  # noqa: F401 - their tables belong to the schema too
+from dashboard import audit_models, gallery_models, handover, library_models  # noqa: F401 - their tables belong to the schema too
 from dashboard.models import Base
 
 config = context.config

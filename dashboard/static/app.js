@@ -76,12 +76,22 @@
       }).catch(function () {});
   }
   var wasDown = false;
+  var busyPoll = null;
   var source = new EventSource(body.dataset.events);
   source.addEventListener("open", function () {
+    if (busyPoll !== null) { clearInterval(busyPoll); busyPoll = null; }
     setLive(true, "live");
     if (wasDown) { wasDown = false; catchUp(); refreshStations(); }
   });
-  source.addEventListener("error", function () { wasDown = true; setLive(false, "reconnecting…"); });
+  // Turned away (the server holds a few live pages at most): poll instead until a later retry gets a place.
+  source.addEventListener("busy", function () {
+    setLive(false, "busy: refreshing every 15 s");
+    if (busyPoll === null) { busyPoll = setInterval(function () { catchUp(); refreshStations(); }, 15000); }
+  });
+  source.addEventListener("error", function () {
+    wasDown = true;
+    if (busyPoll === null) { setLive(false, "reconnecting…"); }
+  });
   source.addEventListener("alert", function (ev) {
     var msg = JSON.parse(ev.data);
     showAlert(msg.alert_id, msg.status);

@@ -75,7 +75,10 @@
       text($("feed-note"), "Camera lost since " + timeOfDay(camera.since) + ": " + (camera.error || "no frames") +
         ". The picture and face list are not live.");
     } else {
-      text($("feed-note"), s.feed === "raw" ? "Recognizer offline: showing the raw camera feed." : "");
+      // raw while online: the recognizer is busy for a moment (e.g. enrolling a Capture), not offline
+      text($("feed-note"), s.feed !== "raw" ? "" : s.online
+        ? "The recognizer is busy and has not answered for a moment: showing the raw camera feed."
+        : "Recognizer offline: showing the raw camera feed.");
     }
     const live = s.online && !lost;
     text($("fps"), live ? String(s.fps) : "–");

@@ -12,6 +12,13 @@
     answer.textContent = text;
   }
 
+  const PROGRESS_HINTS = {
+    no_face: "look at the camera",
+    several_faces: "only you in view, please",
+    not_account_holder: "not matched yet; keep looking at the camera",
+    no_blink: "blink once",
+  };
+
   async function poll() {
     let body;
     try {
@@ -36,7 +43,10 @@
       $("signin").disabled = false;
       return;
     }
-    say(p.message ? "Checking your face… (" + p.message + ")" : "Checking your face…", "");
+    // While the check runs, the last frame's reason is a hint of what to do, not a refusal.
+    const hint = PROGRESS_HINTS[p.reason] || "look at the camera and blink once";
+    say("Checking your face (" + (p.agreeing || 0) + (p.needed ? " of " + p.needed : "") + " matching frames, blink " +
+        (p.blinked ? "seen" : "not yet seen") + "): " + hint + ".", "");
     setTimeout(poll, POLL_MS);
   }
 

@@ -1,11 +1,14 @@
 """The live feed: `GET /video_feed`, an MJPEG stream of the display JPEGs.
 
 Each viewer waits on the display holder's Condition for the next JPEG (already encoded once by the
-display thread), so viewers cost no encoding and nobody polls.
+display thread), so viewers cost no encoding and nobody polls. Each viewer holds one of the web server's threads while it
+watches, so at most `EdgeState.max_viewers` watch at once; one more is answered 503 with a reason (the page
+retries by itself), and the threads left over keep serving the page, status and sign-in.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -28,8 +31,6 @@ def mjpeg_part(jpeg: bytes) -> bytes:
 
 def mjpeg_stream(state: EdgeState, viewer: str) -> Iterator[bytes]:
     """Yield a part per new display frame until the edge stops or the viewer goes away."""
-    count = state.viewer_joined()
-    log.info("viewer %s joined the feed (%d watching)", viewer, count)
     last = 0
     sent = 0
     try:
@@ -45,18 +46,33 @@ def mjpeg_stream(state: EdgeState, viewer: str) -> Iterator[bytes]:
     except GeneratorExit:
         log.info("viewer %s disconnected after %d frames", viewer, sent)
         raise
-    finally:
-        log.info("viewer %s dropped (%d watching)", viewer, state.viewer_left())
 
 
 @bp.get("/video_feed")
 def video_feed() -> Response:
     require_viewer()
+    state = edge_state()
     viewer = f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '?')}"
+    count = state.join_viewer(state.max_viewers)  # taken before the stream starts: viewers at once are counted
+    if count is None:
+        log.warning("viewer %s turned away: %d watching already (the most)", viewer, state.max_viewers)
+        response = Response(f"{state.max_viewers} viewers are watching this desk already (the most it serves); "
+                            "try again later\n", status=503, mimetype="text/plain")
+        response.headers["Retry-After"] = "10"
+        return response
+    log.info("viewer %s joined the feed (%d watching)", viewer, count)
     response = Response(
-        stream_with_context(mjpeg_stream(edge_state(), viewer)),
+        stream_with_context(mjpeg_stream(state, viewer)),
         mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
     )
+    left = threading.Event()
+
+    def _left() -> None:  # the server closes every response, streamed or not, so the place is always given back
+        if not left.is_set():
+            left.set()
+            log.info("viewer %s dropped (%d watching)", viewer, state.viewer_left())
+
+    response.call_on_close(_left)
     response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate"
     response.headers["X-Accel-Buffering"] = "no"  # tell a reverse proxy not to buffer the stream
     return response

@@ -36,11 +36,15 @@ class EdgeState:
     auth: Optional[SignIn] = None  # None: the page is open (--auth off, the standalone demo)
     secret_key: str = ""  # signs the session cookie when auth is on
     enrolment_log: Optional[Path] = None  # who enrolled whom and when (JSON lines), when auth is on
+    max_viewers: int = 6  # live feeds at once (each holds one of the web server's threads)
     _viewers: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
-    def viewer_joined(self) -> int:
+    def join_viewer(self, limit: int) -> Optional[int]:
+        """Take a viewer's place: the number watching now, or None when `limit` are watching already."""
         with self._lock:
+            if self._viewers >= limit:
+                return None
             self._viewers += 1
             return self._viewers
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-from recognizer.alerting.rules import AlertEngine, AlertEvent, AlertThresholds, FrameStats
+from recognizer.alerting.rules import AlertEngine, AlertThresholds, FrameStats
+from recognizer.station.types import FrameOutcome, StationSnapshot
+from shared.alert_wire import AlertEvent
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,8 @@ class AlertMonitor:
     """The server's station observer: one `AlertEngine` per station session; events go to `emit` (the outbox).
 
     `on_frame` runs in each station's thread, so it only computes frame statistics and hands events on;
-    `emit` must be fast (an SQLite insert). Sessions are keyed by their `StationStatus` object (held, so
-    its id is not reused), so a station that reconnects starts a fresh engine. The server calls
+    `emit` must be fast (an SQLite insert). Sessions are keyed by their snapshot's `session` number, so a
+    station that reconnects starts a fresh engine. The server calls
     `on_disconnect` when a session ends, which closes that session's incidents at once.
     """
 
@@ -40,55 +43,67 @@ class AlertMonitor:
         self.thresholds = thresholds
         self._emit = emit
         self._clock = clock or time.time
-        self._engines: dict[int, tuple[Any, AlertEngine]] = {}
+        self._engines: dict[int, AlertEngine] = {}
         self._last_jpeg: dict[int, bytes] = {}
         self._lock = threading.Lock()
 
     def stop(self, reason: str = "recognizer_stopped") -> None:
         """Close every open incident (the recognizer stops)."""
         with self._lock:
-            engines, self._engines = [e for _, e in self._engines.values()], {}
+            engines, self._engines = list(self._engines.values()), {}
             self._last_jpeg.clear()
         for engine in engines:
             self._send(engine.close_all(self._clock(), reason))
 
-    def _engine(self, status: Any) -> AlertEngine:
+    def _engine(self, status: StationSnapshot) -> AlertEngine:
         with self._lock:
-            entry = self._engines.get(id(status))
-            if entry is None:
-                entry = self._engines[id(status)] = (status, AlertEngine(status.station, self.thresholds))
-            return entry[1]
+            engine = self._engines.get(status.session)
+            if engine is None:
+                engine = self._engines[status.session] = AlertEngine(status.station, self.thresholds)
+            return engine
 
-    def on_frame(self, status: Any, outcome: Any, raw_jpeg: bytes) -> None:
-        """FrameObserver: (StationStatus, FrameOutcome, raw JPEG) → events emitted."""
+    def on_frame(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes) -> None:
+        """A processed frame (its station, outcome and raw JPEG) → events emitted."""
         stats = frame_stats(raw_jpeg) if "camera_tamper" in self.thresholds.enabled else None
         with self._lock:
-            self._last_jpeg[id(status)] = raw_jpeg  # the last picture: evidence if the camera is lost next
+            self._last_jpeg[status.session] = raw_jpeg  # the last picture: evidence if the camera is lost next
         events = self._engine(status).observe(self._clock(), outcome.faces, status.login, stats, outcome.annotated)
         self._send(events)
 
-    def on_camera(self, status: Any) -> None:
+    def on_camera(self, status: StationSnapshot) -> None:
         """CameraObserver: the station's camera went lost or came back (status.camera) → camera_tamper events."""
         lost = status.camera == "lost"
         details = {"error": status.camera_error} if lost and status.camera_error else {}
         with self._lock:
-            evidence = self._last_jpeg.get(id(status)) if lost else None
+            evidence = self._last_jpeg.get(status.session) if lost else None
         since = status.camera_since if lost and status.camera_since else None
         events = self._engine(status).camera_state(self._clock(), lost, status.login, details, evidence, since)
         self._send(events)
 
-    def on_disconnect(self, status: Any, reason: str = "station_disconnected") -> None:
+    def on_disconnect(self, status: StationSnapshot, reason: str = "station_disconnected") -> None:
         """The station's session ended (the server says so as it closes): close its open incidents now, with
         `closed_by` `reason` (station_disconnected, or recognizer_stopped when the server is stopping)."""
         with self._lock:
-            self._last_jpeg.pop(id(status), None)
-            entry = self._engines.pop(id(status), None)
-        if entry is not None:
+            self._last_jpeg.pop(status.session, None)
+            engine = self._engines.pop(status.session, None)
+        if engine is not None:
             log.info("station %s: session ended; closing its incidents", status.station)
-            self._send(entry[1].close_all(self._clock(), reason))
+            self._send(engine.close_all(self._clock(), reason))
 
     def _send(self, events: list[AlertEvent]) -> None:
         for ev in events:
-            log.info("alert %s %s station=%s login=%r alert_id=%s details=%s",
-                     ev.type, ev.state, ev.station_id, ev.login_name, ev.alert_id, ev.details)
+            # the people named (login, expected, names) only as pseudonyms unless FACEMON_LOG_NAMES=1
+            log.info("alert %s %s station=%s login=%s alert_id=%s details=%s",
+                     ev.type, ev.state, ev.station_id, who(ev.login_name), ev.alert_id, _unnamed(ev.details))
             self._emit(ev)
+
+
+def _unnamed(details: dict) -> dict:
+    """`details` with the names of people in it replaced by pseudonyms (for the log line only)."""
+    out = {k: v for k, v in details.items() if k != "face"}  # an unknown face's crop: no image data in the log
+    for key in ("expected", "login", "seen", "identity"):
+        if isinstance(out.get(key), str):
+            out[key] = who(out[key])
+    if isinstance(out.get("names"), list):
+        out["names"] = [n if n == "unknown" else who(n) for n in out["names"]]
+    return out

@@ -12,13 +12,15 @@ images, sockets or files (the frame statistics for the tamper rule come from `re
 """
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
+from shared.alert_wire import AlertEvent
 from shared.alerts import RECOGNIZER_ALERT_TYPES as ALERT_TYPES
 from shared.results import KNOWN, UNKNOWN, FaceResult
 
@@ -77,23 +79,6 @@ class FrameStats:
     thumb: bytes = b""
 
 
-@dataclass(frozen=True)
-class AlertEvent:
-    """One message about an incident, in the dashboard's vocabulary. Times are POSIX seconds."""
-
-    event_id: str
-    alert_id: str
-    station_id: str
-    login_name: str
-    type: str
-    state: str  # open | update | closed
-    started_at: float
-    ended_at: Optional[float]
-    details: dict
-    image: Optional[bytes] = None  # the evidence at opening (open only)
-    best_image: Optional[bytes] = None  # the best frame so far (update/closed, when it changed)
-
-
 @dataclass
 class _Incident:
     alert_id: str
@@ -101,7 +86,7 @@ class _Incident:
     login: str
     details: dict
     best_score: float
-    best_frame: Any
+    best_frame: Optional[bytes]
     sent_score: float
     last_event_t: float
     dirty: bool = False
@@ -118,6 +103,18 @@ class _Rule:
     incident: Optional[_Incident] = None
     cooldown_until: float = float("-inf")
     detail_merge: Callable[[dict, dict], dict] = field(default=lambda old, new: {**old, **new})
+
+
+def review_face(faces: Sequence[FaceResult]) -> dict:
+    """`{"face": {track, verdict, vector, crop, distance}}` of the largest face that carries its encoding and crop
+    (base64), for the dashboard's review queue; {} when none does. One face per event keeps details small."""
+    with_review = [f for f in faces if f.review is not None]
+    if not with_review:
+        return {}
+    f = max(with_review, key=lambda f: f.area)
+    vector, crop = f.review
+    return {"face": {"track": f.track, "verdict": f.state, "vector": base64.b64encode(vector).decode(),
+                     "crop": base64.b64encode(crop).decode(), "distance": f.distance, "candidate": f.candidate}}
 
 
 def _merge_max(old: dict, new: dict) -> dict:
@@ -169,6 +166,7 @@ class AlertEngine:
         out["unknown_face"] = (max(f.area for f in unknown), {
             "faces": len(unknown), "tracks": [f.track for f in unknown],
             "distance": min((f.distance for f in unknown if f.distance is not None), default=None),
+            **review_face(unknown),
         }) if unknown else None
 
         known = [f for f in faces if f.state == KNOWN and f.name]
@@ -217,7 +215,7 @@ class AlertEngine:
 
     # -- the incident state machine --
     def observe(self, t: float, faces: Sequence[FaceResult], login: str = "", stats: Optional[FrameStats] = None,
-                evidence: Any = None) -> list[AlertEvent]:
+                evidence: Optional[bytes] = None) -> list[AlertEvent]:
         """Advance every rule by one frame at time `t` (seconds); return the events this frame caused."""
         events: list[AlertEvent] = []
         for kind, cond in self._conditions(t, faces, login, stats).items():
@@ -226,7 +224,7 @@ class AlertEngine:
             events.extend(self._step(self._rules[kind], t, cond, login, evidence))
         return events
 
-    def _step(self, rule: _Rule, t: float, cond: Optional[tuple[float, dict]], login: str, evidence: Any) -> list[AlertEvent]:
+    def _step(self, rule: _Rule, t: float, cond: Optional[tuple[float, dict]], login: str, evidence: Optional[bytes]) -> list[AlertEvent]:
         th = self.th
         if cond is not None:
             if rule.since is None or rule.last_true is None or t - rule.last_true > th.gap_s:
@@ -266,7 +264,7 @@ class AlertEngine:
         return self._event(rule, inc, "closed", ended_at, details, best=inc.best_frame if inc.dirty else None)
 
     def camera_state(self, t: float, lost: bool, login: str = "", details: Optional[dict] = None,
-                     evidence: Any = None, since: Optional[float] = None) -> list[AlertEvent]:
+                     evidence: Optional[bytes] = None, since: Optional[float] = None) -> list[AlertEvent]:
         """The edge reports its camera lost (no frame for a few seconds) or back: a `camera_tamper`
         incident with reason `camera_lost` opens at once (the edge already waited), and closes when the
         camera is back. `since`: when the last camera frame came (the incident's start)."""
@@ -305,6 +303,8 @@ class AlertEngine:
         return events
 
     def _event(self, rule: _Rule, inc: _Incident, state: str, ended_at: Optional[float], details: dict,
-               image: Any = None, best: Any = None) -> AlertEvent:
+               image: Optional[bytes] = None, best: Optional[bytes] = None) -> AlertEvent:
+        if state == "closed":
+            details.pop("face", None)  # the review queue has it from the open or update: a close stays small
         return AlertEvent(self._new_id(), inc.alert_id, self.station_id, inc.login, rule.type, state,
                           inc.started_at, ended_at, details, image=image, best_image=best)

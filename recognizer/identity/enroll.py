@@ -27,10 +27,11 @@ from recognizer.vision.imageio import BadImage, decode_image
 from shared.http import HttpError
 from shared.jpeg import encode_jpeg
 from shared.names import InvalidName, validate_name
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # which files are photos; their content says how to decode
 MIN_FACE_PX = 60  # smaller faces give unreliable encodings
 CAPTURE_MIN_FRACTION = 0.15  # a captured face fills at least this share of the frame's shorter side
 STRAY_MAX_SIZE_RATIO = 0.5  # a detection this much smaller than the main face ...
@@ -101,7 +102,7 @@ def face_encoding_for_enrolment(engine: FaceEngine, bgr: np.ndarray,
     return engine.encode(rgb, [face.box])[0], face
 
 
-def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int = 240) -> bytes:
+def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int = 240, quality: int = 90) -> bytes:
     """A JPEG of the face at `box` with `margin` (share of the box) around it, at most `max_side` px: what was enrolled."""
     top, right, bottom, left = box
     h, w = bgr.shape[:2]
@@ -111,7 +112,7 @@ def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int
     if scale < 1.0:
         crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
-    return encode_jpeg(crop, 90)
+    return encode_jpeg(crop, quality)
 
 
 def collect_known_faces(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
@@ -215,7 +216,7 @@ class Enroller:
             bgr = decode_image(image)
             encoding, face = face_encoding_for_enrolment(self.engine, bgr, rules)
         except (InvalidName, BadImage, EnrolRefused) as exc:
-            log.info("enrolment of %r refused%s: %s", raw_name, f" (from {by})" if by else "", exc)
+            log.info("enrolment of %s refused%s: %s", who(raw_name), f" (from {by})" if by else "", exc)
             return EnrolOutcome(False, str(exc))
         crop = face_crop_jpeg(bgr, face.box)
         prov = replace(provenance or Provenance(by=by), photo_sha256=photo_digest(image), photo=crop)
@@ -223,7 +224,7 @@ class Enroller:
             found = find_lookalike(self.store.index, encoding, name, self.accept_distance)
             refusal = lookalike_refusal(found, confirm_lookalike)
             if refusal is not None:
-                log.warning("enrolment of %r refused%s: %s", name, f" (from {by or prov.by})" if by or prov.by else "", refusal)
+                log.warning("enrolment of %s refused%s: %s", who(name), f" (from {by or prov.by})" if by or prov.by else "", refusal)
                 return EnrolOutcome(False, refusal, name, code="looks_like", lookalike=found, box=face.box, crop=crop)
             source = prov.source
             if self.store.local_photos:
@@ -236,11 +237,11 @@ class Enroller:
             try:
                 index = self.store.add(name, encoding[None, :], [source], provenance=prov)
             except (GalleryError, HttpError) as exc:
-                log.warning("enrolment of %r not stored: the gallery refused or did not answer: %s", name, exc)
+                log.warning("enrolment of %s not stored: the gallery refused or did not answer: %s", who(name), exc)
                 return EnrolOutcome(False, f"the gallery could not store it ({exc}); try again")
         count = sum(1 for n in index.names if n == name)
         confirmed = f"; {found.message()}, confirmed deliberately" if found is not None else ""
-        (log.warning if found else log.info)("enrolled %r from %s%s (%d images of them now)%s", name,
+        (log.warning if found else log.info)("enrolled %s from %s%s (%d images of them now)%s", who(name),
                                              source or "a capture", f" by {by or prov.by}" if by or prov.by else "",
                                              count, confirmed)
         return EnrolOutcome(True, f"enrolled {name} ({count} image{'s' if count != 1 else ''}){confirmed}", name,

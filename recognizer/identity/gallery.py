@@ -114,6 +114,7 @@ class GalleryStore:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._rows: dict[int, tuple[str, np.ndarray, str]] = {}  # gallery id -> (person, encoding, source)
+        self._negatives: dict[int, tuple[str, np.ndarray]] = {}  # gallery id -> (person it is NOT, encoding)
         self._seq = 0  # every change up to this one is applied
         self._index = FaceIndex.empty()
         self._loaded = threading.Event()
@@ -168,7 +169,8 @@ class GalleryStore:
             index = load_index(self.cache_dir, self.model)
             cursor = json.loads((self.cache_dir / CURSOR_NAME).read_text())
             ids, seq = [int(i) for i in cursor["ids"]], int(cursor["seq"])
-            if len(ids) != len(index):
+            neg_ids = [int(i) for i in cursor.get("negative_ids", [])]
+            if len(ids) != len(index) or len(neg_ids) != len(index.negative_names):
                 raise ValueError(f"{len(ids)} ids for {len(index)} encodings")
         except (IndexMissing, FileNotFoundError):
             log.info("no local copy of the gallery in %s yet: waiting for the dashboard", self.cache_dir)
@@ -178,17 +180,18 @@ class GalleryStore:
             return
         with self._lock:
             self._rows = {i: (n, e, s) for i, n, e, s in zip(ids, index.names, index.encodings, index.sources)}
+            self._negatives = {i: (n, e) for i, n, e in zip(neg_ids, index.negative_names, index.negatives)}
             self._seq, self._index = seq, index
         self._loaded.set()
         log.info("gallery: local copy at change %d, %d encodings of %d people", seq, len(index), len(index.people))
 
     def _write_copy(self) -> None:
         with self._lock:
-            index, ids, seq = self._index, list(self._rows), self._seq
+            index, ids, neg_ids, seq = self._index, sorted(self._rows), sorted(self._negatives), self._seq
         try:
             save_index(index, self.cache_dir)
             tmp = self.cache_dir / f".{CURSOR_NAME}.tmp"
-            tmp.write_text(json.dumps({"seq": seq, "ids": ids, "dashboard": self.client.url}))
+            tmp.write_text(json.dumps({"seq": seq, "ids": ids, "negative_ids": neg_ids, "dashboard": self.client.url}))
             tmp.replace(self.cache_dir / CURSOR_NAME)
         except OSError as exc:  # the copy is for the next start; this one keeps working
             log.error("cannot write the local copy of the gallery to %s: %s", self.cache_dir, exc)
@@ -207,15 +210,24 @@ class GalleryStore:
                     else:
                         self._rows[int(ch["id"])] = (person, decode_vector(ch["vector"]), str(ch.get("source", "")))
                         changed = True
+                elif op == "not" and "vector" in ch and int(ch["id"]) not in self._negatives:
+                    self._negatives[int(ch["id"])] = (person, decode_vector(ch["vector"]))
+                    changed = True
+                elif op == "drop":
+                    gone = self._rows.pop(int(ch["id"]), None) or self._negatives.pop(int(ch["id"]), None)
+                    changed = changed or gone is not None
                 elif op == "remove":
                     gone = [i for i, row in self._rows.items() if row[0] == person]
                     for i in gone:
                         del self._rows[i]
-                    changed = changed or bool(gone)
+                    negs = [i for i, row in self._negatives.items() if row[0] == person]
+                    for i in negs:
+                        del self._negatives[i]
+                    changed = changed or bool(gone) or bool(negs)
                 if advance:
                     self._seq = max(self._seq, seq)
             if changed:
-                self._index = _index_of(self._rows, self._index.created)
+                self._index = _index_of(self._rows, self._negatives, self._index.created)
         if changed and self._on_change is not None:
             self._on_change(len(self._index))
         return changed
@@ -229,7 +241,7 @@ class GalleryStore:
             except CopyFromElsewhere as exc:
                 log.error("gallery: %s; dropping the local copy", exc)
                 with self._lock:
-                    self._rows, self._seq, self._index = {}, 0, FaceIndex.empty()
+                    self._rows, self._negatives, self._seq, self._index = {}, {}, 0, FaceIndex.empty()
                 continue
             except (HttpError, GalleryError, ValueError, KeyError, TypeError) as exc:
                 delay = backoff.next_delay()
@@ -263,12 +275,14 @@ def _with_source(prov: Provenance, source: str) -> Provenance:
     return Provenance(prov.by, prov.station, prov.grant_id, source, prov.photo_sha256, prov.photo)
 
 
-def _index_of(rows: dict[int, tuple[str, np.ndarray, str]], created: str) -> FaceIndex:
-    if not rows:
-        return FaceIndex.empty()
+def _index_of(rows: dict[int, tuple[str, np.ndarray, str]], negatives: dict[int, tuple[str, np.ndarray]],
+              created: str) -> FaceIndex:
     ordered = [rows[i] for i in sorted(rows)]
-    return FaceIndex(tuple(r[0] for r in ordered), np.stack([r[1] for r in ordered]).astype(np.float32),
-                     tuple(r[2] for r in ordered), MODEL_ID, created)
+    negs = [negatives[i] for i in sorted(negatives)]
+    return FaceIndex(tuple(r[0] for r in ordered),
+                     np.stack([r[1] for r in ordered]).astype(np.float32) if ordered else np.zeros((0, DIM), np.float32),
+                     tuple(r[2] for r in ordered), MODEL_ID, created, tuple(n[0] for n in negs),
+                     np.stack([n[1] for n in negs]).astype(np.float32) if negs else None)
 
 
 def photo_digest(image: bytes) -> str:

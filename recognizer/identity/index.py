@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from shared.lognames import who
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ class FaceIndex:
     sources: tuple[str, ...]
     model: str = MODEL_ID
     created: str = ""
+    negative_names: tuple[str, ...] = ()
+    """Negatives: faces that are NOT the named person (a reviewer's "not X"); the matcher does not accept a face
+    as X when it is closer to one of X's negatives than to X (recognizer/identity/match.py)."""
+    negatives: Optional[np.ndarray] = None  # (M, 128) float32, one row per `negative_names`
 
     def __post_init__(self) -> None:
         if self.encodings.shape != (len(self.names), DIM) or len(self.sources) != len(self.names):
@@ -105,6 +110,10 @@ class FaceIndex:
                 f"index arrays disagree: {self.encodings.shape} encodings, {len(self.names)} names, "
                 f"{len(self.sources)} sources"
             )
+        if self.negatives is None:
+            object.__setattr__(self, "negatives", np.zeros((0, DIM), np.float32))
+        if self.negatives.shape != (len(self.negative_names), DIM):
+            raise ValueError(f"index negatives disagree: {self.negatives.shape} for {len(self.negative_names)} names")
 
     @classmethod
     def empty(cls) -> "FaceIndex":
@@ -137,6 +146,8 @@ class FaceIndex:
             self.sources + tuple(sources),
             self.model,
             self.created or _now(),
+            self.negative_names,
+            self.negatives,
         )
 
     def without(self, name: str) -> "FaceIndex":
@@ -148,6 +159,8 @@ class FaceIndex:
             tuple(self.sources[i] for i in keep),
             self.model,
             self.created,
+            self.negative_names,
+            self.negatives,
         )
 
 
@@ -170,6 +183,8 @@ def save_index(index: FaceIndex, directory: Path) -> None:
         encodings=index.encodings.astype(np.float32),
         names=np.array(index.names, dtype=str),
         sources=np.array(index.sources, dtype=str),
+        negatives=index.negatives.astype(np.float32),
+        negative_names=np.array(index.negative_names, dtype=str),
     )
     data = buf.getvalue()
     _atomic_write(directory / NPZ_NAME, data)
@@ -209,7 +224,10 @@ def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
             encodings = npz["encodings"].astype(np.float32)
             names = tuple(str(n) for n in npz["names"])
             sources = tuple(str(s) for s in npz["sources"])
-        return FaceIndex(names, encodings.reshape(-1, DIM), sources, model, manifest.get("created", ""))
+            negatives = npz["negatives"].astype(np.float32).reshape(-1, DIM) if "negatives" in npz else None
+            negative_names = tuple(str(n) for n in npz["negative_names"]) if "negative_names" in npz else ()
+        return FaceIndex(names, encodings.reshape(-1, DIM), sources, model, manifest.get("created", ""),
+                         negative_names, negatives)
     except (ValueError, KeyError, OSError) as exc:
         raise IndexCorrupt(f"cannot parse {npz_path}: {exc}") from exc
 
@@ -270,5 +288,5 @@ class IndexStore:
             index = self._index.add(name, encodings, sources)
             save_index(index, self.directory)
             self._index, self._stamp = index, self._file_stamp()
-        log.info("enrolled %s: index now holds %d encodings", name, len(index))
+        log.info("enrolled %s: index now holds %d encodings", who(name), len(index))
         return index

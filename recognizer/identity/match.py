@@ -238,11 +238,27 @@ def evidence(index: FaceIndex, encodings: np.ndarray, params: OpenSetParams = Op
         & (v1 >= need_votes)
         & (v1 >= others.max(axis=1))  # the nearest person must also lead the seeds' vote
     )
+    if len(index.negative_names):
+        accepted &= ~negative_veto(index, _as_queries(index, encodings), best, d1)
     out = []
     for i in range(k):
         kind = SUPPORT if accepted[i] else (WEAK if d1[i] <= params.tolerance else NONE)
         out.append(Evidence(kind, s.people[best[i]], float(d1[i]), float(d2[i]), int(v1[i])))
     return out
+
+
+def negative_veto(index: FaceIndex, q: np.ndarray, best: np.ndarray, d1: np.ndarray) -> np.ndarray:
+    """(k,) True where query i is closer to a negative of its nearest person `best[i]` ("not X", kept by the
+    gallery) than to that person (`d1[i]`): the face is more like someone known NOT to be X than like X.
+
+    Nearest-neighbour with the negatives as one more class: a genuine face of X sits closer to X's own photos
+    than to a stranger who was mistaken for X, so only faces like that stranger are refused."""
+    labels = {name: p for p, name in enumerate(index.arrays.people)}
+    owner = np.fromiter((labels.get(n, -1) for n in index.negative_names), np.int64, len(index.negative_names))
+    neg = index.negatives
+    d = np.sqrt(_sq_distances(q, neg, np.einsum("ij,ij->i", neg, neg)))  # (k, M)
+    d = np.where(owner[None, :] == best[:, None], d, np.inf)
+    return d.min(axis=1) < d1
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ when the server is slower than the camera.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from recognizer.identity.enroll import Enroller
@@ -22,14 +23,15 @@ from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
 from recognizer.server.pacing import FairShare, PacingParams
-from recognizer.server.signin_check import SigninChecks
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
-from recognizer.vision.imageio import BadImage
-from recognizer.vision.pipeline import FrameOutcome, StationPipeline
+from recognizer.station.pipeline import StationPipeline
+from recognizer.station.session import CameraChanged, Enrol, FrameProcessed, Send, StationSession
+from recognizer.station.types import FrameOutcome, StationSnapshot
 from shared import protocol
+from shared.log_limit import RateLimitedLog
+from shared.lognames import who
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
-from shared.results import FaceResult, faces_to_wire
 from shared.stream import MessageStream
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class ServerConfig:
     port: int = 8002
     token: str = ""
     max_stations: int = 32
+    max_stations_per_address: int = 8  # stations admitted without their own credential per address (0: no limit)
     max_message: int = protocol.DEFAULT_MAX_MESSAGE
     max_in_flight: int = 2
     heartbeat_s: float = 5.0
@@ -79,40 +82,21 @@ class ServerConfig:
             raise ValueError("need 0 <= failed_handshake_delay_s <= failed_handshake_max_delay_s <= 60")
 
 
-@dataclass
-class StationStatus:
-    """What the server knows of one connected station (read by status reporting)."""
-
-    station: str
-    login: str
-    peer: str
-    connected_at: float
-    frames: int = 0
-    errors: int = 0
-    last_seen: float = 0.0
-    fps: float = 0.0
-    faces: list[FaceResult] = field(default_factory=list)  # of the last answered frame
-    last_frame_at: float = 0.0  # time.time() of the last answered frame
-    camera: str = "unknown"  # the edge's camera: ok | lost | unknown (an edge that does not say)
-    camera_error: str = ""
-    camera_since: float = 0.0  # time.time() the camera state began (for lost: the last frame the edge got)
-
-
 class StationObserver(Protocol):
     """Told about every admitted station (alerts): each call on that station's own thread, in order."""
 
-    def on_frame(self, status: StationStatus, outcome: FrameOutcome, raw_jpeg: bytes) -> None:
+    def on_frame(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes) -> None:
         """A frame was processed (before its RESULT is sent)."""
 
-    def on_camera(self, status: StationStatus) -> None:
+    def on_camera(self, status: StationSnapshot) -> None:
         """The station's camera state changed (`status.camera`: ok | lost)."""
 
-    def on_disconnect(self, status: StationStatus, reason: str) -> None:
+    def on_disconnect(self, status: StationSnapshot, reason: str) -> None:
         """The station's session ended; `reason`: station_disconnected, or recognizer_stopped."""
 
 
-def check_hello(msg: Message, config: ServerConfig, peer: str) -> StationStatus:
-    """The station a HELLO names, or `Refusal` with the REFUSE code and reason. Pure: no I/O, no waiting."""
+def check_hello(msg: Message, config: ServerConfig, peer: str, session: int = 0) -> StationSnapshot:
+    """The station a HELLO names, or `HelloRefused` with the REFUSE code and reason. Pure: no I/O, no waiting."""
     if msg.kind != MessageKind.HELLO:
         raise HelloRefused(Refusal("expected_hello", f"the first message must be HELLO, got {msg.kind.name}"))
     version = msg.header.get("protocol")
@@ -130,7 +114,7 @@ def check_hello(msg: Message, config: ServerConfig, peer: str) -> StationStatus:
         login = validate_login(msg.header.get("login"))
     except InvalidName as exc:
         raise HelloRefused(Refusal("bad_login", str(exc))) from None
-    return StationStatus(station, login, peer, time.time())
+    return StationSnapshot(session, station, login, peer, time.time())
 
 
 class HelloRefused(Exception):
@@ -141,25 +125,33 @@ class HelloRefused(Exception):
         self.refusal = refusal
 
 
-class StationSession:
-    """One connected station: handshake, then frames, enrolment and heartbeats until it goes."""
+class StationConnection:
+    """The socket and thread of one station: admission, WELCOME, then each message through its `StationSession`
+    (recognizer.station.session) and each action it returns carried out. Talks to the server only through its public
+    methods (register, unregister, admission_done, session_ended, frame_processed, camera_changed, enrol)."""
 
     def __init__(self, server: "RecognizerServer", sock: socket.socket, peer: str, decoder: protocol.Decoder,
-                 status: StationStatus, hello: Optional[Message] = None) -> None:
+                 hello: StationSnapshot, hello_message: Optional[Message] = None) -> None:
         self.server = server
-        self.hello = hello  # until admitted: the HELLO whose credential the trust policy checks
+        self._hello_message = hello_message  # until admitted: the HELLO whose credential the trust policy checks
+        self.admission: Optional[Admission] = None  # once admitted: what the trust policy said (revocation checks)
         decoder.set_max_size(server.config.max_message)  # the handshake is over: frames may be big
         self.stream = MessageStream(sock, server.config.max_message, decoder)
         self.peer = peer
-        self.status: Optional[StationStatus] = status
-        self._last_frame_t: Optional[float] = None  # monotonic time of the last answered frame
+        self._hello = hello
+        self.session: Optional[StationSession] = None  # once admitted
         self.thread = threading.Thread(target=self._run, name=f"station-{peer}", daemon=True)
+
+    @property
+    def status(self) -> StationSnapshot:
+        """The station as its session last saw it (frozen; replaced after every message)."""
+        return self.session.snapshot if self.session is not None else self._hello
 
     def close(self) -> None:
         self.stream.close()
 
     def _refuse(self, code: str, reason: str) -> None:
-        log.warning("refused %s: %s", self.peer, reason)
+        self.server.refusal_log.warning("refused %s (station %s): %s", self.peer, self._hello.station, reason)
         try:
             self.stream.send(protocol.refuse(code, reason))
         except OSError:
@@ -168,15 +160,16 @@ class StationSession:
     def _admit(self) -> bool:
         """The station's claim checked by the trust policy (may ask the dashboard: so here, on this station's own
         thread, not on the handshake gate's) and registered; REFUSE and False when it may not connect."""
-        assert self.status is not None and self.hello is not None
+        assert self._hello_message is not None
         try:
-            admission = self.server.trust.admit(self.status.station, self.hello.header)
+            admission = self.server.trust.admit(self._hello.station, self._hello_message.header, self.host)
         except TrustRefusal as exc:
             self._refuse(exc.code, exc.reason)
             return False
         finally:
-            self.hello = None  # the credential is not kept
-        refusal = self.server._register(self, admission)
+            self._hello_message = None  # the credential is not kept
+        self.admission = admission
+        refusal = self.server.register(self, admission)
         if refusal is not None:
             self._refuse(*refusal)
             return False
@@ -184,8 +177,7 @@ class StationSession:
 
     def _run(self) -> None:
         cfg = self.server.config
-        status = self.status
-        assert status is not None
+        station = self._hello.station
         limiter = self.server.log_limiter
         admitted = False
         try:
@@ -193,7 +185,7 @@ class StationSession:
             try:
                 admitted = self._admit()
             finally:
-                self.server._admission_done()
+                self.server.admission_done()
             if not admitted:
                 return
             self.stream.sock.settimeout(cfg.idle_timeout_s)
@@ -201,161 +193,53 @@ class StationSession:
             self.stream.send(protocol.welcome(server_name, cfg.max_in_flight, cfg.heartbeat_s, self.server.station_rate()))
             if self.server.alerts_state != "ok":
                 self.stream.send(protocol.heartbeat(time.time(), alerts=self.server.alerts_state))
-            log.info("station %s (login %r) connected from %s", status.station, status.login, self.peer)
-            self._serve()
+            log.info("station %s (login %s) connected from %s", station, who(self._hello.login), self.peer)
+            self.session = StationSession(self._hello, self.server.new_pipeline(), limiter,
+                                          rate=self.server.station_rate, alerts=lambda: self.server.alerts_state)
+            self._serve(self.session)
         except ProtocolError as exc:
-            limiter.log(log, logging.WARNING, self.host, "closing %s (station %s): %s", self.peer, status.station, exc)
-            self._send_error("protocol_error", str(exc))
+            limiter.log(log, logging.WARNING, self.host, "closing %s (station %s): %s", self.peer, station, exc)
+            self.send_error("protocol_error", str(exc))
         except socket.timeout:
             log.warning("closing %s: nothing received for %.0f s", self.peer, self.stream.sock.gettimeout() or 0)
         except OSError as exc:
             log.info("connection %s ended: %s", self.peer, exc)
         except Exception:  # a bug on one connection must not leave a thread traceback; logged with its trace
             if limiter.allow(f"internal {self.host}") is not None:
-                log.exception("closing %s (station %s): internal error", self.peer, status.station)
-            self._send_error("internal_error", "the server failed on this connection's input")
+                log.exception("closing %s (station %s): internal error", self.peer, station)
+            self.send_error("internal_error", "the server failed on this connection's input")
         finally:
             self.close()
-            self.server._unregister(self)
-            log.info("station %s disconnected", status.station)
+            self.server.unregister(self)
+            log.info("station %s disconnected", station)
             if admitted:
-                self.server._session_ended(status)
+                self.server.session_ended(self.status)
 
     @property
     def host(self) -> str:
         return self.peer.rsplit(":", 1)[0]
 
-    def _send_error(self, code: str, reason: str) -> None:
+    def send_error(self, code: str, reason: str) -> None:
+        """ERROR `code` to the station, if it can still be sent."""
         try:
             self.stream.send(protocol.error(code, reason))
         except OSError:
             pass
 
-    def _serve(self) -> None:
-        pipeline = self.server.new_pipeline()
-        assert self.status is not None
-        status = self.status
-        checks = SigninChecks(pipeline, status.station, time.monotonic)  # sign-in face checks (VERIFY)
+    def _serve(self, session: StationSession) -> None:
         while True:
             msg = self.stream.recv()
             if msg is None:
                 return
-            status.last_seen = time.time()
-            if msg.kind == MessageKind.FRAME and checks.active:
-                self._on_verify_frame(checks, msg)
-            elif msg.kind == MessageKind.FRAME:
-                self._on_frame(pipeline, msg)
-            elif msg.kind == MessageKind.VERIFY:
-                for reply in checks.on_verify(msg):
-                    self.stream.send(reply)
-            elif msg.kind == MessageKind.HEARTBEAT:
-                alerts = self.server.alerts_state
-                self.stream.send(protocol.heartbeat(msg.get("ts", (int, float), 0.0), alerts=None if alerts == "ok" else alerts))
-                camera = msg.get("camera", str, "")
-                if camera in protocol.CAMERA_STATES:
-                    self._camera_report(camera, msg.get("camera_error", str, ""),
-                                        float(msg.get("camera_lost_s", (int, float), 0.0)))
-            elif msg.kind == MessageKind.ENROL:
-                self._on_enrol(msg)
-            elif msg.kind == MessageKind.SESSION:
-                try:
-                    status.login = validate_login(msg.get("login", str))
-                except InvalidName as exc:
-                    raise protocol.MalformedMessage(f"SESSION: {exc}") from None
-                log.info("station %s: login is now %r", status.station, status.login)
-            else:
-                raise protocol.MalformedMessage(f"unexpected {msg.kind.name} message from a station")
-
-    def _on_enrol(self, msg: Message) -> None:
-        """Enrol only with the right the trust policy gives (an admin's grant); `by` comes from that right."""
-        request_id = msg.get("request_id", str)
-        station = self.status.station
-        try:
-            right = self.server.trust.authorize_enrol(station, msg.header.get("name"), msg.header)
-        except TrustRefusal as exc:
-            log.warning("station %s: enrolment of %r refused: %s", station, msg.header.get("name"), exc.reason)
-            self.stream.send(protocol.enrol_result(request_id, False, exc.reason, code=exc.code))
-            return
-        confirm = msg.header.get("confirm_lookalike")
-        outcome = self.server.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}",
-                                             provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id),
-                                             confirm_lookalike=confirm if isinstance(confirm, str) else "")
-        self.server.trust.enrol_done(right, outcome.ok, outcome.reason)  # the audit keeps a confirmed lookalike too
-        alike = outcome.lookalike
-        self.stream.send(protocol.enrol_result(
-            request_id, outcome.ok, outcome.reason, outcome.name, outcome.count, code=outcome.code,
-            box=outcome.box, crop=outcome.crop,
-            lookalike=None if alike is None else {"name": alike.name, "distance": round(alike.distance, 3)}))
-
-    def _camera_report(self, state: str, error: str, lost_s: float) -> None:
-        """The edge says its camera is ok or lost; on a change, frames/s restarts and the camera observers hear it."""
-        status = self.status
-        assert status is not None
-        if state == status.camera:
-            status.camera_error = error
-            return
-        now = time.time()
-        previous, status.camera, status.camera_error = status.camera, state, error
-        status.camera_since = now - max(0.0, min(lost_s, 86400.0)) if state == "lost" else now
-        if state == "lost":
-            status.fps, self._last_frame_t = 0.0, None  # no frames: a rate from before the loss would be stale
-            log.warning("station %s: camera lost %.1f s ago%s", status.station, now - status.camera_since,
-                        f" ({error})" if error else "")
-        else:
-            log.info("station %s: camera %s", status.station, "back" if previous == "lost" else "ok")
-        for observer in self.server.observers:
-            try:
-                observer.on_camera(status)
-            except Exception:  # an observer (alerts) failing must not drop the station; logged with trace
-                log.exception("camera observer failed for station %s", status.station)
-
-    def _on_verify_frame(self, checks: SigninChecks, msg: Message) -> None:
-        """A frame during a sign-in check: answered by the check, counted here."""
-        assert self.status is not None
-        answer = checks.on_frame(msg)
-        if answer.ok:
-            self.status.frames += 1
-        else:
-            self.status.errors += 1
-        for reply in answer.messages:
-            self.stream.send(reply)
-
-    def _on_frame(self, pipeline: StationPipeline, msg: Message) -> None:
-        status = self.status
-        if status.camera == "lost":  # a frame is the surest sign the camera is back
-            self._camera_report("ok", "", 0.0)
-        seq = msg.get("seq", int)
-        ts = msg.get("ts", (int, float), 0.0)
-        try:
-            cpu0 = time.thread_time()
-            outcome = pipeline.process(msg.payload)
-            self.server.pacing.frame_cost(time.thread_time() - cpu0)
-        except BadImage as exc:
-            status.errors += 1
-            self.server.log_limiter.log(log, logging.INFO, f"frame {status.station}", "station %s frame %d: %s",
-                                        status.station, seq, exc)
-            self.stream.send(protocol.result(seq, ts, [], error=f"bad_image: {exc}"))
-            return
-        except Exception:  # a bug on one frame must not take the station down; it is logged with its trace
-            status.errors += 1
-            log.exception("station %s frame %d: internal error", status.station, seq)
-            self.stream.send(protocol.result(seq, ts, [], error="internal_error"))
-            return
-        now = time.monotonic()
-        if self._last_frame_t is not None:  # frames/s as an exponential moving average over ~10 frames
-            rate = 1.0 / max(now - self._last_frame_t, 1e-3)
-            status.fps = 0.9 * status.fps + 0.1 * rate if status.fps else rate
-        self._last_frame_t = now
-        status.last_frame_at = time.time()
-        status.frames += 1
-        status.faces = outcome.faces
-        for observer in self.server.observers:
-            try:
-                observer.on_frame(status, outcome, msg.payload)
-            except Exception:  # an observer (alerts) failing must not drop frames; logged with trace
-                log.exception("frame observer failed for station %s", status.station)
-        self.stream.send(protocol.result(seq, ts, faces_to_wire(outcome.faces), outcome.annotated,
-                                         timings=outcome.timings_ms, max_fps=self.server.station_rate()))
+            for action in session.receive(msg):
+                if isinstance(action, Send):
+                    self.stream.send(action.message)
+                elif isinstance(action, FrameProcessed):
+                    self.server.frame_processed(action.snapshot, action.outcome, action.jpeg, action.cpu_s)
+                elif isinstance(action, CameraChanged):
+                    self.server.camera_changed(action.snapshot)
+                elif isinstance(action, Enrol):
+                    self.stream.send(self.server.enrol(session.snapshot.station, action.message))
 
 
 class RecognizerServer:
@@ -375,8 +259,9 @@ class RecognizerServer:
         self.new_pipeline = pipeline_factory
         self.enroller = enroller
         self.observers: list[StationObserver] = []
-        self._stations: dict[str, StationSession] = {}
-        self._sessions: set[StationSession] = set()
+        self._stations: dict[str, StationConnection] = {}
+        self._sessions: set[StationConnection] = set()
+        self._session_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -385,6 +270,8 @@ class RecognizerServer:
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
         self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
+        # refused HELLOs (bad credential, station in use, ...): five lines a minute, then "... and 8,645 more"
+        self.refusal_log = RateLimitedLog(log, "refused handshakes", per_window=5)
         self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
@@ -398,47 +285,70 @@ class RecognizerServer:
         stations are being admitted at once, so a flood of valid-looking HELLOs cannot make threads without bound.
         """
         try:
-            status = check_hello(hello, self.config, peer)
+            status = check_hello(hello, self.config, peer, next(self._session_ids))
         except HelloRefused as exc:
             return exc.refusal
         if not self._admitting.acquire(blocking=False):
             return Refusal("busy", "too many stations are being admitted at once; retry", penalise=False)
-        session = StationSession(self, sock, peer, decoder, status, hello)
+        conn = StationConnection(self, sock, peer, decoder, status, hello)
         with self._lock:
-            self._sessions = {s for s in self._sessions if s.thread.is_alive()} | {session}
-        session.thread.start()
+            self._sessions = {s for s in self._sessions if s.thread.is_alive()} | {conn}
+        conn.thread.start()
         return None
 
-    def _admission_done(self) -> None:
+    # -- what a station's connection asks of the server (its thread) --
+    def admission_done(self) -> None:
+        """The connection's admission is decided (admitted or refused): another may be admitted."""
         self._admitting.release()
 
-    def _register(self, session: StationSession, admission: Admission) -> Optional[tuple[str, str]]:
-        """Register a handshaken station; (code, reason) to refuse it with instead."""
-        assert session.status is not None
-        station = session.status.station
+    def register(self, conn: StationConnection, admission: Admission) -> Optional[tuple[str, str]]:
+        """Register a station the trust policy admitted; (code, reason) to refuse it with instead."""
+        station = conn.status.station
         with self._lock:
             old = self._stations.get(station)
             if old is None and len(self._stations) >= self.config.max_stations:
                 return "server_full", f"the server already serves {self.config.max_stations} stations"
-            if old is not None and old.status is not None:
+            cap = self.config.max_stations_per_address
+            if old is None and not admission.verified and cap and sum(
+                    1 for c in self._stations.values() if c.host == conn.host) >= cap:
+                return "address_full", f"{conn.host} already holds {cap} stations without their own credential"
+            if old is not None:
                 silent_s = time.time() - (old.status.last_seen or old.status.connected_at)
-                if not self.trust.may_take_over(admission, silent_s):
+                old_home = old.admission is None or old.admission.home or old.admission.verified
+                if not self.trust.may_take_over(admission, silent_s, old_home):
                     log.warning("station %s claimed again from %s while connected from %s; refused (no credential)",
-                                station, session.peer, old.peer)
+                                station, conn.peer, old.peer)
                     return "station_in_use", (f"station {station!r} is connected from elsewhere; only its own "
                                               "credential may replace that connection")
-            self._stations[station] = session
+            self._stations[station] = conn
         if old is not None:
-            log.warning("station %s reconnected from %s; closing its old connection %s", station, session.peer, old.peer)
+            log.warning("station %s reconnected from %s; closing its old connection %s", station, conn.peer, old.peer)
             old.close()
         return None
 
-    def _unregister(self, session: StationSession) -> None:
+    def unregister(self, conn: StationConnection) -> None:
         with self._lock:
-            if session.status and self._stations.get(session.status.station) is session:
-                del self._stations[session.status.station]
+            if self._stations.get(conn.status.station) is conn:
+                del self._stations[conn.status.station]
 
-    def _session_ended(self, status: StationStatus) -> None:
+    def frame_processed(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes, cpu_s: float) -> None:
+        """A frame took `cpu_s` of its thread's CPU (pacing); tell the observers (alerts), before its RESULT is sent."""
+        self.pacing.frame_cost(cpu_s)
+        for observer in self.observers:
+            try:
+                observer.on_frame(status, outcome, raw_jpeg)
+            except Exception:  # an observer (alerts) failing must not drop frames; logged with trace
+                log.exception("frame observer failed for station %s", status.station)
+
+    def camera_changed(self, status: StationSnapshot) -> None:
+        """Tell the observers a station's camera went lost or came back."""
+        for observer in self.observers:
+            try:
+                observer.on_camera(status)
+            except Exception:  # an observer (alerts) failing must not drop the station; logged with trace
+                log.exception("camera observer failed for station %s", status.station)
+
+    def session_ended(self, status: StationSnapshot) -> None:
         """Tell the observers a station's session ended (on its thread, after its last frame)."""
         reason = self._end_reason or ("recognizer_stopped" if self._stop.is_set() else "station_disconnected")
         for observer in self.observers:
@@ -453,6 +363,23 @@ class RecognizerServer:
             n = len(self._stations)
         return self.pacing.rate(n)
 
+    def live_credentials(self) -> list[tuple[str, str]]:
+        """(station, credential digest) of every connected station admitted on its own credential."""
+        with self._lock:
+            return [(st, c.admission.credential) for st, c in self._stations.items()
+                    if c.admission is not None and c.admission.credential]
+
+    def disconnect_station(self, station_id: str, code: str, reason: str, credential: str = "") -> bool:
+        """Close the connection of `station_id` (only if admitted on `credential`, when given) with ERROR code/reason."""
+        with self._lock:
+            conn = self._stations.get(station_id)
+        if conn is None or (credential and (conn.admission is None or conn.admission.credential != credential)):
+            return False
+        log.warning("station %s (%s): disconnected, %s", station_id, conn.peer, reason)
+        conn.send_error(code, reason)
+        conn.close()
+        return True
+
     def report_status(self, alerts: str) -> None:
         """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""
         self.alerts_state = alerts
@@ -464,9 +391,30 @@ class RecognizerServer:
             except OSError:
                 pass  # that station's own thread notices the broken connection
 
-    def stations(self) -> list[StationStatus]:
+    def enrol(self, station: str, msg: Message) -> Message:
+        """An ENROL from `station`, enrolled only with the right the trust policy gives (an admin's grant; `by` comes
+        from that right); the ENROL_RESULT to send back."""
+        request_id = msg.get("request_id", str)
+        try:
+            right = self.trust.authorize_enrol(station, msg.header.get("name"), msg.header)
+        except TrustRefusal as exc:
+            log.warning("station %s: enrolment of %s refused: %s", station, who(msg.header.get("name")), exc.reason)
+            return protocol.enrol_result(request_id, False, exc.reason, code=exc.code)
+        confirm = msg.header.get("confirm_lookalike")
+        outcome = self.enroller.enrol(msg.header.get("name"), msg.payload, by=f"{station}/{right.by}",
+                                      provenance=Provenance(by=right.by, station=station, grant_id=right.grant_id),
+                                      confirm_lookalike=confirm if isinstance(confirm, str) else "")
+        self.trust.enrol_done(right, outcome.ok, outcome.reason)  # the audit keeps a confirmed lookalike too
+        alike = outcome.lookalike
+        return protocol.enrol_result(
+            request_id, outcome.ok, outcome.reason, outcome.name, outcome.count, code=outcome.code,
+            box=outcome.box, crop=outcome.crop,
+            lookalike=None if alike is None else {"name": alike.name, "distance": round(alike.distance, 3)})
+
+    def stations(self) -> list[StationSnapshot]:
+        """Every registered station as its session last saw it."""
         with self._lock:
-            return [s.status for s in self._stations.values() if s.status]
+            return [s.status for s in self._stations.values()]
 
     # -- lifecycle --
     def start(self) -> tuple[str, int]:
@@ -504,7 +452,7 @@ class RecognizerServer:
             sessions = [s for s in self._sessions if s.thread.is_alive()]
         log.info("draining: telling %d station(s) to move (%s)", len(sessions), reason)
         for s in sessions:
-            s._send_error("draining", f"this recognizer node is stopping ({reason}); reconnect to be served by another")
+            s.send_error("draining", f"this recognizer node is stopping ({reason}); reconnect to be served by another")
             s.close()
         deadline = time.monotonic() + timeout_s
         for s in sessions:

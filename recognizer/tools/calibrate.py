@@ -24,13 +24,13 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from recognizer.identity.enroll import IMAGE_SUFFIXES
 from recognizer.identity.index import DIM, FaceIndex
 from recognizer.identity.match import SUPPORT, MatchParams, OpenSetParams, evidence, vote
 from recognizer.settings import as_flags
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CACHE_NAME = "facemon-calibrate-encodings.npz"
 MAX_SIDE = 1024  # px: photos are shrunk to this before detection (speed; chips are 150 px anyway)
 TARGET_FAR = 0.01
@@ -89,10 +89,13 @@ def encode_photo(engine, path: Path) -> tuple[str, np.ndarray]:
     """("ok", encoding) for a photo with exactly one face, else (reason, zeros)."""
     import cv2  # heavy-ish: only when photos are actually encoded
 
+    from recognizer.vision.imageio import BadImage, decode_image  # the same decoding as facemon-enroll
+
     none = np.zeros(DIM, np.float32)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return "unreadable", none
+    try:
+        bgr = decode_image(path.read_bytes())
+    except (OSError, BadImage) as exc:
+        return f"unreadable ({exc})", none
     scale = MAX_SIDE / max(bgr.shape[:2])
     if scale < 1.0:
         bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -347,7 +350,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="facemon-calibrate",
         description="Measure genuine accept, misidentification and false accept of strangers on a folder of "
                     "known people (KNOWN_DIR/<name>/*.jpg), for the seeds' rule and a grid of open-set settings, "
-                    "and recommend settings (best genuine accept with strangers accepted at most 1%%).")
+                    "and recommend settings (best genuine accept with strangers accepted at most 1%).")
     ap.add_argument("known_dir", type=Path, metavar="KNOWN_DIR", help="folder of people: KNOWN_DIR/<name>/*.jpg")
     ap.add_argument("--k", type=int, default=3, help="photos enrolled per person (default 3)")
     ap.add_argument("--strangers", type=float, default=0.3,

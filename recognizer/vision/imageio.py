@@ -1,7 +1,8 @@
-"""Turning untrusted JPEG/PNG bytes into images, with the size read from the header before decoding.
+"""Turning untrusted JPEG/PNG/WebP bytes into images, with the size read from the header before decoding.
 
-Only JPEG and PNG are decoded; every other format OpenCV knows (BMP, TIFF, WebP, PPM, EXR, …) is refused
-unread, so a small file announcing a huge image (a decompression bomb) never reaches a decoder.
+Only JPEG and PNG (and WebP, for enrolment photos) are decoded, recognised by their content whatever a file is
+called; every other format OpenCV knows (BMP, TIFF, PPM, EXR, …) is refused unread, so a small file announcing a
+huge image (a decompression bomb) never reaches a decoder.
 """
 from __future__ import annotations
 
@@ -79,14 +80,35 @@ def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return image
 
 
+def webp_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) read from a WebP's first chunk (VP8, VP8L or VP8X), without decoding it."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise BadImage("not a WebP (missing the RIFF/WEBP header)")
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    raise BadImage("corrupt WebP (unknown first chunk)")
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG or PNG file's bytes (enrolment images) to BGR; BadImage otherwise (other formats too)."""
+    """Decode a JPEG, PNG or WebP file's bytes (enrolment photos), recognised by content, to BGR; BadImage
+    otherwise (other formats too)."""
     if data[:2] == b"\xff\xd8":
         return decode_jpeg(data, max_pixels)
-    if data[:8] != _PNG_SIGNATURE:
-        raise BadImage("not a JPEG or PNG image")
-    _check_size("PNG", *png_dimensions(data), max_pixels)
+    if data[:8] == _PNG_SIGNATURE:
+        kind, size = "PNG", png_dimensions(data)
+    elif data[:4] == b"RIFF":
+        kind, size = "WebP", webp_dimensions(data)
+    else:
+        raise BadImage("not a JPEG, PNG or WebP image")
+    _check_size(kind, *size, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise BadImage("corrupt PNG (could not be decoded)")
+        raise BadImage(f"corrupt {kind} (could not be decoded)")
     return image

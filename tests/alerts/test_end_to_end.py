@@ -17,7 +17,7 @@ from recognizer.alerting.sinks import DashboardTarget
 from recognizer.app import RecognizerApp, RecognizerSettings
 from recognizer.vision.detect import EngineConfig
 from recognizer.server.stations import ServerConfig
-from recognizer.vision.pipeline import PipelineConfig
+from recognizer.station.pipeline import PipelineConfig
 from shared import protocol
 from shared.protocol import MessageKind
 from shared.stream import MessageStream

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from recognizer.alerting.outbox import Outbox, OutboxConfig
-from recognizer.alerting.rules import AlertEngine, AlertEvent, AlertThresholds
+from recognizer.alerting.rules import AlertEngine, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
-from recognizer.server.stations import StationStatus
+from recognizer.station.types import StationSnapshot
+from shared.alert_wire import AlertEvent
 from shared.results import FaceResult
 from tests.alerts.conftest import Dashboard, LogLines, Receiver, free_port
 
@@ -185,17 +187,18 @@ def test_bounded_by_count_and_bytes_with_log_lines(tmp_path, stranger_jpeg):
 
 def test_status_reporter_against_the_dashboard(dashboard: Dashboard):
     dashboard.start()
-    st = StationStatus("desk-07", "alice", "127.0.0.1:5", time.time(), frames=10, fps=12.5,
-                       faces=[FaceResult((0, 9, 9, 0), 1, "known", "alice"), FaceResult((0, 9, 9, 0), 2, "unknown")], last_frame_at=time.time(), camera="ok")
+    st = StationSnapshot(1, "desk-07", "alice", "127.0.0.1:5", time.time(), frames=10, fps=12.5,
+                         faces=(FaceResult((0, 9, 9, 0), 1, "known", "alice"), FaceResult((0, 9, 9, 0), 2, "unknown")),
+                         last_frame_at=time.time(), camera="ok")
     stations = [st]
     rep = StatusReporter(DashboardTarget(dashboard.url, dashboard.token), lambda: list(stations), interval_s=0.2)
     rep.report_once()
     row = dashboard.query("SELECT station_id, fps, recognizer_connected, login_name, faces FROM station_status")
     assert row == [("desk-07", 12.5, 1, "alice", 2)]
-    st.camera = "lost"  # the edge lost its camera: still connected, but no stale frames/s or faces
+    stations[0] = st = replace(st, camera="lost")  # the edge lost its camera: still connected, no stale fps or faces
     rep.report_once()
     assert dashboard.query("SELECT fps, recognizer_connected, faces FROM station_status") == [(0.0, 1, 0)]
-    st.camera, st.last_frame_at = "ok", time.time() - 10  # no frame answered for 10 s: stale too
+    stations[0] = replace(st, camera="ok", last_frame_at=time.time() - 10)  # no frame answered for 10 s: stale too
     rep.report_once()
     assert dashboard.query("SELECT fps FROM station_status") == [(0.0,)]
     stations.clear()

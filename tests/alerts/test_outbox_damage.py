@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from recognizer.alerting.outbox import Outbox
-from recognizer.alerting.rules import AlertEvent
+from shared.alert_wire import AlertEvent
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget
 from tests.alerts.conftest import Dashboard, LogLines
 from tests.alerts.test_outbox import fast

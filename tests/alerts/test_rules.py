@@ -251,7 +251,7 @@ def test_alert_event_wire_shape_round_trips() -> None:
     """What the recognizer's outbox sends is exactly what the dashboard parses (one shape, shared.alert_wire)."""
     import json
 
-    from recognizer.alerting.rules import AlertEvent
+    from shared.alert_wire import AlertEvent
     from shared.alert_wire import encode_event, parse_meta
 
     ev = AlertEvent("a" * 32, "b" * 32, "desk-01", "alice", "eyes_closed", "closed", 1_780_000_000.25,

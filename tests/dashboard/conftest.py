@@ -116,6 +116,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def build_app(url: str, **cfg: object):
+    cfg.setdefault("retention_interval_s", 0)  # the test alerts are dated 2025: no retention pass under a test
     config = DashboardConfig(database_url=url, secret_key="test-secret-key-0123456789", sse_heartbeat_s=0.2, **cfg)
     app = create_app(config)
     app.config["TESTING"] = True
@@ -185,24 +186,21 @@ def jpeg() -> bytes:
 
 
 class LiveServer:
-    """The dashboard on a real socket (127.0.0.1, ephemeral port) in a thread, as `serve` runs it."""
+    """The dashboard on a real socket (127.0.0.1, ephemeral port) in a thread, served as `serve` serves it
+    (the production server, `shared.web_server`)."""
 
     def __init__(self, app) -> None:  # noqa: ANN001
-        import threading
-
-        from werkzeug.serving import make_server
+        from shared.web_server import WebServer
 
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="dashboard-test-server", daemon=True)
-        self.thread.start()
+        config = services(app).config
+        settings = config.web_server()
+        self.server = WebServer(app, type(settings)(**{**settings.__dict__, "host": "127.0.0.1", "port": 0}),
+                                on_stop=services(app).broker.close).start()
+        self.url = f"http://127.0.0.1:{self.server.port}"
 
     def stop(self) -> None:
-        services(self.app).broker.close()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        self.server.stop()
 
 
 @pytest.fixture

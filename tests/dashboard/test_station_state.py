@@ -36,6 +36,8 @@ def test_states_worst_first_with_a_reason():
     assert leaving.state == "leaving" and "left its recognizer" in leaving.text and "15 s" in leaving.text
     off = state(last_seen=ago(14), last_connected=ago(20), recognizer_connected=False)
     assert off.state == "offline" and off.level == "bad" and "20 s" in off.text
+    long_gone = state(last_seen=ago(600), last_connected=ago(605), recognizer_connected=False)
+    assert "left its recognizer" in long_gone.text and "10 min 5 s" in long_gone.text  # the cause stays what it was
     # a recognizer that died says nothing: the last report (in session) goes stale
     silent = state(last_seen=ago(16), last_connected=ago(16))
     assert silent.state == "offline" and "recognizer down" in silent.text
@@ -78,13 +80,13 @@ def test_offline_opens_once_even_when_raced_and_closes_when_back(app, tokens, ca
     assert len([r for r in caplog.records if "-> online" in r.getMessage()]) == 1
     svc = services(app)
     later = dt.datetime.now(UTC) + dt.timedelta(seconds=16)
-    assert open_offline_alerts(svc.writer, svc.station_rules, now=dt.datetime.now(UTC)) == []  # not gone yet
+    assert open_offline_alerts(svc.sessions, svc.writer, svc.station_rules, now=dt.datetime.now(UTC)) == []  # not gone yet
     results: list[list[str]] = []
     barrier = threading.Barrier(8)
 
     def watcher() -> None:
         barrier.wait()
-        results.append(open_offline_alerts(svc.writer, svc.station_rules, now=later))
+        results.append(open_offline_alerts(svc.sessions, svc.writer, svc.station_rules, now=later))
 
     threads = [threading.Thread(target=watcher) for _ in range(8)]
     for t in threads:
@@ -97,8 +99,11 @@ def test_offline_opens_once_even_when_raced_and_closes_when_back(app, tokens, ca
     alerts = client.get("/api/alerts?type=station_offline").json["alerts"]
     assert [a["alert_id"] for a in alerts] == opened and alerts[0]["state"] == "open"
     assert alerts[0]["login_name"] == "alice" and "recognizer down" in alerts[0]["details"]["reason"]
-    assert open_offline_alerts(svc.writer, svc.station_rules, now=later + dt.timedelta(seconds=5)) == []  # still the one
+    assert open_offline_alerts(svc.sessions, svc.writer, svc.station_rules, now=later + dt.timedelta(seconds=5)) == []  # still the one
     # the desk is back: the incident closes, and the row says how long it was gone
+    # the recognizer says the desk left (no login any more): the desk keeps who was there
+    assert _report(client, tokens.desk01, recognizer_connected=False, login_name=None).json["state"] == "leaving"
+    assert client.get("/api/stations").json["stations"][0]["login_name"] == "alice"
     assert _report(client, tokens.desk01, camera="lost", camera_error="no frame for 3 s", fps=0.0).json["state"] == "camera_lost"
     back = client.get(f"/api/alerts/{opened[0]}").json
     assert back["state"] == "closed" and back["details"]["closed_by"] == "station_back"
@@ -145,3 +150,24 @@ def test_offline_threshold_setting(tmp_path, value):
     app = build_app(f"sqlite:///{tmp_path / 'd.sqlite3'}", offline_after_s=value)
     assert services(app).station_rules.th.offline_after_s == (float("inf") if value == 0 else 5.0)
     services(app).broker.close()
+
+
+def test_the_watch_never_locks_out_a_session_that_reads_then_writes(tmp_path):
+    """On SQLite a read transaction that turns into a write is refused at once ('database is locked') while another
+    connection holds the write lock; the watch looks every interval, so it must look without taking that lock."""
+    from dashboard import station_watch
+    from dashboard.models import Setting
+
+    app = build_app(f"sqlite:///{tmp_path / 'dash.sqlite3'}")
+    svc = services(app)
+    station_watch.start(svc, interval_s=0.001)  # a second watcher, looking as often as it can
+    try:
+        for i in range(60):
+            with svc.sessions() as db:  # a plain session: read first, then write (as CLI commands and tests do)
+                db.get(Setting, "secret_key")
+                time.sleep(0.002)
+                db.add(Setting(key=f"k{i}", value="v"))
+                db.commit()
+    finally:
+        svc.broker.close()
+        svc.engine.dispose()

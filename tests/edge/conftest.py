@@ -80,6 +80,7 @@ class FakeRecognizer:
         self.heartbeat_s = heartbeat_s
         self.answer = answer
         self.enrol_answer = enrol_answer
+        self.lookalike = ""  # set: every face "looks like" this enrolled person (refused unless confirmed)
         self.port = 0
         self.hellos: list[dict] = []
         self.sessions: list[str] = []
@@ -178,7 +179,13 @@ class FakeRecognizer:
                             h, w = image.shape[:2]
                             box = (h // 4, 3 * w // 4, 3 * h // 4, w // 4)
                             crop = cv2.imencode(".jpg", image[box[0]:box[2], box[3]:box[1]])[1].tobytes()
-                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1, box=box, crop=crop))
+                        alike, code = None, ""
+                        if ok and self.lookalike and name != self.lookalike:  # like the recognizer's lookalike rule
+                            alike = {"name": self.lookalike, "distance": 0.41}
+                            if msg.header.get("confirm_lookalike") != self.lookalike:
+                                ok, code, reason = False, "looks_like", f"looks like {self.lookalike} (0.41): ..."
+                        stream.send(protocol.enrol_result(msg.header["request_id"], ok, reason, name, 1, code=code,
+                                                          box=box, crop=crop, lookalike=alike))
                 elif msg.kind == MessageKind.SESSION:
                     self.sessions.append(msg.header["login"])
                 elif msg.kind == MessageKind.HEARTBEAT and self.answer:

@@ -39,7 +39,7 @@ def test_page_shows_feed_offline_state_and_capture_answers(browser, clip: Path) 
     server.port = port
     wait = WebDriverWait(browser, 10)
     try:
-        browser.get(f"http://127.0.0.1:{edge.server.server_port}/")
+        browser.get(f"http://127.0.0.1:{edge.server.port}/")
         assert browser.current_url.endswith("/video_feed_page")
         wait.until(lambda d: d.execute_script("return document.getElementById('feed').naturalWidth") > 0)
         wait.until(lambda d: "offline" in d.find_element(By.ID, "link-text").text.lower())
@@ -75,6 +75,37 @@ def test_page_shows_feed_offline_state_and_capture_answers(browser, clip: Path) 
         server.kill()
 
 
+def test_capture_of_a_lookalike_needs_a_deliberate_confirmation(browser, clip: Path) -> None:
+    """Refused with who the face looks like and the face shown; only the second, explicit click enrols it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = FakeRecognizer().start()
+    server.lookalike = "Lin"
+    edge = Edge(EdgeConfig(source=str(clip), recognizer_port=server.port, station="desk-7", token=TOKEN, web_port=0))
+    edge.start()
+    wait = WebDriverWait(browser, 10)
+    try:
+        browser.get(f"http://127.0.0.1:{edge.server.server_port}/video_feed_page")
+        wait.until(lambda d: d.find_element(By.ID, "link-badge").text == "recognizer online")
+        browser.find_element(By.ID, "name").send_keys("Test Evaluator")
+        browser.find_element(By.ID, "capture").click()
+        wait.until(lambda d: d.find_element(By.ID, "capture-answer").text.startswith("Not enrolled"))
+        assert browser.find_element(By.ID, "capture-answer").text == "Not enrolled: looks like Lin (0.41)."
+        confirm = browser.find_element(By.ID, "confirm-lookalike")
+        assert confirm.is_displayed() and confirm.text == "Enrol as Test Evaluator anyway: I checked, this is not Lin"
+        assert browser.find_element(By.ID, "capture-crop").is_displayed()  # the face in question
+        assert "confirm_lookalike" not in server.enrols[-1]
+        browser.save_screenshot(str(SCREENSHOTS / "facemon_edge_lookalike.png"))
+        confirm.click()
+        wait.until(lambda d: d.find_element(By.ID, "capture-answer").text.startswith("Enrolled"))
+        assert server.enrols[-1]["confirm_lookalike"] == "Lin" and len(server.enrols) == 2
+        assert not browser.find_element(By.ID, "confirm-lookalike").is_displayed()
+    finally:
+        edge.stop()
+        server.kill()
+
+
 def test_page_says_camera_lost_and_recovers(browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -86,7 +117,7 @@ def test_page_says_camera_lost_and_recovers(browser) -> None:
     edge.start()
     wait = WebDriverWait(browser, 15)
     try:
-        browser.get(f"http://127.0.0.1:{edge.server.server_port}/video_feed_page")
+        browser.get(f"http://127.0.0.1:{edge.server.port}/video_feed_page")
         wait.until(lambda d: d.find_element(By.ID, "camera-badge").text == "camera ok")
         wait.until(lambda d: "alice" in d.find_element(By.ID, "faces").text)
         camera.kill()

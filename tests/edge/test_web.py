@@ -64,7 +64,7 @@ def offline_edge(clip: Path) -> Iterator[Edge]:
 
 
 def base(edge: Edge) -> str:
-    return f"http://127.0.0.1:{edge.server.server_port}"
+    return f"http://127.0.0.1:{edge.server.port}"
 
 
 def test_banner_is_drawn_on_a_copy() -> None:

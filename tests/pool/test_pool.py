@@ -43,7 +43,7 @@ def test_stations_spread_over_the_nodes(pool: Pool) -> None:
     spread = pool.spread()
     assert sum(spread.values()) == 6 and max(spread.values()) <= 3, spread
     # what each node says of itself agrees with what the edges were told
-    wait_until("the nodes' own counts agree", lambda: {n.name: n.stations() for n in pool.nodes} == pool.spread(), 10)
+    wait_until("the nodes' own counts agree", lambda: {n.name: n.stations() for n in pool.nodes} == pool.spread(), 30)
     wait_until("results at every edge", lambda: all(e.status()["results"] > 3 for e in pool.edges), 30)
     wait_until("an open unknown_face incident per desk", lambda: len(pool.query(
         "SELECT DISTINCT station_id FROM alerts WHERE ended_at IS NULL AND type = 'unknown_face'")) == 6, 30)

@@ -1,11 +1,11 @@
-"""The pure 1:1 verification state machine (recognizer/server/verify.py): frames in, decision out."""
+"""The pure 1:1 verification state machine (recognizer/station/verify.py): frames in, decision out."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from recognizer.server.verify import (
+from recognizer.station.verify import (
     FAILED,
     NO_BLINK,
     NO_FACE,

@@ -2,7 +2,7 @@
 
 While a check runs, every frame of the station goes here instead of the identity voting: each is decoded,
 detected, encoded and measured for liveness by the station's own `StationPipeline` steps, compared with the
-claimed identity only, and judged by the pure `recognizer.server.verify.Verifier`. No I/O: `SigninChecks` takes
+claimed identity only, and judged by the pure `recognizer.station.verify.Verifier`. No I/O: `SigninChecks` takes
 the station's VERIFY and FRAME messages and returns the messages to send back (docs/protocol.md, Sign-in).
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from recognizer.liveness.blinks import FaceLiveness, LivenessParams
-from recognizer.server.verify import Observation, Verifier, VerifyParams
+from recognizer.station.verify import Observation, Verifier, VerifyParams
 from recognizer.vision.imageio import BadImage
-from recognizer.vision.pipeline import Liveness, StationPipeline
+from recognizer.station.pipeline import Liveness, StationPipeline
 from shared import protocol
 from shared.names import InvalidName, validate_name
 from shared.protocol import Message
@@ -22,6 +22,11 @@ from shared.results import KNOWN, PENDING, FaceResult
 from shared.signin import BAD_REQUEST
 
 log = logging.getLogger(__name__)
+
+
+def default_liveness() -> Liveness:
+    """Blink liveness with the product's defaults (a pipeline built without the recognizer's settings)."""
+    return FaceLiveness(LivenessParams())
 
 
 @dataclass
@@ -108,10 +113,11 @@ class SigninChecks:
         if self.run is not None:
             self.run.verifier.cancel()
         self._runs += 1
-        # the station's own liveness (its method and thresholds); a recognizer run with liveness off
-        # still checks blinks at sign-in, with the default method
-        pipeline_liveness = self.pipeline.liveness
-        liveness = pipeline_liveness if pipeline_liveness is not None else FaceLiveness(LivenessParams())
+        # the station's own liveness (its method and thresholds); a recognizer run with liveness off still checks
+        # blinks at sign-in, with its liveness settings (the pipeline's `signin_liveness`)
+        liveness = self.pipeline.liveness
+        if liveness is None:
+            liveness = (self.pipeline.signin_liveness or default_liveness)()
         run = VerifyRun(request_id, Verifier(identity, params, enrolled=enrolled), -self._runs, liveness)
         log.info("station %s: sign-in face check %s for %r (%d frames, %.0f s)%s", self.station, request_id,
                  identity, frames, timeout_s, "" if enrolled else ": not enrolled")

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
 
+from recognizer.identity.enroll import face_crop_jpeg
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
+from recognizer.station.types import FrameOutcome
 from recognizer.vision.annotate import draw_faces
 from recognizer.vision.detect import FaceEngine
 from recognizer.vision.encoders import ChipEncoder
@@ -23,7 +25,7 @@ from recognizer.vision.regions import RegionDetector, RegionParams
 from recognizer.vision.sweep import StationSweep
 from recognizer.vision.track import Tracker, TrackerParams
 from shared.jpeg import encode_jpeg
-from shared.results import KNOWN, UNSURE, Box, FaceResult
+from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +64,11 @@ class PipelineConfig:
             raise ValueError(f"grow_reencode must be > 1, got {self.grow_reencode}")
 
 
-@dataclass
-class FrameOutcome:
-    faces: list[FaceResult]
-    annotated: bytes
-    timings_ms: dict = field(default_factory=dict)
-    encoded: int = 0  # faces encoded on this frame
-
-
 def _side(box) -> int:
     return max(box[2] - box[0], box[1] - box[3])
+
+
+REVIEW_CROP_PX = 112  # an unknown face's crop for the review queue (~3-4 KB; the face ~75 px, above enrolment's 60)
 
 
 class StationPipeline:
@@ -88,6 +85,7 @@ class StationPipeline:
         liveness: Optional[Liveness] = None,
         clock: Callable[[], float] = time.monotonic,
         sweep: Optional[StationSweep] = None,
+        signin_liveness: Optional[Callable[[], Liveness]] = None,
     ) -> None:
         self.engine = engine
         self.encoder = encoder
@@ -95,11 +93,14 @@ class StationPipeline:
         self.config = config
         self.tracker = Tracker(tracker_params)
         self.voter = IdentityVoter(match_params)
+        self._review: dict[int, tuple[bytes, bytes]] = {}  # track -> (encoding, crop) of an unknown/unsure face
         self.liveness = liveness if config.liveness else None
         self.clock = clock
         self._index_seen = None
         self.sweep = sweep  # CNN sweeps and their followers (detector hog+cnn); None: per-frame detector only
         self._lost = False  # a track went undetected on the last frame: sweep sooner
+        # the sign-in check's liveness when this station runs without (--no-liveness): blinks are always checked
+        self.signin_liveness = signin_liveness
         self.regions = RegionDetector(config.regions) if config.regions.enabled else None
 
     def _needs_encoding(self, track) -> bool:
@@ -116,7 +117,7 @@ class StationPipeline:
         ratio = _side(track.box) / max(_side(track.encoded_box), 1)
         return ratio >= self.config.grow_reencode or ratio <= 1 / self.config.grow_reencode
 
-    # -- the steps of a frame, public so the sign-in check (recognizer.server.signin_check) runs the same ones --
+    # -- the steps of a frame, public so the sign-in check (recognizer.station.signin) runs the same ones --
     def decode(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
         """The frame as (BGR, RGB) arrays; raises recognizer.vision.imageio.BadImage for a corrupt JPEG."""
         bgr = decode_jpeg(jpeg)
@@ -199,6 +200,7 @@ class StationPipeline:
             self._index_seen = index
         for track_id in update.ended:
             self.voter.forget(track_id)
+            self._review.pop(track_id, None)
             if self.liveness is not None:
                 self.liveness.forget(track_id)
 
@@ -209,9 +211,13 @@ class StationPipeline:
             # by a sweep (turned or badly lit: an enrolled person in profile measured 0.58-0.75 from his photos)
             swept = {t.id for t in update.tracks[n_hog:]}
             badly = frozenset(t.id for t in todo if t.id in swept or _side(t.box) < self.config.min_judge_px)
-            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, badly)
-            for t in todo:
+            idents = self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, badly)
+            for i, t in enumerate(todo):
                 t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
+                if idents[t.id].state in (UNKNOWN, UNSURE):  # kept for the review queue (the alert carries it)
+                    self._review[t.id] = (np.asarray(encodings[i], "<f4").tobytes(), face_crop_jpeg(bgr, t.box, max_side=REVIEW_CROP_PX, quality=80))
+                else:
+                    self._review.pop(t.id, None)
         t3 = time.perf_counter()
 
         live = {}
@@ -235,6 +241,7 @@ class StationPipeline:
                 blinks=result.blinks if result is not None else 0,
                 candidate=ident.candidate if state == UNSURE else None,
                 found_by=None if self.sweep is None else "sweep" if i >= n_hog else "hog",
+                review=self._review.get(track.id) if state in (UNKNOWN, UNSURE) else None,
             ))
         annotated = self.annotate(bgr, faces)
         t5 = time.perf_counter()
