@@ -25,7 +25,8 @@ from pathlib import Path
 
 import cv2
 
-from recognizer.vision.track import Box, iou
+from recognizer.vision.track import iou
+from shared.results import Box
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_GROUP = Path(__file__).resolve().parents[2] / "shared" / "data" / "group"

@@ -20,7 +20,7 @@ from recognizer.identity.index import (
     load_index,
     save_index,
 )
-from recognizer.identity.match import vote
+from recognizer.tools.seeds import vote
 from shared.jpeg import encode_jpeg
 from tests.conftest import FIXTURES, KNOWN_FACES
 

@@ -22,12 +22,13 @@ import numpy as np
 from recognizer.identity.gallery import GalleryClient, GalleryError, GalleryStore, Provenance, photo_digest
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
-from recognizer.vision.detect import Box, Detection, FaceEngine
+from recognizer.vision.detect import Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
 from shared.http import HttpError
 from shared.jpeg import encode_jpeg
 from shared.names import InvalidName, validate_name
 from shared.lognames import who
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 

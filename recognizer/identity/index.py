@@ -150,19 +150,6 @@ class FaceIndex:
             self.negatives,
         )
 
-    def without(self, name: str) -> "FaceIndex":
-        """Return a new index with every encoding of `name` removed."""
-        keep = [i for i, n in enumerate(self.names) if n != name]
-        return FaceIndex(
-            tuple(self.names[i] for i in keep),
-            self.encodings[keep],
-            tuple(self.sources[i] for i in keep),
-            self.model,
-            self.created,
-            self.negative_names,
-            self.negatives,
-        )
-
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

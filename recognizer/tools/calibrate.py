@@ -26,8 +26,9 @@ import numpy as np
 
 from recognizer.identity.enroll import IMAGE_SUFFIXES
 from recognizer.identity.index import DIM, FaceIndex
-from recognizer.identity.match import SUPPORT, MatchParams, OpenSetParams, evidence, vote
+from recognizer.identity.match import SUPPORT, OpenSetParams, evidence
 from recognizer.settings import as_flags
+from recognizer.tools.seeds import MatchParams, vote
 
 log = logging.getLogger(__name__)
 
