@@ -149,7 +149,7 @@ def main() -> None:
     p.add_argument("--skip-clip", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from recognizer.identity.enroll import build_index
+    from recognizer.identity.enrol import build_index
     from recognizer.identity.index import save_index
     from recognizer.vision.detect import EngineConfig, FaceEngine
 

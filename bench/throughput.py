@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.identity.enroll import build_index
+from recognizer.identity.enrol import build_index
 from recognizer.identity.index import save_index
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.detect import DETECTORS, EngineConfig

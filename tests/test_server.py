@@ -10,7 +10,7 @@ import time
 import cv2
 import pytest
 
-from recognizer.identity.enroll import build_index
+from recognizer.identity.enrol import build_index
 from recognizer.identity.index import load_index, save_index
 from shared import protocol
 from shared.protocol import MessageKind
