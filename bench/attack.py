@@ -6,9 +6,16 @@ Starts `python -m recognizer` on a free 127.0.0.1 port (or targets a running one
 samples/hamilton_clip.mp4 from one legitimate station for the whole run, and in turn sends
 decompression bombs (PNG 20000x20000, JPEG SOF 60000x60000, BMP), connections that buffer before the
 handshake, slow connections (slowloris: one byte per second each), bad logins, bad JSON and fuzzed
-messages. Prints a table: inputs tried, crashes, recognizer memory (RSS of it and its children)
-before/peak/after, open connections and threads, the legitimate station's frames/s and worst gap, and
-tracebacks in the recognizer's log. Loopback only; bounded in count and time.
+messages. Prints a table per run: per phase the inputs attempted and the inputs the server accepted (read and
+answered: a reply or its own close; a connection it never accepted, or an input still unanswered after the
+wait, is not counted), crashes, recognizer memory (RSS of it and its children) before/peak/after, open
+connections and threads, the legitimate station's frames/s and worst gap, and tracebacks in the recognizer's
+log; then min / median / max over `--runs` runs (default 3, a fresh recognizer each).
+
+The fuzz phase sends every input: each from the next of the source addresses 127.0.0.2 … 127.0.0.254 (the
+recognizer slows failed handshakes per address, which stopped it at 286 of 3,000 from one address), and reads a
+reply for at most `--fuzz-wait` s (a reply delayed longer for its address is not waited for: counted attempted,
+not accepted). Loopback only; bounded in count and time.
 """
 from __future__ import annotations
 
@@ -331,23 +338,39 @@ class LegitStation:
         return len(inside) / (t1 - t0), max(b - a for a, b in zip(edges, edges[1:]))
 
 
-def send_and_read(address: tuple[str, int], data_parts: list[bytes], timeout_s: float = 10.0) -> list[Message]:
-    """Connect, send each part, read replies until the server closes; the messages it sent."""
+def send_and_read(address: tuple[str, int], data_parts: list[bytes], timeout_s: float = 10.0,
+                  source: str = "") -> list[Message]:
+    """Connect (from `source`), send each part, read replies until the server closes; the messages it sent."""
+    return exchange(address, data_parts, timeout_s, source)[1]
+
+
+def exchange(address: tuple[str, int], data_parts: list[bytes], timeout_s: float = 10.0,
+             source: str = "") -> tuple[bool, list[Message], bool]:
+    """(connected and sent, messages the server sent, it closed the connection) within `timeout_s`."""
     out: list[Message] = []
-    with socket.create_connection(address, timeout=timeout_s) as sock:
+    sent = closed = False
+    try:
+        sock = socket.create_connection(address, timeout=timeout_s, source_address=(source, 0) if source else None)
+    except OSError:
+        return False, out, False
+    with sock:
         decoder = protocol.Decoder()
         try:
             for part in data_parts:
                 sock.sendall(part)
+            sent = True
             while True:
                 data = sock.recv(65536)
                 decoder.feed(data)
                 out.extend(decoder.messages())
                 if not data:
+                    closed = True
                     break
+        except ConnectionError:
+            closed = sent  # reset by the server after reading
         except (OSError, protocol.ProtocolError):
             pass
-    return out
+    return sent, out, closed
 
 
 def hello_bytes(token: str, station: str = "desk-fuzz") -> bytes:
@@ -476,7 +499,8 @@ def prehandshake_buffers(address: tuple[str, int], count: int, hold_s: float) ->
 @dataclass
 class Phase:
     name: str
-    inputs: int
+    inputs: int  # attempted
+    accepted: int  # read and answered by the server (see the module doc)
     t0: float
     t1: float
     mem_before: float
@@ -487,18 +511,18 @@ class Phase:
     note: str = ""
 
 
-def run_phase(name: str, target: "Target", action: Callable[[], tuple[int, str]]) -> Phase:
+def run_phase(name: str, target: "Target", action: Callable[[], tuple[int, int, str]]) -> Phase:
     sampler = Sampler(target.pid).start()
     before = sampler.sample()
     sampler.peak_mb, sampler.peak_fds, sampler.peak_threads = before, 0, 0
     t0 = time.monotonic()
-    inputs, note = action()
+    inputs, accepted, note = action()
     t1 = time.monotonic()
     time.sleep(1.0)  # let the recognizer release what it freed
     after = sampler.sample()
     sampler.stop()
-    log.info("%s: %d inputs, %s", name, inputs, note)
-    return Phase(name, inputs, t0, t1, before, sampler.peak_mb, after, sampler.peak_fds, sampler.peak_threads, note)
+    log.info("%s: %d inputs, %d accepted, %s", name, inputs, accepted, note)
+    return Phase(name, inputs, accepted, t0, t1, before, sampler.peak_mb, after, sampler.peak_fds, sampler.peak_threads, note)
 
 
 @dataclass
@@ -522,14 +546,15 @@ def attack(target: Target, args: argparse.Namespace) -> list[Phase]:
     addr, token = target.address, target.token
     phases: list[Phase] = []
 
-    def idle() -> tuple[int, str]:
+    def idle() -> tuple[int, int, str]:
         time.sleep(args.baseline_s)
-        return 0, "no attack"
+        return 0, 0, "no attack"
 
-    def bombs() -> tuple[int, str]:
+    def bombs() -> tuple[int, int, str]:
         payloads = [("PNG 20000x20000", png_bomb(args.bomb_side))] * 3 + [
             ("JPEG SOF 60000x60000", jpeg_bomb(jpeg)), ("BMP 20000x20000", bmp_bomb())]
         replies: list[str] = []
+        answered: list[bool] = []
 
         def one(name: str, data: bytes, i: int) -> None:
             try:
@@ -537,6 +562,7 @@ def attack(target: Target, args: argparse.Namespace) -> list[Phase]:
                 stream.send(protocol.enrol(f"b{i}", "Bomb", data))
                 reply = stream.recv()
                 replies.append(f"{name}: {reply.header.get('reason') if reply else 'closed'}")
+                answered.append(reply is not None)
                 stream.close()
             except (OSError, protocol.ProtocolError) as exc:
                 replies.append(f"{name}: {exc}")
@@ -547,13 +573,13 @@ def attack(target: Target, args: argparse.Namespace) -> list[Phase]:
         for t in threads:
             t.join(timeout=60)
         log.info("bomb replies: %s", replies)
-        return len(payloads), f"{len(payloads[0][1]) // 1024} KB PNG; " + "; ".join(sorted(set(replies)))[:160]
+        return len(payloads), sum(answered), f"{len(payloads[0][1]) // 1024} KB PNG; " + "; ".join(sorted(set(replies)))[:160]
 
-    def buffers() -> tuple[int, str]:
+    def buffers() -> tuple[int, int, str]:
         n = prehandshake_buffers(addr, args.buffers, args.buffers_hold_s)
-        return n, f"{n} conns announcing 8 MiB before HELLO"
+        return args.buffers, n, f"{n} conns (accepted by the server) announcing 8 MiB before HELLO"
 
-    def slow() -> tuple[int, str]:
+    def slow() -> tuple[int, int, str]:
         probe: dict = {}
 
         def newcomer() -> None:  # a station (re)connecting in the middle of the flood
@@ -571,11 +597,11 @@ def attack(target: Target, args: argparse.Namespace) -> list[Phase]:
         figures = slow_connections(addr, args.slow, args.slow_seconds, token=token)
         nc.join()
         welcome = probe.get("welcome_s")
-        return figures["opened"], (f"held at once {figures['most_open']}, closed by server {figures['closed_by_server']}; "
+        return figures["opened"], figures["opened"] - figures["connect_failures"], (f"held at once {figures['most_open']}, closed by server {figures['closed_by_server']}; "
                                    f"newcomer WELCOME in {welcome:.2f} s" if welcome is not None
                                    else f"newcomer failed: {probe}")
 
-    def logins_and_json() -> tuple[int, str]:
+    def logins_and_json() -> tuple[int, int, str]:
         cases: list[tuple[str, list[bytes]]] = []
         for name, header in hello_variants(token):
             cases.append((name, [raw_message(MessageKind.HELLO, json.dumps(header).encode())]))
@@ -607,31 +633,35 @@ def attack(target: Target, args: argparse.Namespace) -> list[Phase]:
             t.start()
         for t in threads:
             t.join()
-        return len(cases), f"left unanswered: {unanswered or 'none'}"
+        return len(cases), len(cases) - len(unanswered), f"left unanswered: {unanswered or 'none'}"
 
-    def fuzz() -> tuple[int, str]:
+    def fuzz() -> tuple[int, int, str]:
         gen = fuzz_inputs(token, args.seed, jpeg)
         end = time.monotonic() + args.fuzz_seconds
-        n = 0
+        n = sent = answered = 0
         lock = threading.Lock()
+        sources = [f"127.0.0.{i}" for i in range(2, 255)]  # the per-address failure delay applies to each apart
 
         def worker() -> None:
-            nonlocal n
+            nonlocal n, sent, answered
             while time.monotonic() < end:
                 with lock:
                     if n >= args.fuzz:
                         return
+                    source = sources[n % len(sources)]
                     n += 1
                     _, parts = next(gen)
-                send_and_read(addr, parts, timeout_s=10)
+                ok, replies, closed = exchange(addr, parts, timeout_s=args.fuzz_wait, source=source)
+                with lock:
+                    sent += ok
+                    answered += ok and (bool(replies) or closed)
 
-        # many at once: refusals before the handshake are answered only after the per-address failure delay
         threads = [threading.Thread(target=worker) for _ in range(48)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return n, f"seed {args.seed}"
+        return n, answered, f"seed {args.seed}; sent {sent} from {min(n, len(sources))} addresses 127.0.0.x"
 
     plan = [("baseline", idle), ("bombs", bombs), ("pre-handshake 8 MiB", buffers), ("slowloris", slow),
             ("bad logins + JSON", logins_and_json), ("fuzz", fuzz), ("settle", idle)]
@@ -647,10 +677,10 @@ def attack(target: Target, args: argparse.Namespace) -> list[Phase]:
 def print_table(phases: list[Phase], legit: LegitStation, target: Target, log_before: int, start_mb: float) -> None:
     text = target.log_path.read_text(errors="replace") if target.log_path.exists() else ""
     tracebacks = count_tracebacks(text) - log_before
-    rows = [("phase", "inputs", "mem before", "peak", "after", "fds peak", "threads peak", "legit fps", "worst gap", "note")]
+    rows = [("phase", "attempted", "accepted", "mem before", "peak", "after", "fds peak", "threads peak", "legit fps", "worst gap", "note")]
     for p in phases:
         fps, gap = legit.window(p.t0, p.t1)
-        rows.append((p.name, str(p.inputs), f"{p.mem_before:.0f} MB", f"{p.mem_peak:.0f} MB", f"{p.mem_after:.0f} MB",
+        rows.append((p.name, str(p.inputs), str(p.accepted), f"{p.mem_before:.0f} MB", f"{p.mem_peak:.0f} MB", f"{p.mem_after:.0f} MB",
                      str(p.fds_peak), str(p.threads_peak), f"{fps:.1f}", f"{gap:.2f} s", p.note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
@@ -677,6 +707,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--buffers-hold-s", type=float, default=3.0)
     p.add_argument("--fuzz", type=int, default=3000, help="fuzzed inputs at most (default: %(default)s)")
     p.add_argument("--fuzz-seconds", type=float, default=20.0, help="time for fuzzing at most (default: %(default)s)")
+    p.add_argument("--fuzz-wait", type=float, default=2.0, help="seconds a fuzz input waits for its answer (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=3, help="runs, each against a fresh recognizer (default: %(default)s)")
     p.add_argument("--bomb-side", type=int, default=20000, help="PNG bomb width and height (default: %(default)s)")
     p.add_argument("--baseline-s", type=float, default=3.0)
     p.add_argument("--warmup-s", type=float, default=8.0, help="legit station streams this long before 'start'")
@@ -688,31 +720,57 @@ def main(argv: Optional[list[str]] = None) -> int:
     want = min(hard, max(soft, args.slow + args.buffers + 512))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     frames = clip_jpegs()
+    runs: list[list[tuple[Phase, float, float]]] = []  # per run: (phase, legit fps, worst gap)
     with tempfile.TemporaryDirectory(prefix="facemon-attack-") as tmp:
         work = Path(tmp)
-        if args.target:
-            host, port = args.target.rsplit(":", 1)
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                p.error("--target must be a loopback address")
-            target = Target((host, int(port)), args.pid, args.token, args.log or work / "none.log")
-        else:
-            index = args.index or build_index(work / "encodings")
-            proc = RecognizerProcess(index, work, pythonpath=args.pythonpath)
-            proc.wait_ready()
-            target = Target(proc.address, proc.pid, proc.token, proc.log_path, proc)
-        try:
-            log_before = count_tracebacks(target.log_path.read_text(errors="replace")) if target.log_path.exists() else 0
-            legit = LegitStation(target.address, target.token, frames).start()
-            time.sleep(args.warmup_s)  # first frames (model and track warm-up) are not part of the measurement
-            start_mb = rss_mb(target.pid) if target.pid else 0.0
-            phases = attack(target, args)
-            legit.stop()
-            print_table(phases, legit, target, log_before, start_mb)
-        finally:
-            if target.process is not None:
-                target.process.stop()
+        index = None if args.target else (args.index or build_index(work / "encodings"))
+        for run in range(1 if args.target else args.runs):
+            run_dir = work / f"run{run}"
+            run_dir.mkdir()
+            if args.target:
+                host, port = args.target.rsplit(":", 1)
+                if host not in ("127.0.0.1", "localhost", "::1"):
+                    p.error("--target must be a loopback address")
+                target = Target((host, int(port)), args.pid, args.token, args.log or run_dir / "none.log")
+            else:
+                proc = RecognizerProcess(index, run_dir, pythonpath=args.pythonpath)
+                proc.wait_ready()
+                target = Target(proc.address, proc.pid, proc.token, proc.log_path, proc)
+            try:
+                log_before = count_tracebacks(target.log_path.read_text(errors="replace")) if target.log_path.exists() else 0
+                legit = LegitStation(target.address, target.token, frames).start()
+                time.sleep(args.warmup_s)  # first frames (model and track warm-up) are not part of the measurement
+                start_mb = rss_mb(target.pid) if target.pid else 0.0
+                phases = attack(target, args)
+                legit.stop()
+                print(f"\n== run {run + 1} ==")
+                print_table(phases, legit, target, log_before, start_mb)
+                runs.append([(ph, *legit.window(ph.t0, ph.t1)) for ph in phases])
+            finally:
+                if target.process is not None:
+                    target.process.stop()
+    if len(runs) > 1:
+        print_summary(runs)
     return 0
 
+
+def print_summary(runs: list[list[tuple[Phase, float, float]]]) -> None:
+    """Per phase, min / median / max over the runs."""
+    import statistics
+
+    def mmm(xs: list[float], fmt: str) -> str:
+        return " / ".join(fmt.format(x) for x in (min(xs), statistics.median(xs), max(xs)))
+
+    print(f"\n== min / median / max over {len(runs)} runs ==")
+    rows = [("phase", "attempted", "accepted", "peak MB over before", "legit fps", "worst gap s")]
+    for i, (first, _, _) in enumerate(runs[0]):
+        got = [r[i] for r in runs if len(r) > i]
+        rows.append((first.name, mmm([g[0].inputs for g in got], "{:.0f}"), mmm([g[0].accepted for g in got], "{:.0f}"),
+                     mmm([g[0].mem_peak - g[0].mem_before for g in got], "{:+.0f}"), mmm([g[1] for g in got], "{:.1f}"),
+                     mmm([g[2] for g in got], "{:.2f}")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "an entry was edited or removed; export: the whole log with its hashes as CSV")
     au.add_argument("--out", type=Path, help="export: write to this file (default: standard output)")
 
+    xp = sub.add_parser("export-person", help="everything held about one person (GDPR Art. 15): person.json and "
+                        "images in --out (0700); audited")
+    xp.add_argument("name", help="the enrolled name (known_faces/NAME)")
+    xp.add_argument("--out", type=Path, required=True, help="folder to write (created; must be empty or new)")
+
+    er = sub.add_parser("erase-person", help="remove a person (GDPR Art. 17): encodings, photos, review faces; every "
+                        "recognizer drops them as it follows the gallery; audited")
+    er.add_argument("name")
+
+    dk = sub.add_parser("data-key", help="the key that seals encodings, photos and evidence at rest: new (a 0600 "
+                        "key file) or rotate (seal everything with a fresh key, drop the old one)")
+    dk.add_argument("action", choices=("new", "rotate"))
+    dk.add_argument("--out", type=Path, help="new: the key file to create (else FACEMON_DASHBOARD_DATA_KEY_FILE)")
+
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
     return p
@@ -114,9 +128,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     quiet_web_server_logs()
     from dashboard.db import DatabaseError
 
+    from shared.crypto import DataKeyError
+
     try:
         return _run(args, config)
-    except DatabaseError as exc:
+    except (DatabaseError, DataKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -126,13 +142,18 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 
     if args.command == "serve":
         return serve(config)
-    engine = dbmod.make_engine(config.database_url)
+    if args.command == "data-key":
+        return _data_key_command(args, config)
+    from dashboard import data_key
+
+    engine = data_key.open_engine(config)
     if args.command == "db":
         if args.action == "upgrade":
             dbmod.upgrade(engine)
         print(f"schema revision: {dbmod.current_revision(engine)} (newest: {dbmod.head_revision()})")
         return 0
     dbmod.upgrade(engine)
+    data_key.check(engine)
     if args.command == "retention":
         from dashboard import retention
 
@@ -201,6 +222,8 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
             for g in grants.enrolment_audit(db, args.limit):
                 print(f"{g.id}\t{g.issued_at.isoformat()}\tby={g.admin}\tstation={g.station_id}\tidentity={g.identity}"
                       f"\tused={g.used_at.isoformat() if g.used_at else '-'}\t{g.outcome or '-'}\t{g.reason or ''}")
+        elif args.command in ("export-person", "erase-person"):
+            return _person_command(args, db)
         elif args.command == "audit":
             return _audit_command(args, db)
         elif args.command == "purge":
@@ -211,6 +234,60 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     except (AccountError, TokenError, CommandError, BadAlert, provisioning.ProvisionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _person_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
+    from dashboard import audit, person_data
+    from shared.names import InvalidName, validate_name
+
+    try:
+        name = validate_name(args.name, "name")
+    except InvalidName as exc:
+        raise CommandError(str(exc)) from None
+    actor = f"cli:{getpass.getuser()}"
+    factory = sessionmaker_of(db)
+    if args.command == "erase-person":
+        removed, faces, seq = person_data.erase_person(factory, name, actor, address="")
+        if not removed:
+            raise CommandError(f"nobody named {name!r} is enrolled")
+        print(f"erased {name!r}: {removed} encodings and photos, {faces} review faces (gallery change {seq}); "
+              "every recognizer following the gallery drops them within seconds")
+        return 0
+    if args.out.exists() and any(args.out.iterdir()):
+        raise CommandError(f"{args.out} is not empty; give a new folder")
+    result = person_data.export_person(db, name, args.out)
+    audit.record_now(factory, actor, "person.export", name, f"{len(result['files'])} files", address="")
+    print(f"wrote {args.out / 'person.json'} and {len(result['files'])} images: {len(result['encodings'])} encodings, "
+          f"{len(result['review_faces'])} review faces, {len(result['alerts'])} alerts, {len(result['audit'])} audit entries")
+    return 0
+
+
+def sessionmaker_of(db):  # noqa: ANN001, ANN201
+    """A write-session factory on `db`'s engine (for work that commits in its own transactions)."""
+    from dashboard import db as dbmod
+
+    return dbmod.make_session_factory(db.get_bind(), write=True)
+
+
+def _data_key_command(args: argparse.Namespace, config: DashboardConfig) -> int:
+    from dashboard import data_key
+    from shared.crypto import KeyRing, new_key, write_ring
+
+    target = args.out or (Path(config.data_key_file) if config.data_key_file else None)
+    if target is None:
+        raise SystemExit("error: say where the key file is: --out FILE or FACEMON_DASHBOARD_DATA_KEY_FILE")
+    if args.action == "new":
+        if target.exists():
+            raise SystemExit(f"error: {target} exists; a new key would make its data unreadable (rotate instead)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ring = KeyRing((new_key(),))
+        write_ring(target, ring)
+        print(f"data key {ring.ids()[0]} written to {target} (0600); set FACEMON_DASHBOARD_DATA_KEY_FILE={target} "
+              "and keep a copy offline: without it the data cannot be read")
+        return 0
+    kid, counts = data_key.rotate(config, target)
+    print(f"rotated to data key {kid} in {target}: re-sealed " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
 
 

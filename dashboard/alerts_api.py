@@ -11,7 +11,7 @@ from typing import Optional
 
 from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
 
-from dashboard import handover, stations, store
+from dashboard import handover, review_queue, stations, store
 from dashboard.api_requests import bearer_caller
 from dashboard.audit_pages import look
 from dashboard.db import get_db
@@ -42,6 +42,7 @@ def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Opti
                 abort(400, str(exc))
     if msg.state == "open" and image is None:
         abort(400, "an 'open' event needs the part 'image' (the JPEG evidence)")
+    face = msg.details.pop("face", None)  # an unknown face's crop and encoding: the review queue's, not the row's
     try:
         outcome = store.apply_event(services().writer, msg, image, best)
     except store.Conflict as exc:
@@ -50,8 +51,19 @@ def _store(caller: Caller, msg: AlertMessage, image: Optional[bytes], best: Opti
         log.debug("duplicate event %s ignored", msg.event_id)
         return jsonify(status="duplicate", alert_id=outcome.alert_id), 200
     log.info("alert %s %s: %s %s at %s", outcome.alert_id, outcome.status, msg.type, msg.state, msg.station_id)
+    if face is not None:
+        _queue_for_review(face, msg)
     services().broker.publish("alert", json.dumps({"alert_id": outcome.alert_id, "status": outcome.status}))
     return jsonify(status=outcome.status, alert_id=outcome.alert_id), 201
+
+
+def _queue_for_review(face: object, msg: AlertMessage) -> None:
+    """The alert's face into the review queue; a bad face is logged and never costs the alert."""
+    try:
+        review_queue.add_face(services().writer, review_queue.parse_face(
+            face, msg.alert_id, msg.station_id, msg.ended_at or msg.started_at))
+    except review_queue.BadFace as exc:
+        log.warning("alert %s: its face is not queued for review: %s", msg.alert_id, exc)
 
 
 @bp.post("/api/alerts")

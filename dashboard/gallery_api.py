@@ -21,7 +21,7 @@ import time
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
-from dashboard import gallery
+from dashboard import gallery, person_data
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.images import BadImage, check_jpeg
 from dashboard.services import services
@@ -140,6 +140,7 @@ def add():  # noqa: ANN201
             person=person, vector=_b64(body, "vector", required=True), model=body.get("model"),
             source=body.get("source"), photo_sha256=body.get("photo_sha256") if isinstance(body.get("photo_sha256"), str) else "",
             enrolled_by=body.get("enrolled_by"), via=caller.name, station_id=station, grant_id=grant_id, photo=photo,
+            **_notice(body, grant_id),
         )
     except gallery.BadEncoding as exc:
         abort(400, str(exc))
@@ -151,6 +152,18 @@ def add():  # noqa: ANN201
     return jsonify(change=change), 201
 
 
+def _notice(body: dict, grant_id: int | None) -> dict:
+    """The notice a person was shown and who confirmed it: as sent, else for a Capture (an admin's grant) the
+    dashboard's current notice, confirmed by that admin (who must show it before pressing Capture)."""
+    version, by = body.get("notice_version"), body.get("notice_confirmed_by")
+    for name, value in (("notice_version", version), ("notice_confirmed_by", by)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= (32 if name == "notice_version" else 64)):
+            abort(400, f"{name} must be a short string")
+    if version is None and grant_id is not None:
+        version, by = services().config.notice_version, by or body.get("enrolled_by")
+    return {"notice_version": version, "notice_confirmed_by": by if version else None}
+
+
 @bp.delete("/api/gallery/people/<name>")
 def remove(name: str):  # noqa: ANN201
     caller = _service()
@@ -158,7 +171,7 @@ def remove(name: str):  # noqa: ANN201
         person = validate_name(name, "person")
     except InvalidName as exc:
         abort(400, str(exc))
-    removed, seq = gallery.remove_person(services().writer, person)
+    removed, _faces, seq = person_data.erase_person(services().writer, person, caller.name)
     if not removed:
         abort(404, f"nobody named {person!r} is enrolled")
     notifier().committed(seq)

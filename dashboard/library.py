@@ -6,8 +6,6 @@ transaction. Photos are enrolled through the one Enroller (dashboard/library_enr
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 from typing import Optional
@@ -15,13 +13,12 @@ from typing import Optional
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 
-from dashboard import audit, gallery, likeness, review_queue
+from dashboard import audit, gallery, likeness, person_data, review_queue
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.audit_pages import look
 from dashboard.db import get_db
 from dashboard.gallery_api import notifier
 from dashboard.gallery_models import GalleryEncoding
-from dashboard.images import BadImage, check_jpeg
 from dashboard.library_enrol import encode_probe, enrol_photo
 from dashboard.library_models import ReviewFace
 from dashboard.services import services
@@ -176,8 +173,7 @@ def rename(name: str):  # noqa: ANN201
 def remove_person(name: str):  # noqa: ANN201
     check_csrf()
     name, who = _name(name), _admin()
-    removed, seq = gallery.remove_person(services().writer, name,
-                                         also=lambda db: audit.record(db, who, "remove_person", name, ""))
+    removed, _faces, seq = person_data.erase_person(services().writer, name, who)
     if not removed:
         abort(404, f"nobody named {name!r} is enrolled")
     notifier().committed(seq)
@@ -198,7 +194,7 @@ def review():  # noqa: ANN201
 @bp.get("/library/review/faces/<int:face_id>.jpg")
 @login_required(admin=True)
 def review_crop(face_id: int):  # noqa: ANN201
-    return _jpeg(get_db().scalar(sa.select(ReviewFace.crop).where(ReviewFace.id == face_id)))
+    return _jpeg(review_queue.crop_of(get_db(), face_id))
 
 
 @bp.post("/library/review/<int:group_id>/assign")
@@ -211,8 +207,8 @@ def assign(group_id: int):  # noqa: ANN201
     if not faces:
         abort(404, "that group is no longer in the queue")
     added, refused = [], []
-    for f in faces:
-        out = enrol_photo(current_app._get_current_object(), name, f.crop, who, f"review:{f.alert_id}:{f.track}",
+    for f, crop in faces:
+        out = enrol_photo(current_app._get_current_object(), name, crop, who, f"review:{f.alert_id}:{f.track}",
                           "assign", request.form.get("confirm_lookalike", ""))
         (added if out.ok else refused).append((f, out.reason))
     with services().writer() as db:
@@ -231,7 +227,7 @@ def stranger(group_id: int):  # noqa: ANN201
     check_csrf()
     who = _admin()
     with services().writer() as db:
-        ids = [f.id for f in review_queue.group_faces(db, group_id)]
+        ids = [f.id for f, _ in review_queue.group_faces(db, group_id)]
         n = review_queue.resolve(db, ids, review_queue.STRANGER, None, who)
         if n:
             audit.record(db, who, "dismiss", f"review group {group_id}", f"{n} face(s): a stranger")
@@ -255,10 +251,10 @@ def not_person(group_id: int):  # noqa: ANN201
     faces = review_queue.group_faces(db, group_id)
     if not faces:
         abort(404, "that group is no longer in the queue")
-    for f in faces:
+    for f, crop in faces:
         new = gallery.NewEncoding(person=name, vector=f.vector, model="dlib_face_recognition_resnet_model_v1",
-                                  source=f"review:{f.alert_id}:{f.track}", photo_sha256=review_queue.crop_digest(f.crop),
-                                  enrolled_by=who, via="dashboard", station_id=f.station_id, photo=f.crop, negative=True)
+                                  source=f"review:{f.alert_id}:{f.track}", photo_sha256=review_queue.crop_digest(crop),
+                                  enrolled_by=who, via="dashboard", station_id=f.station_id, photo=crop, negative=True)
 
         def also(wdb, f=f) -> None:  # noqa: ANN001
             review_queue.resolve(wdb, [f.id], review_queue.NOT, name, who)
@@ -267,6 +263,10 @@ def not_person(group_id: int):  # noqa: ANN201
         change, created = gallery.add_encoding(services().writer, new, also=also)
         if created:
             notifier().committed(change["seq"])
+        else:  # the very same crop is already a negative of them: the face is resolved all the same
+            with services().writer() as wdb:
+                also(wdb)
+                wdb.commit()
     flash(f"Kept {len(faces)} face(s) as NOT {name}: they will not be accepted as {name}.")
     return redirect(url_for("library.review"))
 
@@ -311,20 +311,11 @@ def post_face():  # noqa: ANN201
         alert_id = body.get("alert_id")
         if not isinstance(alert_id, str) or not 1 <= len(alert_id) <= 32 or not alert_id.isalnum():
             raise review_queue.BadFace("alert_id must be 1..32 letters or digits")
-        candidate = body.get("candidate")
-        candidate = None if candidate in (None, "") else validate_name(candidate, "candidate")
-        distance = body.get("distance")
-        if distance is not None and (isinstance(distance, bool) or not isinstance(distance, (int, float))):
-            raise review_queue.BadFace("distance must be a number")
         seen_at = dt.datetime.fromisoformat(body["seen_at"]) if body.get("seen_at") else dt.datetime.now(dt.timezone.utc)
         if seen_at.tzinfo is None:
             raise review_queue.BadFace("seen_at must carry its UTC offset")
-        crop = base64.b64decode(body.get("crop") or "", validate=True)
-        check_jpeg(crop, "crop")
-        face = review_queue.NewFace(alert_id.lower(), station, body.get("track"), body.get("verdict"),
-                                    base64.b64decode(body.get("vector") or "", validate=True), crop, seen_at,
-                                    candidate, None if distance is None else float(distance))
-    except (BadAlert, InvalidName, review_queue.BadFace, BadImage, binascii.Error, ValueError, TypeError) as exc:
+        face = review_queue.parse_face(body, alert_id.lower(), station, seen_at)
+    except (BadAlert, review_queue.BadFace, ValueError, TypeError) as exc:
         abort(400, str(exc))
     face_id, group = review_queue.add_face(services().writer, face)
     return {"id": face_id, "group": group}, 201

@@ -21,7 +21,7 @@ def vectors(raw: Sequence[bytes]) -> np.ndarray:
     """(N, 128) float32 of stored encodings."""
     if not raw:
         return np.zeros((0, DIM), np.float32)
-    return np.frombuffer(b"".join(raw), "<f4").reshape(-1, DIM).astype(np.float32)
+    return np.frombuffer(b"".join(raw), "<f4").reshape(-1, DIM).astype(np.float32, copy=False)
 
 
 def distances(probe: np.ndarray, stored: np.ndarray) -> np.ndarray:

@@ -113,7 +113,8 @@ def compact(engine: Engine) -> str:
         return "VACUUM"
     if backend in ("mysql", "mariadb"):
         with engine.connect() as conn:
-            for table in ("evidence", "alerts", "alert_events", "review_faces", "gallery_encodings", "audit_log"):
+            for table in ("evidence", "alerts", "alert_events", "review_faces", "review_crops", "gallery_encodings",
+                          "audit_log"):
                 conn.exec_driver_sql(f"OPTIMIZE TABLE {table}").fetchall()
         return "OPTIMIZE TABLE"
     return "nothing to compact"

@@ -7,6 +7,8 @@ person through the one Enroller), stranger (dismissed), or not (kept in the gall
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import likeness
 from dashboard.gallery_models import VECTOR_BYTES
-from dashboard.library_models import ReviewFace
+from dashboard.images import BadImage, check_jpeg
+from dashboard.library_models import ReviewCrop, ReviewFace
 from dashboard.models import utcnow
+from shared.names import InvalidName, validate_name
 
 QUEUED, ASSIGNED, STRANGER, NOT = "queued", "assigned", "stranger", "not"
 VERDICTS = ("unknown", "unsure")
@@ -53,20 +57,41 @@ class NewFace:
             raise BadFace("track must be a whole number 0..2^31")
 
 
+def parse_face(face: object, alert_id: str, station_id: str, seen_at: dt.datetime) -> NewFace:
+    """A face as a recognizer sends it (the `face` of an unknown_face alert's details, or the review API's body):
+    `{track, verdict, vector (base64), crop (base64 JPEG), candidate?, distance?}`; BadFace with the reason."""
+    if not isinstance(face, dict):
+        raise BadFace("face must be a JSON object")
+    try:
+        candidate = face.get("candidate")
+        candidate = None if candidate in (None, "") else validate_name(candidate, "candidate")
+        distance = face.get("distance")
+        if distance is not None and (isinstance(distance, bool) or not isinstance(distance, (int, float))):
+            raise BadFace("distance must be a number")
+        vector, crop = (base64.b64decode(face.get(k) or "", validate=True) for k in ("vector", "crop"))
+        check_jpeg(crop, "crop")
+    except (InvalidName, BadImage, binascii.Error, TypeError, ValueError) as exc:
+        raise BadFace(str(exc)) from None
+    return NewFace(alert_id, station_id, face.get("track"), face.get("verdict"), vector, crop, seen_at, candidate,
+                   None if distance is None else float(distance))
+
+
 def add_face(factory: sessionmaker[Session], face: NewFace) -> tuple[int, int]:
     """Queue `face` (replacing the face already queued for that alert and track); (its id, its group)."""
     with factory() as db:
         row = db.scalar(sa.select(ReviewFace).where(ReviewFace.alert_id == face.alert_id, ReviewFace.track == face.track))
-        queued = db.execute(sa.select(ReviewFace.id, ReviewFace.vector, ReviewFace.group_id)
-                            .where(ReviewFace.state == QUEUED, ReviewFace.id != (row.id if row else -1))).all()
-        group = likeness.group_of(np.frombuffer(face.vector, "<f4"), likeness.vectors([q.vector for q in queued]),
-                                  [q.group_id for q in queued])
+        # Core, not ORM rows: 10,000 queued vectors are read for every new face
+        queued = db.connection().execute(sa.select(ReviewFace.vector, ReviewFace.group_id).where(
+            ReviewFace.state == QUEUED, ReviewFace.id != (row.id if row else -1))).all()
+        group = likeness.group_of(np.frombuffer(face.vector, "<f4"), likeness.vectors([q[0] for q in queued]),
+                                  [q[1] for q in queued])
         if row is None:
             row = ReviewFace(alert_id=face.alert_id, track=face.track, state=QUEUED, group_id=0)
             db.add(row)
-        for key in ("station_id", "verdict", "candidate", "distance", "vector", "crop", "seen_at"):
+        for key in ("station_id", "verdict", "candidate", "distance", "vector", "seen_at"):
             setattr(row, key, getattr(face, key))
         db.flush()
+        db.merge(ReviewCrop(face_id=row.id, data=face.crop))
         row.group_id = group if group is not None else row.id
         db.commit()
         return row.id, row.group_id
@@ -85,8 +110,9 @@ class Group:
 
 def groups_page(db: Session, page: int, per_page: int, shown: int = 6) -> tuple[list[Group], int]:
     """One page of queued groups, most recently seen first, and the number of groups."""
-    total = db.scalar(sa.select(sa.func.count(sa.distinct(ReviewFace.group_id))).where(ReviewFace.state == QUEUED)) or 0
-    heads = db.execute(
+    conn = db.connection()
+    total = conn.scalar(sa.select(sa.func.count(sa.distinct(ReviewFace.group_id))).where(ReviewFace.state == QUEUED)) or 0
+    heads = conn.execute(
         sa.select(ReviewFace.group_id, sa.func.count().label("n"), sa.func.min(ReviewFace.seen_at).label("first"),
                   sa.func.max(ReviewFace.seen_at).label("last"))
         .where(ReviewFace.state == QUEUED).group_by(ReviewFace.group_id)
@@ -95,7 +121,7 @@ def groups_page(db: Session, page: int, per_page: int, shown: int = 6) -> tuple[
     ids = [h.group_id for h in heads]
     faces: dict[int, list] = {i: [] for i in ids}
     if ids:
-        for f in db.execute(sa.select(ReviewFace.id, ReviewFace.group_id, ReviewFace.alert_id, ReviewFace.station_id,
+        for f in conn.execute(sa.select(ReviewFace.id, ReviewFace.group_id, ReviewFace.alert_id, ReviewFace.station_id,
                                       ReviewFace.verdict, ReviewFace.candidate, ReviewFace.distance, ReviewFace.seen_at)
                             .where(ReviewFace.state == QUEUED, ReviewFace.group_id.in_(ids))
                             .order_by(ReviewFace.seen_at.desc())):
@@ -108,9 +134,15 @@ def groups_page(db: Session, page: int, per_page: int, shown: int = 6) -> tuple[
     return out, total
 
 
-def group_faces(db: Session, group_id: int) -> list[ReviewFace]:
-    return list(db.scalars(sa.select(ReviewFace).where(ReviewFace.state == QUEUED, ReviewFace.group_id == group_id)
-                           .order_by(ReviewFace.id)))
+def group_faces(db: Session, group_id: int) -> list[tuple[ReviewFace, bytes]]:
+    """The queued faces of a group with their crops."""
+    return [(f, c) for f, c in db.execute(
+        sa.select(ReviewFace, ReviewCrop.data).join(ReviewCrop, ReviewCrop.face_id == ReviewFace.id)
+        .where(ReviewFace.state == QUEUED, ReviewFace.group_id == group_id).order_by(ReviewFace.id))]
+
+
+def crop_of(db: Session, face_id: int) -> Optional[bytes]:
+    return db.scalar(sa.select(ReviewCrop.data).where(ReviewCrop.face_id == face_id))
 
 
 def resolve(db: Session, ids: list[int], state: str, person: Optional[str], by: str) -> int:

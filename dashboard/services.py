@@ -40,6 +40,9 @@ class Services:
         self.desk_checks = InFlight(free=config.sign_in_max_failures)
         self.password_checks = PasswordChecks(config.password_checks_at_once)  # every password hash runs here
         self.refusals = RateLimitedLog(logging.getLogger("dashboard.signin"), "refused or failed sign-ins")
+        # station credentials a recognizer was shown and this dashboard refused (made-up HELLOs): counted, not logged
+        self.credential_refusals = RateLimitedLog(logging.getLogger("dashboard.trust_api"), "refused station credentials",
+                                                  per_window=5)
 
     def close(self) -> None:
         """End live streams, the password workers and the database pool (server stop, tests)."""

@@ -70,8 +70,9 @@ def station_state(*, now: dt.datetime, last_seen: Optional[dt.datetime], last_co
         at = since.astimezone().strftime("%H:%M:%S")
         if gone is None:  # never had a session: reported (e.g. a recognizer's last word) but not in session
             return StationState("idle", f"No session since {at}", since)
+        # the recognizer's last word decides: "it left" (the edge hung up), or silence (the recognizer is gone)
         cause = ("the desk left its recognizer (edge unplugged, switched off or network down)"
-                 if recognizer_connected is False and (now - last_seen).total_seconds() <= report_window_s
+                 if recognizer_connected is False
                  else "no recognizer reports it (recognizer down, or it cannot reach the dashboard)")
         if gone >= th.offline_after_s:
             return StationState("offline", f"Offline for {describe_duration(gone)} since {at}: {cause}", since)

@@ -70,3 +70,14 @@ def caller_for(db: Session, authorization: Optional[str]) -> Optional[Caller]:
         return None
     row = db.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)))
     return None if row is None else Caller(row.name, row.kind)
+
+
+def valid_station_digests(db: Session, claims: list[tuple[str, str]]) -> list[bool]:
+    """For each (station id, SHA-256 hex of a credential): whether it is an active station token of that station.
+
+    One query for the lot (a recognizer re-checks every live session's credential every few seconds)."""
+    digests = {d for _, d in claims}
+    rows = db.execute(sa.select(ApiToken.token_hash, ApiToken.name).where(
+        ApiToken.token_hash.in_(digests), ApiToken.revoked_at.is_(None), ApiToken.kind == "station")).all() if digests else []
+    owner = {h: name for h, name in rows}
+    return [owner.get(d) == station for station, d in claims]

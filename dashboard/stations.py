@@ -70,7 +70,9 @@ def record_status(factory: sessionmaker[Session], station_id: str, report: Statu
                 row = StationStatus(station_id=station_id)
                 db.add(row)
             row.last_seen, row.fps, row.recognizer_connected = now, report.fps, report.recognizer_connected
-            row.login_name, row.faces = report.login_name, report.faces
+            if report.recognizer_connected or row.login_name is None:  # a desk that left keeps who was there
+                row.login_name = report.login_name
+            row.faces = report.faces
             row.camera, row.camera_error = report.camera, (report.camera_error or None)
             row.degraded = join_codes(report.degraded) or None
             back_from = None

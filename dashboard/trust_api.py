@@ -7,6 +7,12 @@
 - `POST /api/enrol/outcome` (service token): `{grant_id, ok, reason}` → 200: what the enrolment came to.
 - `POST /api/stations/verify` (service token): `{station_id, credential}` → 200 `{ok: true}` or 403
   `{ok: false, error}`: whether a HELLO's station id and credential belong together.
+- `POST /api/stations/credentials` (service token): `{credentials: [{station_id, digest}]}` (at most 1024; digest:
+  SHA-256 hex of the credential) → 200 `{ok: true, valid: [bool, ...]}`: the recognizer's revocation sync of its
+  live sessions (a revoked one is disconnected), and the last word the outage grace rests on.
+
+Refused claims are logged through a limiter (five lines a minute per caller, then "... and N more"), so a flood
+of made-up HELLOs at a recognizer is not a flood of log here.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import logging
 
 from flask import Blueprint, abort, jsonify
 
-from dashboard import grants
+from dashboard import grants, station_tokens
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.services import services
 from dashboard.station_tokens import Caller
@@ -108,6 +114,30 @@ def verify_station():  # noqa: ANN201
     with services().sessions() as db:
         refusal = grants.verify_station(db, station, credential)
     if refusal is not None:
-        log.warning("station %s claimed via %s with a bad credential: %s", station, caller.name, refusal)
+        services().credential_refusals.warning("station %s claimed via %s with a bad credential: %s", station,
+                                               caller.name, refusal)
         return jsonify(ok=False, error=refusal), 403
     return jsonify(ok=True, station_id=station)
+
+
+MAX_CREDENTIALS = 1024
+_HEX = frozenset("0123456789abcdef")
+
+
+@bp.post("/api/stations/credentials")
+def check_credentials():  # noqa: ANN201
+    _service()
+    items = json_object().get("credentials")
+    if not isinstance(items, list) or len(items) > MAX_CREDENTIALS:
+        abort(400, f"credentials must be a list of at most {MAX_CREDENTIALS} {{station_id, digest}} objects")
+    claims = []
+    for item in items:
+        if not isinstance(item, dict):
+            abort(400, "each credential must be an object {station_id, digest}")
+        digest = item.get("digest")
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
+            abort(400, "digest must be the 64 lowercase hex digits of the credential's SHA-256")
+        claims.append((_name(item, "station_id"), digest))
+    with services().sessions() as db:
+        valid = station_tokens.valid_station_digests(db, claims)
+    return jsonify(ok=True, valid=valid)

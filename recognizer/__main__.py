@@ -26,6 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from recognizer.app import RecognizerApp, RecognizerSettings
 
         settings = RecognizerSettings.from_args(args)
+        settings.check_exposure()  # shared-token mode on a network address needs saying so
     except ConfigError as exc:
         print(f"facemon-recognizer: configuration error: {exc}", file=sys.stderr)
         return 2

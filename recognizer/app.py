@@ -21,7 +21,7 @@ from recognizer.identity.match import OpenSetParams
 from recognizer.liveness.blinks import FaceLiveness, LivenessParams
 from recognizer.server.health import HealthServer, Readiness
 from recognizer.server.stations import RecognizerServer, ServerConfig
-from recognizer.server.trust import Trust, TrustConfig
+from recognizer.server.trust import RevocationSync, Trust, TrustConfig
 from recognizer.station.pipeline import PipelineConfig, StationPipeline
 from recognizer.vision.detect import EngineConfig, FaceEngine
 from recognizer.vision.encoders import ChipEncoder, EncoderPool
@@ -73,6 +73,14 @@ class RecognizerSettings:
             raise ConfigError("--station-auth dashboard needs --dashboard-url and --dashboard-token (the dashboard "
                               "holds the station credentials)")
 
+    def check_exposure(self) -> None:
+        """ConfigError when shared-token mode would listen on a network address without being told it may."""
+        if self.trust.station_auth == "shared" and not self.trust.allow_shared_on_network and not _loopback(self.server.host):
+            raise ConfigError(f"--station-auth shared (the default without --dashboard-url) on --host {self.server.host}: "
+                              "anyone on the network who learns the shared --token can claim any desk. Give "
+                              "--dashboard-url and --dashboard-token (per-station credentials), listen on 127.0.0.1, or "
+                              "say --allow-shared-token-on-network for a closed lab network (docs/trust.md)")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "RecognizerSettings":
         """The settings from `recognizer.settings.build_parser().parse_args()`: each setting's value put where its
@@ -94,13 +102,26 @@ class RecognizerSettings:
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
         sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")
         try:
-            return cls(
+            settings = cls(
                 **{name: replace(getattr(defaults, name), **values) for name, values in sections.items()},
                 **flat,
                 dashboard=DashboardTarget(args.dashboard_url, args.dashboard_token) if args.dashboard_url else None,
             )
         except ValueError as exc:  # a part's own validation (ServerConfig, EngineConfig ...): one error type
             raise ConfigError(str(exc)) from None
+        return settings
+
+
+def _loopback(host: str) -> bool:
+    """Whether listening on `host` keeps the port on this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _alert_types(text: str) -> list[str]:
@@ -159,6 +180,7 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.revocations: Optional[RevocationSync] = None
         self.gallery: Optional[GalleryStore] = None
         self.health: Optional[HealthServer] = None
         self.readiness = Readiness()
@@ -179,12 +201,16 @@ class RecognizerApp:
         if s.engine.detector == "hog+cnn":
             self.sweeper = ProcessSweeper(s.sweep)
         new_pipeline = pipeline_factory(s, engine, self.pool, store, sweeper=self.sweeper)
+        s.check_exposure()
         trust = Trust(s.trust, s.dashboard)
         for warning in trust.describe():
             log.warning("%s", warning)
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
         self._start_alerts(self.server)
         address = self.server.start()
+        if s.trust.station_auth == "dashboard":  # revoked credentials of live sessions: disconnected within sync_s
+            self.revocations = RevocationSync(trust, self.server.live_credentials, self.server.disconnect_station)
+            self.revocations.start()
         models_loaded.set()
         return address
 
@@ -253,6 +279,8 @@ class RecognizerApp:
         self._stop.wait()
 
     def stop(self) -> None:
+        if self.revocations is not None:
+            self.revocations.stop()
         if self.server is not None:
             self.server.stop()
         if self.alerts is not None:

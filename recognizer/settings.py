@@ -61,6 +61,12 @@ SETTINGS: tuple[Setting, ...] = (
       into="match.person_slack"),
     S("--workers", 0, "encoder processes (0 = one per CPU core)", int, ge=0, le=256, into="workers"),
     S("--max-stations", 32, "most stations served at once", int, ge=1, into="server.max_stations"),
+    S("--max-stations-per-address", 8, "stations admitted without their own credential (--station-auth shared) from "
+      "one network address at most, so made-up station ids cannot fill every slot (0: no limit)", int, ge=0, le=4096,
+      into="server.max_stations_per_address"),
+    S("--allow-shared-token-on-network", False, "let --station-auth shared listen on a non-loopback --host (closed "
+      "lab network only: anyone with the shared token can claim any desk)", parse_bool,
+      into="trust.allow_shared_on_network"),
     S("--max-in-flight", 2, "frames an edge may have outstanding", int, ge=1, into="server.max_in_flight"),
     S("--station-fps", 15.0, "frames/s each station is planned for (blink liveness needs ~10): the recognizer tells "
       "every edge its fair share of the measured capacity, up to --max-station-fps, and warns when that share falls "

@@ -7,7 +7,7 @@ back with `from_wire()`, which checks every field and raises `BadFaceResult` nam
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 # identity verdicts: pending (not enough evidence yet), known (named), unknown (a stranger), unsure (seen badly)
@@ -41,6 +41,9 @@ class FaceResult:
     blinks: int = 0
     candidate: Optional[str] = None
     found_by: Optional[str] = None
+    review: Optional[tuple[bytes, bytes]] = field(default=None, compare=False, repr=False)
+    """An unknown or unsure face's encoding (128 little-endian float32) and JPEG crop, from the frame it was last
+    encoded on: for the dashboard's review queue (sent with the unknown_face alert), never to the edge."""
 
     @property
     def area(self) -> float:

@@ -194,7 +194,11 @@ def test_one_room_from_the_docs_runs_on_loopback(tmp_path):
         assert "schema revision" in cli("db", "upgrade")
         cli("create-admin", "--username", "admin", "--password", "doc-admin-password")
         service_token = cli("add-station", "--station-id", "recognizer", "--kind", "service").strip().splitlines()[-1]
-        dashboard = ManagedProcess("dashboard", [str(BIN / "facemon-dashboard"), "serve"], tmp_path / "dashboard.log", dash_env)
+        du = unit(DEPLOY / "facemon-dashboard.service")  # as its unit runs it: Environment=, the env file, ExecStart
+        dash_env = {**{k: render(v, {"/var/lib/facemon-dashboard": var}, {}) for k, v in unit_env(du).items()}, **dash_env}
+        exec_start = render(du["ExecStart"][0], paths, dash_env).split()
+        dashboard = ManagedProcess("dashboard", [str(BIN / Path(exec_start[0]).name), *exec_start[1:]],
+                                   tmp_path / "dashboard.log", dash_env)
         procs.append(dashboard)
         dashboard.start(lambda: _ok(f"{dash_url}/healthz"), timeout=60)
 

@@ -100,7 +100,7 @@ class AlertMonitor:
 
 def _unnamed(details: dict) -> dict:
     """`details` with the names of people in it replaced by pseudonyms (for the log line only)."""
-    out = dict(details)
+    out = {k: v for k, v in details.items() if k != "face"}  # an unknown face's crop: no image data in the log
     for key in ("expected", "login", "seen", "identity"):
         if isinstance(out.get(key), str):
             out[key] = who(out[key])

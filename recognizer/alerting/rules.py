@@ -12,6 +12,7 @@ images, sockets or files (the frame statistics for the tamper rule come from `re
 """
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -104,6 +105,18 @@ class _Rule:
     detail_merge: Callable[[dict, dict], dict] = field(default=lambda old, new: {**old, **new})
 
 
+def review_face(faces: Sequence[FaceResult]) -> dict:
+    """`{"face": {track, verdict, vector, crop, distance}}` of the largest face that carries its encoding and crop
+    (base64), for the dashboard's review queue; {} when none does. One face per event keeps details small."""
+    with_review = [f for f in faces if f.review is not None]
+    if not with_review:
+        return {}
+    f = max(with_review, key=lambda f: f.area)
+    vector, crop = f.review
+    return {"face": {"track": f.track, "verdict": f.state, "vector": base64.b64encode(vector).decode(),
+                     "crop": base64.b64encode(crop).decode(), "distance": f.distance, "candidate": f.candidate}}
+
+
 def _merge_max(old: dict, new: dict) -> dict:
     out = {**old, **new}
     for key in ("faces", "max_faces"):
@@ -153,6 +166,7 @@ class AlertEngine:
         out["unknown_face"] = (max(f.area for f in unknown), {
             "faces": len(unknown), "tracks": [f.track for f in unknown],
             "distance": min((f.distance for f in unknown if f.distance is not None), default=None),
+            **review_face(unknown),
         }) if unknown else None
 
         known = [f for f in faces if f.state == KNOWN and f.name]
@@ -290,5 +304,7 @@ class AlertEngine:
 
     def _event(self, rule: _Rule, inc: _Incident, state: str, ended_at: Optional[float], details: dict,
                image: Optional[bytes] = None, best: Optional[bytes] = None) -> AlertEvent:
+        if state == "closed":
+            details.pop("face", None)  # the review queue has it from the open or update: a close stays small
         return AlertEvent(self._new_id(), inc.alert_id, self.station_id, inc.login, rule.type, state,
                           inc.started_at, ended_at, details, image=image, best_image=best)

@@ -103,7 +103,7 @@ def face_encoding_for_enrolment(engine: FaceEngine, bgr: np.ndarray,
     return engine.encode(rgb, [face.box])[0], face
 
 
-def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int = 240) -> bytes:
+def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int = 240, quality: int = 90) -> bytes:
     """A JPEG of the face at `box` with `margin` (share of the box) around it, at most `max_side` px: what was enrolled."""
     top, right, bottom, left = box
     h, w = bgr.shape[:2]
@@ -113,7 +113,7 @@ def face_crop_jpeg(bgr: np.ndarray, box: Box, margin: float = 0.3, max_side: int
     if scale < 1.0:
         crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
-    return encode_jpeg(crop, 90)
+    return encode_jpeg(crop, quality)
 
 
 def collect_known_faces(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:

@@ -28,6 +28,7 @@ from recognizer.station.pipeline import StationPipeline
 from recognizer.station.session import CameraChanged, Enrol, FrameProcessed, Send, StationSession
 from recognizer.station.types import FrameOutcome, StationSnapshot
 from shared import protocol
+from shared.log_limit import RateLimitedLog
 from shared.lognames import who
 from shared.names import InvalidName, validate_login, validate_name
 from shared.protocol import Message, MessageKind, ProtocolError
@@ -46,6 +47,7 @@ class ServerConfig:
     port: int = 8002
     token: str = ""
     max_stations: int = 32
+    max_stations_per_address: int = 8  # stations admitted without their own credential per address (0: no limit)
     max_message: int = protocol.DEFAULT_MAX_MESSAGE
     max_in_flight: int = 2
     heartbeat_s: float = 5.0
@@ -132,6 +134,7 @@ class StationConnection:
                  hello: StationSnapshot, hello_message: Optional[Message] = None) -> None:
         self.server = server
         self._hello_message = hello_message  # until admitted: the HELLO whose credential the trust policy checks
+        self.admission: Optional[Admission] = None  # once admitted: what the trust policy said (revocation checks)
         decoder.set_max_size(server.config.max_message)  # the handshake is over: frames may be big
         self.stream = MessageStream(sock, server.config.max_message, decoder)
         self.peer = peer
@@ -148,7 +151,7 @@ class StationConnection:
         self.stream.close()
 
     def _refuse(self, code: str, reason: str) -> None:
-        log.warning("refused %s: %s", self.peer, reason)
+        self.server.refusal_log.warning("refused %s (station %s): %s", self.peer, self._hello.station, reason)
         try:
             self.stream.send(protocol.refuse(code, reason))
         except OSError:
@@ -159,12 +162,13 @@ class StationConnection:
         thread, not on the handshake gate's) and registered; REFUSE and False when it may not connect."""
         assert self._hello_message is not None
         try:
-            admission = self.server.trust.admit(self._hello.station, self._hello_message.header)
+            admission = self.server.trust.admit(self._hello.station, self._hello_message.header, self.host)
         except TrustRefusal as exc:
             self._refuse(exc.code, exc.reason)
             return False
         finally:
             self._hello_message = None  # the credential is not kept
+        self.admission = admission
         refusal = self.server.register(self, admission)
         if refusal is not None:
             self._refuse(*refusal)
@@ -266,6 +270,8 @@ class RecognizerServer:
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
         self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps))
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
+        # refused HELLOs (bad credential, station in use, ...): five lines a minute, then "... and 8,645 more"
+        self.refusal_log = RateLimitedLog(log, "refused handshakes", per_window=5)
         self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
@@ -302,9 +308,14 @@ class RecognizerServer:
             old = self._stations.get(station)
             if old is None and len(self._stations) >= self.config.max_stations:
                 return "server_full", f"the server already serves {self.config.max_stations} stations"
+            cap = self.config.max_stations_per_address
+            if old is None and not admission.verified and cap and sum(
+                    1 for c in self._stations.values() if c.host == conn.host) >= cap:
+                return "address_full", f"{conn.host} already holds {cap} stations without their own credential"
             if old is not None:
                 silent_s = time.time() - (old.status.last_seen or old.status.connected_at)
-                if not self.trust.may_take_over(admission, silent_s):
+                old_home = old.admission is None or old.admission.home or old.admission.verified
+                if not self.trust.may_take_over(admission, silent_s, old_home):
                     log.warning("station %s claimed again from %s while connected from %s; refused (no credential)",
                                 station, conn.peer, old.peer)
                     return "station_in_use", (f"station {station!r} is connected from elsewhere; only its own "
@@ -351,6 +362,23 @@ class RecognizerServer:
         with self._lock:
             n = len(self._stations)
         return self.pacing.rate(n)
+
+    def live_credentials(self) -> list[tuple[str, str]]:
+        """(station, credential digest) of every connected station admitted on its own credential."""
+        with self._lock:
+            return [(st, c.admission.credential) for st, c in self._stations.items()
+                    if c.admission is not None and c.admission.credential]
+
+    def disconnect_station(self, station_id: str, code: str, reason: str, credential: str = "") -> bool:
+        """Close the connection of `station_id` (only if admitted on `credential`, when given) with ERROR code/reason."""
+        with self._lock:
+            conn = self._stations.get(station_id)
+        if conn is None or (credential and (conn.admission is None or conn.admission.credential != credential)):
+            return False
+        log.warning("station %s (%s): disconnected, %s", station_id, conn.peer, reason)
+        conn.send_error(code, reason)
+        conn.close()
+        return True
 
     def report_status(self, alerts: str) -> None:
         """The alert outbox's state changed: remember it for heartbeats, and tell every connected edge now."""

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
+from recognizer.identity.enrol import face_crop_jpeg
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
 from recognizer.station.types import FrameOutcome
@@ -24,7 +25,7 @@ from recognizer.vision.regions import RegionDetector, RegionParams
 from recognizer.vision.sweep import StationSweep
 from recognizer.vision.track import Tracker, TrackerParams
 from shared.jpeg import encode_jpeg
-from shared.results import KNOWN, UNSURE, Box, FaceResult
+from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ def _side(box) -> int:
     return max(box[2] - box[0], box[1] - box[3])
 
 
+REVIEW_CROP_PX = 112  # an unknown face's crop for the review queue (~3-4 KB; the face ~75 px, above enrolment's 60)
+
+
 class StationPipeline:
     """Processes one station's frames in order. Not thread-safe: one per station thread."""
 
@@ -89,6 +93,7 @@ class StationPipeline:
         self.config = config
         self.tracker = Tracker(tracker_params)
         self.voter = IdentityVoter(match_params)
+        self._review: dict[int, tuple[bytes, bytes]] = {}  # track -> (encoding, crop) of an unknown/unsure face
         self.liveness = liveness if config.liveness else None
         self.clock = clock
         self._index_seen = None
@@ -192,6 +197,7 @@ class StationPipeline:
             self._index_seen = index
         for track_id in update.ended:
             self.voter.forget(track_id)
+            self._review.pop(track_id, None)
             if self.liveness is not None:
                 self.liveness.forget(track_id)
 
@@ -202,9 +208,13 @@ class StationPipeline:
             # by a sweep (turned or badly lit: an enrolled person in profile measured 0.58-0.75 from his photos)
             swept = {t.id for t in update.tracks[n_hog:]}
             badly = frozenset(t.id for t in todo if t.id in swept or _side(t.box) < self.config.min_judge_px)
-            self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, badly)
-            for t in todo:
+            idents = self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, badly)
+            for i, t in enumerate(todo):
                 t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
+                if idents[t.id].state in (UNKNOWN, UNSURE):  # kept for the review queue (the alert carries it)
+                    self._review[t.id] = (np.asarray(encodings[i], "<f4").tobytes(), face_crop_jpeg(bgr, t.box, max_side=REVIEW_CROP_PX, quality=80))
+                else:
+                    self._review.pop(t.id, None)
         t3 = time.perf_counter()
 
         live = {}
@@ -228,6 +238,7 @@ class StationPipeline:
                 blinks=result.blinks if result is not None else 0,
                 candidate=ident.candidate if state == UNSURE else None,
                 found_by=None if self.sweep is None else "sweep" if i >= n_hog else "hog",
+                review=self._review.get(track.id) if state in (UNKNOWN, UNSURE) else None,
             ))
         annotated = self.annotate(bgr, faces)
         t5 = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from dashboard import audit, retention
-from dashboard.library_models import ReviewFace
+from dashboard.library_models import ReviewCrop, ReviewFace
 from dashboard.models import Alert, Evidence, SignInFailure, utcnow
 from dashboard.services import services
 from tests.dashboard.conftest import Tokens, build_app, make_jpeg, meta, multipart
@@ -31,7 +31,7 @@ def _post(app, tokens: Tokens, started: dt.datetime, jpeg: bytes) -> str:  # noq
 
 def _face(alert_id: str, seen: dt.datetime, track: int) -> ReviewFace:
     return ReviewFace(alert_id=alert_id, station_id="desk-01", track=track, verdict="unknown", vector=b"\0" * 512,
-                      crop=b"\xff\xd8\xff" + b"x" * 100, seen_at=seen, group_id=track, state="queued")
+                      seen_at=seen, group_id=track, state="queued")
 
 
 def test_each_kind_goes_when_its_time_is_up(app, tokens: Tokens, jpeg: bytes) -> None:  # noqa: ANN001
@@ -40,8 +40,11 @@ def test_each_kind_goes_when_its_time_is_up(app, tokens: Tokens, jpeg: bytes) ->
     recent = _post(app, tokens, RECENT, jpeg)
     writer = services(app).writer
     with writer() as db:
-        db.add_all([_face(ancient, OLD, 1), _face(recent, RECENT, 2),
-                    SignInFailure(station_id="desk-01", username="u", reason="password", at=OLD),
+        faces = [_face(ancient, OLD, 1), _face(recent, RECENT, 2)]
+        db.add_all(faces)
+        db.flush()
+        db.add_all([ReviewCrop(face_id=f.id, data=b"\xff\xd8\xff" + b"x" * 100) for f in faces])
+        db.add_all([SignInFailure(station_id="desk-01", username="u", reason="password", at=OLD),
                     SignInFailure(station_id="desk-01", username="u", reason="password", at=RECENT)])
         for i in range(3):
             audit.record(db, "admin", "person.view", f"p{i}", "", "", at=NOW - dt.timedelta(days=800))
@@ -55,6 +58,7 @@ def test_each_kind_goes_when_its_time_is_up(app, tokens: Tokens, jpeg: bytes) ->
         assert set(db.scalars(sa.select(Evidence.alert_id))) == {recent}
         assert db.get(Alert, month).evidence_purged_at is not None
         assert [f.alert_id for f in db.scalars(sa.select(ReviewFace))] == [recent]
+        assert db.scalar(sa.select(sa.func.count()).select_from(ReviewCrop)) == 1  # its crop went with it
         assert db.scalar(sa.select(sa.func.count()).select_from(SignInFailure)) == 1
         assert [e.subject for e in audit.entries(db)] == ["audit", "kept"]  # the trim itself is audited
         assert audit.verify(db).ok

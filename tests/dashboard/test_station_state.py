@@ -36,6 +36,8 @@ def test_states_worst_first_with_a_reason():
     assert leaving.state == "leaving" and "left its recognizer" in leaving.text and "15 s" in leaving.text
     off = state(last_seen=ago(14), last_connected=ago(20), recognizer_connected=False)
     assert off.state == "offline" and off.level == "bad" and "20 s" in off.text
+    long_gone = state(last_seen=ago(600), last_connected=ago(605), recognizer_connected=False)
+    assert "left its recognizer" in long_gone.text and "10 min 5 s" in long_gone.text  # the cause stays what it was
     # a recognizer that died says nothing: the last report (in session) goes stale
     silent = state(last_seen=ago(16), last_connected=ago(16))
     assert silent.state == "offline" and "recognizer down" in silent.text
@@ -99,6 +101,9 @@ def test_offline_opens_once_even_when_raced_and_closes_when_back(app, tokens, ca
     assert alerts[0]["login_name"] == "alice" and "recognizer down" in alerts[0]["details"]["reason"]
     assert open_offline_alerts(svc.sessions, svc.writer, svc.station_rules, now=later + dt.timedelta(seconds=5)) == []  # still the one
     # the desk is back: the incident closes, and the row says how long it was gone
+    # the recognizer says the desk left (no login any more): the desk keeps who was there
+    assert _report(client, tokens.desk01, recognizer_connected=False, login_name=None).json["state"] == "leaving"
+    assert client.get("/api/stations").json["stations"][0]["login_name"] == "alice"
     assert _report(client, tokens.desk01, camera="lost", camera_error="no frame for 3 s", fps=0.0).json["state"] == "camera_lost"
     back = client.get(f"/api/alerts/{opened[0]}").json
     assert back["state"] == "closed" and back["details"]["closed_by"] == "station_back"

@@ -130,11 +130,20 @@ def test_message_cap_before_the_handshake(guarded):
 
 def test_slowloris_is_bounded_and_a_station_keeps_being_served(guarded, thread_errors):
     """300 connections trickling a HELLO byte by byte for 4 s: the server holds at most its pending bound,
-    closes each within the handshake deadline, starts no thread for them, and a streaming station sees no
-    gap over 1 s; a new station still gets its WELCOME at once."""
+    closes each within the handshake deadline, starts no thread for them, and a streaming station is served about
+    as well as just before, in the same test (its worst gap and a newcomer's handshake against a baseline measured
+    without the attack: a loaded CI machine slows both alike)."""
     frames = [(FIXTURES / "obama_probe.jpg").read_bytes()]
     legit = LegitStation(guarded.server.address, TOKEN, frames, station="desk-steady").start()
     time.sleep(1.0)
+    b0 = time.monotonic()
+    time.sleep(3.0)
+    base_fps, base_gap = legit.window(b0, time.monotonic())
+    t = time.monotonic()
+    stream, reply = handshake(guarded.server.address, "desk-base", TOKEN)
+    base_welcome_s = time.monotonic() - t
+    assert reply.kind == MessageKind.WELCOME
+    stream.close()
     threads_before = threading.active_count()
     peak = {"pending": 0, "threads": 0}
     stop = threading.Event()
@@ -168,8 +177,11 @@ def test_slowloris_is_bounded_and_a_station_keeps_being_served(guarded, thread_e
     legit.stop()
     fps, gap = legit.window(t0, t1)
     assert not legit.errors
-    assert gap < 1.0 and fps > 0, (fps, gap)
-    assert welcome["kind"] == MessageKind.WELCOME and welcome["s"] < 1.0
+    print(f"baseline: {base_fps:.1f} fps, worst gap {base_gap:.2f} s, WELCOME in {base_welcome_s:.3f} s; under the "
+          f"slowloris: {fps:.1f} fps, worst gap {gap:.2f} s, WELCOME in {welcome['s']:.3f} s")
+    # ratios to the baseline (with a floor of a few frame times, so a tiny baseline does not make it flaky)
+    assert gap <= max(4 * base_gap, base_gap + 0.5) and fps >= base_fps / 3, (fps, gap, base_fps, base_gap)
+    assert welcome["kind"] == MessageKind.WELCOME and welcome["s"] <= 10 * base_welcome_s + 0.5, (welcome, base_welcome_s)
     assert peak["pending"] <= 64
     assert peak["threads"] <= threads_before + 4  # the watcher, the newcomer, its session: no thread per peer
     assert figures["closed_by_server"] >= 300 - 64  # none is held past the bound or the deadline

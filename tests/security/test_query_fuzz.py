@@ -30,10 +30,9 @@ pytestmark = pytest.mark.timeout(240)
 # keys that url_for, Werkzeug or Flask treat specially, keys the views read, and plain garbage
 HOSTILE = [
     "endpoint=x", "_method=DELETE", "_external=1", "_anchor=x", "_scheme=javascript", "values=x", "filename=../../etc/passwd",
-    "next=//evil.example/", "next=javascript:alert(1)", "page=-1", "page=1e9", "per_page=0", "page=1&page=x",
+    "next=//evil.example/", "next=javascript:alert(1)", "page=-1", "per_page=0", "page=1&page=x",
     "from=xx", "to=9999-99-99", "state=%00", "type=../../x", "station=%ff%fe", "login_name=%3Cscript%3E",
-    "a[]=1&a[]=2", "%zz=%zz", "=", "&&&=&", "__class__=1", "%C3%A9=%C3%BC", "x=" + "A" * 4000, "k" * 2000 + "=1",
-    "csrf_token=x", "alert_id=../x", "which=../etc", "token_id=-1", "station_id=..%2F..", "format=csv&download=1",
+    "%zz=%zz", "=", "__class__=1", "%C3%A9=%C3%BC", "x=" + "A" * 4000, "k" * 2000 + "=1", "alert_id=../x",
 ]
 SAMPLE = {"filename": "app.js", "station_id": "desk-01", "which": "image", "token_id": "999"}
 STREAMS = ("/api/events", "/video_feed")

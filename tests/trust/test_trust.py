@@ -57,8 +57,9 @@ def world(tmp_path_factory, sample_index_dir) -> Iterator[dict]:
     dashboard.stop()
 
 
-def hello(world: dict, station: str, credential: str = "", token: str = SHARED) -> tuple[MessageStream, protocol.Message]:
-    stream = MessageStream(socket.create_connection(world["rec"].server.address, timeout=15))
+def hello(world: dict, station: str, credential: str = "", token: str = SHARED,
+          source: str = "127.0.0.1") -> tuple[MessageStream, protocol.Message]:
+    stream = MessageStream(socket.create_connection(world["rec"].server.address, timeout=15, source_address=(source, 0)))
     stream.send(protocol.hello(station, "", token, credential=credential))
     return stream, stream.recv()
 
@@ -158,7 +159,7 @@ def test_station_id_is_bound_to_its_credential(world):
     codes = []
     for i in range(30):
         cred = ("", creds["desk-01"], "made-up-" + secrets.token_hex(8))[i % 3] if i < 3 else creds["desk-01"]
-        stream, reply = hello(world, "desk-03", cred)
+        stream, reply = hello(world, "desk-03", cred, source="127.0.0.2")  # the attacker's own address
         codes.append((reply.kind, reply.header.get("code")))
         stream.close()
     flood_s = time.monotonic() - t0
@@ -229,3 +230,106 @@ def test_shared_mode_does_not_let_a_second_claim_kick_a_live_station(recognizer)
     first.send(protocol.heartbeat(1.0))
     assert first.recv().header == {"ts": 1.0}
     first.close()
+
+
+def new_credential(world: dict, name: str) -> str:
+    from dashboard.services import services
+
+    with services(world["dashboard"].app).sessions() as db:
+        return station_tokens.create_token(db, name, "station")
+
+
+def revoke(world: dict, name: str) -> None:
+    from dashboard.services import services
+
+    with services(world["dashboard"].app).writer() as db:
+        for (row_id,) in db.execute(sa.text("SELECT id FROM api_tokens WHERE name = :n AND revoked_at IS NULL"), {"n": name}):
+            assert station_tokens.revoke_token(db, row_id)
+
+
+def test_a_revoked_station_is_disconnected_within_seconds(world):
+    cred = new_credential(world, "desk-04")
+    stream, welcome = hello(world, "desk-04", cred)
+    assert welcome.kind == MessageKind.WELCOME
+    stream.send(protocol.heartbeat(1.0))
+    assert stream.recv().kind == MessageKind.HEARTBEAT
+    t0 = time.monotonic()
+    revoke(world, "desk-04")
+    stream.sock.settimeout(15)
+    reply = stream.recv()
+    took = time.monotonic() - t0
+    assert reply is not None and reply.kind == MessageKind.ERROR and reply.header["code"] == "revoked", reply
+    assert stream.recv() is None  # and the connection is closed
+    stream.close()
+    sync_s = world["rec"].settings.trust.sync_s
+    print(f"revoked → disconnected in {took:.2f} s (sync every {sync_s:g} s)")
+    assert took < 5.0  # the contract (docs/trust.md): within 5 s while the dashboard is up
+    stream, reply = hello(world, "desk-04", cred, source="127.0.0.4")  # (a refusal slows its address down)
+    assert reply.kind == MessageKind.REFUSE and "revoked" in reply.header["reason"]
+    stream.close()
+
+
+def test_outage_grace_only_for_credentials_valid_at_the_last_sync(world):
+    dashboard, trust = world["dashboard"], world["rec"].server.trust
+    revoked, kept = new_credential(world, "desk-05"), new_credential(world, "desk-06")
+    for station, cred in (("desk-05", revoked), ("desk-06", kept)):
+        stream, welcome = hello(world, station, cred)  # both confirmed by the dashboard now
+        assert welcome.kind == MessageKind.WELCOME
+        stream.close()
+    revoke(world, "desk-05")
+    revoked_at = trust._clock()
+    deadline = time.monotonic() + 10
+    while (trust.last_sync or 0) <= revoked_at + 0.01 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (trust.last_sync or 0) > revoked_at, "no revocation sync ran"
+    dashboard.stop()
+    try:
+        stream, reply = hello(world, "desk-05", revoked)  # confirmed 2 s ago, revoked before the last sync
+        assert reply.kind == MessageKind.REFUSE and reply.header["code"] == "auth_unavailable", reply.header
+        stream.close()
+        stream, reply = hello(world, "desk-06", kept)  # valid at the last sync: the grace holds
+        assert reply.kind == MessageKind.WELCOME, reply.header
+        stream.close()
+    finally:
+        dashboard.start()
+
+
+def test_made_up_hellos_cost_the_dashboard_a_handful_of_checks_and_little_log(world):
+    import threading
+
+    dashboard, trust = world["dashboard"], world["rec"].server.trust
+    n = 240
+    before_asked = len([p for p, _ in dashboard.responses if p == "/api/stations/verify"])
+    before_checks = trust.dashboard_checks
+    codes: list = []
+
+    def attacker(k: int) -> None:
+        for i in range(k, n, 12):
+            try:
+                stream, reply = hello(world, f"desk-{i % 50:02d}", "made-up-" + secrets.token_hex(8), source="127.0.0.3")
+            except OSError as exc:
+                codes.append(("io", type(exc).__name__))
+                continue
+            codes.append((reply.kind, reply.header.get("code")))
+            stream.close()
+
+    with LogLines("recognizer.server.stations") as rec_lines, LogLines("dashboard.trust_api") as dash_lines:
+        threads = [threading.Thread(target=attacker, args=(k,)) for k in range(12)]  # 12 at once
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        asked = len([p for p, _ in dashboard.responses if p == "/api/stations/verify"]) - before_asked
+        refused_lines = [x for x in rec_lines.lines if "refused" in x]
+        dash_refusals = [x for x in dash_lines.lines if "bad credential" in x]
+    assert len(codes) == n and all(k == MessageKind.REFUSE for k, _ in codes), set(codes)
+    print(f"{n} made-up HELLOs (12 at once, one address): {asked} dashboard checks "
+          f"(recognizer counted {trust.dashboard_checks - before_checks}); {len(refused_lines)} recognizer log lines, "
+          f"{len(dash_refusals)} dashboard log lines")
+    assert asked <= n // 20, asked  # before: one check per HELLO (n)
+    assert len(refused_lines) <= 6 and len(dash_refusals) <= 6  # five a minute per code, then counted
+    # a real desk at another address is not held up by it
+    cred = new_credential(world, "desk-07")
+    stream, welcome = hello(world, "desk-07", cred)
+    assert welcome.kind == MessageKind.WELCOME
+    stream.close()
