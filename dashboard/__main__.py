@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "recognizer drops them as it follows the gallery; audited")
     er.add_argument("name")
 
+    dk = sub.add_parser("data-key", help="the key that seals encodings, photos and evidence at rest: new (a 0600 "
+                        "key file) or rotate (seal everything with a fresh key, drop the old one)")
+    dk.add_argument("action", choices=("new", "rotate"))
+    dk.add_argument("--out", type=Path, help="new: the key file to create (else FACEMON_DASHBOARD_DATA_KEY_FILE)")
+
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
     return p
@@ -123,9 +128,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     quiet_web_server_logs()
     from dashboard.db import DatabaseError
 
+    from shared.crypto import DataKeyError
+
     try:
         return _run(args, config)
-    except DatabaseError as exc:
+    except (DatabaseError, DataKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -135,13 +142,18 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 
     if args.command == "serve":
         return serve(config)
-    engine = dbmod.make_engine(config.database_url)
+    if args.command == "data-key":
+        return _data_key_command(args, config)
+    from dashboard import data_key
+
+    engine = data_key.open_engine(config)
     if args.command == "db":
         if args.action == "upgrade":
             dbmod.upgrade(engine)
         print(f"schema revision: {dbmod.current_revision(engine)} (newest: {dbmod.head_revision()})")
         return 0
     dbmod.upgrade(engine)
+    data_key.check(engine)
     if args.command == "retention":
         from dashboard import retention
 
@@ -256,6 +268,27 @@ def sessionmaker_of(db):  # noqa: ANN001, ANN201
     from dashboard import db as dbmod
 
     return dbmod.make_session_factory(db.get_bind(), write=True)
+
+
+def _data_key_command(args: argparse.Namespace, config: DashboardConfig) -> int:
+    from dashboard import data_key
+    from shared.crypto import KeyRing, new_key, write_ring
+
+    target = args.out or (Path(config.data_key_file) if config.data_key_file else None)
+    if target is None:
+        raise SystemExit("error: say where the key file is: --out FILE or FACEMON_DASHBOARD_DATA_KEY_FILE")
+    if args.action == "new":
+        if target.exists():
+            raise SystemExit(f"error: {target} exists; a new key would make its data unreadable (rotate instead)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ring = KeyRing((new_key(),))
+        write_ring(target, ring)
+        print(f"data key {ring.ids()[0]} written to {target} (0600); set FACEMON_DASHBOARD_DATA_KEY_FILE={target} "
+              "and keep a copy offline: without it the data cannot be read")
+        return 0
+    kid, counts = data_key.rotate(config, target)
+    print(f"rotated to data key {kid} in {target}: re-sealed " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
 
 
 def _audit_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from dashboard import (alerts_api, audit_pages, desk_auth_api, gallery_api, library, pages, retention, station_watch,
                        trust_api)
+from dashboard import data_key
 from dashboard import db as dbmod
 from dashboard.config import DashboardConfig
 from dashboard.models import Setting
@@ -24,9 +25,10 @@ log = logging.getLogger(__name__)
 def create_app(config: Optional[DashboardConfig] = None) -> Flask:
     """Build the dashboard for `config` (default: from the environment); migrates the schema unless told not to."""
     config = config or DashboardConfig.from_env()
-    engine = dbmod.make_engine(config.database_url)
+    engine = data_key.open_engine(config)  # DataKeyError: key file missing, malformed or readable by others
     if config.auto_upgrade:
         dbmod.upgrade(engine)
+    data_key.check(engine)  # DataKeyError: encrypted data and no key, or another key
     app = Flask(__name__)
     svc = Services(config, engine)
     app.extensions[EXT] = svc

@@ -42,6 +42,8 @@ class DashboardConfig:
     web_idle_timeout_s: float = field(default=30.0, metadata={"help": "a connection silent this long (idle keep-alive, or nothing sent) is closed"})
     web_request_timeout_s: float = field(default=20.0, metadata={"help": "a request's headers and body must all arrive within this many seconds"})
     max_live_streams: int = field(default=8, metadata={"help": "live pages (event streams) at once; more are told to poll and retry later"})
+    data_key_file: Optional[str] = field(default=None, metadata={"help": "file (0600) of the keys that seal encodings, photos and evidence at rest (facemon-dashboard data-key new); else env FACEMON_DATA_KEY; neither: stored unencrypted"})
+    notice_version: str = field(default="2026-12-v1", metadata={"help": "version of the privacy notice shown before enrolment (docs/privacy.md), recorded with each Capture"})
     retention_evidence_days: float = field(default=30.0, metadata={"help": "days alert evidence images are kept (0: forever)"})
     retention_alerts_days: float = field(default=180.0, metadata={"help": "days alert rows are kept, with their events (0: forever)"})
     retention_review_days: float = field(default=30.0, metadata={"help": "days review-queue faces (crops, encodings) are kept (0: forever)"})

@@ -20,8 +20,11 @@ class DatabaseError(RuntimeError):
     """The database cannot be used (driver missing, unreachable, wrong schema); the message says what to do."""
 
 
-def make_engine(url: str) -> Engine:
-    """Engine for `url`; creates the folder of a SQLite file and makes SQLite safe under concurrent writers."""
+def make_engine(url: str, keys=None) -> Engine:  # noqa: ANN001 - shared.crypto.KeyRing
+    """Engine for `url`; creates the folder of a SQLite file and makes SQLite safe under concurrent writers.
+
+    `keys` (a shared.crypto.KeyRing): sealed columns (evidence, encodings, photos, review faces) are encrypted with
+    it on the way in and opened on the way out."""
     try:
         parsed = make_url(url)
     except sa.exc.ArgumentError as exc:
@@ -50,6 +53,10 @@ def make_engine(url: str) -> Engine:
         ) from None
     if backend == "sqlite":
         _sqlite_pragmas(engine)
+    if keys is not None:
+        from dashboard.sealed import DIALECT_ATTR
+
+        setattr(engine.dialect, DIALECT_ATTR, keys)  # per engine, read by dashboard.sealed.Sealed
     return engine
 
 

@@ -30,7 +30,7 @@ class BadEncoding(ValueError):
 
 @dataclass(frozen=True)
 class NewEncoding:
-    """What a node (a Capture) or facemon-enroll (a folder import) adds."""
+    """What a node (a Capture) or facemon-enrol (a folder import) adds."""
 
     person: str
     vector: bytes  # 128 float32, little-endian
@@ -43,6 +43,8 @@ class NewEncoding:
     grant_id: Optional[int] = None
     photo: Optional[bytes] = None
     negative: bool = False  # a face that is NOT `person` (followed as a `not` change)
+    notice_version: Optional[str] = None  # the privacy notice the person was shown before enrolment
+    notice_confirmed_by: Optional[str] = None  # who confirmed they were shown it
 
     def __post_init__(self) -> None:
         if len(self.vector) != VECTOR_BYTES:
@@ -130,7 +132,8 @@ def add_encoding(factory: sessionmaker[Session], new: NewEncoding, also: Also = 
         now = utcnow()
         row = GalleryEncoding(person=new.person, vector=new.vector, model=new.model, source=new.source,
                               photo_sha256=new.photo_sha256, station_id=new.station_id, enrolled_by=new.enrolled_by,
-                              grant_id=new.grant_id, via=new.via, photo=new.photo, created_at=now, negative=new.negative)
+                              grant_id=new.grant_id, via=new.via, photo=new.photo, created_at=now, negative=new.negative,
+                              notice_version=new.notice_version, notice_confirmed_by=new.notice_confirmed_by)
         db.add(row)
         db.flush()
         change = GalleryChange(seq=seq, op="not" if new.negative else "add", person=new.person, encoding_id=row.id, at=now)

@@ -1,4 +1,4 @@
-"""Gallery endpoints for recognizer nodes and facemon-enroll (service token).
+"""Gallery endpoints for recognizer nodes and facemon-enrol (service token).
 
 - `GET /api/gallery/changes?after=N&wait=S&limit=L`: the changes numbered above N, oldest first, as
   `{head, changes: [{seq, op: add|remove, person, id, vector (base64 of 128 little-endian float32), model, source}],
@@ -50,7 +50,7 @@ def notifier(app: Flask | None = None) -> gallery.ChangeNotifier:
 def _service() -> Caller:
     caller = bearer_caller()
     if caller.kind != "service":
-        abort(403, "the gallery is read and written with a service token (a recognizer node or facemon-enroll)")
+        abort(403, "the gallery is read and written with a service token (a recognizer node or facemon-enrol)")
     return caller
 
 
@@ -140,6 +140,7 @@ def add():  # noqa: ANN201
             person=person, vector=_b64(body, "vector", required=True), model=body.get("model"),
             source=body.get("source"), photo_sha256=body.get("photo_sha256") if isinstance(body.get("photo_sha256"), str) else "",
             enrolled_by=body.get("enrolled_by"), via=caller.name, station_id=station, grant_id=grant_id, photo=photo,
+            **_notice(body, grant_id),
         )
     except gallery.BadEncoding as exc:
         abort(400, str(exc))
@@ -149,6 +150,18 @@ def add():  # noqa: ANN201
     notifier().committed(change["seq"])
     log.info("gallery change %d: %s enrolled %s (%s) via %s", change["seq"], new.enrolled_by, who(person), new.source, caller.name)
     return jsonify(change=change), 201
+
+
+def _notice(body: dict, grant_id: int | None) -> dict:
+    """The notice a person was shown and who confirmed it: as sent, else for a Capture (an admin's grant) the
+    dashboard's current notice, confirmed by that admin (who must show it before pressing Capture)."""
+    version, by = body.get("notice_version"), body.get("notice_confirmed_by")
+    for name, value in (("notice_version", version), ("notice_confirmed_by", by)):
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= (32 if name == "notice_version" else 64)):
+            abort(400, f"{name} must be a short string")
+    if version is None and grant_id is not None:
+        version, by = services().config.notice_version, by or body.get("enrolled_by")
+    return {"notice_version": version, "notice_confirmed_by": by if version else None}
 
 
 @bp.delete("/api/gallery/people/<name>")

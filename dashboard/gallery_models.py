@@ -11,7 +11,8 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dashboard.models import Base, Blob, UTCDateTime
+from dashboard.models import Base, UTCDateTime
+from dashboard.sealed import Sealed
 
 VECTOR_BYTES = 128 * 4  # one dlib encoding: 128 float32, little-endian
 
@@ -23,15 +24,15 @@ class GalleryEncoding(Base):
     __table_args__ = (sa.UniqueConstraint("person", "photo_sha256", name="uq_gallery_person_photo"),)
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     person: Mapped[str] = mapped_column(sa.String(64), index=True)
-    vector: Mapped[bytes] = mapped_column(sa.LargeBinary(VECTOR_BYTES))
+    vector: Mapped[bytes] = mapped_column(Sealed("gallery.vector", long=False))  # 128 float32 (sealed at rest)
     model: Mapped[str] = mapped_column(sa.String(64))
     source: Mapped[str] = mapped_column(sa.String(256))  # the photo's file name, or capture:<station>
     photo_sha256: Mapped[str] = mapped_column(sa.String(64))  # of the image it was encoded from (re-imports skip it)
     station_id: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # the desk of a Capture
     enrolled_by: Mapped[str] = mapped_column(sa.String(64))  # the admin (Capture) or the importer's name
     grant_id: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)  # enrol_grants.id of a Capture
-    via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enroll)
-    photo: Mapped[Optional[bytes]] = mapped_column(Blob, nullable=True)  # JPEG of the enrolled face (a crop)
+    via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enrol)
+    photo: Mapped[Optional[bytes]] = mapped_column(Sealed("gallery.photo"), nullable=True)  # JPEG of the enrolled face (a crop)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     negative: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     """A face that is NOT this person (a reviewer's "not <person>"): the matcher refuses to accept a face closer

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dashboard.audit_models import AuditEntry  # noqa: F401 - the audit's table, kept where the library's code finds it
-from dashboard.models import Base, Blob, UTCDateTime
+from dashboard.models import Base, UTCDateTime
+from dashboard.sealed import Sealed
 
 
 class ReviewFace(Base):
@@ -29,7 +30,7 @@ class ReviewFace(Base):
     verdict: Mapped[str] = mapped_column(sa.String(16))  # unknown | unsure (as the recognizer said)
     candidate: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # unsure: the nearest person
     distance: Mapped[Optional[float]] = mapped_column(sa.Float, nullable=True)
-    vector: Mapped[bytes] = mapped_column(sa.LargeBinary(512))
+    vector: Mapped[bytes] = mapped_column(Sealed("review.vector", long=False))
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     group_id: Mapped[int] = mapped_column(sa.Integer, index=True)
     state: Mapped[str] = mapped_column(sa.String(16), default="queued")
@@ -43,4 +44,4 @@ class ReviewCrop(Base):
 
     __tablename__ = "review_crops"
     face_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("review_faces.id", ondelete="CASCADE"), primary_key=True)
-    data: Mapped[bytes] = mapped_column(Blob)
+    data: Mapped[bytes] = mapped_column(Sealed("review.crop"))

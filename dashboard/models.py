@@ -35,6 +35,7 @@ class UTCDateTime(sa.types.TypeDecorator):
 
 # 64 KiB BLOB is too small for a JPEG on MySQL; LONGBLOB there, BYTEA on PostgreSQL, BLOB on SQLite.
 Blob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+from dashboard.sealed import Sealed  # noqa: E402 - after Blob, which migrations import from here
 LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 TOKEN_KINDS = ("station", "service")
@@ -94,7 +95,7 @@ class Evidence(Base):
     __tablename__ = "evidence"
     alert_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("alerts.alert_id", ondelete="CASCADE"), primary_key=True)
     kind: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
-    data: Mapped[bytes] = mapped_column(Blob)
+    data: Mapped[bytes] = mapped_column(Sealed("evidence"))  # sealed at rest when a data key is configured
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 

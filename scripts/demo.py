@@ -103,6 +103,7 @@ def _distance(alert: dict) -> float | None:
 
 
 def main() -> int:
+    os.umask(0o077)  # the demo's folder holds a database of faces, the data key and logs: 0600 files, 0700 folders
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(REPO / "samples" / "hamilton_clip.mp4"), help="camera source for the edge")
     p.add_argument("--workdir", type=Path, default=REPO / "var" / "demo", help="where the demo keeps its state and logs")
@@ -142,11 +143,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         log.info("enrolling the sample faces from known_faces/")
-        subprocess.run([PY, "-m", "recognizer.identity.enroll", "--known-faces", "known_faces", "--index", str(work / "encodings"), "--quiet"],
+        subprocess.run([PY, "-m", "recognizer.identity.enrol", "--known-faces", "known_faces", "--index", str(work / "encodings"), "--quiet"],
                        cwd=REPO, env=env, check=True)
         dashboard_args: list[str] = []
         if not args.no_dashboard and (REPO / "dashboard" / "__main__.py").exists():
             db = f"sqlite:///{work / 'dashboard.sqlite3'}"
+            key_file = work / "data.key"  # encodings, photos and evidence sealed at rest (docs/privacy.md)
+            if not key_file.exists():
+                subprocess.run([PY, "-m", "dashboard", "data-key", "new", "--out", str(key_file)], cwd=REPO, env=env,
+                               check=True, stdout=subprocess.DEVNULL)
+            env["FACEMON_DASHBOARD_DATA_KEY_FILE"] = str(key_file)
             # on a second run the admin and the token exist already: their "already" errors are expected
             with open(work / "dashboard-setup.log", "w") as setup_log:
                 for cmd in (["create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],
