@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.identity.enroll import build_index
+from recognizer.identity.enrol import build_index
 from recognizer.identity.index import save_index
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.detect import DETECTORS, EngineConfig
@@ -217,7 +217,7 @@ def _known(cls, **values) -> dict:
 
 def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
     """The seeds' per-frame loop: HOG with upsample 1, encode every face every frame, compare at 0.6."""
-    from recognizer.identity.match import MatchParams, vote
+    from recognizer.tools.seeds import MatchParams, vote
     from recognizer.vision.detect import FaceEngine
 
     engine = FaceEngine()

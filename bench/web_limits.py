@@ -9,7 +9,9 @@ processes on 127.0.0.1 and measures from outside:
 
 1. sign-in tries checked, N wrong passwords one by one vs N at once, for the dashboard login, the desk check
    (`/api/auth/check`) and the edge sign-in. "Checked" = answers 401 (a password that was verified and found
-   wrong); a refusal before checking is 429 (or 503 from an old edge). The tests count hashes on the server too.
+   wrong); a refusal before checking is 429. For the desk check and the edge also `*_in_db`: the wrong
+   passwords the dashboard verified, counted in its `sign_in_failures` table (an old edge gave up after 5 s and
+   answered 503 while the dashboard went on hashing). The tests count hashes on the server too.
 2. 200 logins of made-up names at once: the dashboard's RSS over idle (sampled every 10 ms) and /healthz answer
    times during the storm, probed from a separate process (so the 200 client threads do not slow the probe).
 7. edge sessions (in-process, the tree's `edge.auth.SignIn` with a stub dashboard and an injected clock):
@@ -84,6 +86,7 @@ class Tree:
     def __init__(self, path: Path, work: Path) -> None:
         self.path, self.work = path, work
         self.procs: list[subprocess.Popen] = []
+        self.db: Path = work / "dashboard.sqlite3"
 
     def run(self, *args: str, env: dict | None = None) -> None:
         subprocess.run([sys.executable, *args], cwd=self.path, env={**os.environ, **(env or {})}, check=True,
@@ -118,7 +121,8 @@ class Tree:
 
 
 def dashboard(tree: Tree, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    db = f"sqlite:///{tree.work / f'dash-{time.time_ns()}.sqlite3'}"
+    tree.db = tree.work / f"dash-{time.time_ns()}.sqlite3"
+    db = f"sqlite:///{tree.db}"
     for cmd in (["create-user", "--username", "serial", "--password", PASSWORD, "--role", "staff"],
                 ["create-user", "--username", "parallel", "--password", PASSWORD, "--role", "staff"],
                 ["create-user", "--username", "esserial", "--password", PASSWORD, "--role", "staff"],
@@ -140,6 +144,17 @@ def login_form(base: str) -> tuple[str, str]:
 
 def checked(codes: Counter) -> int:
     return codes.get(401, 0)
+
+
+def recorded_failures(tree: Tree, username: str) -> int:
+    """Wrong passwords the dashboard verified for `username` at a desk: its `sign_in_failures` rows (the same
+    table before and after the change), so an edge that gave up waiting (an old one answered 503) still counts."""
+    import sqlite3
+
+    time.sleep(2)  # checks still running on the server finish
+    with sqlite3.connect(tree.db) as conn:
+        return conn.execute("SELECT count(*) FROM sign_in_failures WHERE username = ? AND reason = 'wrong_password'",
+                            (username,)).fetchone()[0]
 
 
 def phase_at_once(tree: Tree, n: int) -> dict:
@@ -176,6 +191,9 @@ def phase_at_once(tree: Tree, n: int) -> dict:
 
     out["edge_serial"] = checked(Counter(edge("esserial", i) for i in range(n)))
     out["edge_at_once"] = checked(at_once(n, lambda i: edge("esparallel", i)))
+    out["desk_at_once_in_db"] = recorded_failures(tree, "parallel")
+    out["edge_serial_in_db"] = recorded_failures(tree, "esserial")
+    out["edge_at_once_in_db"] = recorded_failures(tree, "esparallel")
     tree.stop_all()
     return out
 

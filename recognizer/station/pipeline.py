@@ -13,7 +13,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from recognizer.identity.enroll import face_crop_jpeg
+from recognizer.identity.enrol import face_crop_jpeg
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
 from recognizer.station.types import FrameOutcome

@@ -16,10 +16,11 @@ from typing import Sequence
 import numpy as np
 
 from recognizer.vision.dlib_models import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS_5, FACE_LANDMARKS_68, model_path
+from recognizer.vision.track import iou
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]  # top, right, bottom, left
 DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.vision.sweep)
 CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
 # dlib's CNN fails on images under 48 px a side (a RuntimeError, or a bus error that kills the process): such an
@@ -72,12 +73,6 @@ def _to_box(rect, height: int, width: int) -> Box:
 
 def _largest_first(boxes: list[Box]) -> list[Box]:
     return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
-
-
-def _iou(a: Box, b: Box) -> float:
-    from recognizer.vision.track import iou
-
-    return iou(a, b)
 
 
 class _Lease:
@@ -168,7 +163,7 @@ class Detectors:
         small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.detect_cnn(small, cnn_upsample)
         for box in self.detect_hog(small, hog_upsample):
-            if all(_iou(box, b) < 0.3 for b in found):
+            if all(iou(box, b) < 0.3 for b in found):
                 found.append(box)
         if scale < 1.0:
             found = [tuple(int(round(v / scale)) for v in b) for b in found]
@@ -257,20 +252,6 @@ class FaceEngine:
     def sweep(self, rgb: np.ndarray, scale: float = 1.0, cnn_upsample: int = 0, hog_upsample: int = 1) -> list[Box]:
         """A thorough look at one frame (see `Detectors.sweep` and `recognizer.vision.sweep`)."""
         return self._detectors.sweep(self._check(rgb), scale, cnn_upsample, hog_upsample)
-
-    def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:
-        """Detect in several same-sized images; one dlib call with the CNN detector (GPU batching)."""
-        up = self.config.upsample if upsample is None else upsample
-        if self._cnn is None or len(images) < 2:
-            return [self.detect(img, up) for img in images]
-        images = [self._check(i) for i in images]
-        out = []
-        with self._cnn_lock:
-            batches = self._cnn(list(images), up, batch_size=len(images))
-        for img, dets in zip(images, batches):
-            h, w = img.shape[:2]
-            out.append(sorted((_to_box(d.rect, h, w) for d in dets), key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])))
-        return out
 
     def _rect(self, box: Box):
         top, right, bottom, left = box

@@ -32,7 +32,8 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from recognizer.vision.track import Box, iou
+from recognizer.vision.track import iou
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 
