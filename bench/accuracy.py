@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from recognizer.identity.index import DIM, FaceIndex
-from recognizer.identity.match import KNOWN, UNKNOWN, IdentityVoter, MatchParams, OpenSetParams, vote
+from recognizer.identity.match import KNOWN, UNKNOWN, IdentityVoter, OpenSetParams
 from recognizer.tools.calibrate import (
     Photos,
     Rates,
@@ -37,6 +37,7 @@ from recognizer.tools.calibrate import (
     recommend,
     run_grid,
 )
+from recognizer.tools.seeds import MatchParams, vote
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_DEFAULTS = OpenSetParams(accept_distance=0.5, margin=0.05, min_votes=2)  # before 2026-12 (issue 12)

@@ -254,8 +254,8 @@ class RecognizerProcess:
 
 
 def build_index(out: Path) -> Path:
-    """The repo's known_faces/ built into an index with `python -m recognizer.identity.enroll`."""
-    subprocess.run([sys.executable, "-m", "recognizer.identity.enroll", "--known-faces", str(REPO / "known_faces"),
+    """The repo's known_faces/ built into an index with `python -m recognizer.identity.enrol`."""
+    subprocess.run([sys.executable, "-m", "recognizer.identity.enrol", "--known-faces", str(REPO / "known_faces"),
                     "--index", str(out), "--quiet"], check=True, stdout=subprocess.DEVNULL, cwd=REPO)
     return out
 

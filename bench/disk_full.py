@@ -242,7 +242,7 @@ def _start(proc: ManagedProcess, repo: Path, ready) -> None:  # noqa: ANN001
 
 
 def build_index(out: Path) -> Path:
-    from recognizer.identity.enroll import build_index as build
+    from recognizer.identity.enrol import build_index as build
     from recognizer.identity.index import save_index
     from recognizer.vision.detect import FaceEngine
 

@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from recognizer.identity.index import DIM, FaceIndex
-from recognizer.identity.match import IdentityVoter, OpenSetParams, evidence, vote
+from recognizer.identity.match import IdentityVoter, OpenSetParams, evidence
+from recognizer.tools.seeds import vote
 
 PER_PERSON = 5
 

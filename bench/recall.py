@@ -25,7 +25,8 @@ from pathlib import Path
 
 import cv2
 
-from recognizer.vision.track import Box, iou
+from recognizer.vision.track import iou
+from shared.results import Box
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_GROUP = Path(__file__).resolve().parents[2] / "shared" / "data" / "group"
@@ -148,7 +149,7 @@ def main() -> None:
     p.add_argument("--skip-clip", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from recognizer.identity.enroll import build_index
+    from recognizer.identity.enrol import build_index
     from recognizer.identity.index import save_index
     from recognizer.vision.detect import EngineConfig, FaceEngine
 

@@ -32,7 +32,7 @@ def clips(data: Optional[Path]) -> list[Path]:
 
 
 def build_sample_index(out: Path) -> Path:
-    from recognizer.identity.enroll import build_index
+    from recognizer.identity.enrol import build_index
     from recognizer.identity.index import save_index
     from recognizer.vision.detect import FaceEngine
 

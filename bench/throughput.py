@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.identity.enroll import build_index
+from recognizer.identity.enrol import build_index
 from recognizer.identity.index import save_index
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.detect import DETECTORS, EngineConfig
@@ -106,6 +106,15 @@ def cpu_s(pids: list[int]) -> float:
 
 
 def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int, out: dict) -> None:
+    """One simulated edge (see `_station`); a station that could not run counts as serving nothing, with why."""
+    try:
+        _station(addr, name, token, frames, seconds, fps, in_flight, out)
+    except (OSError, AssertionError, protocol.ProtocolError) as exc:
+        logging.getLogger("bench.throughput").warning("station %s failed: %s", name, exc)
+        out.update(replies=0, elapsed=seconds, latencies=[], dropped=0, paced=0, rate=0.0, failed=True)
+
+
+def _station(addr, name: str, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int, out: dict) -> None:
     """One simulated edge: camera at `fps`, bounded window, stale frames dropped, sends paced to `max_fps`."""
     stream = MessageStream(socket.create_connection(addr, timeout=30))
     stream.send(protocol.hello(name, "bench", token))
@@ -179,7 +188,7 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
         t.start()
     for t in threads:
         t.join()
-    lat = np.array([x for r in results for x in r["latencies"]]) * 1e3
+    lat = np.array([x for r in results for x in r["latencies"]] or [float("nan")]) * 1e3
     per_station = [r["replies"] / r["elapsed"] for r in results]
     return {
         "stations": n,
@@ -191,6 +200,7 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token) -> dict:
         "told_fps": float(np.median([r["rate"] for r in results])),
         "paced": sum(r["paced"] for r in results),
         "fps_total": float(np.sum(per_station)),
+        "failed": sum(1 for r in results if r.get("failed")),
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
@@ -207,7 +217,7 @@ def _known(cls, **values) -> dict:
 
 def seeds_loop(frames: list[bytes], index, seconds: float) -> float:
     """The seeds' per-frame loop: HOG with upsample 1, encode every face every frame, compare at 0.6."""
-    from recognizer.identity.match import MatchParams, vote
+    from recognizer.tools.seeds import MatchParams, vote
     from recognizer.vision.detect import FaceEngine
 
     engine = FaceEngine()
@@ -315,7 +325,8 @@ def main() -> None:
               f"{r['fps_max']:.1f} | {r['fairness']:.2f} | {r['fps_total']:.1f} | {r['told_fps']:.1f} | "
               f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} | {r['paced']} | {r['cpu_ms']:.0f} | "
               f"{r['sweep_cpu_s']:.1f} | {r['rss_main']:.0f} + {r['rss_workers']:.0f} + {r['rss_sweep']:.0f} = "
-              f"{r['rss_main'] + r['rss_workers'] + r['rss_sweep']:.0f} | {r['load']:.1f} |")
+              f"{r['rss_main'] + r['rss_workers'] + r['rss_sweep']:.0f} | {r['load']:.1f} |"
+              + (f" {r['failed']} stations could not connect |" if r["failed"] else ""))
     if not args.no_seeds:
         seeds = seeds_loop(frames, index, min(args.seconds, 15))
         print(f"seeds' per-frame loop (HOG upsample 1, encode every face every frame), one station: {seeds:.1f} frames/s")

@@ -19,7 +19,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from recognizer.identity.enroll import build_index
+from recognizer.identity.enrol import build_index
 from recognizer.identity.index import IndexStore, save_index
 from recognizer.vision.detect import FaceEngine
 from recognizer.station.pipeline import PipelineConfig, StationPipeline

@@ -30,7 +30,7 @@ class BadEncoding(ValueError):
 
 @dataclass(frozen=True)
 class NewEncoding:
-    """What a node (a Capture) or facemon-enroll (a folder import) adds."""
+    """What a node (a Capture) or facemon-enrol (a folder import) adds."""
 
     person: str
     vector: bytes  # 128 float32, little-endian

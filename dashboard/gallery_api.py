@@ -1,4 +1,4 @@
-"""Gallery endpoints for recognizer nodes and facemon-enroll (service token).
+"""Gallery endpoints for recognizer nodes and facemon-enrol (service token).
 
 - `GET /api/gallery/changes?after=N&wait=S&limit=L`: the changes numbered above N, oldest first, as
   `{head, changes: [{seq, op: add|remove, person, id, vector (base64 of 128 little-endian float32), model, source}],
@@ -50,7 +50,7 @@ def notifier(app: Flask | None = None) -> gallery.ChangeNotifier:
 def _service() -> Caller:
     caller = bearer_caller()
     if caller.kind != "service":
-        abort(403, "the gallery is read and written with a service token (a recognizer node or facemon-enroll)")
+        abort(403, "the gallery is read and written with a service token (a recognizer node or facemon-enrol)")
     return caller
 
 

@@ -31,7 +31,7 @@ class GalleryEncoding(Base):
     station_id: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # the desk of a Capture
     enrolled_by: Mapped[str] = mapped_column(sa.String(64))  # the admin (Capture) or the importer's name
     grant_id: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)  # enrol_grants.id of a Capture
-    via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enroll)
+    via: Mapped[str] = mapped_column(sa.String(64))  # the service token that wrote it (a node, or facemon-enrol)
     photo: Mapped[Optional[bytes]] = mapped_column(Sealed("gallery.photo"), nullable=True)  # JPEG of the enrolled face (a crop)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     negative: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())

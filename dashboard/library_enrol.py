@@ -1,6 +1,6 @@
 """Enrolment from the dashboard's pages (an uploaded photo, a face from the review queue) through the project's one
-`Enroller` (recognizer/identity/enroll.py): the same quality gate, the same refusal reasons, the same lookalike
-check as a Capture at a desk and facemon-enroll, writing into the dashboard's gallery directly.
+`Enroller` (recognizer/identity/enrol.py): the same quality gate, the same refusal reasons, the same lookalike
+check as a Capture at a desk and facemon-enrol, writing into the dashboard's gallery directly.
 
 The face engine (dlib) is loaded on first use and kept for the app's lifetime; it needs the recognizer's
 packages (requirements-server.txt). Without them the page says so and nothing else is affected.
@@ -89,7 +89,7 @@ def _enroller(app: Flask) -> Any:
     with _build_lock:
         if EXT not in app.extensions:
             try:
-                from recognizer.identity.enroll import Enroller
+                from recognizer.identity.enrol import Enroller
                 from recognizer.vision.detect import EngineConfig, FaceEngine
                 engine = FaceEngine(EngineConfig(detector="hog"))
             except (ImportError, RuntimeError) as exc:
@@ -108,7 +108,7 @@ def _enroller(app: Flask) -> Any:
 def enrol_photo(app: Flask, name: str, image: bytes, by: str, source: str, action: str,
                 confirm_lookalike: str = "") -> Outcome:
     """Enrol `image` as `name` through the one Enroller (folder rules: one face, big enough); audited as `action`."""
-    from recognizer.identity.enroll import FOLDER_RULES
+    from recognizer.identity.enrol import FOLDER_RULES
     from recognizer.identity.gallery import Provenance
 
     try:
@@ -123,7 +123,7 @@ def enrol_photo(app: Flask, name: str, image: bytes, by: str, source: str, actio
 
 def encode_probe(app: Flask, image: bytes) -> tuple[Optional[np.ndarray], str]:
     """The encoding of the one face in `image` (search by likeness), or (None, why not)."""
-    from recognizer.identity.enroll import FOLDER_RULES, EnrolRefused, face_encoding_for_enrolment
+    from recognizer.identity.enrol import FOLDER_RULES, EnrolRefused, face_encoding_for_enrolment
     from recognizer.vision.imageio import BadImage, decode_image
 
     try:

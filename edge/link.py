@@ -46,7 +46,7 @@ _WAIT_SLICE_S = 0.25  # longest a sender wait lasts before it re-checks stop / h
 
 
 @dataclass(frozen=True)
-class _Connection:
+class _LiveSocket:
     """A live connection's socket and its number in `LinkState`."""
 
     stream: MessageStream
@@ -77,7 +77,7 @@ class RecognizerLink:
         self._thread: Optional[threading.Thread] = None
         self._cond = threading.Condition()  # guards the fields below; notified whenever the state changes
         self._state = LinkState(settings, time.time())
-        self._conn: Optional[_Connection] = None
+        self._conn: Optional[_LiveSocket] = None
         self._verify_callbacks: dict[str, Callable[[dict], None]] = {}  # request id -> on_done
 
     @property
@@ -203,11 +203,11 @@ class RecognizerLink:
             self._cond.notify_all()  # a freed window slot, an enrolment answered, a connection dead
         return self._carry_out(conn, actions)
 
-    def _dead(self, conn: _Connection) -> bool:
+    def _dead(self, conn: _LiveSocket) -> bool:
         with self._cond:
             return self._state.dead(conn.number)
 
-    def _carry_out(self, conn: Optional[_Connection], actions: list[Action]) -> bool:
+    def _carry_out(self, conn: Optional[_LiveSocket], actions: list[Action]) -> bool:
         """Do `actions` in order (never holding the lock); False when a Send failed (later Sends are skipped)."""
         ok = True
         for action in actions:
@@ -232,7 +232,7 @@ class RecognizerLink:
                     log.exception("sign-in callback failed for %s", action.request_id)
         return ok
 
-    def _send(self, conn: _Connection, action: Send) -> bool:
+    def _send(self, conn: _LiveSocket, action: Send) -> bool:
         try:
             conn.stream.send(action.message)
             return True
@@ -240,7 +240,7 @@ class RecognizerLink:
             self._fail(conn, f"send failed: {_describe(exc)}")
             return False
 
-    def _fail(self, conn: _Connection, reason: str) -> None:
+    def _fail(self, conn: _LiveSocket, reason: str) -> None:
         """Mark `conn` dead (the first reason wins) and close its socket, which unblocks both threads."""
         self._apply(lambda state: state.close(conn.number, reason))
 
@@ -280,7 +280,7 @@ class RecognizerLink:
         with self._cond:
             self._state.stopped(time.time())
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> _LiveSocket:
         s = self.settings
         sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s)
         stream = MessageStream(sock)
@@ -295,10 +295,10 @@ class RecognizerLink:
         log.info("connected to recognizer %s:%d (%s): window %d, heartbeat %.1f s", s.host, s.port, welcome.server,
                  welcome.window, welcome.heartbeat_s)
         with self._cond:
-            self._conn = _Connection(stream, self._state.connected(welcome, time.monotonic(), time.time()))
+            self._conn = _LiveSocket(stream, self._state.connected(welcome, time.monotonic(), time.time()))
             return self._conn
 
-    def _serve(self, conn: _Connection) -> bool:
+    def _serve(self, conn: _LiveSocket) -> bool:
         """Run one connection until it ends; True when the recognizer refused us."""
         receiver = threading.Thread(target=self._receive, args=(conn,), name="link-recv", daemon=True)
         receiver.start()
@@ -318,7 +318,7 @@ class RecognizerLink:
             log.info("disconnected from recognizer: %s", reason)
         return refused
 
-    def _send_loop(self, conn: _Connection) -> None:
+    def _send_loop(self, conn: _LiveSocket) -> None:
         s = self.settings
         while not self._stop.is_set() and not self._dead(conn):
             camera = self._camera()
@@ -341,7 +341,7 @@ class RecognizerLink:
             if not self._apply(lambda state: state.tick(time.monotonic(), time.time())):
                 return
 
-    def _wait_for_room(self, conn: _Connection) -> bool:
+    def _wait_for_room(self, conn: _LiveSocket) -> bool:
         """Wait (bounded) until fewer than `window` frames are in flight; drop ones unanswered for too long."""
         state = self._state
         with self._cond:
@@ -350,7 +350,7 @@ class RecognizerLink:
 
     # ---- receiver thread ----
 
-    def _receive(self, conn: _Connection) -> None:
+    def _receive(self, conn: _LiveSocket) -> None:
         while not self._dead(conn):
             try:
                 message = conn.stream.recv()

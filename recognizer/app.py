@@ -14,7 +14,7 @@ from recognizer.alerting.monitor import AlertMonitor
 from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
-from recognizer.identity.enroll import Enroller
+from recognizer.identity.enrol import Enroller
 from recognizer.identity.gallery import GalleryClient, GalleryStore
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import OpenSetParams

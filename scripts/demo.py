@@ -143,7 +143,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         log.info("enrolling the sample faces from known_faces/")
-        subprocess.run([PY, "-m", "recognizer.identity.enroll", "--known-faces", "known_faces", "--index", str(work / "encodings"), "--quiet"],
+        subprocess.run([PY, "-m", "recognizer.identity.enrol", "--known-faces", "known_faces", "--index", str(work / "encodings"), "--quiet"],
                        cwd=REPO, env=env, check=True)
         dashboard_args: list[str] = []
         if not args.no_dashboard and (REPO / "dashboard" / "__main__.py").exists():

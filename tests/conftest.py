@@ -69,7 +69,7 @@ def engine():
 @pytest.fixture(scope="session")
 def sample_index_dir(tmp_path_factory, engine) -> Path:
     """The shipped known_faces/ built into an index once per test session."""
-    from recognizer.identity.enroll import build_index
+    from recognizer.identity.enrol import build_index
     from recognizer.identity.index import save_index
 
     out = tmp_path_factory.mktemp("index")

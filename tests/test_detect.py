@@ -43,3 +43,33 @@ def test_concurrent_detection_with_mixed_settings_does_not_crash():
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_hog_detectors_are_at_most_one_per_core_however_many_stations_detect_at_once() -> None:
+    """16 stations borrowing at once: only `limit` detectors are built (each ~0.7 s of CPU); the rest wait."""
+    import threading
+    import time
+
+    from recognizer.vision.detect import _Lease
+
+    made, busy, peak = [], [0], [0]
+    lock = threading.Lock()
+    lease = _Lease(lambda: made.append(object()) or made[-1], limit=2)
+    start = threading.Barrier(16)
+
+    def station() -> None:
+        start.wait()
+        with lease.borrow():
+            with lock:
+                busy[0] += 1
+                peak[0] = max(peak[0], busy[0])
+            time.sleep(0.02)
+            with lock:
+                busy[0] -= 1
+
+    threads = [threading.Thread(target=station) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(made) == 2 and peak[0] == 2

@@ -90,7 +90,7 @@ def test_webp_decoded_by_content_whatever_it_is_called_and_its_size_checked_firs
 def test_enrol_and_calibrate_agree_on_a_webp_named_jpg(engine, tmp_path):
     import cv2
 
-    from recognizer.identity.enroll import build_index
+    from recognizer.identity.enrol import build_index
     from recognizer.tools.calibrate import encode_photo, list_photos
 
     folder = tmp_path / "known" / "barack_obama"

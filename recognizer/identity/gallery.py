@@ -9,7 +9,7 @@ for a lab's `encodings/` folder (same `index` / `add`), and:
 - follows the change log by long-poll (`GET /api/gallery/changes?after=N&wait=S`): a change committed on the
   dashboard reaches every node within one round trip (measured: bench/pool.py), and the copy is rewritten after
   each batch;
-- `add` (a Capture on this node, or facemon-enroll's import) posts the encoding with its provenance and applies
+- `add` (a Capture on this node, or facemon-enrol's import) posts the encoding with its provenance and applies
   the answer at once, so the capturing node knows the face before the others hear of it.
 
 Applying a change is idempotent (encodings are keyed by their gallery id), so an `add` seen twice, by the

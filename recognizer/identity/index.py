@@ -150,19 +150,6 @@ class FaceIndex:
             self.negatives,
         )
 
-    def without(self, name: str) -> "FaceIndex":
-        """Return a new index with every encoding of `name` removed."""
-        keep = [i for i, n in enumerate(self.names) if n != name]
-        return FaceIndex(
-            tuple(self.names[i] for i in keep),
-            self.encodings[keep],
-            tuple(self.sources[i] for i in keep),
-            self.model,
-            self.created,
-            self.negative_names,
-            self.negatives,
-        )
-
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -206,7 +193,7 @@ def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
     directory = Path(directory)
     manifest_path, npz_path = directory / MANIFEST_NAME, directory / NPZ_NAME
     if not manifest_path.exists():
-        raise IndexMissing(f"no face index in {directory}: build one with `facemon-enroll`")
+        raise IndexMissing(f"no face index in {directory}: build one with `facemon-enrol`")
     try:
         manifest = json.loads(manifest_path.read_text())
         data = npz_path.read_bytes()
@@ -215,7 +202,7 @@ def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
     if manifest.get("model") != model:
         raise IndexModelMismatch(
             f"the face index in {directory} was built with model {manifest.get('model')!r}, "
-            f"but this recognizer uses {model!r}: rebuild it with `facemon-enroll`"
+            f"but this recognizer uses {model!r}: rebuild it with `facemon-enrol`"
         )
     if manifest.get("npz_sha256") != hashlib.sha256(data).hexdigest():
         raise IndexCorrupt(f"{npz_path} does not match its manifest (written while we read? rebuild if it persists)")

@@ -1,10 +1,8 @@
-"""Matching face encodings against the enrolled index: the seeds' vote and the open-set decision.
+"""Matching face encodings against the enrolled index: the open-set decision.
 
-The seeds' rule (`vote`): every enrolled encoding within `tolerance` (Euclidean distance between
-128-D dlib encodings; 0.6 is dlib's usual operating point, lower is stricter) votes for its person;
-the person with most votes wins; no votes means unknown.
-
-The open-set rule (`evidence` per frame, `IdentityVoter` per track) keeps that vote and adds what
+The seeds' rule (every enrolled encoding within `tolerance` votes for its person, most votes wins; kept for
+comparison in `recognizer.tools.seeds`) is where this starts. The open-set rule (`evidence` per frame,
+`IdentityVoter` per track) keeps that vote and adds what
 makes "unknown" reliable: a frame supports a person only when that person is the nearest identity
 (`accept_distance`, optionally per person), leads the second-best identity by `margin`, and holds
 `min_votes` votes; a track is named only after `need` of its last `window` frames agree, and keeps
@@ -31,27 +29,6 @@ nobody within the vote radius), unsure (someone is within the vote radius but no
 enrolled person seen badly, or a look-alike; never reported as a stranger)."""
 # kinds of frame evidence
 SUPPORT, WEAK, NONE = "support", "weak", "none"
-
-
-@dataclass(frozen=True)
-class MatchParams:
-    """Thresholds of the vote. `tolerance` is a Euclidean distance between encodings (0.6 typical)."""
-
-    tolerance: float = 0.6
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.tolerance < 2.0:
-            raise ValueError(f"tolerance must be between 0 and 2 (0.6 is typical), got {self.tolerance}")
-
-
-@dataclass(frozen=True)
-class Match:
-    """Outcome for one face: `name` None means unknown. `distance` is to the closest encoding of the winner
-    (or of anyone, when unknown)."""
-
-    name: Optional[str]
-    distance: float
-    votes: int
 
 
 def _as_queries(index: FaceIndex, encodings: np.ndarray) -> np.ndarray:
@@ -105,22 +82,6 @@ def person_scores(index: FaceIndex, encodings: np.ndarray, tolerance: float) -> 
     votes = np.add.reduceat(d2 <= np.float32(tolerance * tolerance), a.starts, axis=1, dtype=np.int32)
     to_mean_sq = _sq_distances(q, a.centroids, a.centroid_sq)
     return PersonScores(a.people, np.sqrt(nearest_sq), votes, np.sqrt(np.minimum(nearest_sq, to_mean_sq)))
-
-
-def vote(index: FaceIndex, encodings: np.ndarray, params: MatchParams = MatchParams()) -> list[Match]:
-    """Match k encodings (k,128) with the seeds' vote; one Match per encoding."""
-    s = person_scores(index, encodings, params.tolerance)
-    out = []
-    for near, votes in zip(s.nearest, s.votes):
-        best = int(votes.max()) if votes.size else 0
-        if best == 0:
-            out.append(Match(None, float(near.min()) if near.size else float("inf"), 0))
-            continue
-        # ties between equally voted people go to the one with the closest encoding
-        tied = np.flatnonzero(votes == best)
-        winner = int(tied[np.argmin(near[tied])])
-        out.append(Match(s.people[winner], float(near[winner]), best))
-    return out
 
 
 @dataclass(frozen=True)

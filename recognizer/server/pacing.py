@@ -58,7 +58,11 @@ class FairShare:
         """One frame cost `cpu_s` CPU seconds of its station's thread."""
         with self._lock:
             self._frames += 1
-            n = min(self._frames, 200)  # a running mean at first, then an average over ~200 frames
+            if self._cost_s is not None and self._frames > self.params.warmup_frames:
+                # a rare dear frame (a model built on first use, a full-frame pass) moves the average by a bounded
+                # step, so one outlier cannot throttle every station for the next hundred frames
+                cpu_s = min(cpu_s, 3 * self._cost_s)
+            n = min(self._frames, 100)  # a running mean at first, then an average over ~100 frames
             self._cost_s = cpu_s if self._cost_s is None else self._cost_s + (cpu_s - self._cost_s) / n
 
     @property

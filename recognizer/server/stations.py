@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-from recognizer.identity.enroll import Enroller
+from recognizer.identity.enrol import Enroller
 from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from recognizer.identity.enroll import face_crop_jpeg
+from recognizer.identity.enrol import face_crop_jpeg
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
 from recognizer.station.types import FrameOutcome
@@ -155,13 +155,14 @@ class StationPipeline:
         return name in self.store.index.arrays.people
 
     def liveness_of(self, bgr: np.ndarray, faces: Sequence[tuple[int, Box]], now: float,
-                    liveness: Optional[Liveness] = None) -> dict:
+                    liveness: Optional[Liveness] = None, gray: Optional[np.ndarray] = None) -> dict:
         """Feed each (track id, box) on this frame to `liveness` (default: the station's own); track id → its
-        result. Empty when there is no liveness or no face."""
+        result. Empty when there is no liveness or no face. `gray`: the frame in grey, when already made."""
         liveness = self.liveness if liveness is None else liveness
         if liveness is None or not faces:  # FaceLiveness has __len__: never test it for truth
             return {}
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        if gray is None:
+            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         points = self.engine.landmarks68(gray, [box for _, box in faces])
         return {track_id: liveness.update(track_id, now, p, gray) for (track_id, _), p in zip(faces, points)}
 
@@ -175,12 +176,14 @@ class StationPipeline:
         bgr, rgb = self.decode(jpeg)
         t1 = time.perf_counter()
 
+        gray = None
         if self.regions is None:
             boxes = self.detect(rgb)
-        else:  # a full-frame pass now and then, crops around the tracks between (recognizer.vision.regions)
+        else:  # a full-frame pass now and then, crops (in grey) around the tracks between (recognizer.vision.regions)
+            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
             tracked = [t.box for t in self.tracker.tracks.values()]
             boxes = self._big_enough(self.regions.detect(rgb, tracked, self._lost, self.detect, self.engine.detect,
-                                                         self.config.detect_scale))
+                                                         self.config.detect_scale, gray))
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
             extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)
@@ -219,7 +222,7 @@ class StationPipeline:
 
         live = {}
         if self.liveness is not None and update.tracks:
-            live = self.liveness_of(bgr, [(t.id, t.box) for t in update.tracks], self.clock())
+            live = self.liveness_of(bgr, [(t.id, t.box) for t in update.tracks], self.clock(), gray=gray)
         t4 = time.perf_counter()
 
         faces = []

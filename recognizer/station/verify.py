@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-PENDING, PASSED, FAILED = "pending", "passed", "failed"
+from shared.signin import CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, SEVERAL_FACES, TIMED_OUT, describe
 
-from shared.signin import CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, SEVERAL_FACES, TIMED_OUT, describe  # noqa: F401 - re-exported
+PENDING, PASSED, FAILED = "pending", "passed", "failed"
 
 
 @dataclass(frozen=True)

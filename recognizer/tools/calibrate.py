@@ -24,10 +24,11 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from recognizer.identity.enroll import IMAGE_SUFFIXES
+from recognizer.identity.enrol import IMAGE_SUFFIXES
 from recognizer.identity.index import DIM, FaceIndex
-from recognizer.identity.match import SUPPORT, MatchParams, OpenSetParams, evidence, vote
+from recognizer.identity.match import SUPPORT, OpenSetParams, evidence
 from recognizer.settings import as_flags
+from recognizer.tools.seeds import MatchParams, vote
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def encode_photo(engine, path: Path) -> tuple[str, np.ndarray]:
     """("ok", encoding) for a photo with exactly one face, else (reason, zeros)."""
     import cv2  # heavy-ish: only when photos are actually encoded
 
-    from recognizer.vision.imageio import BadImage, decode_image  # the same decoding as facemon-enroll
+    from recognizer.vision.imageio import BadImage, decode_image  # the same decoding as facemon-enrol
 
     none = np.zeros(DIM, np.float32)
     try:

@@ -6,6 +6,7 @@ types never leave this module. Images are RGB uint8 (convert with `cv2.cvtColor`
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from contextlib import contextmanager
@@ -15,10 +16,11 @@ from typing import Sequence
 import numpy as np
 
 from recognizer.vision.dlib_models import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS_5, FACE_LANDMARKS_68, model_path
+from recognizer.vision.track import iou
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]  # top, right, bottom, left
 DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.vision.sweep)
 CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
 # dlib's CNN fails on images under 48 px a side (a RuntimeError, or a bus error that kills the process): such an
@@ -73,29 +75,38 @@ def _largest_first(boxes: list[Box]) -> list[Box]:
     return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[1] - b[3]))
 
 
-def _iou(a: Box, b: Box) -> float:
-    from recognizer.vision.track import iou
-
-    return iou(a, b)
-
-
 class _Lease:
-    """A free list of non-thread-safe dlib objects: each caller borrows its own, new ones made on demand.
+    """A free list of non-thread-safe dlib objects: each caller borrows its own, at most `limit` made (default:
+    one per CPU core the process may use); a caller beyond that waits for one to come back.
 
     dlib's HOG detector keeps per-call scratch state (calling one from two threads crashed the
-    process), but it releases the GIL, so a detector per concurrent caller gives real parallelism.
+    process), but it releases the GIL, so a detector per concurrent caller gives real parallelism; more
+    detectors than cores would add none, and each costs ~0.7 s of CPU to build (paid on some station's frame).
     """
 
-    def __init__(self, factory) -> None:
+    def __init__(self, factory, limit: int = 0) -> None:
         self._factory = factory
+        self.limit = limit or max(1, len(os.sched_getaffinity(0)))
         self._free: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def fill(self) -> None:
+        """Make every object now (at start, not on some station's frame)."""
+        with self._lock:
+            missing, self._made = self.limit - self._made, self.limit
+        for _ in range(missing):
+            self._free.put(self._factory())
 
     @contextmanager
     def borrow(self):
         try:
             obj = self._free.get_nowait()
         except queue.Empty:
-            obj = self._factory()
+            with self._lock:
+                make = self._made < self.limit
+                self._made += make
+            obj = self._factory() if make else self._free.get()
         try:
             yield obj
         finally:
@@ -152,7 +163,7 @@ class Detectors:
         small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.detect_cnn(small, cnn_upsample)
         for box in self.detect_hog(small, hog_upsample):
-            if all(_iou(box, b) < 0.3 for b in found):
+            if all(iou(box, b) < 0.3 for b in found):
                 found.append(box)
         if scale < 1.0:
             found = [tuple(int(round(v / scale)) for v in b) for b in found]
@@ -178,8 +189,7 @@ class FaceEngine:
             self._hog = None
         else:
             self._hog = _Lease(dlib.get_frontal_face_detector)
-            with self._hog.borrow():  # build the first one now, not on the first frame
-                pass
+            self._hog.fill()  # build them now, not on some station's frame
             self._cnn = None
         self._cnn_lock = threading.Lock()
         # HOG and CNN for sweeps and for asking for one detector by name (shares this engine's detectors). With
@@ -242,20 +252,6 @@ class FaceEngine:
     def sweep(self, rgb: np.ndarray, scale: float = 1.0, cnn_upsample: int = 0, hog_upsample: int = 1) -> list[Box]:
         """A thorough look at one frame (see `Detectors.sweep` and `recognizer.vision.sweep`)."""
         return self._detectors.sweep(self._check(rgb), scale, cnn_upsample, hog_upsample)
-
-    def detect_batch(self, images: Sequence[np.ndarray], upsample: int | None = None) -> list[list[Box]]:
-        """Detect in several same-sized images; one dlib call with the CNN detector (GPU batching)."""
-        up = self.config.upsample if upsample is None else upsample
-        if self._cnn is None or len(images) < 2:
-            return [self.detect(img, up) for img in images]
-        images = [self._check(i) for i in images]
-        out = []
-        with self._cnn_lock:
-            batches = self._cnn(list(images), up, batch_size=len(images))
-        for img, dets in zip(images, batches):
-            h, w = img.shape[:2]
-            out.append(sorted((_to_box(d.rect, h, w) for d in dets), key=lambda b: -(b[2] - b[0]) * (b[1] - b[3])))
-        return out
 
     def _rect(self, box: Box):
         top, right, bottom, left = box

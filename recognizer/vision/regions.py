@@ -32,7 +32,8 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from recognizer.vision.track import Box, iou
+from recognizer.vision.track import iou
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def covered_share(regions: Sequence[Region], height: int, width: int) -> float:
 
 
 def motion_thumb(rgb: np.ndarray, cell_px: int) -> np.ndarray:
-    """The frame's green channel reduced `cell_px` times (each cell the mean of its block), int16."""
+    """The frame (grey, or RGB's green channel) reduced `cell_px` times (each cell the mean of its block), int16."""
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, (max(1, w // cell_px), max(1, h // cell_px)), interpolation=cv2.INTER_AREA)
     return (small if small.ndim == 2 else small[:, :, 1]).astype(np.int16)
@@ -193,12 +194,14 @@ class RegionDetector:
         return "", regions
 
     def detect(self, rgb: np.ndarray, tracks: Sequence[Box], lost: bool, full: Detect, crop: Detect,
-               scale: float = 1.0) -> list[Box]:
+               scale: float = 1.0, gray: Optional[np.ndarray] = None) -> list[Box]:
         """This frame's face boxes: `full(rgb)` when a full pass is due, else `crop` run on a region around each
         of `tracks` (the boxes the tracker holds) and on the area that moved (at `scale`, the full pass's), merged.
-        `lost`: a track was missed on the last frame."""
+        `lost`: a track was missed on the last frame. `gray`: the frame in grey, when the caller has it: crops
+        and the motion test use it (HOG on one channel costs ~25 % less than on three, boxes alike)."""
         h, w = rgb.shape[:2]
-        thumb = motion_thumb(rgb, self.params.cell_px)
+        image = rgb if gray is None else gray
+        thumb = motion_thumb(image, self.params.cell_px)
         regions = [region_around(b, h, w, self.params) for b in tracks]
         reason, regions = self._plan(thumb, regions, lost, h, w, scale)
         self.last_reason = reason
@@ -213,5 +216,5 @@ class RegionDetector:
         self.crop_passes += 1
         found: list[Box] = []
         for region in regions:
-            found.extend(detect_in(rgb, region, crop))
+            found.extend(detect_in(image, region, crop))
         return merge(sorted(found, key=lambda b: -_side(b)))

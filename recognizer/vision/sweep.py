@@ -28,7 +28,8 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from recognizer.vision.track import Box, iou
+from recognizer.vision.track import iou
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-Box = tuple[int, int, int, int]
+from shared.results import Box
 
 
 def iou(a: Box, b: Box) -> float:

@@ -114,7 +114,7 @@ class Room:
         self._run("dashboard", [str(BIN / "facemon-dashboard"), "--db", self.db, "serve", "--port", str(self.dash_port)],
                   lambda: _ok(f"{self.dash_url}/healthz"), {"FACEMON_DASHBOARD_SLOW_FPS": "1"})  # desks send 2 fps here
         index = self.tmp / "encodings"
-        subprocess.run([str(BIN / "facemon-enroll"), "--quiet", "--known-faces", str(REPO / "known_faces"), "--index",
+        subprocess.run([str(BIN / "facemon-enrol"), "--quiet", "--known-faces", str(REPO / "known_faces"), "--index",
                         str(index)], check=True, capture_output=True, timeout=300)
         self._run("recognizer", [str(BIN / "facemon-recognizer"), "--host", "127.0.0.1", "--port", str(self.rec_port),
                                  "--token", RECOGNIZER_TOKEN, "--index", str(index), "--known-faces",

@@ -86,7 +86,7 @@ def test_capture_of_a_lookalike_needs_a_deliberate_confirmation(browser, clip: P
     edge.start()
     wait = WebDriverWait(browser, 10)
     try:
-        browser.get(f"http://127.0.0.1:{edge.server.server_port}/video_feed_page")
+        browser.get(f"http://127.0.0.1:{edge.server.port}/video_feed_page")
         wait.until(lambda d: d.find_element(By.ID, "link-badge").text == "recognizer online")
         browser.find_element(By.ID, "name").send_keys("Test Evaluator")
         browser.find_element(By.ID, "capture").click()

@@ -82,7 +82,7 @@ def test_newline_in_a_logged_value_cannot_forge_a_line():
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        by = "ada\n2026-01-01 00:00:00,000 INFO    recognizer.identity.enroll: enrolled 'mallory'\x1b[2K"
+        by = "ada\n2026-01-01 00:00:00,000 INFO    recognizer.identity.enrol: enrolled 'mallory'\x1b[2K"
         logger.info("capture for %r by %s: ok=%s", "kit", by, True)
         try:
             raise ValueError("boom")

@@ -20,7 +20,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 
 def face_of(engine, path: Path) -> tuple[bytes, bytes]:  # noqa: ANN001
     """(encoding bytes, JPEG crop) of the one face in `path`, as a recognizer would send them."""
-    from recognizer.identity.enroll import FOLDER_RULES, face_crop_jpeg, face_encoding_for_enrolment
+    from recognizer.identity.enrol import FOLDER_RULES, face_crop_jpeg, face_encoding_for_enrolment
     from recognizer.vision.imageio import decode_image
 
     bgr = decode_image(path.read_bytes())

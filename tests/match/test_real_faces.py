@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from recognizer.identity.index import FaceIndex
-from recognizer.identity.match import KNOWN, SUPPORT, UNKNOWN, IdentityVoter, OpenSetParams, evidence, vote
+from recognizer.identity.match import KNOWN, SUPPORT, UNKNOWN, IdentityVoter, OpenSetParams, evidence
+from recognizer.tools.seeds import vote
 
 REPO = Path(__file__).resolve().parents[2]
 KNOWN_FACES = REPO / "known_faces"

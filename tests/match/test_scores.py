@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recognizer.identity.index import FaceIndex
-from recognizer.identity.match import Match, MatchParams, distances, person_scores, vote
+from recognizer.identity.match import distances, person_scores
+from recognizer.tools.seeds import Match, MatchParams, vote
 from tests.match.synth import build_index, centres, samples
 
 

@@ -3,7 +3,7 @@ following the dashboard's gallery, with 6 edges (the edge's own link) streaming 
 
 One pool for the module, steps in order: stations spread; a node SIGKILLed and its stations back on live nodes;
 a node drained with SIGTERM; every alert event at the dashboard exactly once and no incident left open twice;
-a Capture through one node recognised by every node; facemon-enroll importing a folder into the same gallery.
+a Capture through one node recognised by every node; facemon-enrol importing a folder into the same gallery.
 Time bounds here are loose on purpose (a loaded 2-core CI box): the figures come from `python -m bench.pool`.
 """
 from __future__ import annotations
@@ -126,13 +126,13 @@ def test_capture_through_one_node_is_recognised_by_every_node(pool: Pool) -> Non
     assert loaded < 10
 
 
-def test_facemon_enroll_imports_a_folder_into_the_gallery(pool: Pool, tmp_path: Path) -> None:
+def test_facemon_enrol_imports_a_folder_into_the_gallery(pool: Pool, tmp_path: Path) -> None:
     folder = tmp_path / "known"
     (folder / "barack_obama").mkdir(parents=True)
     src = sorted((REPO / "known_faces" / "barack_obama").glob("*.jpg"))[:1]
     assert src, "known_faces/barack_obama ships with the repository"
     (folder / "barack_obama" / src[0].name).write_bytes(src[0].read_bytes())
-    cmd = [sys.executable, "-m", "recognizer.identity.enroll", "--known-faces", str(folder), "--quiet",
+    cmd = [sys.executable, "-m", "recognizer.identity.enrol", "--known-faces", str(folder), "--quiet",
            "--dashboard-url", pool.dashboard_url, "--dashboard-token", SERVICE_TOKEN, "--by", "registrar"]
     for _ in range(2):  # the second import of the same photo adds nothing
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)

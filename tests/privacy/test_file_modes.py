@@ -1,4 +1,4 @@
-"""Everything the programs write is private: after a real run of facemon-enroll, the dashboard (CLI and server),
+"""Everything the programs write is private: after a real run of facemon-enrol, the dashboard (CLI and server),
 the recognizer (gallery, outbox) and the edge (state folder) — started from a shell whose umask is 022 — every file
 they created is 0600 and every folder 0700. The systemd units set UMask=0077 as well."""
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_files_written_by_a_real_run_are_0600_in_0700_folders(tmp_path: Path) ->
         clip = still_clip(FIXTURES / "stranger_kit.jpg", tmp_path / "src" / "stranger.mp4", 3, fps=8)
         data = {name: tmp_path / name for name in ("index", "dash", "rec", "edge")}
         py = sys.executable
-        subprocess.run([py, "-m", "recognizer.identity.enroll", "--quiet", "--known-faces", str(known),
+        subprocess.run([py, "-m", "recognizer.identity.enrol", "--quiet", "--known-faces", str(known),
                         "--index", str(data["index"])], cwd=REPO, check=True, capture_output=True, timeout=180)
         db_url = f"sqlite:///{data['dash'] / 'dashboard.sqlite3'}"
         subprocess.run([py, "-m", "dashboard", "--db", db_url, "add-station", "--station-id", "recognizer",

@@ -110,7 +110,7 @@ class _Records(logging.Handler):
 def test_open_policy_never_records_a_typed_by(recognizer):
     """Under --enrol-policy open a client-typed `by` is ignored: the record says unverified, not a name it chose."""
     records = _Records()
-    logger = logging.getLogger("recognizer.identity.enroll")
+    logger = logging.getLogger("recognizer.identity.enrol")
     logger.addHandler(records)
     old_level = logger.level
     logger.setLevel(logging.INFO)

@@ -49,7 +49,7 @@ def stack(tmp_path_factory, engine) -> Iterator[dict]:
     from recognizer.alerting.sinks import DashboardTarget
     from recognizer.app import RecognizerApp, RecognizerSettings
     from recognizer.vision.detect import EngineConfig
-    from recognizer.identity.enroll import build_index
+    from recognizer.identity.enrol import build_index
     from recognizer.identity.index import save_index
     from recognizer.server.stations import ServerConfig
     from recognizer.server.trust import TrustConfig

@@ -5,21 +5,8 @@ import math
 
 import pytest
 
-from recognizer.station.verify import (
-    FAILED,
-    NO_BLINK,
-    NO_FACE,
-    NOT_ENROLLED,
-    NOT_HOLDER,
-    PASSED,
-    PENDING,
-    SEVERAL_FACES,
-    TIMED_OUT,
-    Observation,
-    Verifier,
-    VerifyParams,
-    describe,
-)
+from recognizer.station.verify import FAILED, PASSED, PENDING, Observation, Verifier, VerifyParams
+from shared.signin import NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, SEVERAL_FACES, TIMED_OUT, describe
 
 GOOD = dict(faces=1, distance=0.35, other=0.8)
 

@@ -121,7 +121,7 @@ def test_enrol_needs_a_valid_single_use_grant(world):
     assert enrolled_count(world, "barack_obama") == obama_before and enrolled_count(world, "kit_new") == 0
 
     grant = ask_grant(world, "desk-01", ticket, "kit_new").json()["grant"]
-    with LogLines("recognizer.identity.enroll") as logs:
+    with LogLines("recognizer.identity.enrol") as logs:
         ok = enrol(stream, "kit_new", "stranger_kit.jpg", grant=grant)
     assert ok["ok"] and ok["name"] == "kit_new" and enrolled_count(world, "kit_new") == 1, ok
     assert any("desk-01/ada" in line for line in logs.lines), logs.lines  # `by` from the grant, not the client

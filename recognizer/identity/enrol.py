@@ -1,6 +1,6 @@
 """Enrolment: known faces as images in `known_faces/<name>/*.jpg`, built into the index in `encodings/`.
 
-`facemon-enroll` builds the whole index from the folder (also importing the seeds' flat
+`facemon-enrol` builds the whole index from the folder (also importing the seeds' flat
 `name1.jpg … name6.jpg` files); `Enroller` adds one captured face while the recognizer runs.
 """
 from __future__ import annotations
@@ -22,12 +22,13 @@ import numpy as np
 from recognizer.identity.gallery import GalleryClient, GalleryError, GalleryStore, Provenance, photo_digest
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
-from recognizer.vision.detect import Box, Detection, FaceEngine
+from recognizer.vision.detect import Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
 from shared.http import HttpError
 from shared.jpeg import encode_jpeg
 from shared.names import InvalidName, validate_name
 from shared.lognames import who
+from shared.results import Box
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class EnrolOutcome:
 class Enroller:
     """The one enrolment: a photo → exactly one face → its encoding, into the store with its provenance.
 
-    Used by a Capture on any node (`StationSession`) and by `facemon-enroll`'s import into the dashboard's
+    Used by a Capture on any node (`StationSession`) and by `facemon-enrol`'s import into the dashboard's
     gallery. With a lab's `IndexStore` the photo is kept under known_faces/<name>/; with a pool's
     `GalleryStore` it goes to the dashboard as the enrolled face's crop, with who, where and which grant.
     A face within `accept_distance` of someone else enrolled is refused (`lookalike.py`) unless confirmed.
@@ -289,9 +290,9 @@ def _progress_lines(i: int, n: int, path: Path) -> None:
     """Progress for a log (not a terminal): one plain line per tenth of the images, and at the end."""
     step = max(1, n // 10)
     if i >= n:
-        sys.stderr.write(f"facemon-enroll: {n}/{n} images done\n")
+        sys.stderr.write(f"facemon-enrol: {n}/{n} images done\n")
     elif i % step == 0:
-        sys.stderr.write(f"facemon-enroll: {i}/{n} images, now {path}\n")
+        sys.stderr.write(f"facemon-enrol: {i}/{n} images, now {path}\n")
 
 
 def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - a text stream
@@ -299,15 +300,20 @@ def progress_for(stream) -> Callable[[int, int, Path], None]:  # noqa: ANN001 - 
     return _progress_bar if stream.isatty() else _progress_lines
 
 
+def _env(name: str) -> str:
+    """FACEMON_ENROL_<name>, or the old spelling FACEMON_ENROLL_<name> (still read; not documented)."""
+    return os.environ.get(f"FACEMON_ENROL_{name}") or os.environ.get(f"FACEMON_ENROLL_{name}", "")
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    """Console entry `facemon-enroll`: build encodings/ from known_faces/."""
+    """Console entry `facemon-enrol`: build encodings/ from known_faces/."""
     from shared.fsmode import private_umask
 
     private_umask()  # encodings and photos are biometric data: 0600 files in 0700 folders
     from recognizer.vision.detect import EngineConfig
 
     parser = argparse.ArgumentParser(
-        prog="facemon-enroll",
+        prog="facemon-enrol",
         description="Build the face index (encodings/index.npz + index.json) from known_faces/<name>/*.jpg "
         "(flat name1.jpg files are imported too). Lists every image it skipped and why.",
     )
@@ -315,18 +321,18 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--index", type=Path, default=Path("encodings"), help="output folder for the index (default: %(default)s)")
     parser.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, lines otherwise)")
-    parser.add_argument("--dashboard-url", default=os.environ.get("FACEMON_ENROLL_DASHBOARD_URL", ""),
+    parser.add_argument("--dashboard-url", default=_env("DASHBOARD_URL"),
                         help="import the folder into this dashboard's gallery (a pool's one gallery) instead of "
-                        "building --index (env FACEMON_ENROLL_DASHBOARD_URL)")
-    parser.add_argument("--dashboard-token", default=os.environ.get("FACEMON_ENROLL_DASHBOARD_TOKEN", ""),
-                        help="a service token of that dashboard (env FACEMON_ENROLL_DASHBOARD_TOKEN)")
-    parser.add_argument("--by", default=os.environ.get("USER", "") or "facemon-enroll",
+                        "building --index (env FACEMON_ENROL_DASHBOARD_URL)")
+    parser.add_argument("--dashboard-token", default=_env("DASHBOARD_TOKEN"),
+                        help="a service token of that dashboard (env FACEMON_ENROL_DASHBOARD_TOKEN)")
+    parser.add_argument("--by", default=os.environ.get("USER", "") or "facemon-enrol",
                         help="who the imported encodings are recorded as enrolled by (default: $USER)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.dashboard_url and not args.dashboard_token:
-        print("facemon-enroll: --dashboard-url needs --dashboard-token (a service token: python -m dashboard "
-              "add-station --station-id enroll --kind service)", file=sys.stderr)
+        print("facemon-enrol: --dashboard-url needs --dashboard-token (a service token: python -m dashboard "
+              "add-station --station-id enrol --kind service)", file=sys.stderr)
         return 2
     progress = None if args.quiet else progress_for(sys.stderr)
     try:
@@ -335,7 +341,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             return _import(engine, args, progress)
         index, skipped = build_index(engine, args.known_faces, progress)
     except (FileNotFoundError, RuntimeError) as exc:
-        print(f"facemon-enroll: {exc}", file=sys.stderr)
+        print(f"facemon-enrol: {exc}", file=sys.stderr)
         return 2
     save_index(index, args.index)
     print(f"indexed {len(index)} images of {len(index.people)} people into {args.index}/")
@@ -346,7 +352,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
 
 
 def _import(engine: FaceEngine, args: argparse.Namespace, progress) -> int:  # noqa: ANN001
-    """facemon-enroll --dashboard-url: the folder into the dashboard's gallery, through the one Enroller."""
+    """facemon-enrol --dashboard-url: the folder into the dashboard's gallery, through the one Enroller."""
     store = GalleryStore(GalleryClient(args.dashboard_url, args.dashboard_token), args.index)
     done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress)
     print(f"imported {done} images into the gallery of {args.dashboard_url} (a photo imported before is kept once)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from recognizer.identity.enroll import Enroller, build_index, collect_known_faces
-from recognizer.identity.enroll import main as enroll_main
+from recognizer.identity.enrol import Enroller, build_index, collect_known_faces
+from recognizer.identity.enrol import main as enrol_main
 from recognizer.identity.index import (
     FaceIndex,
     IndexCorrupt,
@@ -20,7 +21,7 @@ from recognizer.identity.index import (
     load_index,
     save_index,
 )
-from recognizer.identity.match import vote
+from recognizer.tools.seeds import vote
 from shared.jpeg import encode_jpeg
 from tests.conftest import FIXTURES, KNOWN_FACES
 
@@ -89,12 +90,23 @@ def test_build_index_from_shipped_faces(engine, tmp_path):
     assert index.names.count("joe_biden") == 2
 
 
-def test_enroll_cli(tmp_path, capsys):
+def test_enrol_cli(tmp_path, capsys):
     out = tmp_path / "enc"
-    assert enroll_main(["--known-faces", str(KNOWN_FACES), "--index", str(out), "--quiet"]) == 0
+    assert enrol_main(["--known-faces", str(KNOWN_FACES), "--index", str(out), "--quiet"]) == 0
     assert "indexed 6 images of 4 people" in capsys.readouterr().out
     assert load_index(out).people == ["alex_lacamoire", "barack_obama", "joe_biden", "lin_manuel_miranda"]
-    assert enroll_main(["--known-faces", str(tmp_path / "nope"), "--index", str(out)]) == 2
+    assert enrol_main(["--known-faces", str(tmp_path / "nope"), "--index", str(out)]) == 2
+
+
+@pytest.mark.parametrize("variable", ["FACEMON_ENROL_DASHBOARD_URL", "FACEMON_ENROLL_DASHBOARD_URL"])
+def test_enrol_reads_its_variable_and_the_old_spelling(tmp_path, capsys, monkeypatch, variable):
+    """One spelling, enrol; the old FACEMON_ENROLL_* variables and the facemon-enroll command still work."""
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    assert enrol_main(["--known-faces", str(KNOWN_FACES), "--index", str(tmp_path / "enc")]) == 2
+    assert "--dashboard-url needs --dashboard-token" in capsys.readouterr().err
+    scripts = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert 'facemon-enrol = "recognizer.identity.enrol:main"' in scripts
+    assert 'facemon-enroll = "recognizer.identity.enrol:main"' in scripts
 
 
 def test_probe_photos_match_by_vote(engine, sample_index_dir):
@@ -139,7 +151,7 @@ def test_live_enrol_adds_person(engine, index_copy, tmp_path):
 
 # ---- which face is enrolled: stray detections, faces cut by the edge, small faces (issue 9) ----
 
-from recognizer.identity.enroll import (  # noqa: E402
+from recognizer.identity.enrol import (  # noqa: E402
     CAPTURE_RULES,
     EnrolRefused,
     choose_enrolment_face,
@@ -271,7 +283,7 @@ def test_a_face_already_enrolled_under_another_name_is_refused_unless_confirmed(
     assert enroller.enrol("barack_obama", photo).ok  # more photos of the same person are welcome
     wrong = enroller.enrol("Test Evaluator", photo, confirm_lookalike="joe_biden")
     assert not wrong.ok and wrong.code == "looks_like"
-    caplog.set_level(logging.WARNING, logger="recognizer.identity.enroll")
+    caplog.set_level(logging.WARNING, logger="recognizer.identity.enrol")
     confirmed = enroller.enrol("Test Evaluator", photo, by="desk-01/admin", confirm_lookalike="barack_obama")
     assert confirmed.ok and "confirmed deliberately" in confirmed.reason and "barack_obama" in confirmed.reason
     assert any("confirmed deliberately" in r.getMessage() and "desk-01/admin" in r.getMessage() for r in caplog.records)
