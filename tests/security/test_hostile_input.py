@@ -105,9 +105,12 @@ def test_png_bomb_refused_before_decoding_in_a_real_recognizer(tmp_path, sample_
 
 @pytest.mark.parametrize("make,reason", [
     (lambda: jpeg_bomb((FIXTURES / "obama_probe.jpg").read_bytes()), "60000x60000"),
-    (bmp_bomb, "not a JPEG or PNG"),
-    (lambda: b"II*\x00" + b"\x00" * 64, "not a JPEG or PNG"),  # TIFF
-    (lambda: b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 64, "not a JPEG or PNG"),
+    (bmp_bomb, "not a JPEG, PNG or WebP"),
+    (lambda: b"II*\x00" + b"\x00" * 64, "not a JPEG, PNG or WebP"),  # TIFF
+    (lambda: b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 64, "corrupt WebP"),  # no VP8 start code
+    # a WebP announcing 16384x16384 in its VP8X chunk: refused from the header, never decoded
+    (lambda: b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x0a\x00\x00\x00" + b"\x00" * 4
+     + (16383).to_bytes(3, "little") * 2 + b"\x00" * 32, "16384x16384"),
 ])
 def test_other_bombs_refused_unread(make, reason):
     with pytest.raises(BadImage, match=reason):
