@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench.negatives", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/facemon-negatives-cache"))
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "facemon-negatives-cache",
+                    help="where the encodings of the data set are cached between runs (default: the temp folder)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     faces = data_dir(args.data) / "faces"
