@@ -35,11 +35,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from recognizer.app import RecognizerApp, RecognizerSettings
-from recognizer.identity.enrol import build_index
 from recognizer.identity.index import save_index
 from recognizer.server.stations import ServerConfig
 from recognizer.vision.detect import DETECTORS, EngineConfig
-from recognizer.station.pipeline import PipelineConfig
+
+try:
+    from recognizer.identity.enrol import build_index
+    from recognizer.station.pipeline import PipelineConfig
+except ModuleNotFoundError:  # a tree from before issue 16's floor plan, run with PYTHONPATH (see above)
+    from recognizer.identity.enroll import build_index
+    from recognizer.vision.pipeline import PipelineConfig
 from shared import protocol
 from shared.stream import MessageStream
 
@@ -266,7 +271,10 @@ def main() -> None:
     token = "bench"
     rows = []
     server_extra = _known(ServerConfig, station_fps=args.station_fps, max_station_fps=args.max_station_fps,
-                          max_stations=max(max(args.stations), 32))
+                          max_stations=max(max(args.stations), 32),
+                          # every simulated station connects from 127.0.0.1 with the shared token: lift the cap
+                          # on credential-less stations per address (issue 15), which would refuse all beyond 8
+                          max_stations_per_address=0)
     pipeline_extra = {}
     if args.full_detect_every is not None:
         from recognizer.vision.regions import RegionParams
