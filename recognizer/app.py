@@ -263,7 +263,8 @@ class RecognizerApp:
         server.observers.append(self.alerts)
         if s.dashboard is not None:
             self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node,
-                                           alerts_state=lambda: server.alerts_state)
+                                           alerts_state=lambda: server.alerts_state,
+                                           overloaded=lambda: server.pacing.short)
             self.reporter.start()
             server.left_listeners.append(self.reporter.poke)  # a desk that left is reported gone now, not in 5 s
 
