@@ -269,8 +269,10 @@ class RecognizerApp:
             self.review.start()
             server.observers.append(ReviewMonitor(self.review.put, s.review))
             self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node,
-                                           alerts_state=lambda: server.alerts_state)
+                                           alerts_state=lambda: server.alerts_state,
+                                           overloaded=lambda: server.pacing.short)
             self.reporter.start()
+            server.left_listeners.append(self.reporter.poke)  # a desk that left is reported gone now, not in 5 s
 
     def _outbox_health(self, server: RecognizerServer, health: OutboxHealth) -> None:
         """The outbox's state changed: the edges hear it at once, the dashboard with the next status report (now)."""
