@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("add-stations", help="provision a room: a token and a ready edge env file (0600) per desk, "
                        "e.g. add-stations desk-01..desk-40 --out edges/ --recognizer 10.0.0.5:8002 --dashboard-url https://dash.lab")
     m.add_argument("stations", nargs="+", metavar="STATION", help="station ids or ranges: desk-01..desk-40, desk-41")
-    m.add_argument("--out", required=True, type=Path, help="folder for the <station>.env files (made 0700)")
+    m.add_argument("--out", type=Path, help="folder for the <station>.env files (made 0700); or --codes")
+    m.add_argument("--codes", action="store_true", help="instead of files: print a single-use, expiring enrolment code "
+                   "per desk; at the desk, scripts/setup.sh edge --code CODE --dashboard URL fetches its env file")
+    m.add_argument("--code-ttl-hours", type=float, default=48.0, help="hours a code stays redeemable (default 48)")
     m.add_argument("--recognizer", required=True, help="HOST:PORT the edges connect to (the recognizer or its balancer)")
     m.add_argument("--recognizer-token", help=f"the recognizer's shared --token (else env {RECOGNIZER_TOKEN_ENV})")
     m.add_argument("--dashboard-url", required=True, help="this dashboard's URL as the desks reach it (https://... behind the proxy)")
@@ -174,7 +177,7 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from dashboard import grants, provisioning, store
+    from dashboard import enrolment_codes, grants, provisioning, store
     from dashboard.accounts import AccountError, create_user
     from dashboard.models import ApiToken, User, utcnow
     from dashboard.station_tokens import TokenError, create_token
@@ -196,6 +199,17 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
         elif args.command == "add-stations":
             site = provisioning.EdgeSite(args.recognizer, args.recognizer_token or os.environ.get(RECOGNIZER_TOKEN_ENV, ""),
                                          args.dashboard_url, args.source)
+            if args.codes == (args.out is not None):
+                raise CommandError("add-stations needs either --out DIR (env files) or --codes (enrolment codes)")
+            if args.codes:
+                issued = enrolment_codes.issue(db, args.stations, site, f"cli:{getpass.getuser()}",
+                                               args.code_ttl_hours, args.replace)
+                print(f"{len(issued)} enrolment code(s), each good once until {issued[0].expires_at:%Y-%m-%d %H:%M} UTC "
+                      "(only their hashes are stored):")
+                for item in issued:
+                    print(f"  {item.station}  {item.code}")
+                print(f"on each desk's Pi: scripts/setup.sh edge --pi --code CODE --dashboard {args.dashboard_url}")
+                return 0
             files = provisioning.provision(db, args.stations, site, args.out, args.replace)
             print(f"{len(files)} station(s) provisioned: a token each (only its hash is stored) and an env file "
                   f"(0600) in {args.out}/:")

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
 from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
+from recognizer.alerting.review import ReviewMonitor, ReviewPoster, ReviewThresholds
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enrol import Enroller
@@ -57,6 +58,7 @@ class RecognizerSettings:
     liveness_method: str = "both"
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    review: ReviewThresholds = field(default_factory=ReviewThresholds)  # not-sure faces to the review queue
     dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
     trust: TrustConfig = field(default_factory=TrustConfig)  # station credentials and enrolment rights
     webhook_url: str = ""  # alerts also go here as JSON when set
@@ -182,6 +184,7 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.review: Optional[ReviewPoster] = None
         self.revocations: Optional[RevocationSync] = None
         self.gallery: Optional[GalleryStore] = None
         self.health: Optional[HealthServer] = None
@@ -268,10 +271,15 @@ class RecognizerApp:
             log.info("no --dashboard-url or --webhook-url: alerts are only logged")
         self.alerts = AlertMonitor(s.alerts, emit, blur_bystanders=s.blur_bystanders)
         server.observers.append(self.alerts)
-        if s.dashboard is not None:
+        if s.dashboard is not None:  # not-sure faces: the review queue's, apart from the alerts (alerting/review.py)
+            self.review = ReviewPoster(s.dashboard.url, s.dashboard.token, s.review)
+            self.review.start()
+            server.observers.append(ReviewMonitor(self.review.put, s.review))
             self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node,
-                                           alerts_state=lambda: server.alerts_state)
+                                           alerts_state=lambda: server.alerts_state,
+                                           overloaded=lambda: server.pacing.short)
             self.reporter.start()
+            server.left_listeners.append(self.reporter.poke)  # a desk that left is reported gone now, not in 5 s
 
     def _outbox_health(self, server: RecognizerServer, health: OutboxHealth) -> None:
         """The outbox's state changed: the edges hear it at once, the dashboard with the next status report (now)."""
@@ -294,6 +302,8 @@ class RecognizerApp:
             self.alerts.stop()  # closes the incidents still open
         if self.reporter is not None:
             self.reporter.stop()
+        if self.review is not None:
+            self.review.stop()
         if self.outbox is not None:
             self.outbox.stop(flush_timeout_s=3.0)
         if self.pool is not None:
