@@ -76,7 +76,7 @@ def people():  # noqa: ANN201
                   sa.func.max(e.created_at).label("last"))
         .where(e.person.in_(names)).group_by(e.person).order_by(e.person)).all()
     return render_template("library_people.html", rows=rows, total=total, page=page, q=q,
-                           pages=max(1, -(-total // PEOPLE_PER_PAGE)))
+                           pages=max(1, -(-total // PEOPLE_PER_PAGE)), notice_version=services().config.notice_version)
 
 
 @bp.get("/library/people/<name>")
@@ -94,7 +94,8 @@ def person(name: str):  # noqa: ANN201
     photos = [r for r in rows if not r.negative]
     far = likeness.far_photos(likeness.vectors([r.vector for r in photos]))
     return render_template("library_person.html", name=name, photos=list(zip(photos, far)),
-                           negatives=[r for r in rows if r.negative], history=audit.entries(db, name, 30))
+                           negatives=[r for r in rows if r.negative], history=audit.entries(db, name, 30),
+                           notice_version=services().config.notice_version)
 
 
 @bp.get("/library/photos/<int:encoding_id>.jpg")
