@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "key file) or rotate (seal everything with a fresh key, drop the old one)")
     dk.add_argument("action", choices=("new", "rotate"))
     dk.add_argument("--out", type=Path, help="new: the key file to create (else FACEMON_DASHBOARD_DATA_KEY_FILE)")
+    for flag, what in (("index", "face index folder"), ("known-faces", "captured photos' folder"),
+                       ("outbox", "outbox file")):
+        dk.add_argument(f"--recognizer-{flag}", type=Path, help=f"rotate: a stopped recognizer on this box that shares "
+                        f"the key file: its {what}, sealed with the new key too")
 
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
@@ -300,7 +304,12 @@ def _data_key_command(args: argparse.Namespace, config: DashboardConfig) -> int:
         print(f"data key {ring.ids()[0]} written to {target} (0600); set FACEMON_DASHBOARD_DATA_KEY_FILE={target} "
               "and keep a copy offline: without it the data cannot be read")
         return 0
-    kid, counts = data_key.rotate(config, target)
+    files = None
+    if args.recognizer_index or args.recognizer_known_faces or args.recognizer_outbox:
+        from recognizer.data_key import RecognizerFiles
+
+        files = RecognizerFiles(args.recognizer_index, args.recognizer_known_faces, args.recognizer_outbox)
+    kid, counts = data_key.rotate(config, target, files)
     print(f"rotated to data key {kid} in {target}: re-sealed " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
 
