@@ -331,5 +331,5 @@ def post_face():  # noqa: ANN201
         face = review_queue.parse_face(body, alert_id.lower(), station, seen_at)
     except (BadAlert, review_queue.BadFace, ValueError, TypeError) as exc:
         abort(400, str(exc))
-    face_id, group = review_queue.add_face(services().writer, face)
+    face_id, group = review_queue.add_face(services().writer, face, services().review_index)
     return {"id": face_id, "group": group}, 201

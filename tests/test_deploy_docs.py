@@ -185,6 +185,11 @@ def test_one_room_from_the_docs_runs_on_loopback(tmp_path):
         dash_env = doc_env(DOCS / "deploy.md", "dashboard.env")
         dash_env.update(FACEMON_DASHBOARD_DATABASE_URL=db_url or f"sqlite:///{var / 'dashboard.sqlite3'}",
                         FACEMON_DASHBOARD_PORT=str(dash_port))
+        key = tmp_path / "etc" / "data.key"  # the doc's /etc/facemon/data.key, made by its own command
+        subprocess.run([str(BIN / "facemon-dashboard"), "data-key", "new", "--out", str(key)], check=True,
+                       capture_output=True, timeout=60)
+        assert dash_env["FACEMON_DASHBOARD_DATA_KEY_FILE"] == "/etc/facemon/data.key"
+        dash_env["FACEMON_DASHBOARD_DATA_KEY_FILE"] = str(key)
         proxied = bool(shutil.which("nginx") and shutil.which("openssl"))
         if not proxied:  # secure cookies need the HTTPS proxy; without nginx here, people use plain HTTP
             print("no nginx/openssl here: the dashboard is used without its HTTPS proxy")
@@ -206,6 +211,7 @@ def test_one_room_from_the_docs_runs_on_loopback(tmp_path):
         u = unit(DEPLOY / "facemon-recognizer.service")
         rec_env = {k: render(v, paths, {}) for k, v in unit_env(u).items()}
         rec_env.update(doc_env(DOCS / "deploy.md", "recognizer.env"))
+        rec_env["FACEMON_RECOGNIZER_DATA_KEY_FILE"] = str(key)  # the same key file on this one box
         rec_env.update(FACEMON_RECOGNIZER_DASHBOARD_URL=dash_url, FACEMON_RECOGNIZER_DASHBOARD_TOKEN=service_token,
                        FACEMON_RECOGNIZER_HOST="127.0.0.1", FACEMON_RECOGNIZER_PORT=str(rec_port))
         for pre in u["ExecStartPre"]:
