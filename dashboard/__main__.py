@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("add-stations", help="provision a room: a token and a ready edge env file (0600) per desk, "
                        "e.g. add-stations desk-01..desk-40 --out edges/ --recognizer 10.0.0.5:8002 --dashboard-url https://dash.lab")
     m.add_argument("stations", nargs="+", metavar="STATION", help="station ids or ranges: desk-01..desk-40, desk-41")
-    m.add_argument("--out", required=True, type=Path, help="folder for the <station>.env files (made 0700)")
+    m.add_argument("--out", type=Path, help="folder for the <station>.env files (made 0700); or --codes")
+    m.add_argument("--codes", action="store_true", help="instead of files: print a single-use, expiring enrolment code "
+                   "per desk; at the desk, scripts/setup.sh edge --code CODE --dashboard URL fetches its env file")
+    m.add_argument("--code-ttl-hours", type=float, default=48.0, help="hours a code stays redeemable (default 48)")
     m.add_argument("--recognizer", required=True, help="HOST:PORT the edges connect to (the recognizer or its balancer)")
     m.add_argument("--recognizer-token", help=f"the recognizer's shared --token (else env {RECOGNIZER_TOKEN_ENV})")
     m.add_argument("--dashboard-url", required=True, help="this dashboard's URL as the desks reach it (https://... behind the proxy)")
@@ -106,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "key file) or rotate (seal everything with a fresh key, drop the old one)")
     dk.add_argument("action", choices=("new", "rotate"))
     dk.add_argument("--out", type=Path, help="new: the key file to create (else FACEMON_DASHBOARD_DATA_KEY_FILE)")
+    for flag, what in (("index", "face index folder"), ("known-faces", "captured photos' folder"),
+                       ("outbox", "outbox file")):
+        dk.add_argument(f"--recognizer-{flag}", type=Path, help=f"rotate: a stopped recognizer on this box that shares "
+                        f"the key file: its {what}, sealed with the new key too")
 
     d = sub.add_parser("db", help="schema migrations")
     d.add_argument("action", choices=("upgrade", "current"), help="upgrade: migrate to the newest schema; current: print the revision")
@@ -170,7 +177,7 @@ def _run(args: argparse.Namespace, config: DashboardConfig) -> int:
 def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
     import sqlalchemy as sa
 
-    from dashboard import grants, provisioning, store
+    from dashboard import enrolment_codes, grants, provisioning, store
     from dashboard.accounts import AccountError, create_user
     from dashboard.models import ApiToken, User, utcnow
     from dashboard.station_tokens import TokenError, create_token
@@ -192,6 +199,17 @@ def _admin_command(args: argparse.Namespace, db) -> int:  # noqa: ANN001
         elif args.command == "add-stations":
             site = provisioning.EdgeSite(args.recognizer, args.recognizer_token or os.environ.get(RECOGNIZER_TOKEN_ENV, ""),
                                          args.dashboard_url, args.source)
+            if args.codes == (args.out is not None):
+                raise CommandError("add-stations needs either --out DIR (env files) or --codes (enrolment codes)")
+            if args.codes:
+                issued = enrolment_codes.issue(db, args.stations, site, f"cli:{getpass.getuser()}",
+                                               args.code_ttl_hours, args.replace)
+                print(f"{len(issued)} enrolment code(s), each good once until {issued[0].expires_at:%Y-%m-%d %H:%M} UTC "
+                      "(only their hashes are stored):")
+                for item in issued:
+                    print(f"  {item.station}  {item.code}")
+                print(f"on each desk's Pi: scripts/setup.sh edge --pi --code CODE --dashboard {args.dashboard_url}")
+                return 0
             files = provisioning.provision(db, args.stations, site, args.out, args.replace)
             print(f"{len(files)} station(s) provisioned: a token each (only its hash is stored) and an env file "
                   f"(0600) in {args.out}/:")
@@ -286,7 +304,12 @@ def _data_key_command(args: argparse.Namespace, config: DashboardConfig) -> int:
         print(f"data key {ring.ids()[0]} written to {target} (0600); set FACEMON_DASHBOARD_DATA_KEY_FILE={target} "
               "and keep a copy offline: without it the data cannot be read")
         return 0
-    kid, counts = data_key.rotate(config, target)
+    files = None
+    if args.recognizer_index or args.recognizer_known_faces or args.recognizer_outbox:
+        from recognizer.data_key import RecognizerFiles
+
+        files = RecognizerFiles(args.recognizer_index, args.recognizer_known_faces, args.recognizer_outbox)
+    kid, counts = data_key.rotate(config, target, files)
     print(f"rotated to data key {kid} in {target}: re-sealed " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from flask import Flask, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard import (alerts_api, audit_pages, desk_auth_api, gallery_api, library, pages, retention, station_watch,
-                       trust_api)
+from dashboard import (alerts_api, audit_pages, desk_auth_api, enrolment_code_api, gallery_api, library, pages, retention,
+                       station_watch, trust_api)
 from dashboard import data_key
 from dashboard import db as dbmod
 from dashboard.config import DashboardConfig
@@ -41,7 +41,8 @@ def create_app(config: Optional[DashboardConfig] = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.secure_cookies,
     )
-    for blueprint in (alerts_api.bp, desk_auth_api.bp, trust_api.bp, gallery_api.bp, library.bp, pages.bp, audit_pages.bp):
+    for blueprint in (alerts_api.bp, desk_auth_api.bp, enrolment_code_api.bp, trust_api.bp, gallery_api.bp, library.bp,
+                      pages.bp, audit_pages.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

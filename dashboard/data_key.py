@@ -63,8 +63,10 @@ def open_engine(config) -> Engine:  # noqa: ANN001 - DashboardConfig
     return dbmod.make_engine(config.database_url, ring_for(config))
 
 
-def rotate(config, key_file: Path) -> tuple[str, dict[str, int]]:  # noqa: ANN001
-    """Seal everything with a fresh key; returns (new key id, values re-sealed per table)."""
+def rotate(config, key_file: Path, recognizer_files=None) -> tuple[str, dict[str, int]]:  # noqa: ANN001
+    """Seal everything with a fresh key; returns (new key id, values re-sealed per table). `recognizer_files`
+    (a `recognizer.data_key.RecognizerFiles`): a recognizer sharing the key file, stopped; its files are sealed
+    with the new key too before the old one is dropped."""
     old = load_ring(str(key_file)) if key_file.exists() else None
     ring = KeyRing((new_key(), *(old.keys if old else ())))
     write_ring(key_file, ring)  # first: a crash midway leaves a file that opens both old and new values
@@ -87,6 +89,10 @@ def rotate(config, key_file: Path) -> tuple[str, dict[str, int]]:  # noqa: ANN00
             db.commit()
     finally:
         engine.dispose()
+    if recognizer_files is not None:
+        from recognizer.data_key import reseal_all
+
+        counts.update({f"recognizer {k}": v for k, v in reseal_all(ring, recognizer_files).items()})
     write_ring(key_file, KeyRing((ring.current,)))  # everything opens with the new key alone now
     return ring.ids()[0], counts
 

@@ -21,7 +21,7 @@ import time
 
 from flask import Blueprint, Flask, abort, current_app, jsonify, request
 
-from dashboard import gallery, person_data
+from dashboard import audit, gallery, person_data
 from dashboard.api_requests import bearer_caller, json_object
 from dashboard.images import BadImage, check_jpeg
 from dashboard.services import services
@@ -144,7 +144,9 @@ def add():  # noqa: ANN201
         )
     except gallery.BadEncoding as exc:
         abort(400, str(exc))
-    change, created = gallery.add_encoding(services().writer, new)
+    # a Capture at a desk or a facemon-enrol import: audited like an upload on the People page, in the same transaction
+    change, created = gallery.add_encoding(services().writer, new, also=lambda db: audit.record(
+        db, new.enrolled_by, "enrol", person, f"{new.source} via {caller.name}"[:512]))
     if not created:
         return jsonify(change=change, duplicate=True), 200
     notifier().committed(change["seq"])

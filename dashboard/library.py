@@ -76,7 +76,7 @@ def people():  # noqa: ANN201
                   sa.func.max(e.created_at).label("last"))
         .where(e.person.in_(names)).group_by(e.person).order_by(e.person)).all()
     return render_template("library_people.html", rows=rows, total=total, page=page, q=q,
-                           pages=max(1, -(-total // PEOPLE_PER_PAGE)))
+                           pages=max(1, -(-total // PEOPLE_PER_PAGE)), notice_version=services().config.notice_version)
 
 
 @bp.get("/library/people/<name>")
@@ -94,7 +94,8 @@ def person(name: str):  # noqa: ANN201
     photos = [r for r in rows if not r.negative]
     far = likeness.far_photos(likeness.vectors([r.vector for r in photos]))
     return render_template("library_person.html", name=name, photos=list(zip(photos, far)),
-                           negatives=[r for r in rows if r.negative], history=audit.entries(db, name, 30))
+                           negatives=[r for r in rows if r.negative], history=audit.entries(db, name, 30),
+                           notice_version=services().config.notice_version)
 
 
 @bp.get("/library/photos/<int:encoding_id>.jpg")
@@ -188,7 +189,17 @@ def review():  # noqa: ANN201
     page = _page()
     groups, total = review_queue.groups_page(get_db(), page, GROUPS_PER_PAGE)
     return render_template("library_review.html", groups=groups, total=total, page=page,
-                           pages=max(1, -(-total // GROUPS_PER_PAGE)))
+                           pages=max(1, -(-total // GROUPS_PER_PAGE)), confirm=_lookalike_to_confirm())
+
+
+def _lookalike_to_confirm() -> Optional[dict]:
+    """After "this is <person>" was refused as a lookalike: {group, person, like} for that group's confirm control."""
+    try:
+        group = int(request.args.get("confirm", ""))
+        return {"group": group, "person": validate_name(request.args.get("person"), "person"),
+                "like": validate_name(request.args.get("like"), "like")}
+    except (ValueError, InvalidName):
+        return None
 
 
 @bp.get("/library/review/faces/<int:face_id>.jpg")
@@ -210,14 +221,17 @@ def assign(group_id: int):  # noqa: ANN201
     for f, crop in faces:
         out = enrol_photo(current_app._get_current_object(), name, crop, who, f"review:{f.alert_id}:{f.track}",
                           "assign", request.form.get("confirm_lookalike", ""))
-        (added if out.ok else refused).append((f, out.reason))
+        (added if out.ok else refused).append((f, out))
     with services().writer() as db:
         review_queue.resolve(db, [f.id for f, _ in added], review_queue.ASSIGNED, name, who)
         db.commit()
     if added:
         flash(f"Added {len(added)} face(s) to {name}.")
-    for f, reason in refused:
-        flash(f"Refused face from {f.station_id}: {reason}")
+    for f, out in refused:
+        flash(f"Refused face from {f.station_id}: {out.reason}")
+    like = next((out.like for _, out in refused if out.code == "looks_like" and out.like), "")
+    if like:  # the group's card offers the deliberate confirmation of exactly that lookalike
+        return redirect(url_for("library.review", confirm=group_id, person=name, like=like))  # no #anchor: Chrome then ignores autofocus
     return redirect(url_for("library.review"))
 
 
@@ -317,5 +331,5 @@ def post_face():  # noqa: ANN201
         face = review_queue.parse_face(body, alert_id.lower(), station, seen_at)
     except (BadAlert, review_queue.BadFace, ValueError, TypeError) as exc:
         abort(400, str(exc))
-    face_id, group = review_queue.add_face(services().writer, face)
+    face_id, group = review_queue.add_face(services().writer, face, services().review_index)
     return {"id": face_id, "group": group}, 201

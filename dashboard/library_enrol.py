@@ -54,6 +54,8 @@ class DatabaseGallery:
     def __init__(self, factory: sessionmaker[Session], readers: sessionmaker[Session], on_commit) -> None:  # noqa: ANN001
         self.factory, self.readers, self.on_commit = factory, readers, on_commit
         self.action = threading.local()  # what the current request audits its add as (upload, assign)
+        self.notice = threading.local()  # (notice version, confirmed by) the current request records, when any
+        self.confirmed = threading.local()  # the lookalike the current request's admin confirmed ("" if none)
 
     @property
     def index(self) -> Any:
@@ -64,13 +66,16 @@ class DatabaseGallery:
         from recognizer.identity.index import MODEL_ID
 
         action = getattr(self.action, "value", "add_photo")
+        confirmed = getattr(self.confirmed, "value", "")
         for encoding, source in zip(np.asarray(encodings, np.float32).reshape(-1, 128), sources):
             new = gallery.NewEncoding(
                 person=name, vector=np.asarray(encoding, "<f4").tobytes(), model=MODEL_ID,
                 source=(provenance.source or source or "upload")[:256], photo_sha256=provenance.photo_sha256,
-                enrolled_by=provenance.by or "unknown", via="dashboard", photo=provenance.photo or None)
+                enrolled_by=provenance.by or "unknown", via="dashboard", photo=provenance.photo or None,
+                **dict(zip(("notice_version", "notice_confirmed_by"), getattr(self.notice, "value", None) or ())))
             change, created = gallery.add_encoding(
-                self.factory, new, also=lambda db: audit.record(db, new.enrolled_by, action, name, new.source))
+                self.factory, new, also=lambda db: audit.record(db, new.enrolled_by, action, name, new.source + (
+                    f"; lookalike of {confirmed} confirmed" if confirmed else "")))
             if created:
                 self.on_commit(change["seq"])
         return self.index
@@ -80,6 +85,8 @@ class DatabaseGallery:
 class Outcome:
     ok: bool
     reason: str
+    code: str = ""  # a refusal's machine-readable reason: "looks_like" (an admin may confirm it)
+    like: str = ""  # looks_like: who the face looks like (the value an admin's confirm_lookalike must carry)
 
 
 def _enroller(app: Flask) -> Any:
@@ -116,9 +123,15 @@ def enrol_photo(app: Flask, name: str, image: bytes, by: str, source: str, actio
     except EnrolUnavailable as exc:
         return Outcome(False, str(exc))
     enroller.store.action.value = action
+    # an upload on the People page: the admin confirms the person was shown the current notice, as a Capture does
+    from dashboard.services import services
+
+    version = services(app).config.notice_version if action == "add_photo" else None
+    enroller.store.notice.value = (version, by) if version else None
+    enroller.store.confirmed.value = confirm_lookalike
     out = enroller.enrol(name, image, by=by, provenance=Provenance(by=by, source=source), rules=FOLDER_RULES,
                          confirm_lookalike=confirm_lookalike)
-    return Outcome(out.ok, out.reason)
+    return Outcome(out.ok, out.reason, out.code, out.lookalike.name if out.lookalike is not None else "")
 
 
 def encode_probe(app: Flask, image: bytes) -> tuple[Optional[np.ndarray], str]:

@@ -202,3 +202,19 @@ class EnrolGrant(Base):
     used_by: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # the recognizer's service name
     outcome: Mapped[Optional[str]] = mapped_column(sa.String(16), nullable=True)  # enrolled | refused | rejected
     reason: Mapped[Optional[str]] = mapped_column(sa.String(256), nullable=True)
+
+
+class EnrolmentCode(Base):
+    """A single-use, expiring code that a desk redeems for its edge env file (add-stations --codes); only its hash is
+    kept. `site` holds what the file needs besides the station token (made at redemption) and is emptied once used."""
+
+    __tablename__ = "enrolment_codes"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    station_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    site: Mapped[str] = mapped_column(sa.Text)  # JSON of dashboard.provisioning.EdgeSite; "" once used or voided
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)
+    used_from: Mapped[Optional[str]] = mapped_column(sa.String(64), nullable=True)  # the redeeming address
+    voided_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), nullable=True)  # replaced by a new code

@@ -1,8 +1,9 @@
 """The review queue: faces from alerts (unknown, or not sure) waiting for an admin, grouped by likeness.
 
-A recognizer posts one best crop and its encoding per track of an alert (`POST /api/review/faces`; again for the
-same track replaces it). A new face joins the group of the nearest queued face within `likeness.GROUP_DISTANCE`,
-so one stranger seen in several alerts is one group. An admin resolves a group: assigned (its faces enrolled as a
+An unknown face comes with its `unknown_face` alert; a not-sure one from the recognizer's review poster
+(recognizer/alerting/review.py, `POST /api/review/faces`): one best crop and its encoding per track (again for the same
+track replaces it). A new face joins the group of the nearest queued face within `likeness.GROUP_DISTANCE` (found in
+the process's in-memory `QueueIndex`), so one stranger seen in several alerts is one group. An admin resolves a group: assigned (its faces enrolled as a
 person through the one Enroller), stranger (dismissed), or not (kept in the gallery as a negative of a person).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dashboard import likeness
 from dashboard.gallery_models import VECTOR_BYTES
 from dashboard.images import BadImage, check_jpeg
 from dashboard.library_models import ReviewCrop, ReviewFace
+from dashboard.review_index import QueueIndex
 from dashboard.models import utcnow
 from shared.names import InvalidName, validate_name
 
@@ -76,24 +78,28 @@ def parse_face(face: object, alert_id: str, station_id: str, seen_at: dt.datetim
                    None if distance is None else float(distance))
 
 
-def add_face(factory: sessionmaker[Session], face: NewFace) -> tuple[int, int]:
-    """Queue `face` (replacing the face already queued for that alert and track); (its id, its group)."""
-    with factory() as db:
-        row = db.scalar(sa.select(ReviewFace).where(ReviewFace.alert_id == face.alert_id, ReviewFace.track == face.track))
-        # Core, not ORM rows: 10,000 queued vectors are read for every new face
-        queued = db.connection().execute(sa.select(ReviewFace.vector, ReviewFace.group_id).where(
-            ReviewFace.state == QUEUED, ReviewFace.id != (row.id if row else -1))).all()
-        group = likeness.group_of(np.frombuffer(face.vector, "<f4"), likeness.vectors([q[0] for q in queued]),
-                                  [q[1] for q in queued])
-        if row is None:
-            row = ReviewFace(alert_id=face.alert_id, track=face.track, state=QUEUED, group_id=0)
-            db.add(row)
-        for key in ("station_id", "verdict", "candidate", "distance", "vector", "seen_at"):
-            setattr(row, key, getattr(face, key))
+def add_face(factory: sessionmaker[Session], face: NewFace, index: QueueIndex) -> tuple[int, int]:
+    """Queue `face`; (its id, its group). A face already queued for that alert and track is replaced by a new row
+    (so `index` never holds a stale vector); one already resolved stays as the admin left it."""
+    with index.lock, factory() as db:
+        index.sync(db)
+        old = db.scalar(sa.select(ReviewFace).where(ReviewFace.alert_id == face.alert_id, ReviewFace.track == face.track))
+        if old is not None and old.state != QUEUED:
+            return old.id, old.group_id
+        if old is not None:
+            index.forget(old.id)
+            db.execute(sa.delete(ReviewCrop).where(ReviewCrop.face_id == old.id))
+            db.delete(old)
+            db.flush()
+        group = index.group_of(np.frombuffer(face.vector, "<f4"))
+        row = ReviewFace(alert_id=face.alert_id, track=face.track, state=QUEUED, group_id=0,
+                         **{k: getattr(face, k) for k in ("station_id", "verdict", "candidate", "distance", "vector", "seen_at")})
+        db.add(row)
         db.flush()
-        db.merge(ReviewCrop(face_id=row.id, data=face.crop))
+        db.add(ReviewCrop(face_id=row.id, data=face.crop))
         row.group_id = group if group is not None else row.id
         db.commit()
+        index.note([row.id], [row.group_id], [face.vector])
         return row.id, row.group_id
 
 

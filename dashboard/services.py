@@ -12,6 +12,7 @@ from dashboard.accounts import PasswordChecks
 from dashboard.config import DashboardConfig
 from dashboard.events import Broker
 from dashboard.station_state import StationThresholds
+from dashboard.review_index import QueueIndex
 from dashboard.stations import StationRules
 from shared.log_limit import RateLimitedLog
 from shared.throttle import FailureThrottle, InFlight
@@ -28,6 +29,7 @@ class Services:
         self.sessions = dbmod.make_session_factory(engine)
         self.writer = dbmod.make_session_factory(engine, write=True)  # short write transactions only
         self.broker = Broker(config.sse_queue_size)
+        self.review_index = QueueIndex()  # the review queue's encodings, for grouping (dashboard/review_index.py)
         offline_after = config.offline_after_s or float("inf")
         # a desk whose latest report is older than this is no longer taken as in session
         self.station_rules = StationRules(min(config.online_window_s, offline_after), StationThresholds(

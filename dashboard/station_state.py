@@ -83,6 +83,12 @@ def station_state(*, now: dt.datetime, last_seen: Optional[dt.datetime], last_co
                                            "(unplugged, covered or failed; the desk is not monitored)")
     if fps is not None and fps < th.slow_fps:
         return StationState("slow", f"{DEGRADED_REASONS['slow']}: {fps:.1f} frames/s (needs {th.slow_fps:g})")
+    if "slow" in degraded:  # the recognizer's own word: its share per desk is under the rate desks are planned for
+        others = [DEGRADED_REASONS[c] for c in degraded if c != "slow"]
+        served = f"it serves each desk {fps:.1f} frames/s, too few" if fps else "too few frames per second"
+        return StationState("slow", "; ".join([f"Recognizer overloaded: {served} for reliable checks (too many desks "
+                                               "for this recognizer: add a node or move desks, docs/sizing.md)"]
+                                              + others))
     if degraded:
         return StationState("degraded", "; ".join(DEGRADED_REASONS[c] for c in degraded))
     return StationState("online", "Monitoring")

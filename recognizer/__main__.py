@@ -19,6 +19,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # a 2-core box fights the station threads and encoder processes (measured 2.6 ms vs 20-30 ms at 100k)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     private_umask()  # encodings, photos, the outbox: 0600 files in 0700 folders
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["data-key"]:  # facemon-recognizer data-key new|rotate (recognizer/data_key.py)
+        from recognizer.data_key import main as data_key_main
+
+        return data_key_main(argv[1:])
     faulthandler.enable()  # a crash inside dlib/OpenCV leaves a Python traceback in the log
     try:
         args = build_parser().parse_args(argv)
@@ -33,9 +38,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not settings.server.token:
         log.warning("no --token set: any client on the network can connect")
     app = RecognizerApp(settings)
+    from shared.crypto import DataKeyError
+
     try:
         app.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, DataKeyError) as exc:
         log.error("cannot start: %s", exc)
         app.stop()
         return 1

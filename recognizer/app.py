@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 from recognizer.alerting.monitor import AlertMonitor
 from recognizer.alerting.outbox import Outbox, OutboxConfig, OutboxHealth
+from recognizer.alerting.review import ReviewMonitor, ReviewPoster, ReviewThresholds
 from recognizer.alerting.rules import ALERT_TYPES, AlertThresholds
 from recognizer.alerting.sinks import DashboardSink, DashboardTarget, StatusReporter, WebhookSink
 from recognizer.identity.enrol import Enroller
@@ -51,15 +52,18 @@ class RecognizerSettings:
     match: OpenSetParams = field(default_factory=OpenSetParams)
     index_dir: Path = Path("encodings")
     known_faces: Path = Path("known_faces")
+    data_key_file: str = ""  # the data key ring (recognizer/data_key.py); empty: FACEMON_DATA_KEY, else none
     workers: int = 0  # encoder processes; 0 = one per core
     liveness: LivenessParams = field(default_factory=LivenessParams)
     liveness_method: str = "both"
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    review: ReviewThresholds = field(default_factory=ReviewThresholds)  # not-sure faces to the review queue
     dashboard: Optional[DashboardTarget] = None  # alerts and station status go here when set
     trust: TrustConfig = field(default_factory=TrustConfig)  # station credentials and enrolment rights
     webhook_url: str = ""  # alerts also go here as JSON when set
     webhook_images: bool = False
+    blur_bystanders: bool = True  # faces an alert is not about are pixelated in its stored evidence
     status_interval_s: float = 5.0
     gallery: str = "local"  # local: encodings/ on this disk (lab, demo); dashboard: the pool's one gallery
     health_port: int = 0  # GET /healthz for the balancer on this port (0: none)
@@ -180,10 +184,12 @@ class RecognizerApp:
         self.outbox: Optional[Outbox] = None
         self.alerts: Optional[AlertMonitor] = None
         self.reporter: Optional[StatusReporter] = None
+        self.review: Optional[ReviewPoster] = None
         self.revocations: Optional[RevocationSync] = None
         self.gallery: Optional[GalleryStore] = None
         self.health: Optional[HealthServer] = None
         self.readiness = Readiness()
+        self.ring = None  # the data key ring, once start() has checked it
         self._stop = threading.Event()
 
     def start(self) -> tuple[str, int]:
@@ -195,6 +201,10 @@ class RecognizerApp:
                                        lambda: len(self.server.stations()) if self.server is not None else 0,
                                        self._health_details)
             self.health.start()
+        from recognizer import data_key
+
+        # first: a missing, wrong or world-readable key is said before minutes of model loading
+        self.ring = data_key.prepare(data_key.load(s.data_key_file), data_key.RecognizerFiles.of(s))
         engine = FaceEngine(s.engine)
         store = self._gallery_or_index()
         self.pool = EncoderPool(s.workers or None)
@@ -218,9 +228,9 @@ class RecognizerApp:
         """The pool's gallery (followed from the dashboard, copied into --index) or the lab's encodings/."""
         s = self.settings
         if s.gallery != "dashboard":
-            return IndexStore(s.index_dir)
+            return IndexStore(s.index_dir, ring=self.ring)
         assert s.dashboard is not None
-        self.gallery = GalleryStore(GalleryClient(s.dashboard.url, s.dashboard.token), s.index_dir)
+        self.gallery = GalleryStore(GalleryClient(s.dashboard.url, s.dashboard.token), s.index_dir, ring=self.ring)
         self.readiness.require("gallery", lambda: self.gallery.loaded)
         self.gallery.start()
         return self.gallery
@@ -253,18 +263,23 @@ class RecognizerApp:
             sinks.append(WebhookSink(s.webhook_url, include_images=s.webhook_images))
         emit = lambda ev: None  # noqa: E731 - no sink: the monitor's INFO log line is the alert
         if sinks:
-            self.outbox = Outbox(s.outbox, sinks, on_health=lambda h: self._outbox_health(server, h))
+            self.outbox = Outbox(s.outbox, sinks, on_health=lambda h: self._outbox_health(server, h), ring=self.ring)
             self.outbox.start()
             emit = self.outbox.put
             log.info("alerts go to %s (outbox %s)", ", ".join(x.name for x in sinks), s.outbox.path)
         else:
             log.info("no --dashboard-url or --webhook-url: alerts are only logged")
-        self.alerts = AlertMonitor(s.alerts, emit)
+        self.alerts = AlertMonitor(s.alerts, emit, blur_bystanders=s.blur_bystanders)
         server.observers.append(self.alerts)
-        if s.dashboard is not None:
+        if s.dashboard is not None:  # not-sure faces: the review queue's, apart from the alerts (alerting/review.py)
+            self.review = ReviewPoster(s.dashboard.url, s.dashboard.token, s.review)
+            self.review.start()
+            server.observers.append(ReviewMonitor(self.review.put, s.review))
             self.reporter = StatusReporter(s.dashboard, server.stations, s.status_interval_s, node=s.server.node,
-                                           alerts_state=lambda: server.alerts_state)
+                                           alerts_state=lambda: server.alerts_state,
+                                           overloaded=lambda: server.pacing.short)
             self.reporter.start()
+            server.left_listeners.append(self.reporter.poke)  # a desk that left is reported gone now, not in 5 s
 
     def _outbox_health(self, server: RecognizerServer, health: OutboxHealth) -> None:
         """The outbox's state changed: the edges hear it at once, the dashboard with the next status report (now)."""
@@ -287,6 +302,8 @@ class RecognizerApp:
             self.alerts.stop()  # closes the incidents still open
         if self.reporter is not None:
             self.reporter.stop()
+        if self.review is not None:
+            self.review.stop()
         if self.outbox is not None:
             self.outbox.stop(flush_timeout_s=3.0)
         if self.pool is not None:

@@ -93,6 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
       choices=("grant", "open"), into="trust.enrol_policy"),
     S("--credential-grace", 300.0, "seconds a station credential the dashboard confirmed is still accepted while "
       "the dashboard is unreachable (0: refuse every claim then)", float, ge=0, le=86400, into="trust.grace_s"),
+    S("--data-key-file", "", "0600 file of data keys (base64, one a line; make one: facemon-recognizer data-key new "
+      "--out FILE): the face index, captured photos and the outbox are encrypted at rest with it, and plain ones are "
+      "sealed at start (empty: FACEMON_DATA_KEY, else stored unencrypted with a warning)", into="data_key_file"),
     S("--outbox", "var/outbox.sqlite3", "SQLite file where alerts wait until delivered", into="outbox.path"),
     S("--outbox-memory-events", 2000, "alert events held in memory at most while the outbox file cannot be written "
       "(disk full); the oldest are dropped beyond, and counted", int, ge=1, le=1_000_000, into="outbox.memory_events"),
@@ -115,6 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
       "eyes_closed alert", float, ge=0, le=86400, into="alerts.eyes_closed_after_s"),
     S("--cooldown", 60.0, "seconds after an alert closes before the same type opens again on that station", float,
       ge=0, le=86400, into="alerts.cooldown_s"),
+    S("--blur-bystanders", True, "in an alert's stored evidence, pixelate the faces the alert is not about (the live "
+      "feed is unchanged; recognizer/alerting/bystanders.py)", parse_bool, into="blur_bystanders"),
     S("--status-interval", 5.0, "seconds between station status reports to the dashboard", float, ge=0.2, le=300,
       into="status_interval_s"),
     S("--gallery", "local", "local: the face index in --index (a lab or demo); dashboard: the one gallery in the "

@@ -142,17 +142,19 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
+        # one data key for the whole demo, made on its first run: encodings, photos, the outbox and evidence are
+        # sealed at rest (docs/privacy.md); deleting the work folder deletes the key with the data
+        key_file = work / "data.key"
+        if not key_file.exists():
+            subprocess.run([PY, "-m", "recognizer", "data-key", "new", "--out", str(key_file)], cwd=REPO, env=env,
+                           check=True, stdout=subprocess.DEVNULL)
+        env["FACEMON_RECOGNIZER_DATA_KEY_FILE"] = env["FACEMON_DASHBOARD_DATA_KEY_FILE"] = str(key_file)
         log.info("enrolling the sample faces from known_faces/")
         subprocess.run([PY, "-m", "recognizer.identity.enrol", "--known-faces", "known_faces", "--index", str(work / "encodings"), "--quiet"],
                        cwd=REPO, env=env, check=True)
         dashboard_args: list[str] = []
         if not args.no_dashboard and (REPO / "dashboard" / "__main__.py").exists():
             db = f"sqlite:///{work / 'dashboard.sqlite3'}"
-            key_file = work / "data.key"  # encodings, photos and evidence sealed at rest (docs/privacy.md)
-            if not key_file.exists():
-                subprocess.run([PY, "-m", "dashboard", "data-key", "new", "--out", str(key_file)], cwd=REPO, env=env,
-                               check=True, stdout=subprocess.DEVNULL)
-            env["FACEMON_DASHBOARD_DATA_KEY_FILE"] = str(key_file)
             # on a second run the admin and the token exist already: their "already" errors are expected
             with open(work / "dashboard-setup.log", "w") as setup_log:
                 for cmd in (["create-admin", "--username", "admin", "--password", ADMIN_PASSWORD],

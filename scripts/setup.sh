@@ -6,22 +6,33 @@
 #     --env-file: a desk's file from `facemon-dashboard add-stations`, checked with the edge's own settings
 #       loader, then installed as /etc/facemon/edge.env (as root; the unit deploy/facemon-edge.service reads it)
 #       or ./edge.env (0600) otherwise
+#   scripts/setup.sh edge --pi --code 7KQ2-M9XD-PAWE --dashboard https://dash.lab
+#     --code/--dashboard: instead of carrying a file, redeem the desk's single-use enrolment code
+#       (`facemon-dashboard add-stations ... --codes`) for its env file, then install it as --env-file does
 set -euo pipefail
 here="$PWD"
 cd "$(dirname "$0")/.."
 profile="${1:-dev}"
 [ $# -gt 0 ] && shift
-pi=0; env_file=""
+pi=0; env_file=""; code=""; dashboard=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --pi) pi=1 ;;
     --env-file) [ $# -ge 2 ] || { echo "setup: --env-file needs a file" >&2; exit 2; }
                 env_file="$2"; case "$env_file" in /*) ;; *) env_file="$here/$env_file" ;; esac; shift ;;
-    *) echo "setup: unknown option $1 (known: --pi, --env-file FILE)" >&2; exit 2 ;;
+    --code) [ $# -ge 2 ] || { echo "setup: --code needs the desk's enrolment code" >&2; exit 2; }
+            code="$2"; shift ;;
+    --dashboard) [ $# -ge 2 ] || { echo "setup: --dashboard needs the dashboard's URL" >&2; exit 2; }
+                 dashboard="$2"; shift ;;
+    *) echo "setup: unknown option $1 (known: --pi, --env-file FILE, --code CODE --dashboard URL)" >&2; exit 2 ;;
   esac
   shift
 done
 if [ -n "$env_file" ] && [ ! -r "$env_file" ]; then echo "setup: cannot read $env_file" >&2; exit 2; fi
+if [ -n "$code$dashboard" ]; then
+  [ -n "$code" ] && [ -n "$dashboard" ] || { echo "setup: --code and --dashboard go together" >&2; exit 2; }
+  [ -z "$env_file" ] || { echo "setup: give --env-file or --code, not both" >&2; exit 2; }
+fi
 case "$profile" in
   server) reqs=(requirements-server.txt requirements-dashboard.txt) ;;
   edge) reqs=(requirements-edge.txt) ;;
@@ -49,6 +60,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 if [ $pi = 1 ] && ! .venv/bin/python -c "import picamera2" 2>/dev/null; then
   echo "[setup] warning: picamera2 is not importable; on Raspberry Pi OS: sudo apt install python3-picamera2" >&2
+fi
+if [ -n "$code" ]; then
+  fetched="$(mktemp -d)"; trap 'rm -rf "$fetched"' EXIT
+  # the code is single-use: redeemed only here, after the venv is ready, so a failed install does not burn it
+  .venv/bin/python -m edge.enrolment_code --code "$code" --dashboard "$dashboard" --out "$fetched/edge.env"
+  env_file="$fetched/edge.env"
 fi
 if [ -n "$env_file" ]; then
   .venv/bin/python -m edge.env_check "$env_file"   # the edge's own settings rules: refuses what the edge would

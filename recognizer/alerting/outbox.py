@@ -26,6 +26,12 @@ not journalled, so an insert needs its own size free and no more) with secure_de
 copied first); freed pages are reused by the next events, so the file stops growing.
 `health()` is the state (`ok`, `disk_full`, `degraded`) that status reports carry to the dashboard and the edge.
 
+**Sealed at rest.** With a data key (`ring`) every value that says something about a person (the meta JSON, which
+carries an unknown face's encoding and crop for the review queue, the evidence JPEGs, an open incident's details)
+is sealed with `shared.crypto` (AES-GCM, associated data `outbox.<column>`) before it is written, and opened when
+read; `reseal_rows` seals the rows a keyless run left plain (at start) or seals everything with a new key
+(rotation). A file holding sealed rows is refused without the key, with a message naming the setting.
+
 Incidents still open are kept in the file too (`open_incidents`), with a heartbeat of the sender thread.
 A recognizer that dies without closing them (SIGKILL, power loss) closes them at its next start with
 `closed_by: recognizer_restart`, ended at the last moment it was known alive, so none stays open forever.
@@ -46,7 +52,9 @@ from recognizer.alerting import salvage
 from recognizer.alerting.held import HeldEvent, HeldEvents
 from recognizer.alerting.rules import AlertEvent
 from shared.alert_wire import encode_event
+from shared import sealed_files
 from shared.backoff import Backoff
+from shared.crypto import DataKeyError, KeyRing, is_sealed
 from shared.lognames import who
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,7 @@ HEARTBEAT_S = 5.0  # the sender notes it is alive this often (the end time of in
 PROBE_S = 0.5  # while the file cannot be written, it is tried again this often
 QUIET_S = 300.0  # a new episode this soon after the last recovery is a WARNING, not another ERROR
 MIN_ROOM = 64 * 1024  # the probe proves room for this much before it calls the file writable again
+SEALED = (("outbox", "event_id", ("payload", "image", "best_image")), ("open_incidents", "alert_id", ("details",)))
 
 
 
@@ -199,8 +208,9 @@ class Outbox:
     `on_health` is called (on the sender thread) with the new `OutboxHealth` each time the state changes."""
 
     def __init__(self, config: OutboxConfig, sinks: Sequence[Sink], clock: Callable[[], float] = time.time,
-                 on_health: Optional[Callable[[OutboxHealth], None]] = None) -> None:
+                 on_health: Optional[Callable[[OutboxHealth], None]] = None, ring: Optional[KeyRing] = None) -> None:
         self.config = config
+        self.ring = ring  # seals what the file holds about people (None: plain; see the module doc)
         self.sinks = {s.name: s for s in sinks}
         self._clock = clock
         self._on_health = on_health
@@ -227,6 +237,18 @@ class Outbox:
             if type(exc) is not sqlite3.DatabaseError:
                 raise OutboxError(f"cannot open the outbox {config.path}: {exc}") from exc
             self._db = salvage.replace_damaged(config.path, None, exc, self._connect, SALVAGE_TABLES)
+        try:
+            sealed_now = reseal_rows(self._db, ring, only_plain=True)
+        except DataKeyError:
+            self._db.close()
+            raise
+        if sealed_now:  # and the plain pages it freed are gone from the file
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.OperationalError as exc:
+                log.warning("outbox %s: cannot compact it after sealing (%s); freed pages may keep plain "
+                            "bytes until they are reused", config.path, exc)
+            log.info("outbox %s: sealed %d value(s) a run without a data key had left plain", config.path, sealed_now)
         self._file_id = salvage.file_id(config.path)
         self._recount()
         if self._count:
@@ -296,7 +318,8 @@ class Outbox:
             self._db.execute(
                 "INSERT OR REPLACE INTO open_incidents (alert_id, station_id, login_name, type, started_at, details, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ev.alert_id, ev.station_id, ev.login_name, ev.type, ev.started_at, json.dumps(ev.details), now))
+                (ev.alert_id, ev.station_id, ev.login_name, ev.type, ev.started_at,
+                 self._seal(json.dumps(ev.details).encode(), "open_incidents", "details"), now))
 
     def _close_interrupted(self) -> None:
         """Close the incidents that were open when the last recognizer died without closing them."""
@@ -309,8 +332,8 @@ class Outbox:
         for alert_id, station, login, kind, started, details, updated in rows:
             ended = max(updated, beat[0]) if beat is not None else updated  # the last moment it was known alive
             try:
-                old = json.loads(details)
-            except ValueError:
+                old = json.loads(self._open(details, "open_incidents", "details"))
+            except ValueError:  # DataKeyError too: checked at start, so only a damaged value lands here
                 old = {}
             ev = AlertEvent(uuid.uuid4().hex, alert_id, station, login, kind, "closed", started, ended,
                             {**(old if isinstance(old, dict) else {}), "closed_by": "recognizer_restart",
@@ -372,12 +395,22 @@ class Outbox:
             self._insert(ev.event_id, ev.alert_id, payload, image, best, sorted(self.sinks), now)
             self._track_incident(ev, now)
 
+    def _seal(self, value: Optional[bytes], table: str, column: str) -> Optional[bytes]:
+        return None if value is None else sealed_files.seal(value, self.ring, f"{table}.{column}")
+
+    def _open(self, value: Optional[bytes | str], table: str, column: str) -> Optional[bytes]:
+        if value is None:
+            return None
+        value = value.encode() if isinstance(value, str) else bytes(value)
+        return sealed_files.unseal(value, self.ring, f"{table}.{column}", f"the outbox {self.config.path}")
+
     def _insert(self, event_id: str, alert_id: str, payload: bytes, image: Optional[bytes], best: Optional[bytes],
                 sinks: list[str], now: float) -> None:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO outbox (event_id, alert_id, payload, image, best_image, sinks_left, next_try_at, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (event_id, alert_id, payload, image, best, json.dumps(sinks), now, now))
+            (event_id, alert_id, self._seal(payload, "outbox", "payload"), self._seal(image, "outbox", "image"),
+             self._seal(best, "outbox", "best_image"), json.dumps(sinks), now, now))
         if cur.rowcount != 1:
             return  # the same event id again: already stored
         self._count += 1
@@ -397,11 +430,13 @@ class Outbox:
             for event_id, payload, n_img, n_best in rows:
                 if self._bytes <= target:
                     break
-                meta = json.loads(payload)
+                meta = json.loads(self._open(payload, "outbox", "payload"))
                 new_image = self._placeholder_jpeg() if meta.get("state") == "open" and n_img else None
                 meta.setdefault("details", {})["evidence_dropped"] = True
                 self._db.execute("UPDATE outbox SET image = ?, best_image = NULL, payload = ? WHERE event_id = ?",
-                                 (new_image, json.dumps(meta, separators=(",", ":")).encode(), event_id))
+                                 (self._seal(new_image, "outbox", "image"),
+                                  self._seal(json.dumps(meta, separators=(",", ":")).encode(), "outbox", "payload"),
+                                  event_id))
                 self._bytes -= (n_img or 0) + (n_best or 0) - len(new_image or b"")
                 dropped += 1
             log.warning("outbox over %.0f MiB: dropped the evidence images of the %d oldest pending event(s)",
@@ -412,7 +447,7 @@ class Outbox:
                 "SELECT event_id, alert_id, payload, COALESCE(LENGTH(image), 0) + COALESCE(LENGTH(best_image), 0) FROM outbox "
                 "WHERE delivered_at IS NULL ORDER BY created_at, rowid LIMIT ?", (excess,)).fetchall()
             for event_id, alert_id, payload, size in rows:
-                meta = json.loads(payload)
+                meta = _meta(self._open(payload, "outbox", "payload"))
                 log.error("outbox holds more than %d pending events: dropping the oldest, %s %s of alert %s (station %s)",
                           cfg.max_events, meta.get("type"), meta.get("state"), alert_id, meta.get("station_id"))
                 self._db.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
@@ -558,7 +593,8 @@ class Outbox:
                 "SELECT event_id, payload, image, best_image FROM outbox WHERE delivered_at IS NULL "
                 "AND instr(sinks_left, ?) > 0 ORDER BY created_at, rowid LIMIT ?",
                 (json.dumps(sink), limit + len(marked))).fetchall()
-        return [(e, p if isinstance(p, bytes) else p.encode(), i, b) for e, p, i, b in rows if e not in marked][:limit]
+        return [(e, self._open(p, "outbox", "payload"), self._open(i, "outbox", "image"),
+                 self._open(b, "outbox", "best_image")) for e, p, i, b in rows if e not in marked][:limit]
 
     def _forget_unknown_sinks(self) -> None:
         """Pending rows owed to a sink that is no longer configured: drop that sink from them, with a log line."""
@@ -749,3 +785,54 @@ def _meta(payload: bytes) -> dict:
     except ValueError:
         return {}
     return meta if isinstance(meta, dict) else {}
+
+
+def reseal_rows(db: sqlite3.Connection, ring: Optional[KeyRing], only_plain: bool) -> int:
+    """Seal the outbox's person data with `ring`'s current key: the plain values (`only_plain`, at start) or every
+    value not sealed with that key (rotation). Returns values rewritten. Without a ring: DataKeyError when any value
+    is sealed (the file cannot be read without the key). With one: DataKeyError when a sealed value does not open
+    (one per column is tried at start; a rotation opens each)."""
+
+    done = 0
+    began = not db.in_transaction
+    if began:
+        db.execute("BEGIN IMMEDIATE")
+    try:
+        done = _reseal(db, ring, only_plain)
+    except BaseException:
+        if began:
+            db.execute("ROLLBACK")
+        raise
+    if began:
+        db.execute("COMMIT")
+    return done
+
+
+def _reseal(db: sqlite3.Connection, ring: Optional[KeyRing], only_plain: bool) -> int:
+    from shared.crypto import ID_BYTES, MAGIC, key_id
+
+    done = 0
+    for table, pk, cols in SEALED:
+        for col in cols:
+            purpose, where = f"{table}.{col}", f"the outbox's {table}.{col}"
+            heads = db.execute(f"SELECT {pk}, substr(CAST({col} AS BLOB), 1, {len(MAGIC) + ID_BYTES}) FROM {table} "
+                               f"WHERE {col} IS NOT NULL").fetchall()  # headers only: images stay on disk
+            tried = False
+            for key, head in heads:
+                sealed, kid = head[:len(MAGIC)] == MAGIC, head[len(MAGIC):]
+                if ring is None:
+                    if sealed:
+                        raise DataKeyError(f"{where} holds encrypted values and no data key is configured: "
+                                           f"{sealed_files.KEY_HINT}")
+                    continue
+                if sealed and (only_plain or kid == key_id(ring.current)) and tried:
+                    continue
+                (value,) = db.execute(f"SELECT {col} FROM {table} WHERE {pk} = ?", (key,)).fetchone()
+                raw = value.encode() if isinstance(value, str) else bytes(value)
+                plain = sealed_files.unseal(raw, ring, purpose, where)  # a wrong key fails here
+                if sealed and (only_plain or kid == key_id(ring.current)):
+                    tried = True
+                    continue
+                db.execute(f"UPDATE {table} SET {col} = ? WHERE {pk} = ?", (ring.seal(plain, purpose), key))
+                done += 1
+    return done

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from shared.crypto import is_sealed
+
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite keeps next to the file, in either journal mode
@@ -125,7 +127,9 @@ def salvage(src_path: Path, dst: sqlite3.Connection, tables: Sequence[tuple[str,
                                       (rowid,)).fetchone()
                     if row is None:
                         continue
-                    json.loads(row[cols.index(json_col)])
+                    value = row[cols.index(json_col)]
+                    if not (isinstance(value, bytes) and is_sealed(value)):  # a sealed one is checked when opened
+                        json.loads(value)
                     dst.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
                     saved[i] += 1
                 except (sqlite3.DatabaseError, ValueError, TypeError):

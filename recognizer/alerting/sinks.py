@@ -126,10 +126,12 @@ class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
     def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
-                 stale_after_s: float = 3.0, node: str = "", alerts_state: Callable[[], str] = lambda: "ok") -> None:
+                 stale_after_s: float = 3.0, node: str = "", alerts_state: Callable[[], str] = lambda: "ok",
+                 overloaded: Callable[[], bool] = lambda: False) -> None:
         self.target = target
         self.node = node  # in a pool: each report names the station's session on this node (dashboard/handover.py)
         self._alerts_state = alerts_state  # the outbox's state (shared.alerts.OUTBOX_STATES), in every report
+        self._overloaded = overloaded  # the stations' share of this machine is under their planned frames/s: `slow`
         self._poke = threading.Event()
         self.stale_after_s = stale_after_s
         self._stations = stations
@@ -169,9 +171,10 @@ class StatusReporter:
     def report_once(self) -> None:
         now: set[str] = set()
         alerts = self._alerts_state()
+        degraded = outbox_degraded(alerts) + (["slow"] if self._overloaded() else [])
         for st in list(self._stations()):
             now.add(st.station)
-            report = {**station_report(st, time.time(), self.stale_after_s), "degraded": outbox_degraded(alerts)}
+            report = {**station_report(st, time.time(), self.stale_after_s), "degraded": degraded}
             if self.node:
                 report.update(node=self.node, session=f"{self.node}/{st.connected_at:.6f}", connected_at=iso(st.connected_at))
             self._post(st.station, report)

@@ -1,7 +1,9 @@
 """Enrolment: known faces as images in `known_faces/<name>/*.jpg`, built into the index in `encodings/`.
 
 `facemon-enrol` builds the whole index from the folder (also importing the seeds' flat
-`name1.jpg … name6.jpg` files); `Enroller` adds one captured face while the recognizer runs.
+`name1.jpg … name6.jpg` files); `Enroller` adds one captured face while the recognizer runs. With a data key
+the photos a Capture keeps are sealed at rest (same file name, `shared.sealed_files`), and the folder's
+readers open sealed and plain photos alike.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from recognizer.identity.index import FaceIndex, IndexStore, save_index
 from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
 from recognizer.vision.detect import Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
+from shared import sealed_files
+from shared.crypto import DataKeyError, KeyRing, load_ring
 from shared.http import HttpError
 from shared.jpeg import encode_jpeg
 from shared.names import InvalidName, validate_name
@@ -38,6 +42,7 @@ CAPTURE_MIN_FRACTION = 0.15  # a captured face fills at least this share of the 
 STRAY_MAX_SIZE_RATIO = 0.5  # a detection this much smaller than the main face ...
 STRAY_MAX_SCORE = 0.5  # ... and scoring below this (HOG margin) is not a second person
 ENROL_UPSAMPLE = 1  # enrolment photos are few: look harder for smaller faces
+PHOTO_PURPOSE = "photo"  # what a sealed known_faces photo is sealed for (shared.crypto's associated data)
 _FLAT = re.compile(r"^(?P<name>.+?)[ _-]?\d+$")
 
 
@@ -149,12 +154,19 @@ def collect_known_faces(root: Path) -> tuple[dict[str, list[Path]], list[tuple[P
     return people, skipped
 
 
+def read_photo(path: Path, ring: Optional[KeyRing] = None) -> bytes:
+    """A known-face photo's image bytes, sealed or plain (OSError; DataKeyError when sealed and `ring` cannot open)."""
+    return sealed_files.read(path, ring, PHOTO_PURPOSE)
+
+
 def build_index(
     engine: FaceEngine,
     root: Path,
     progress: Optional[Callable[[int, int, Path], None]] = None,
+    ring: Optional[KeyRing] = None,
 ) -> tuple[FaceIndex, list[tuple[Path, str]]]:
-    """Encode every known-face image; return the index and the skipped images with reasons."""
+    """Encode every known-face image (sealed ones opened with `ring`); return the index and the skipped images with
+    reasons."""
     people, skipped = collect_known_faces(root)
     jobs = [(name, path) for name, paths in people.items() for path in paths]
     index = FaceIndex.empty()
@@ -162,8 +174,8 @@ def build_index(
         if progress:
             progress(i, len(jobs), path)
         try:
-            encoding, _ = face_encoding_for_enrolment(engine, decode_image(path.read_bytes()))
-        except (OSError, BadImage, EnrolRefused) as exc:
+            encoding, _ = face_encoding_for_enrolment(engine, decode_image(read_photo(path, ring)))
+        except (OSError, BadImage, EnrolRefused, DataKeyError) as exc:
             skipped.append((path, str(exc)))
             continue
         index = index.add(name, encoding[None, :], [str(path)])
@@ -233,7 +245,7 @@ class Enroller:
                 folder = self.known_faces / name
                 path = folder / f"capture-{stamp}.jpg"
                 folder.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(encode_jpeg(bgr, 95))
+                sealed_files.write(path, encode_jpeg(bgr, 95), getattr(self.store, "ring", None), PHOTO_PURPOSE)
                 source = str(path)
             try:
                 index = self.store.add(name, encoding[None, :], [source], provenance=prov)
@@ -261,8 +273,8 @@ def import_folder(enroller: Enroller, root: Path, by: str,
         if progress:
             progress(i, len(jobs), path)
         try:
-            image = path.read_bytes()
-        except OSError as exc:
+            image = read_photo(path, getattr(enroller.store, "ring", None))
+        except (OSError, DataKeyError) as exc:
             skipped.append((path, str(exc)))
             continue
         outcome = enroller.enrol(name, image, provenance=Provenance(by=by, source=str(path.relative_to(root))),
@@ -326,6 +338,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                         "building --index (env FACEMON_ENROL_DASHBOARD_URL)")
     parser.add_argument("--dashboard-token", default=_env("DASHBOARD_TOKEN"),
                         help="a service token of that dashboard (env FACEMON_ENROL_DASHBOARD_TOKEN)")
+    parser.add_argument("--data-key-file", default=os.environ.get("FACEMON_RECOGNIZER_DATA_KEY_FILE", ""),
+                        help="seal the index at rest with this 0600 key file (and open sealed photos with it); the "
+                        "recognizer's key (env FACEMON_RECOGNIZER_DATA_KEY_FILE, or FACEMON_DATA_KEY)")
     parser.add_argument("--by", default=os.environ.get("USER", "") or "facemon-enrol",
                         help="who the imported encodings are recorded as enrolled by (default: $USER)")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -336,14 +351,19 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         return 2
     progress = None if args.quiet else progress_for(sys.stderr)
     try:
+        ring = load_ring(args.data_key_file)
+    except DataKeyError as exc:
+        print(f"facemon-enrol: {exc}", file=sys.stderr)
+        return 2
+    try:
         engine = FaceEngine(EngineConfig(detector=args.detector))
         if args.dashboard_url:
-            return _import(engine, args, progress)
-        index, skipped = build_index(engine, args.known_faces, progress)
+            return _import(engine, args, progress, ring)
+        index, skipped = build_index(engine, args.known_faces, progress, ring)
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enrol: {exc}", file=sys.stderr)
         return 2
-    save_index(index, args.index)
+    save_index(index, args.index, ring)
     print(f"indexed {len(index)} images of {len(index.people)} people into {args.index}/")
     for name in index.people:
         print(f"  {name}: {index.names.count(name)}")
@@ -351,9 +371,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     return 0 if len(index) else 1
 
 
-def _import(engine: FaceEngine, args: argparse.Namespace, progress) -> int:  # noqa: ANN001
+def _import(engine: FaceEngine, args: argparse.Namespace, progress, ring: Optional[KeyRing]) -> int:  # noqa: ANN001
     """facemon-enrol --dashboard-url: the folder into the dashboard's gallery, through the one Enroller."""
-    store = GalleryStore(GalleryClient(args.dashboard_url, args.dashboard_token), args.index)
+    store = GalleryStore(GalleryClient(args.dashboard_url, args.dashboard_token), args.index, ring=ring)
     done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress)
     print(f"imported {done} images into the gallery of {args.dashboard_url} (a photo imported before is kept once)")
     _print_skipped(skipped)

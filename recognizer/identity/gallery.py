@@ -31,6 +31,7 @@ import numpy as np
 
 from recognizer.identity.index import DIM, MODEL_ID, FaceIndex, FaceIndexError, IndexMissing, load_index, save_index
 from shared.backoff import Backoff
+from shared.crypto import KeyRing
 from shared.http import HttpError, Response, get, post_json
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,9 @@ class GalleryStore:
     local_photos = False  # photos go to the dashboard with the encoding, never into a node's known_faces/
 
     def __init__(self, client: GalleryClient, cache_dir: Path, model: str = MODEL_ID, wait_s: float = WAIT_S,
-                 on_change: Optional[Callable[[int], None]] = None) -> None:
+                 on_change: Optional[Callable[[int], None]] = None, ring: Optional[KeyRing] = None) -> None:
         self.client, self.cache_dir, self.model, self.wait_s = client, Path(cache_dir), model, wait_s
+        self.ring = ring  # seals the local copy's encodings at rest (None: plain)
         self._on_change = on_change
         self._lock = threading.Lock()
         self._rows: dict[int, tuple[str, np.ndarray, str]] = {}  # gallery id -> (person, encoding, source)
@@ -166,7 +168,7 @@ class GalleryStore:
     # -- the local copy --
     def _read_copy(self) -> None:
         try:
-            index = load_index(self.cache_dir, self.model)
+            index = load_index(self.cache_dir, self.model, self.ring)
             cursor = json.loads((self.cache_dir / CURSOR_NAME).read_text())
             ids, seq = [int(i) for i in cursor["ids"]], int(cursor["seq"])
             neg_ids = [int(i) for i in cursor.get("negative_ids", [])]
@@ -189,7 +191,7 @@ class GalleryStore:
         with self._lock:
             index, ids, neg_ids, seq = self._index, sorted(self._rows), sorted(self._negatives), self._seq
         try:
-            save_index(index, self.cache_dir)
+            save_index(index, self.cache_dir, self.ring)
             tmp = self.cache_dir / f".{CURSOR_NAME}.tmp"
             tmp.write_text(json.dumps({"seq": seq, "ids": ids, "negative_ids": neg_ids, "dashboard": self.client.url}))
             tmp.replace(self.cache_dir / CURSOR_NAME)

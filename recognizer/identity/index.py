@@ -5,6 +5,10 @@ Layout of an index directory (default `encodings/`)::
     index.npz   arrays: encodings (N,128) float32, names (N,) str, sources (N,) str   (no pickle)
     index.json  manifest: format, model, count, people, created, updated, npz_sha256
 
+With a data key (`shared.crypto.KeyRing`) the npz is sealed at rest (`shared.sealed_files`) and the manifest
+names the key and leaves the people's names out (`people_count` instead); a sealed index without the key is
+refused with a message naming the setting.
+
 An index built with another face model is refused (distances between models mean nothing).
 """
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from shared import sealed_files
+from shared.crypto import DataKeyError, KeyRing
 from shared.lognames import who
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ FORMAT_VERSION = 1
 NPZ_NAME = "index.npz"
 MANIFEST_NAME = "index.json"
 DIM = 128
+PURPOSE = "gallery.index"  # what a sealed index.npz is sealed for (shared.crypto's associated data)
 
 
 class FaceIndexError(Exception):
@@ -160,8 +167,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_index(index: FaceIndex, directory: Path) -> None:
-    """Write the index atomically (npz first, then the manifest that names its hash)."""
+def save_index(index: FaceIndex, directory: Path, ring: Optional[KeyRing] = None) -> None:
+    """Write the index atomically (npz first, then the manifest that names its hash), sealed when `ring` is given."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -173,14 +180,15 @@ def save_index(index: FaceIndex, directory: Path) -> None:
         negatives=index.negatives.astype(np.float32),
         negative_names=np.array(index.negative_names, dtype=str),
     )
-    data = buf.getvalue()
+    data = sealed_files.seal(buf.getvalue(), ring, PURPOSE)
     _atomic_write(directory / NPZ_NAME, data)
     manifest = {
         "format": FORMAT_VERSION,
         "model": index.model,
         "dim": DIM,
         "count": len(index),
-        "people": index.people,
+        **({"people": index.people} if ring is None else {"people_count": len(index.people),
+                                                          "sealed_with": ring.ids()[0]}),
         "created": index.created or _now(),
         "updated": _now(),
         "npz_sha256": hashlib.sha256(data).hexdigest(),
@@ -188,8 +196,9 @@ def save_index(index: FaceIndex, directory: Path) -> None:
     _atomic_write(directory / MANIFEST_NAME, json.dumps(manifest, indent=2).encode())
 
 
-def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
-    """Read an index; raise IndexMissing, IndexCorrupt or IndexModelMismatch with a clear message."""
+def load_index(directory: Path, model: str = MODEL_ID, ring: Optional[KeyRing] = None) -> FaceIndex:
+    """Read an index (sealed or plain); raise IndexMissing, IndexCorrupt, IndexModelMismatch or DataKeyError (sealed,
+    and `ring` is None or does not open it) with a clear message."""
     directory = Path(directory)
     manifest_path, npz_path = directory / MANIFEST_NAME, directory / NPZ_NAME
     if not manifest_path.exists():
@@ -206,6 +215,7 @@ def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
         )
     if manifest.get("npz_sha256") != hashlib.sha256(data).hexdigest():
         raise IndexCorrupt(f"{npz_path} does not match its manifest (written while we read? rebuild if it persists)")
+    data = sealed_files.unseal(data, ring, PURPOSE, f"the face index {npz_path}")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             encodings = npz["encodings"].astype(np.float32)
@@ -222,9 +232,10 @@ def load_index(directory: Path, model: str = MODEL_ID) -> FaceIndex:
 class IndexStore:
     """Thread-safe holder of the live index: reloads it when the files change, persists additions."""
 
-    def __init__(self, directory: Path, model: str = MODEL_ID) -> None:
+    def __init__(self, directory: Path, model: str = MODEL_ID, ring: Optional[KeyRing] = None) -> None:
         self.directory = Path(directory)
         self.model = model
+        self.ring = ring  # seals the index at rest (None: plain)
         self._lock = threading.Lock()
         self._stamp: Optional[tuple[int, int]] = None
         self._index = FaceIndex.empty()
@@ -256,10 +267,10 @@ class IndexStore:
                 log.warning("no face index in %s yet: every face is unknown until people are enrolled", self.directory)
                 return False
             try:
-                index = load_index(self.directory, self.model)
+                index = load_index(self.directory, self.model, self.ring)
             except IndexMissing:
                 return False
-            except FaceIndexError as exc:
+            except (FaceIndexError, DataKeyError) as exc:
                 log.error("keeping the previous face index: %s", exc)
                 self._stamp = stamp  # don't retry until it changes again
                 return False
@@ -273,7 +284,7 @@ class IndexStore:
         """Append encodings of `name`, persist atomically, and return the new index (`provenance`: a gallery's)."""
         with self._lock:
             index = self._index.add(name, encodings, sources)
-            save_index(index, self.directory)
+            save_index(index, self.directory, self.ring)
             self._index, self._stamp = index, self._file_stamp()
         log.info("enrolled %s: index now holds %d encodings", who(name), len(index))
         return index

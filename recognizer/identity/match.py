@@ -199,11 +199,16 @@ def evidence(index: FaceIndex, encodings: np.ndarray, params: OpenSetParams = Op
         & (v1 >= need_votes)
         & (v1 >= others.max(axis=1))  # the nearest person must also lead the seeds' vote
     )
+    near = d1 <= params.tolerance
     if len(index.negative_names):
-        accepted &= ~negative_veto(index, _as_queries(index, encodings), best, d1)
+        # a face an admin said is NOT its nearest person is neither accepted as them nor "not sure" about them:
+        # it counts as nobody's (a stranger, so its track is reported unknown rather than queued as not sure again)
+        vetoed = negative_veto(index, _as_queries(index, encodings), best, d1)
+        accepted &= ~vetoed
+        near &= ~vetoed
     out = []
     for i in range(k):
-        kind = SUPPORT if accepted[i] else (WEAK if d1[i] <= params.tolerance else NONE)
+        kind = SUPPORT if accepted[i] else (WEAK if near[i] else NONE)
         out.append(Evidence(kind, s.people[best[i]], float(d1[i]), float(d2[i]), int(v1[i])))
     return out
 

@@ -66,6 +66,11 @@ class FairShare:
             self._cost_s = cpu_s if self._cost_s is None else self._cost_s + (cpu_s - self._cost_s) / n
 
     @property
+    def short(self) -> bool:
+        """The last share told was under `station_fps`: too many desks for this machine (reported as `slow`)."""
+        return self._short
+
+    @property
     def cost_ms(self) -> Optional[float]:
         """Average CPU ms a frame costs, once `warmup_frames` were measured."""
         with self._lock:

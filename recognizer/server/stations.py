@@ -22,6 +22,7 @@ from recognizer.identity.enrol import Enroller
 from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
+from recognizer.server.hangup import HangupWatch, keep_alive, peer_hung_up
 from recognizer.server.pacing import FairShare, PacingParams
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.station.pipeline import StationPipeline
@@ -56,7 +57,9 @@ class ServerConfig:
     max_hello: int = protocol.MAX_HELLO  # message cap until the handshake succeeds
     failed_handshake_delay_s: float = 0.25  # first failed HELLO of an address answered after this; doubles per failure
     failed_handshake_max_delay_s: float = 4.0
-    idle_timeout_s: float = 30.0
+    # an edge sends something at least every heartbeat_s; silent for 3 of them (as the edge judges the recognizer:
+    # edge/link_state.py), the desk is gone (cable pulled, Pi frozen): its session ends
+    idle_timeout_s: float = 15.0
     index_poll_s: float = 2.0
     node: str = ""  # this node's name in a pool, told to edges in WELCOME (empty: one recognizer)
     station_fps: float = 15.0  # frames/s each station is planned for (recognizer.server.pacing)
@@ -143,6 +146,7 @@ class StationConnection:
         self.peer = peer
         self._hello = hello
         self.session: Optional[StationSession] = None  # once admitted
+        self.hung_up = threading.Event()  # the edge hung up (HangupWatch): queued frames are dropped, not run
         self.thread = threading.Thread(target=self._run, name=f"station-{peer}", daemon=True)
 
     @property
@@ -199,7 +203,12 @@ class StationConnection:
             log.info("station %s (login %s) connected from %s", station, who(self._hello.login), self.peer)
             self.session = StationSession(self._hello, self.server.new_pipeline(), limiter,
                                           rate=self.server.station_rate, alerts=lambda: self.server.alerts_state)
-            self._serve(self.session)
+            keep_alive(self.stream.sock, cfg.heartbeat_s, cfg.idle_timeout_s)
+            watch_key = self.server.hangups.watch(self.stream.sock, self._hang_up)
+            try:
+                self._serve(self.session)
+            finally:
+                self.server.hangups.forget(self.stream.sock, watch_key)
         except ProtocolError as exc:
             limiter.log(log, logging.WARNING, self.host, "closing %s (station %s): %s", self.peer, station, exc)
             self.send_error("protocol_error", str(exc))
@@ -229,10 +238,21 @@ class StationConnection:
         except OSError:
             pass
 
+    def _hang_up(self) -> None:
+        """The edge hung up (HangupWatch's thread): the desk leaves the registry now, so the next status report says
+        it is gone, although this thread may still be running a frame; it stops at its next message."""
+        self.hung_up.set()
+        self.server.unregister(self)
+
     def _serve(self, session: StationSession) -> None:
         while True:
             msg = self.stream.recv()
             if msg is None:
+                return
+            if self.hung_up.is_set() or (self.server.hangups.enabled and peer_hung_up(self.stream.sock)):
+                # frames sent before the edge went: nobody is left to answer them
+                self._hang_up()
+                log.info("station %s hung up; its queued messages are dropped", session.snapshot.station)
                 return
             for action in session.receive(msg):
                 if isinstance(action, Send):
@@ -278,6 +298,8 @@ class RecognizerServer:
         self.alerts_state = "ok"  # what the alert outbox can do (shared.alerts.OUTBOX_STATES), told to the edges
         self.address: tuple[str, int] = (config.host, config.port)
         self._end_reason = ""  # set by drain(): why the sessions end (their incidents are closed with it)
+        self.hangups = HangupWatch()  # edges that hang up while their thread is busy, noticed at once
+        self.left_listeners: list[Callable[[], None]] = []  # told (no arguments) when a station leaves the registry
 
     # -- registry --
     def admit(self, sock: socket.socket, peer: str, decoder: protocol.Decoder, hello: Message) -> Optional[Refusal]:
@@ -330,9 +352,16 @@ class RecognizerServer:
         return None
 
     def unregister(self, conn: StationConnection) -> None:
+        """`conn` leaves the registry (from its own thread, or the hang-up watch's); the left_listeners hear it."""
         with self._lock:
-            if self._stations.get(conn.status.station) is conn:
-                del self._stations[conn.status.station]
+            if self._stations.get(conn.status.station) is not conn:
+                return
+            del self._stations[conn.status.station]
+        for listener in self.left_listeners:
+            try:
+                listener()
+            except Exception:  # a listener (the status reporter's poke) failing must not keep the desk registered
+                log.exception("station-left listener failed")
 
     def frame_processed(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes, cpu_s: float) -> None:
         """A frame took `cpu_s` of its thread's CPU (pacing); tell the observers (alerts), before its RESULT is sent."""
@@ -432,6 +461,7 @@ class RecognizerServer:
             failure_delay=FailureDelay(cfg.failed_handshake_delay_s, cfg.failed_handshake_max_delay_s),
         )
         self.gate.start()
+        self.hangups.start()
         t = threading.Thread(target=self._index_loop, name="index-watch", daemon=True)
         t.start()
         self._threads.append(t)
@@ -477,6 +507,7 @@ class RecognizerServer:
             s.thread.join(timeout=5)
         for t in self._threads:
             t.join(timeout=5)
+        self.hangups.stop()
         log.info("recognizer stopped")
 
     def wait(self) -> None:

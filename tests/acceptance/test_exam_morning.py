@@ -1,5 +1,5 @@
-"""Exam morning, over real processes (6 desks by default, FACEMON_EXAM_DESKS=10 for the full room): a room provisioned with one command, every desk started from its own env
-file, then four things go wrong and the dashboard shows each as the right alert within 20 s, with screenshots.
+"""Exam morning, over real processes (10 desks; FACEMON_EXAM_DESKS=N for another room): a room provisioned with one
+command, every desk started from its own env file, then four things go wrong and the dashboard shows each as the right alert within 20 s, with screenshots.
 
 - one desk unplugged (its edge killed)            -> station_offline (raised by the dashboard, 15 s default)
 - one camera covered (the picture goes flat)      -> camera_tamper, reason covered
@@ -36,7 +36,7 @@ from tests.procs import ManagedProcess, free_port
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.browser]
 BIN = Path(sys.executable).parent
-DESKS = int(os.environ.get("FACEMON_EXAM_DESKS", "6"))  # 10 overloads this shared 2-core machine (see the note)
+DESKS = int(os.environ.get("FACEMON_EXAM_DESKS", "10"))
 EVENT_AT_S = 18.0  # seconds into each desk's clip when its incident happens (after the room has settled)
 WITHIN_S = 20.0
 PASSWORD = "exam-morning-admin"
@@ -44,6 +44,7 @@ RECOGNIZER_TOKEN = "exam-morning-recognizer-token-01"
 OUT = Path(os.environ.get("FACEMON_TEST_OUTPUT", tempfile.gettempdir())) / "exam_morning"
 W, H, FPS = 480, 360, 5
 SEND_FPS = 2  # frames/s each desk sends: ten desks on a shared 2-core machine
+SEND_WIDTH = 320  # the edges shrink frames to this width (FACEMON_EDGE_MAX_WIDTH): a face still fills ~150 px
 MONITORED = ("online", "slow")  # slow: answered, at fewer frames/s than liveness wants (the shared CI machine)
 
 PEOPLE = {  # short name -> a photo of that person the camera sees
@@ -93,6 +94,15 @@ def scene(segments: list[tuple[Optional[Path], float]], out: Path) -> Path:
     return write_clip(frames(), out, FPS)
 
 
+def _stranger(tmp: Path) -> Path:
+    """The stranger's photo cut around her face, so she sits as close to the camera as the evaluators do (the whole
+    photo leaves her face under HOG's ~80 px once the edge shrinks frames to SEND_WIDTH)."""
+    path = tmp / "stranger.jpg"
+    if not path.exists():
+        cv2.imwrite(str(path), cv2.imread(str(FIXTURES / "stranger_kit.jpg"))[40:320, 600:870])
+    return path
+
+
 class Room:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -127,6 +137,7 @@ class Room:
         env = parse_env_file((self.tmp / "edges" / f"{station}.env").read_text())  # exactly what was provisioned
         env.update(FACEMON_EDGE_SOURCE=str(clip), FACEMON_EDGE_WEB_HOST="127.0.0.1", FACEMON_EDGE_WEB_PORT="0",
                    FACEMON_EDGE_AUTH="off", FACEMON_EDGE_LOGIN=login, FACEMON_EDGE_FPS_CAP=str(SEND_FPS),
+                   FACEMON_EDGE_MAX_WIDTH=str(SEND_WIDTH),
                    FACEMON_EDGE_STATE_DIR=str(self.tmp / f"state-{station}"))
         self._run(station, [str(BIN / "facemon-edge")], lambda: "opened video file" in self.procs[station].output(), env)
 
@@ -166,11 +177,11 @@ def test_exam_morning(tmp_path, chromium):
     plan[swapped] = "joe_biden"
     clips: dict[str, Path] = {}
     for desk, login in plan.items():
-        later = {covered: None, stranger: FIXTURES / "stranger_kit.jpg", swapped: PEOPLE["obama"]}
+        later = {covered: None, stranger: _stranger(tmp_path), swapped: PEOPLE["obama"]}
         segments = [(PEOPLE[ENROLLED[login]], EVENT_AT_S)]
         if desk == swapped:
             segments.append((EMPTY, SWAP_GAP_S))
-        segments.append((later[desk], 60.0) if desk in later else (PEOPLE[ENROLLED[login]], 60.0))
+        segments.append((later[desk], 45.0) if desk in later else (PEOPLE[ENROLLED[login]], 45.0))
         clips[desk] = scene(segments, tmp_path / f"{desk}.mp4")
     room = Room(tmp_path)
     mark("clips made")
@@ -212,12 +223,9 @@ def test_exam_morning(tmp_path, chromium):
         logs = {k: p.output()[-1500:] for k, p in room.procs.items() if k in ("recognizer", "dashboard")}
         assert set(seen) == set(want), f"missing: {set(want) - set(seen)}\n{logs}"
         for desk, alert in seen.items():
-            # The issue's figure is 20 s, and a quiet machine meets it (timings.txt says which did). The bound asserted
-            # is twice that: CI is a loaded 2-core machine where the recognizer serves these desks at ~1 frame/s. The
-            # unplugged desk: the recognizer notices a dead connection only at its next send, measured up to 11 s
-            # late under load; the dashboard's own part (15 s from the last in-session report) is checked below.
-            limit = 2 * WITHIN_S + (10 if desk == unplugged else 0)
-            assert alert["noticed_after_s"] <= limit, (desk, alert["noticed_after_s"])
+            # the issue's figure. The unplugged desk: the recognizer notices the dead connection at once, even while
+            # busy with its frames (recognizer/server/hangup.py), so only the dashboard's 15 s are left
+            assert alert["noticed_after_s"] <= WITHIN_S, (desk, alert["noticed_after_s"])
         offline = seen[unplugged]
         took = (dt.datetime.fromisoformat(offline["received_at"]) - dt.datetime.fromisoformat(offline["started_at"]))
         assert 15 <= took.total_seconds() <= 18, took  # the dashboard: gone 15 s (+ its 1 s watch) -> alert

@@ -48,6 +48,9 @@ def test_states_worst_first_with_a_reason():
     assert slow.state == "slow" and "0.8 frames/s" in slow.text and "overloaded" in slow.text
     disk = state(degraded=("disk_full",))
     assert disk.state == "degraded" and "disk is full" in disk.text
+    overloaded = state(degraded=("slow", "disk_full"), fps=4.0)  # the recognizer says its share is too small
+    assert overloaded.state == "slow" and "it serves each desk 4.0 frames/s" in overloaded.text
+    assert "too many desks" in overloaded.text and "disk is full" in overloaded.text
     assert state(recognizer_connected=False, last_connected=None).state == "idle"  # never had a session: no alert
 
 

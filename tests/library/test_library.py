@@ -95,6 +95,12 @@ def test_a_page_change_reaches_a_following_node_within_2_s(live_server, sqlite_t
                 lambda ix: ix.names == ("barack",))
         reaches(lambda: admin.post("/library/people/barack/remove", data={"csrf_token": csrf_of(admin)}),
                 lambda ix: len(ix) == 0)
+        # a node's own enrolment (a Capture, or facemon-enrol --dashboard-url) goes in by the gallery API: audited too
+        from recognizer.identity.gallery import Provenance
+
+        vector = np.ones(128, np.float32) / np.sqrt(128)
+        store.add("kit", vector[None, :], ["capture"], Provenance(by="desk-01/admin", station="desk-01", photo_sha256="ab" * 32))
+        assert ("desk-01/admin", "enrol", "kit") in _audit(app)
     finally:
         store.stop()
 

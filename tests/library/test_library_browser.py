@@ -125,3 +125,56 @@ def test_library_by_mouse_and_keyboard(driver, live_server, sqlite_tokens, engin
     assert len(rows) == 3 and "desk-01" in driver.find_element(By.ID, "hits").text
     assert driver.execute_script(UNLABELLED) == []
     _shot(driver, "library-search")
+
+
+def test_this_is_a_lookalike_needs_the_confirm_on_the_review_page(driver, live_server, sqlite_tokens, engine) -> None:  # noqa: F811
+    """ "This is lin" for a face that looks like alex (enrolled): refused with the reason, the group's card then offers
+    the deliberate confirmation (focused: Enter confirms); confirmed, it is added and audited as confirmed."""
+    import sqlalchemy as sa
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dashboard.library_models import AuditEntry, ReviewFace
+    from dashboard.services import services
+    from tests.library.conftest import REPO
+
+    app, url = live_server.app, live_server.url
+    login(app.test_client(), "admin")
+    wait = WebDriverWait(driver, 30)
+    driver.get(f"{url}/library/people")
+    driver.find_element(By.ID, "username").send_keys("admin")
+    driver.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+    driver.find_element(By.ID, "new-name").send_keys("alex")
+    wait.until(EC.presence_of_element_located((By.ID, "new-photo"))).send_keys(str(ALEX))
+    driver.find_element(By.ID, "add-person").click()
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "Added"))
+    h = {"Authorization": f"Bearer {sqlite_tokens.service}"}
+    alex2 = face_of(engine, REPO / "known_faces" / "alex_lacamoire" / "ageitgey_alex-lacamoire.png")
+    group = requests.post(f"{url}/api/review/faces", json=face_body(*alex2), headers=h, timeout=10).json()["group"]
+    driver.get(f"{url}/library/review")
+    assert not driver.find_elements(By.ID, f"confirm-{group}"), "no confirm control before a refusal"
+    driver.find_element(By.ID, f"assign-{group}").send_keys("lin" + Keys.ENTER)
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "looks like alex"))
+    button = wait.until(EC.presence_of_element_located((By.ID, f"confirm-{group}")))
+    assert "looks like alex" in driver.find_element(By.ID, f"confirm-text-{group}").text
+    assert driver.switch_to.active_element == button, "the confirm button has the focus: Enter confirms"
+    assert driver.execute_script(UNLABELLED) == []
+    _shot(driver, "library-review-lookalike")
+    with services(app).sessions() as db:
+        assert db.scalar(sa.select(ReviewFace.state)) == "queued", "refused: still queued"
+    button.send_keys(Keys.ENTER)
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "Added 1 face(s) to lin"))
+    assert not driver.find_elements(By.ID, f"confirm-{group}")
+    with services(app).sessions() as db:
+        assert db.scalar(sa.select(ReviewFace.state)) == "assigned"
+        entry = db.scalars(sa.select(AuditEntry).where(AuditEntry.action == "assign")).one()
+    assert entry.subject == "lin" and entry.actor == "admin" and "lookalike of alex confirmed" in entry.detail
+    # a forged confirmation of someone else does not carry over (the Enroller checks it is exactly that lookalike)
+    g2 = requests.post(f"{url}/api/review/faces", json=face_body(*alex2, track=2), headers=h, timeout=10).json()["group"]
+    driver.get(f"{url}/library/review?confirm={g2}&person=kit&like=obama")
+    driver.find_element(By.ID, f"confirm-{g2}").send_keys(Keys.ENTER)
+    wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "Refused"))
+    with services(app).sessions() as db:
+        assert db.scalar(sa.select(ReviewFace.state).where(ReviewFace.group_id == g2)) == "queued"

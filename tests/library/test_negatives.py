@@ -6,7 +6,7 @@ import numpy as np
 
 from bench.negatives import PERMISSIVE, negative_effect
 from recognizer.identity.index import MODEL_ID, FaceIndex
-from recognizer.identity.match import SUPPORT, WEAK, OpenSetParams, evidence
+from recognizer.identity.match import NONE, SUPPORT, OpenSetParams, evidence
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -28,7 +28,8 @@ def test_a_negative_vetoes_only_faces_closer_to_it_than_to_the_person() -> None:
     assert [e.kind for e in before] == [SUPPORT, SUPPORT, SUPPORT] and before[0].name == "x"
     with_neg = FaceIndex(plain.names, plain.encodings, plain.sources, MODEL_ID, "", ("x",), lookalike[None, :])
     after = evidence(with_neg, np.stack([probe_like, genuine, ys[0]]), params)
-    assert after[0].kind == WEAK and after[0].name == "x", "the lookalike is no longer accepted as x"
+    # the lookalike is no longer accepted as x, nor "not sure" about x: it counts as nobody's (a stranger)
+    assert after[0].kind == NONE and after[0].name == "x", "the lookalike is no longer accepted as x"
     assert [(e.kind, e.name) for e in after[1:]] == [(SUPPORT, "x"), (SUPPORT, "y")], "nobody else changes"
     # a negative of someone not enrolled, or of y, does not touch x's acceptance
     other = FaceIndex(plain.names, plain.encodings, plain.sources, MODEL_ID, "", ("y", "nobody"), np.stack([lookalike, lookalike]))

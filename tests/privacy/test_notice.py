@@ -46,3 +46,18 @@ def test_no_emotion_or_attention_output_anywhere() -> None:
             if path.suffix in (".py", ".html", ".js") and words.search(path.read_text(errors="replace")):
                 hits.append(str(path.relative_to(REPO)))
     assert hits == [], hits
+
+
+def test_a_photo_uploaded_on_the_people_page_records_the_notice_and_the_admin(sqlite_app) -> None:  # noqa: ANN001
+    from tests.library.conftest import OBAMA, upload
+    from tests.dashboard.conftest import login
+
+    admin = sqlite_app.test_client()
+    login(admin, "admin")
+    page = admin.get("/library/people").get_data(as_text=True)
+    version = services(sqlite_app).config.notice_version
+    assert f"privacy notice {version}" in page  # the admin is told what the upload records
+    assert upload(admin, "/library/people", OBAMA, name="obama").status_code == 302
+    with services(sqlite_app).sessions() as db:
+        got = [(e.person, e.notice_version, e.notice_confirmed_by) for e in db.scalars(sa.select(GalleryEncoding))]
+    assert got == [("obama", version, "admin")], got
