@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from dashboard.config import DEFAULT_DB_URL, DashboardConfig
+from dashboard.config import MiB, DashboardConfig, flag_help
 from shared.config import ConfigError, setup_logging
 from shared.fsmode import private_umask
 from shared.web_server import quiet_web_server_logs
@@ -28,17 +28,20 @@ class CommandError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facemon-dashboard", description="facemon alert dashboard (Flask + SQLAlchemy).")
-    p.add_argument("--db", dest="database_url", help=f"SQLAlchemy URL (env FACEMON_DASHBOARD_DATABASE_URL; default {DEFAULT_DB_URL}, relative to the current folder)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env FACEMON_DASHBOARD_LOG_LEVEL)")
+    # these flags' help (text, default, variable) comes from the settings' declarations in dashboard/config.py
+    p.add_argument("--db", dest="database_url", help=flag_help("database_url", "{help}{default} [env {env}; a "
+                                                                "relative sqlite path is from the current folder]"))
+    p.add_argument("--log-level", help=flag_help("log_level"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the web server (migrates the schema first)")
-    s.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 for the whole network)")
-    s.add_argument("--port", type=int, help="TCP port (default 5000)")
-    s.add_argument("--max-body-mib", type=float, help="largest accepted upload in MiB (default 5)")
-    s.add_argument("--threads", dest="web_threads", type=int,
-                   help="requests served at once (default 16; env FACEMON_DASHBOARD_WEB_THREADS; every other "
-                        "FACEMON_DASHBOARD_* setting is listed in docs/dashboard.md)")
+    s = sub.add_parser("serve", help="run the web server (migrates the schema first)",
+                       epilog="Every other FACEMON_DASHBOARD_* setting is listed in docs/dashboard.md.")
+    s.add_argument("--host", help=flag_help("host"))
+    s.add_argument("--port", type=int, help=flag_help("port"))
+    body = f" (default: {DashboardConfig.max_body_bytes / MiB:g})"
+    s.add_argument("--max-body-mib", type=float, help=flag_help("max_body_bytes", "largest accepted upload in MiB"
+                                                                + body + " [env {env}, in bytes]"))
+    s.add_argument("--threads", dest="web_threads", type=int, help=flag_help("web_threads"))
 
     for name, role_help in (("create-admin", "an admin"), ("create-user", "a viewer, evaluator, staff or admin")):
         u = sub.add_parser(name, help=f"add {role_help} account, or reset its password")

@@ -35,7 +35,7 @@ from recognizer.vision.sweep import (
     SweepParams,
     correlation_follower,
 )
-from recognizer.settings import SETTINGS
+from recognizer.settings import SETTINGS, check_section
 from shared.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class RecognizerSettings:
     drain_timeout_s: float = 10.0  # on SIGTERM: how long stations get to leave before the node stops anyway
 
     def __post_init__(self) -> None:
-        # each value's own bounds are checked by its Setting (recognizer/settings.py); here: values that go together
+        check_section(self, "")  # workers, status_interval_s, health_port ...: bounds as declared (recognizer/settings.py)
+        # each part checks its own section the same way; here: values that go together
         if self.gallery == "dashboard" and self.dashboard is None:
             raise ConfigError("--gallery dashboard needs --dashboard-url and --dashboard-token (a service token)")
         if self.trust.station_auth == "dashboard" and self.dashboard is None:

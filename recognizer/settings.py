@@ -5,9 +5,11 @@ A `Setting` gives its flag, default, help, type, bounds and the field of `Recogn
 `recognizer.identity.match.OpenSetParams`). The parser, `--help`, the environment variables
 (`FACEMON_RECOGNIZER_<FLAG>`) and the checks are generated from this table; `RecognizerSettings.from_args`
 (`recognizer/app.py`) fills the sections from it. A part's own config class keeps a default only when it equals the
-setting's (tests/test_settings.py checks each one).
+setting's (tests/test_settings.py checks each one), and checks the bounds declared here with `check_section`
+rather than restating them (bounds written once).
 
-Pure data: importing this module loads no model and no part of the recognizer (so `--help` is quick).
+Pure data: importing this module loads no model and no part of the recognizer (so `--help` is quick); it is the
+recognizer's lowest layer (README, "`recognizer/` layers"), so every part may read its declarations.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from typing import Optional
 from shared.config import Setting, SettingsParser, parse_bool
 
 ENV_PREFIX = "FACEMON_RECOGNIZER_"
-DETECTORS = ("hog", "hog+cnn", "cnn")  # recognizer.vision.detect.DETECTORS
-LIVENESS_METHODS = ("ear", "cnn", "both")  # recognizer.liveness.blinks.METHODS
+DETECTORS = ("hog", "hog+cnn", "cnn")  # recognizer.vision.detect.DETECTORS is this
+LIVENESS_METHODS = ("ear", "cnn", "both")  # recognizer.liveness.blinks.METHODS is this
 DESCRIPTION = ("Face recognizer server: edges stream JPEG frames over TCP; it answers with annotated frames and "
                "per-face results. Every flag can also be set by the environment variable shown.")
 S = Setting
@@ -30,7 +32,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("--index", "encodings", "folder of the face index (index.npz + index.json)", into="index_dir"),
     S("--known-faces", "known_faces", "folder where captured enrolment photos are kept (<name>/*.jpg)",
       into="known_faces"),
-    S("--detector", "hog+cnn", "face detector: hog+cnn (default: HOG every frame plus periodic "
+    S("--detector", "hog+cnn", "face detector: hog+cnn (HOG every frame plus periodic "
       "CNN sweeps in a background process that find turned and small faces; CPU), hog (frontal faces only), or cnn "
       "(dlib's CNN every frame; needs a CUDA build of dlib, see docs/gpu.md)", choices=DETECTORS,
       into="engine.detector"),
@@ -86,8 +88,9 @@ SETTINGS: tuple[Setting, ...] = (
       "alerts are only logged)"),  # with --dashboard-token: RecognizerSettings.dashboard
     S("--dashboard-token", "", "station or service token for the dashboard (python -m dashboard add-station)"),
     S("--station-auth", "", "shared: the shared --token admits any station id (closed lab); dashboard: each edge "
-      "proves its station id with that station's own token, checked by the dashboard (default: dashboard when "
-      "--dashboard-url is set, else shared)", choices=("", "shared", "dashboard")),  # trust.station_auth
+      "proves its station id with that station's own token, checked by the dashboard",
+      choices=("", "shared", "dashboard"), computed="dashboard when --dashboard-url is set, else shared"),
+    # trust.station_auth
     S("--enrol-policy", "grant", "grant: ENROL needs a single-use grant the dashboard issued to a signed-in admin; "
       "open: any connected client may enrol any face (closed lab / demo only; logged loudly)",
       choices=("grant", "open"), into="trust.enrol_policy"),
@@ -126,7 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
       "dashboard's database, followed live and copied into --index so the node starts while the dashboard is down "
       "(a pool of nodes; needs --dashboard-url and a service --dashboard-token)", choices=("local", "dashboard"),
       into="gallery"),
-    S("--node-name", "", "this node's name in a pool (told to edges and the dashboard; default: HOSTNAME:PORT)"),
+    S("--node-name", "", "this node's name in a pool (told to edges and the dashboard)",
+      computed="HOSTNAME:PORT with --health-port, else none"),
     # server.node: --node-name, else HOSTNAME:PORT for a pool member (--health-port)
     S("--health-port", 0, "serve GET /healthz on this port for a balancer: 200 only when the models and gallery are "
       "loaded and the node is not draining (0: none)", int, ge=0, le=65535, into="health_port"),
@@ -142,6 +146,27 @@ def setting(dest_or_into: str) -> Setting:
         if s.dest == dest_or_into or dest_or_into in s.into:
             return s
     raise KeyError(dest_or_into)
+
+
+_BY_SECTION: dict[str, list[tuple[str, Setting]]] = {}
+for _s in SETTINGS:
+    for _target in _s.into:
+        _section, _, _name = _target.rpartition(".")
+        _BY_SECTION.setdefault(_section, []).append((_name, _s))
+
+
+def check_section(obj: object, section: str) -> None:
+    """Check each field of `obj` that a setting sets (its `into` is "`section`.field"; "" for RecognizerSettings'
+    own fields) against that setting's bounds and choices: a part's config class calls this in `__post_init__`
+    instead of restating them. ConfigError (a ValueError) naming the field and its flag."""
+    for name, s in _BY_SECTION.get(section, ()):
+        s.check(getattr(obj, name), f"{name} ({s.flag})")
+
+
+def check_value(dest: str, value: object, name: str) -> None:
+    """Check `value` of a field called `name` against the bounds of the setting `dest` (a field that is not an
+    `into` target, e.g. `RegionParams.full_every` of --full-detect-every)."""
+    setting(dest).check(value, f"{name} ({setting(dest).flag})")
 
 
 def as_flags(values: dict[str, object]) -> str:

@@ -1,13 +1,16 @@
 """One way to configure a facemon process: a flag, else its environment variable, else the default; one `ConfigError`.
 
 - `Setting`: one setting declared once (flag, default, help, type, bounds or choices, hidden old names and
-  where its value goes); a program lists its settings in one module (`recognizer/settings.py`) and its parser,
-  `--help`, environment variables and validation are generated from that list.
+  where its value goes). A program declares its settings in one place: the recognizer in a table
+  (`recognizer/settings.py`, each `Setting` naming the field it sets with `into`), the edge and the dashboard
+  on their config dataclass's fields (`setting_field`: the field's default *is* the setting's). The parser,
+  `--help` (defaults printed from the declaration), environment variables and validation (`Setting.check`,
+  `check_fields` in a dataclass's `__post_init__`) are generated from those declarations.
 - `SettingsParser` (the recognizer, the edge): an `argparse.ArgumentParser` whose settings are added with
   `add` (a `Setting`) or `add_setting`; `parse_args` resolves each one flag > `{env_prefix}NAME` > default,
   converts and checks it, so a bad value from either place raises `ConfigError` naming the flag or the variable.
 - `env_settings` (the dashboard, whose settings are mostly environment-only): a dataclass's fields read
-  from `{prefix}FIELD`, converted by the field's type.
+  from `{prefix}FIELD`, converted (and checked) by the field's setting, else by the field's type.
 
 An empty variable counts as unset (as for Python's own `PYTHON*` variables), so `FACEMON_X=` in a
 systemd environment file means "the default". Typed settings objects validate the values they are built
@@ -61,12 +64,21 @@ def read_env(environ: Mapping[str, str], name: str, parse: Parse = str) -> Optio
 Number = float
 
 
+def _number(x: Optional[Number]) -> str:
+    """A bound as a user writes it: 86400 (not 86400.0 or 8.64e+04), 0.25; "" for none."""
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting, declared once: its flag (the environment variable is `{prefix}{FLAG}`), default, help text,
-    type (`parse`: text -> value), bounds (`ge`/`le`/`gt`, inclusive/exclusive) or `choices`, the flags it was once
-    called (`aliases`: still accepted, hidden from --help), and `into`: the field(s) of the program's typed
-    settings it sets, as "section.field" or "field" (empty: the program reads it itself)."""
+    type (`parse`: text -> value), bounds (`ge`/`le`/`gt`, inclusive/exclusive; `zero_ok`: 0 also allowed, meaning
+    "off") or `choices`, the flags it was once called (`aliases`: still accepted, hidden from --help), and `into`:
+    the field(s) of the program's typed settings it sets, as "section.field" or "field" (empty: the program reads
+    it itself). `computed`: the default is worked out at start (e.g. "the host name"): --help says so and an unset
+    setting parses as None."""
 
     flag: str
     default: Any
@@ -78,6 +90,8 @@ class Setting:
     choices: tuple[str, ...] = ()
     into: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    zero_ok: bool = False
+    computed: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.into, str):
@@ -92,29 +106,94 @@ class Setting:
     def env(self, prefix: str) -> str:
         return f"{prefix}{self.dest.upper()}"
 
+    @property
+    def bounds(self) -> str:
+        """The bounds as a user reads them: "0.25..1", "> 0", "0 or 64..10000", "" when there are none."""
+        if self.gt is not None:
+            text = f"> {_number(self.gt)}" + ("" if self.le is None else f", <= {_number(self.le)}")
+        elif self.ge is not None or self.le is not None:
+            text = f"{_number(self.ge)}..{_number(self.le)}"
+        else:
+            return ""
+        return f"0 or {text}" if self.zero_ok else text
+
+    def shown_default(self) -> str:
+        """The default as --help prints it ("" when there is none to say)."""
+        if self.computed:
+            return self.computed
+        if self.default is None or self.default == "":
+            return ""
+        if self.parse is parse_bool:
+            return "on" if self.default else "off"
+        return str(self.default)
+
+    def help_line(self, env: str, fmt: str = "{help}{default} [env {env}]") -> str:
+        """The --help text: `fmt` with `{help}`, `{default}` (" (default: X)" or nothing) and `{env}`."""
+        shown = self.shown_default()
+        return fmt.format(help=self.help, default=f" (default: {shown})" if shown else "", env=env)
+
     def check(self, value: Any, origin: str) -> Any:
         """`value` when it is within the bounds and choices; ConfigError naming `origin` otherwise."""
         if self.choices and value not in self.choices:
-            raise ConfigError(f"{origin}: {value!r} is not one of {', '.join(self.choices)}")
-        if self.ge is not None and value < self.ge or self.le is not None and value > self.le:
-            low = "" if self.ge is None else f"{self.ge:g}"
-            high = "" if self.le is None else f"{self.le:g}"
-            raise ConfigError(f"{origin}: {value!r} is out of range {low}..{high}")
-        if self.gt is not None and value <= self.gt:
-            raise ConfigError(f"{origin}: {value!r} must be more than {self.gt:g}")
+            raise ConfigError(f"{origin}: {value!r} is not one of {', '.join(c or '(empty)' for c in self.choices)}")
+        if self.zero_ok and value == 0 or value is None:
+            return value
+        if self.ge is not None and value < self.ge or self.le is not None and value > self.le \
+                or self.gt is not None and value <= self.gt:
+            if self.gt is None:
+                raise ConfigError(f"{origin}: {value!r} is out of range {self.bounds}")
+            raise ConfigError(f"{origin}: {value!r} must be {self.bounds}")
         return value
+
+
+def setting_field(default: Any, help: str, parse: Parse = str, *, flag: bool = True, repr: bool = True,  # noqa: A002
+                  **declared: Any) -> Any:
+    """A config dataclass field that is a setting, declared once: `x: int = setting_field(5, "help", int, ge=1)`.
+    Its flag is `--x` and its variable `{prefix}X` (`settings_of` completes the `Setting`); `flag=False`: a field
+    set only through another setting (e.g. the edge's --recognizer host:port), still checked by `check_fields`."""
+    # the flag is filled in from the field's name by settings_of; a placeholder until then
+    spec = dict(default=default, help=help, parse=parse, **declared)
+    return dataclasses.field(default=default, repr=repr, metadata={"setting": spec, "flag": flag})
+
+
+def settings_of(cls: type) -> tuple[Setting, ...]:
+    """The settings declared on dataclass `cls`'s fields (`setting_field`), in field order."""
+    cached = _SETTINGS_OF.get(cls)
+    if cached is None:
+        cached = tuple(Setting("--" + f.name.replace("_", "-"), **f.metadata["setting"])
+                       for f in dataclasses.fields(cls) if "setting" in f.metadata)
+        _SETTINGS_OF[cls] = cached
+    return cached
+
+
+def flag_settings_of(cls: type) -> tuple[Setting, ...]:
+    """`settings_of(cls)` less the fields that have no flag of their own."""
+    flagged = {f.name for f in dataclasses.fields(cls) if f.metadata.get("flag", False)}
+    return tuple(s for s in settings_of(cls) if s.dest in flagged)
+
+
+_SETTINGS_OF: dict[type, tuple[Setting, ...]] = {}
+
+
+def check_fields(obj: Any, origin: Callable[[str], str] = str) -> None:
+    """Check each field of dataclass instance `obj` declared with `setting_field` against its bounds and choices
+    (a `__post_init__` calls this rather than restating them); ConfigError naming `origin(field name)`."""
+    for s in settings_of(type(obj)):
+        s.check(getattr(obj, s.dest), origin(s.dest))
 
 
 class SettingsParser(argparse.ArgumentParser):
     """Flags backed by environment variables `{env_prefix}{DEST}`, resolved flag > variable > default by `parse_args`.
 
-    `help_format` renders each setting's help from `{help}`, `{default}` and `{env}` (`bool_help_format` for
-    on/off settings, given as `--name/--no-name`). A setting whose default is None is left None when neither
-    the flag nor the variable is set, so a typed config's own default applies. Other arguments are plain argparse.
+    `help_format` renders each setting's help from `{help}`, `{default}` (" (default: X)", or nothing when the
+    setting has no default to say) and `{env}` (`bool_help_format` for on/off settings, given as
+    `--name/--no-name`). A setting whose default is None (or `computed`) is left None when neither the flag nor
+    the variable is set, so a typed config's own default (or the program) applies. Other arguments are plain
+    argparse.
     """
 
     def __init__(self, *args: Any, env_prefix: str, environ: Optional[Mapping[str, str]] = None,
-                 help_format: str = "{help} (default: {default}) [env {env}]",
+                 help_format: str = "{help}{default} [env {env}]",
                  bool_help_format: str = "{help} [env {env}]", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.env_prefix = env_prefix
@@ -124,12 +203,12 @@ class SettingsParser(argparse.ArgumentParser):
 
     def add(self, setting: Setting) -> None:
         """Add `setting`'s flag (and its hidden old names), also settable by `{env_prefix}{FLAG}`."""
-        dest, env, default = setting.dest, setting.env(self.env_prefix), setting.default
+        dest, env = setting.dest, setting.env(self.env_prefix)
         if setting.parse is parse_bool:
-            text = self.bool_help_format.format(help=setting.help, default=default, env=env)
+            text = setting.help_line(env, self.bool_help_format).replace("%", "%%")
             kwargs: dict[str, Any] = dict(action=argparse.BooleanOptionalAction)
         else:
-            text = self.help_format.format(help=setting.help, default=default, env=env).replace("%", "%%")
+            text = setting.help_line(env, self.help_format).replace("%", "%%")
             kwargs = {}
         self.add_argument(setting.flag, dest=dest, default=None, help=text, **kwargs)
         for alias in setting.aliases:
@@ -157,7 +236,9 @@ class SettingsParser(argparse.ArgumentParser):
                 value = read_env(environ, env, setting.parse)
                 if value is not None:
                     setting.check(value, env)
-            setattr(ns, setting.dest, setting.default if value is None else value)
+            if value is None and not setting.computed:
+                value = setting.default
+            setattr(ns, setting.dest, value)
         return ns, rest
 
 
@@ -165,12 +246,16 @@ _FIELD_PARSERS: dict[str, Parse] = {"int": int, "float": float, "bool": parse_bo
 
 
 def env_settings(cls: type, prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The fields of dataclass `cls` set in `environ` as `{prefix}{FIELD}`, converted by the field's type."""
+    """The fields of dataclass `cls` set in `environ` as `{prefix}{FIELD}`: converted and checked by the field's
+    setting (`setting_field`; ConfigError naming the variable), else converted by the field's type."""
+    declared = {s.dest: s for s in settings_of(cls)}
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        value = read_env(environ, prefix + f.name.upper(), _FIELD_PARSERS.get(str(f.type), str))
+        name = prefix + f.name.upper()
+        s = declared.get(f.name)
+        value = read_env(environ, name, s.parse if s else _FIELD_PARSERS.get(str(f.type), str))
         if value is not None:
-            values[f.name] = value
+            values[f.name] = s.check(value, name) if s else value
     return values
 
 

@@ -71,3 +71,98 @@ def test_calibrate_recommends_flags_the_recognizer_takes() -> None:
     assert line == "--accept-distance 0.52 --margin 0.05 --min-votes 1 --person-slack 0.03"
     assert RecognizerSettings.from_args(build_parser().parse_args(line.split())).match == tuned
     assert as_flags({"pipeline.liveness": False}) == "--no-liveness"
+
+
+def test_every_part_checks_the_bounds_its_setting_declares() -> None:
+    """Bounds are written once (recognizer/settings.py): each part's config refuses a value just outside its
+    setting's bounds, naming the field and the flag, and takes the bound itself."""
+    from recognizer.app import RecognizerSettings as RS
+
+    defaults = RS()
+    checked = 0
+    for s in SETTINGS:
+        for target in s.into:
+            section, _, name = target.rpartition(".")
+            part = getattr(defaults, section) if section else defaults
+            build = (lambda v, part=part, name=name: dataclasses.replace(part, **{name: v}))
+            for outside in [b for b in ((s.ge - 1) if s.ge is not None else None, s.gt,
+                                       (s.le + 1) if s.le is not None else None) if b is not None]:
+                with pytest.raises(ValueError, match=rf"{name} \({s.flag}\)"):
+                    build(type(getattr(part, name))(outside) if s.parse is int else float(outside))
+                checked += 1
+            for inside in [b for b in (s.ge, s.le) if b is not None]:  # the bound itself is within the bounds
+                try:
+                    build(int(inside) if s.parse is int else float(inside))
+                except ValueError as exc:  # only a rule between two values may refuse it (station_fps <= max ...)
+                    assert f"{name} ({s.flag})" not in str(exc)
+            if s.choices:
+                with pytest.raises(ValueError, match=rf"{name} \({s.flag}\): 'bogus' is not one of"):
+                    build("bogus")
+    assert checked > 40
+    from recognizer.vision.regions import RegionParams
+
+    with pytest.raises(ValueError, match=r"full_every \(--full-detect-every\): 0 is out of range 1..1000"):
+        RegionParams(full_every=0)
+
+
+def test_help_prints_each_default_from_its_declaration() -> None:
+    """No help text restates a default by hand; --help prints it from the declaration."""
+    import re
+
+    from dashboard.config import DashboardConfig
+    from edge.config import EdgeConfig, settings as edge_settings
+    from shared.config import settings_of
+
+    for s in (*SETTINGS, *edge_settings(), *settings_of(DashboardConfig)):
+        assert not re.search(r"\(default\b|default \d", s.help), f"{s.flag}: the help restates its default: {s.help!r}"
+    from edge.config import build_parser as edge_parser
+
+    text = edge_parser({}).format_help()
+    assert "(default: 8001) [FACEMON_EDGE_WEB_PORT]" in " ".join(text.split())
+    assert "(default: 127.0.0.1:8002) [FACEMON_EDGE_RECOGNIZER]" in " ".join(text.split())
+    assert EdgeConfig.web_port == 8001
+
+
+def test_the_edge_settings_are_its_config_fields() -> None:
+    """Each edge setting is an EdgeConfig field declared once: no flag and no variable gives EdgeConfig's defaults
+    (the station id is the host name); flags and variables are checked by the field's bounds."""
+    import socket
+
+    from edge.config import RECOGNIZER, EdgeConfig, build_parser as edge_parser, load_config, settings as edge_settings
+
+    config = load_config([], {})
+    assert config == EdgeConfig(station=socket.gethostname().split(".")[0] or "edge")
+    assert RECOGNIZER.default == f"{EdgeConfig.recognizer_host}:{EdgeConfig.recognizer_port}"
+    for s in edge_settings():
+        if s is not RECOGNIZER and not s.computed:
+            assert getattr(EdgeConfig, s.dest) == s.default, s.flag
+    envs = {env for _, env in edge_parser({})._settings}
+    assert {"FACEMON_EDGE_RECOGNIZER", "FACEMON_EDGE_WEB_PORT", "FACEMON_EDGE_STATION", "FACEMON_EDGE_AUTH"} <= envs
+    assert "FACEMON_EDGE_RECOGNIZER_PORT" not in envs  # set through --recognizer only
+    with pytest.raises(ConfigError, match="FACEMON_EDGE_MAX_SESSIONS: 1 is out of range 2..10000"):
+        load_config([], {"FACEMON_EDGE_MAX_SESSIONS": "1"})
+    with pytest.raises(ConfigError, match=r"--recognizer \(port\): 70000 is out of range 1..65535"):
+        load_config(["--recognizer", "host:70000"], {})
+    with pytest.raises(ConfigError, match="--web-threads: 2 is out of range 4..256"):
+        EdgeConfig(web_threads=2)
+
+
+def test_the_dashboard_settings_are_its_config_fields() -> None:
+    """Each dashboard setting is a DashboardConfig field declared once: no variable gives its defaults; a variable
+    is converted and checked by the field's declaration; the serve flags' help comes from it."""
+    from dashboard.__main__ import build_parser as dashboard_parser
+    from dashboard.config import ENV_PREFIX, DashboardConfig
+    from shared.config import settings_of
+
+    assert DashboardConfig.from_env({}) == DashboardConfig()
+    for s in settings_of(DashboardConfig):
+        assert getattr(DashboardConfig, s.dest) == s.default and s.env(ENV_PREFIX) == ENV_PREFIX + s.dest.upper()
+    with pytest.raises(ConfigError, match="FACEMON_DASHBOARD_WEB_THREADS: 2 is out of range 4..256"):
+        DashboardConfig.from_env({"FACEMON_DASHBOARD_WEB_THREADS": "2"})
+    with pytest.raises(ConfigError, match="vacuum_interval_s: 10.0 is out of range 0 or 60..2592000"):
+        DashboardConfig(vacuum_interval_s=10.0)
+    assert DashboardConfig(vacuum_interval_s=0, offline_after_s=0).vacuum_interval_s == 0  # 0: off
+    assert DashboardConfig.from_env({"FACEMON_DASHBOARD_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    serve = next(a for a in dashboard_parser()._actions if a.dest == "command").choices["serve"]
+    text = " ".join(serve.format_help().split())
+    assert "(default: 16) [env FACEMON_DASHBOARD_WEB_THREADS]" in text and "(default: 5000)" in text

@@ -96,7 +96,11 @@ def blurred(jpeg: bytes, keep: Sequence[FaceResult], others: Sequence[FaceResult
         regions.append((x0, y0, x1, y1))
     draw_faces(bgr, keep)
     scale = max(0.4, min(1.0, w / 900))
+    (tw, th), base = cv2.getTextSize("bystander", cv2.FONT_HERSHEY_DUPLEX, scale, 1)
     for x0, y0, x1, y1 in regions:
         cv2.rectangle(bgr, (x0, y0), (x1 - 1, y1 - 1), GREY, 2)
-        cv2.putText(bgr, "bystander", (x0 + 4, max(12, y0 - 4)), cv2.FONT_HERSHEY_DUPLEX, scale, GREY, 1, cv2.LINE_AA)
+        y = min(y1 + th + base + 6, h - 1)  # the label under the box, as the feed's labels are
+        cv2.rectangle(bgr, (x0, y - th - base - 6), (x0 + tw + 8, y), GREY, cv2.FILLED)
+        cv2.putText(bgr, "bystander", (x0 + 4, y - base - 2), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return encode_jpeg(bgr, quality)

@@ -50,9 +50,9 @@ from typing import Callable, Optional, Protocol, Sequence
 
 from recognizer.alerting import salvage
 from recognizer.alerting.held import HeldEvent, HeldEvents
-from recognizer.alerting.rules import AlertEvent
-from shared.alert_wire import encode_event
+from recognizer.settings import check_section
 from shared import sealed_files
+from shared.alert_wire import AlertEvent, encode_event
 from shared.backoff import Backoff
 from shared.crypto import DataKeyError, KeyRing, is_sealed
 from shared.lognames import who
@@ -143,8 +143,7 @@ class OutboxConfig:
             raise ValueError("outbox back-off must satisfy 0 < initial <= max")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"outbox jitter must be 0..1, got {self.jitter}")
-        if self.memory_events < 1 or self.memory_mib < 1:
-            raise ValueError("outbox memory_events and memory_mib must be at least 1")
+        check_section(self, "outbox")  # memory_events, memory_mib: their flags' bounds
 
 
 @dataclass(frozen=True)

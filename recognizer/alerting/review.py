@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from recognizer.station.types import FrameOutcome, StationSnapshot
 from shared.results import KNOWN, UNSURE, FaceResult
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class ReviewMonitor:
         self._pickers: dict[int, ReviewPicker] = {}
         self._lock = threading.Lock()
 
-    def on_frame(self, status, outcome, raw_jpeg: bytes) -> None:  # noqa: ANN001 - StationSnapshot, FrameOutcome
+    def on_frame(self, status: StationSnapshot, outcome: FrameOutcome, raw_jpeg: bytes) -> None:
         if not any(f.state == UNSURE for f in outcome.faces) and status.session not in self._pickers:
             return
         with self._lock:
@@ -244,10 +245,10 @@ class ReviewMonitor:
         for item in picker.observe(self.clock(), outcome.faces):
             self.put(item)
 
-    def on_camera(self, status) -> None:  # noqa: ANN001
+    def on_camera(self, status: StationSnapshot) -> None:
         pass
 
-    def on_disconnect(self, status, reason: str) -> None:  # noqa: ANN001
+    def on_disconnect(self, status: StationSnapshot, reason: str) -> None:
         with self._lock:
             picker = self._pickers.pop(status.session, None)
         for item in picker.close_all() if picker is not None else ():

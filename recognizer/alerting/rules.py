@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
+from recognizer.settings import check_section
 from shared.alert_wire import AlertEvent
 from shared.alerts import RECOGNIZER_ALERT_TYPES as ALERT_TYPES
 from shared.results import KNOWN, UNKNOWN, FaceResult
@@ -55,8 +56,8 @@ class AlertThresholds:
     enabled: frozenset = frozenset(ALERT_TYPES)
 
     def __post_init__(self) -> None:
-        for name in ("unknown_after_s", "wrong_person_after_s", "multiple_after_s", "no_face_after_s", "no_blink_after_s",
-                     "eyes_closed_after_s", "tamper_after_s", "frozen_after_s", "gap_s", "clear_after_s", "cooldown_s", "update_every_s"):
+        check_section(self, "alerts")  # the waits a flag sets (--unknown-after ...): their bounds
+        for name in ("tamper_after_s", "frozen_after_s", "gap_s", "clear_after_s", "update_every_s"):  # no flag
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 86400:
                 raise ValueError(f"alert threshold {name} must be 0..86400 seconds, got {value!r}")

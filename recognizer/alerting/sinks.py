@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from recognizer.alerting.outbox import PermanentDeliveryError, TransientDeliveryError
+from recognizer.station.types import StationSnapshot
 from shared.alert_wire import iso
 from shared.config import ConfigError
 from shared.http import TIMEOUT_S, HttpError, Response, post, post_json, post_multipart
@@ -107,7 +108,7 @@ class WebhookSink:
         delivered(lambda: post_json(self.url, body, headers=self.headers))
 
 
-def station_report(st, now: float, stale_after_s: float) -> dict:  # noqa: ANN001 - a server.StationStatus
+def station_report(st: StationSnapshot, now: float, stale_after_s: float) -> dict:
     """The status body for one connected station. Frames/s is 0 when the camera is lost or no frame was
     answered for `stale_after_s` (the rate from before would be stale); `camera` is ok/lost/unknown."""
     stale = st.camera == "lost" or not st.last_frame_at or now - st.last_frame_at > stale_after_s
@@ -125,7 +126,7 @@ def outbox_degraded(state: str) -> list[str]:
 class StatusReporter:
     """Every `interval_s`, POST each connected station's status to the dashboard; one last report when it leaves."""
 
-    def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable], interval_s: float = 5.0,
+    def __init__(self, target: DashboardTarget, stations: Callable[[], Iterable[StationSnapshot]], interval_s: float = 5.0,
                  stale_after_s: float = 3.0, node: str = "", alerts_state: Callable[[], str] = lambda: "ok",
                  overloaded: Callable[[], bool] = lambda: False) -> None:
         self.target = target

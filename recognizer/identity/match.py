@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from recognizer.identity.index import DIM, FaceIndex
+from recognizer.settings import check_section
 from shared.results import KNOWN, PENDING, UNKNOWN, UNSURE
 
 log = logging.getLogger(__name__)
@@ -110,18 +111,11 @@ class OpenSetParams:
     """Tracks remembered per station; the least recently observed is dropped beyond this."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tolerance < 2.0:
-            raise ValueError(f"tolerance must be between 0 and 2 (0.6 is typical), got {self.tolerance}")
-        if not 0.0 < self.accept_distance <= self.tolerance:
+        check_section(self, "match")  # tolerance, accept_distance, margin, min_votes, person_slack: their flags' bounds
+        if self.accept_distance > self.tolerance:
             raise ValueError(
                 f"accept_distance must be in (0, tolerance={self.tolerance}] (0.58 is the default), got {self.accept_distance}"
             )
-        if not 0.0 <= self.margin < 1.0:
-            raise ValueError(f"margin must be in [0, 1) distance units (0.10 is the default), got {self.margin}")
-        if self.min_votes < 1:
-            raise ValueError(f"min_votes must be at least 1, got {self.min_votes}")
-        if not 0.0 <= self.person_slack <= 0.2:
-            raise ValueError(f"person_slack must be in [0, 0.2] distance units (0 = off), got {self.person_slack}")
         if self.window < 1:
             raise ValueError(f"window must be at least 1 observation, got {self.window}")
         if not (self.window < 2 * self.need and self.need <= self.window):

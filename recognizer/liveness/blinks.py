@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from recognizer.settings import LIVENESS_METHODS, check_section
+
 if TYPE_CHECKING:  # the CNN is optional; importing it here would load nothing, but keep it lazy
     from recognizer.liveness.eyes import EyeStateModel
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ear", "cnn", "both")
+METHODS = LIVENESS_METHODS  # the choices of --liveness-method
 DEFAULT_METHOD = "both"  # EAR and CNN must agree: robust to tilted photos (docs/liveness.md)
 
 # dlib 68-point layout: points 36-41 are the subject's right eye (image left), 42-47 the left eye.
@@ -68,8 +70,7 @@ class LivenessParams:
             if not ok:
                 raise ValueError(f"LivenessParams: {message}")
 
-        need(self.first_blink_timeout_s > 0, f"first_blink_timeout_s must be > 0 s, got {self.first_blink_timeout_s}")
-        need(self.blink_timeout_s > 0, f"blink_timeout_s must be > 0 s, got {self.blink_timeout_s}")
+        check_section(self, "liveness")  # first_blink_timeout_s, blink_timeout_s: their flags' bounds
         need(0 < self.ear_closed_ratio < self.ear_reopen_ratio <= 1,
              "need 0 < ear_closed_ratio < ear_reopen_ratio <= 1, got "
              f"{self.ear_closed_ratio} and {self.ear_reopen_ratio}")

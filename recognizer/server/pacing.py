@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
+from recognizer.settings import check_value
+
 log = logging.getLogger(__name__)
 
 
@@ -35,8 +37,10 @@ class PacingParams:
     warmup_frames: int = 20
 
     def __post_init__(self) -> None:
-        if not 1.0 <= self.station_fps <= self.max_fps <= 240.0:
-            raise ValueError(f"need 1 <= station_fps <= max_fps <= 240 frames/s, got {self.station_fps} and {self.max_fps}")
+        check_value("station_fps", self.station_fps, "station_fps")
+        check_value("max_station_fps", self.max_fps, "max_fps")
+        if self.station_fps > self.max_fps:
+            raise ValueError(f"need station_fps <= max_fps, got {self.station_fps} and {self.max_fps}")
         if not 0.1 <= self.utilisation <= 1.0:
             raise ValueError(f"utilisation must be 0.1..1, got {self.utilisation}")
         if self.warmup_frames < 1:

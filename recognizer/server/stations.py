@@ -25,6 +25,7 @@ from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refu
 from recognizer.server.hangup import HangupWatch, keep_alive, peer_hung_up
 from recognizer.server.pacing import FairShare, PacingParams
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
+from recognizer.settings import check_section
 from recognizer.station.pipeline import StationPipeline
 from recognizer.station.session import CameraChanged, Enrol, FrameProcessed, Send, StationSession
 from recognizer.station.types import FrameOutcome, StationSnapshot
@@ -66,11 +67,8 @@ class ServerConfig:
     max_station_fps: float = 30.0  # the most any station is told it may send
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
-        PacingParams(self.station_fps, self.max_station_fps)  # its own bounds
-        if self.max_stations < 1 or self.max_in_flight < 1:
-            raise ValueError("max_stations and max_in_flight must be at least 1")
+        check_section(self, "server")  # port, max_stations, max_in_flight, station rates ...: their flags' bounds
+        PacingParams(self.station_fps, self.max_station_fps)  # station_fps <= max_fps
         if self.max_message < 64 * 1024:
             raise ValueError("max_message must be at least 64 KiB")
         if self.idle_timeout_s <= self.heartbeat_s:

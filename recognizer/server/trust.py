@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from recognizer.alerting.sinks import DashboardTarget
+from recognizer.settings import check_section, setting
 from shared.config import ConfigError
 from shared.http import HttpError, Response, post_json
 from shared.names import InvalidName, validate_name
@@ -54,7 +55,7 @@ from shared.names import InvalidName, validate_name
 log = logging.getLogger(__name__)
 
 STATION_AUTH_MODES = ("shared", "dashboard")
-ENROL_POLICIES = ("grant", "open")
+ENROL_POLICIES = setting("enrol_policy").choices  # grant, open
 _MAX_CACHE = 4096
 MAX_SYNC = 1024  # credentials re-checked per sync at most (the dashboard's limit too)
 
@@ -78,10 +79,9 @@ class TrustConfig:
     def __post_init__(self) -> None:
         if self.station_auth not in STATION_AUTH_MODES:
             raise ConfigError(f"station auth must be one of {', '.join(STATION_AUTH_MODES)}, not {self.station_auth!r}")
-        if self.enrol_policy not in ENROL_POLICIES:
-            raise ConfigError(f"enrol policy must be one of {', '.join(ENROL_POLICIES)}, not {self.enrol_policy!r}")
-        if not 0 <= self.grace_s <= 86400 or not 0 <= self.refusal_cache_s <= 3600:
-            raise ConfigError("grace_s must be 0..86400 and refusal_cache_s 0..3600 seconds")
+        check_section(self, "trust")  # enrol_policy, grace_s, allow_shared_on_network: their flags' bounds
+        if not 0 <= self.refusal_cache_s <= 3600:
+            raise ConfigError("refusal_cache_s must be 0..3600 seconds")
         if not 1 <= self.takeover_silence_s <= 3600 or not 0.1 <= self.timeout_s <= 60:
             raise ConfigError("takeover_silence_s must be 1..3600 and timeout_s 0.1..60 seconds")
         if not 0.2 <= self.sync_s <= 600 or not 0 <= self.address_delay_s <= self.address_max_delay_s <= 3600:

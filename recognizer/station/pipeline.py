@@ -17,6 +17,7 @@ import numpy as np
 from recognizer.identity.enrol import face_crop_jpeg
 from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
+from recognizer.settings import check_section
 from recognizer.station.types import FrameOutcome
 from shared.drawing import draw_faces
 from recognizer.vision.detect import FaceEngine
@@ -67,8 +68,7 @@ class PipelineConfig:
     regions: RegionParams = RegionParams()  # detect near tracks between full-frame passes (full_every 1: off)
 
     def __post_init__(self) -> None:
-        if not 0.25 <= self.detect_scale <= 1.0:
-            raise ValueError(f"detect_scale must be between 0.25 and 1.0, got {self.detect_scale}")
+        check_section(self, "pipeline")  # detect_scale: the bounds of --downscale
         if self.reencode_every < 1 or self.pending_every < 1 or self.unsure_every < 1:
             raise ValueError("reencode_every, pending_every and unsure_every must be at least 1 frame")
         if not 1 <= self.jpeg_quality <= 100:

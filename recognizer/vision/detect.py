@@ -15,13 +15,15 @@ from typing import Sequence
 
 import numpy as np
 
+from recognizer import settings
 from recognizer.vision.dlib_models import CNN_DETECTOR, FACE_DESCRIPTOR, FACE_LANDMARKS_5, FACE_LANDMARKS_68, model_path
 from recognizer.vision.track import iou
 from shared.results import Box
 
 log = logging.getLogger(__name__)
 
-DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: HOG every frame, CNN sweeps (recognizer.vision.sweep)
+# hog+cnn: HOG every frame, CNN sweeps (recognizer.vision.sweep); the choices of --detector
+DETECTORS = settings.DETECTORS
 CHIP_SIZE = 150  # dlib's face descriptor takes 150x150 aligned chips
 # dlib's CNN fails on images under 48 px a side (a RuntimeError, or a bus error that kills the process): such an
 # image has no face it could find, so it is never given one
@@ -37,10 +39,7 @@ class EngineConfig:
     upsample: int = 0
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
-        if not 0 <= self.upsample <= 3:
-            raise ValueError(f"upsample must be 0 to 3, got {self.upsample}")
+        settings.check_section(self, "engine")  # detector, upsample: their flags' choices and bounds
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
+from recognizer.settings import check_value
 from recognizer.vision.track import iou
 from shared.results import Box
 
@@ -62,8 +63,7 @@ class RegionParams:
     motion_cells: int = 3
 
     def __post_init__(self) -> None:
-        if self.full_every < 1:
-            raise ValueError(f"full_every must be at least 1 frame, got {self.full_every}")
+        check_value("full_detect_every", self.full_every, "full_every")  # the bounds of --full-detect-every
         if not 0.2 <= self.margin <= 2.0:
             raise ValueError(f"margin must be 0.2..2 face sides, got {self.margin}")
         if not 80 <= self.face_px <= 400:

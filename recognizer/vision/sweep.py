@@ -28,6 +28,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
+from recognizer.settings import check_section
 from recognizer.vision.track import iou
 from shared.results import Box
 
@@ -59,12 +60,9 @@ class SweepParams:
     nice: int = 19
 
     def __post_init__(self) -> None:
+        check_section(self, "sweep")  # period_s, budget (a share of one core), scale: their flags' bounds
         if not 0 < self.idle_period_s <= self.period_s:
             raise ValueError(f"need 0 < idle_period_s <= period_s, got {self.idle_period_s} and {self.period_s}")
-        if not 0.0 < self.budget <= 1.0:
-            raise ValueError(f"sweep budget is a share of one core, 0 < budget <= 1, got {self.budget}")
-        if not 0.25 <= self.scale <= 1.0:
-            raise ValueError(f"sweep scale must be between 0.25 and 1.0, got {self.scale}")
         if not (0 <= self.cnn_upsample <= 2 and 0 <= self.hog_upsample <= 2):
             raise ValueError("sweep upsampling must be 0 to 2")
         if self.follow_s <= 0 or self.min_quality < 0 or not 0 < self.overlap <= 1:

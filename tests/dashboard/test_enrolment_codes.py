@@ -87,13 +87,19 @@ def test_codes_from_add_stations_redeemed_once_by_the_edge(live_server, tmp_path
     with services(app).sessions() as s:
         sites = dict(s.execute(sa.text("SELECT station_id, site FROM enrolment_codes")).all())
     assert sites["desk-09"] == "" and sites["desk-02"] == "" and RECOGNIZER_TOKEN in sites["desk-01"]  # open: kept
+    with services(app).writer() as s:  # one that ran out untried: emptied at the next issue
+        enrolment_codes.issue(s, ["desk-10"], SITE, "test", ttl_h=1,
+                              now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2))
+        enrolment_codes.issue(s, ["desk-11"], SITE, "test")
+        sites = dict(s.execute(sa.text("SELECT station_id, site FROM enrolment_codes")).all())
+    assert sites["desk-10"] == "" and RECOGNIZER_TOKEN in sites["desk-11"]
     # --replace voids desk-03's open code; the old one then says so
     assert main(args[:5] + ["desk-03"] + args[6:] + ["--replace"]) == 0
     r = _redeem_cli(live_server.url, codes["desk-03"], tmp_path / "n.env")
     assert r.returncode == 2 and "replaced by a newer one" in r.stderr
 
     assert [e.subject for e in _audit(app, "enrolment_code_redeemed")] == ["desk-02"]
-    assert len(_audit(app, "enrolment_code_issued")) == 5
+    assert len(_audit(app, "enrolment_code_issued")) == 7
     assert sorted(e.detail for e in _audit(app, "enrolment_code_refused")) == ["expired", "unknown", "used", "voided"]
 
 

@@ -31,13 +31,15 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "words"),
     [
-        (["--jpeg-quality", "0"], {}, "jpeg quality must be between 1 and 100"),
+        (["--jpeg-quality", "0"], {}, "--jpeg-quality: 0 is out of range 1..100"),
         ([], {"FACEMON_EDGE_WEB_PORT": "http"}, "FACEMON_EDGE_WEB_PORT: 'http' is not a valid int"),
         (["--station", "../x"], {}, "station id must not contain"),
         (["--recognizer", "host:port"], {}, "port 'port' is not a number"),
-        (["--max-in-flight", "0"], {}, "max in flight must be between 1 and 16"),
-        (["--log-level", "chatty"], {}, "log level must be one of"),
-        (["--max-width", "10"], {}, "at least 64"),
+        (["--max-in-flight", "0"], {}, "--max-in-flight: 0 is out of range 1..16"),
+        (["--log-level", "chatty"], {}, "--log-level: 'CHATTY' is not one of DEBUG, INFO"),
+        (["--max-width", "10"], {}, "--max-width: 10 is out of range 0 or 64..10000"),
+        ([], {"FACEMON_EDGE_SESSION_IDLE": "5"}, "FACEMON_EDGE_SESSION_IDLE: 5.0 is out of range 60..86400"),
+        (["--auth", "maybe"], {}, "--auth: 'maybe' is not one of \\(empty\\), on, off"),
     ],
 )
 def test_bad_values_are_named(argv: list[str], env: dict, words: str) -> None:

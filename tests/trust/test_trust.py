@@ -214,7 +214,7 @@ def test_take_over_rule_and_config():
     assert trust.may_take_over(Admission("d", verified=False), old_silent_s=16.0)  # a dead, half-open link
     with pytest.raises(ValueError, match="needs --dashboard-url"):
         Trust(TrustConfig(station_auth="dashboard"), None)
-    with pytest.raises(ValueError, match="enrol policy"):
+    with pytest.raises(ValueError, match="enrol_policy \\(--enrol-policy\\): .maybe. is not one of grant, open"):
         TrustConfig(enrol_policy="maybe")
     assert any("open" in w for w in Trust(TrustConfig(enrol_policy="open"), None).describe())
 
