@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from shared.results import KNOWN, UNKNOWN, FaceResult
 
@@ -46,7 +46,8 @@ class Evidence:
     """A frame that may become evidence: rendered per alert type by `render` (the rules never look inside)."""
 
     raw: bytes  # the frame as the edge sent it
-    annotated: bytes  # as the live feed showed it (boxes and names)
+    # as the live feed showed it (boxes and names), or a function drawing it (the reply carried no picture)
+    annotated: "bytes | Callable[[], bytes]"
     faces: tuple[FaceResult, ...]
     login: str = ""
     blur: bool = True  # the setting (--blur-bystanders)
@@ -57,12 +58,16 @@ class Evidence:
         keep = subjects(kind, self.faces, self.login)
         others = [f for f in self.faces if f not in keep]
         if not self.blur or not others:
-            return self.annotated
+            return self.feed()
         try:
             return blurred(self.raw, keep, others)
         except ValueError as exc:  # an undecodable frame: stored as the live feed showed it, and said
             log.warning("evidence of a %s alert not blurred: %s", kind, exc)
-            return self.annotated
+            return self.feed()
+
+    def feed(self) -> bytes:
+        """The frame as the live feed showed it (drawn now when the reply carried no picture)."""
+        return self.annotated() if callable(self.annotated) else self.annotated
 
 
 def blurred(jpeg: bytes, keep: Sequence[FaceResult], others: Sequence[FaceResult], quality: int = 90) -> bytes:
@@ -70,7 +75,7 @@ def blurred(jpeg: bytes, keep: Sequence[FaceResult], others: Sequence[FaceResult
     import cv2
     import numpy as np
 
-    from recognizer.vision.annotate import draw_faces
+    from shared.drawing import draw_faces
     from shared.jpeg import encode_jpeg
 
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)

@@ -23,7 +23,8 @@ import numpy as np
 
 from recognizer.identity.gallery import GalleryClient, GalleryError, GalleryStore, Provenance, photo_digest
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
-from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
+from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal, shared_faces
+from recognizer.identity.match import OpenSetParams
 from recognizer.vision.detect import Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
 from shared import sealed_files
@@ -338,6 +339,12 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                         "building --index (env FACEMON_ENROL_DASHBOARD_URL)")
     parser.add_argument("--dashboard-token", default=_env("DASHBOARD_TOKEN"),
                         help="a service token of that dashboard (env FACEMON_ENROL_DASHBOARD_TOKEN)")
+    parser.add_argument("--confirm-lookalike", action="append", default=[], metavar="NAME,OTHER",
+                        help="two people whose photos look alike (within the recognizer's accept distance) are "
+                        "refused, as Capture refuses them; after checking they are two people, name the pair here "
+                        "to build anyway (repeatable)")
+    parser.add_argument("--accept-distance", type=float, default=OpenSetParams().accept_distance,
+                        help="the recognizer's accept distance, which the lookalike rule uses (default: %(default)s)")
     parser.add_argument("--data-key-file", default=os.environ.get("FACEMON_RECOGNIZER_DATA_KEY_FILE", ""),
                         help="seal the index at rest with this 0600 key file (and open sealed photos with it); the "
                         "recognizer's key (env FACEMON_RECOGNIZER_DATA_KEY_FILE, or FACEMON_DATA_KEY)")
@@ -352,7 +359,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     progress = None if args.quiet else progress_for(sys.stderr)
     try:
         ring = load_ring(args.data_key_file)
-    except DataKeyError as exc:
+        confirmed = [_pair(text) for text in args.confirm_lookalike]
+    except (DataKeyError, ValueError) as exc:
         print(f"facemon-enrol: {exc}", file=sys.stderr)
         return 2
     try:
@@ -363,12 +371,34 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enrol: {exc}", file=sys.stderr)
         return 2
+    alike = shared_faces(index, args.accept_distance)
+    refused = [a for a in alike if a.pair() not in confirmed]
+    for a in alike:
+        if a not in refused:
+            log.warning("%s: confirmed deliberately (--confirm-lookalike)", a.message())
+    if refused:
+        print(f"facemon-enrol: refused, {args.index}/ left as it was: two people's folders hold one face, so the "
+              "recognizer would confuse them (either name would be 'not sure', or raise wrong_person at the other's "
+              "desk):", file=sys.stderr)
+        for a in refused:
+            print(f"  {a.message()}", file=sys.stderr)
+        print("Remove the photo from the wrong folder; or, if they really are two people, build with "
+              + " ".join(f"--confirm-lookalike {a.name},{a.other}" for a in refused), file=sys.stderr)
+        return 2
     save_index(index, args.index, ring)
     print(f"indexed {len(index)} images of {len(index.people)} people into {args.index}/")
     for name in index.people:
         print(f"  {name}: {index.names.count(name)}")
     _print_skipped(skipped)
     return 0 if len(index) else 1
+
+
+def _pair(text: str) -> frozenset[str]:
+    """`--confirm-lookalike NAME,OTHER` as an unordered pair; ValueError for anything else."""
+    names = [validate_name(n.strip()) for n in text.split(",")] if text.count(",") == 1 else []
+    if len(set(names)) != 2:
+        raise ValueError(f"--confirm-lookalike takes two different names as NAME,OTHER, not {text!r}")
+    return frozenset(names)
 
 
 def _import(engine: FaceEngine, args: argparse.Namespace, progress, ring: Optional[KeyRing]) -> int:  # noqa: ANN001

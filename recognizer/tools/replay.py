@@ -155,7 +155,7 @@ class Replay:
         self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
     def feed(self, index: int, t: float, jpeg: bytes) -> None:
-        from recognizer.alerting.monitor import frame_stats
+        from recognizer.alerting.monitor import frame_stats, stats_of_thumb
         from recognizer.vision.imageio import BadImage
 
         self.clock.t = t
@@ -166,7 +166,8 @@ class Replay:
             self.bad_frames += 1
             log.warning("frame %d: %s", index, exc)
             return
-        events = self.alerts.observe(t, outcome.faces, self.login, frame_stats(jpeg), None)
+        stats = stats_of_thumb(outcome.thumb) if outcome.thumb is not None else frame_stats(jpeg)  # as the server
+        events = self.alerts.observe(t, outcome.faces, self.login, stats, None)
         self.busy_s += time.perf_counter() - start
         self.frames += 1
         for face in outcome.faces:
