@@ -76,7 +76,8 @@ def people():  # noqa: ANN201
                   sa.func.max(e.created_at).label("last"))
         .where(e.person.in_(names)).group_by(e.person).order_by(e.person)).all()
     return render_template("library_people.html", rows=rows, total=total, page=page, q=q,
-                           pages=max(1, -(-total // PEOPLE_PER_PAGE)), notice_version=services().config.notice_version)
+                           pages=max(1, -(-total // PEOPLE_PER_PAGE)), notice_version=services().config.notice_version,
+                           like=_like(), new_name=request.args.get("name", "")[:64])
 
 
 @bp.get("/library/people/<name>")
@@ -95,7 +96,7 @@ def person(name: str):  # noqa: ANN201
     far = likeness.far_photos(likeness.vectors([r.vector for r in photos]))
     return render_template("library_person.html", name=name, photos=list(zip(photos, far)),
                            negatives=[r for r in rows if r.negative], history=audit.entries(db, name, 30),
-                           notice_version=services().config.notice_version)
+                           notice_version=services().config.notice_version, like=_like())
 
 
 @bp.get("/library/photos/<int:encoding_id>.jpg")
@@ -129,7 +130,18 @@ def _upload(name: str, done: str, failed: Optional[str] = None) -> Response:
     out = enrol_photo(current_app._get_current_object(), name, upload.read(), _admin(), f"upload:{filename}",
                       "add_photo", request.form.get("confirm_lookalike", ""))
     flash(("Added: " if out.ok else "Refused: ") + out.reason)
+    if out.code == "looks_like" and out.like:  # the form comes back with the deliberate confirmation to tick
+        return redirect(url_for("library.people", name=name, like=out.like) if failed else
+                        url_for("library.person", name=name, like=out.like))
     return redirect(done if out.ok else (failed or done))
+
+
+def _like() -> str:
+    """The lookalike an upload was refused for (?like=), offered to confirm on the form; "" when none or invalid."""
+    try:
+        return validate_name(request.args.get("like"), "like") if request.args.get("like") else ""
+    except InvalidName:
+        return ""
 
 
 @bp.post("/library/photos/<int:encoding_id>/remove")

@@ -160,3 +160,26 @@ def _tiny(crop: bytes) -> bytes:
 
     img = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
     return encode_jpeg(cv2.resize(img, (48, 48)), 90)
+
+
+def test_an_upload_refused_as_a_lookalike_comes_back_with_the_confirm_box(admin, sqlite_app) -> None:
+    alex2 = ALEX.parent / "ageitgey_alex-lacamoire.png"
+    assert upload(admin, "/library/people", ALEX, name="alex").status_code == 302
+    r = upload(admin, "/library/people", alex2, name="lin")
+    assert r.status_code == 302 and "like=alex" in r.location and "name=lin" in r.location
+    page = admin.get(r.location).get_data(as_text=True)
+    assert "Refused: looks like alex" in page and 'id="confirm-like"' in page and 'value="lin"' in page
+    assert 'id="confirm-like"' not in admin.get("/library/people").get_data(as_text=True)
+    assert 'id="confirm-like"' not in admin.get("/library/people?like=..%2F").get_data(as_text=True)
+    # the same on a person's page; the deliberate confirmation of exactly that lookalike enrols it, audited as such
+    assert upload(admin, "/library/people", OBAMA, name="kit").status_code == 302
+    r = upload(admin, "/library/people/kit/photos", alex2)
+    assert r.location.endswith("/library/people/kit?like=alex")
+    assert upload(admin, "/library/people/kit/photos", alex2, confirm_lookalike="obama").location == r.location, \
+        "a confirmation of someone else does not carry over"
+    r = upload(admin, "/library/people/kit/photos", alex2, confirm_lookalike="alex")
+    assert r.location.endswith("/library/people/kit") and "Added" in admin.get(r.location).get_data(as_text=True)
+    assert any(a[1:] == ("add_photo", "kit") for a in _audit(sqlite_app))
+    with services(sqlite_app).sessions() as db:
+        detail = db.scalars(sa.select(AuditEntry.detail).where(AuditEntry.subject == "kit", AuditEntry.action == "add_photo").order_by(AuditEntry.id.desc())).first()
+    assert "lookalike of alex confirmed" in detail
