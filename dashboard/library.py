@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from typing import Optional
 
+import numpy as np
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 
@@ -306,21 +307,28 @@ def search():  # noqa: ANN201
     hits: list = []
     enrolled: list = []
     error = ""
+    probe = None
+    like_face = request.args.get("face", "")
     if request.method == "POST":
         check_csrf()
         upload = request.files.get("photo")
         probe, error = (encode_probe(current_app._get_current_object(), upload.read()) if upload and upload.filename
                         else (None, "choose a photo of a face"))
-        if probe is not None:
-            hits = review_queue.search_by_likeness(db, probe)
-            rows = db.execute(sa.select(GalleryEncoding.id, GalleryEncoding.vector).where(GalleryEncoding.negative.is_(False))).all()
-            near = likeness.nearest(probe, likeness.vectors([r.vector for r in rows]), 20, 0.6)
-            by_id = {r.id: r for r in db.scalars(sa.select(GalleryEncoding).where(GalleryEncoding.id.in_([rows[i].id for i, _ in near])))}
-            enrolled = [(by_id[rows[i].id], d) for i, d in near]
+    elif like_face:  # a face already seen at a desk (its crop's encoding): no face engine needed
+        vector = db.scalar(sa.select(ReviewFace.vector).where(ReviewFace.id == int(like_face))) if like_face.isdigit() and len(like_face) < 10 else None
+        if vector is None:
+            abort(404, "no such face")
+        probe = np.frombuffer(vector, "<f4")
+    if probe is not None:
+        hits = review_queue.search_by_likeness(db, probe)
+        rows = db.execute(sa.select(GalleryEncoding.id, GalleryEncoding.vector).where(GalleryEncoding.negative.is_(False))).all()
+        near = likeness.nearest(probe, likeness.vectors([r.vector for r in rows]), 20, 0.6)
+        by_id = {r.id: r for r in db.scalars(sa.select(GalleryEncoding).where(GalleryEncoding.id.in_([rows[i].id for i, _ in near])))}
+        enrolled = [(by_id[rows[i].id], d) for i, d in near]
     elif person_name:
         hits = [(f, None) for f in review_queue.search_by_person(db, person_name)]
     return render_template("library_search.html", hits=hits, enrolled=enrolled, person=person_name, error=error,
-                           searched=request.method == "POST" or bool(person_name))
+                           searched=request.method == "POST" or bool(person_name) or bool(like_face))
 
 
 # ---- faces from recognizers ----

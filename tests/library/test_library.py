@@ -124,6 +124,14 @@ def test_review_queue_groups_assigns_dismisses_and_keeps_negatives(admin, sqlite
                       headers=Tokens.header(sqlite_tokens.desk01)).status_code == 403
     page = admin.get("/library/review").get_data(as_text=True)
     assert f'id="group-{g1}"' in page and "2 faces at desk-01, desk-02" in page and f'id="not-{g3}-alex"' in page
+    # "like it" on a queued face: search by likeness to that crop's own encoding (no photo to upload)
+    with services(sqlite_app).sessions() as db:
+        first = db.scalar(sa.select(sa.func.min(ReviewFace.id)))
+    assert f'href="/library/search?face={first}"' in page
+    like = admin.get(f"/library/search?face={first}").get_data(as_text=True)
+    assert like.count('class="thumb"') == 2 and "desk-02" in like and "0.00" in like, "itself and the other obama"
+    assert admin.get("/library/search?face=999999").status_code == 404
+    assert admin.get("/library/search?face=x").status_code == 404
 
     # "this is obama": both faces of the group enrolled through the Enroller
     assert admin.post(f"/library/review/{g1}/assign", data={"csrf_token": csrf_of(admin), "person": "obama"}).status_code == 302
