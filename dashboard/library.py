@@ -202,7 +202,8 @@ def review():  # noqa: ANN201
     page = _page()
     groups, total = review_queue.groups_page(get_db(), page, GROUPS_PER_PAGE)
     return render_template("library_review.html", groups=groups, total=total, page=page,
-                           pages=max(1, -(-total // GROUPS_PER_PAGE)), confirm=_lookalike_to_confirm())
+                           pages=max(1, -(-total // GROUPS_PER_PAGE)), confirm=_lookalike_to_confirm(),
+                           notice_version=services().config.notice_version)
 
 
 def _lookalike_to_confirm() -> Optional[dict]:
