@@ -1,7 +1,8 @@
 """Quality of the whole per-frame path on recorded clips, through facemon-replay with the recognizer's defaults.
 
-For every clip: frames, processing frames/s, tracks and their verdicts, names, blinks found (against the
-annotations where the clip has them), liveness states seen, and alert incidents by type. Prints a table and,
+For every clip: frames, processing frames/s, tracks and their verdicts, names, time to name (clip seconds from a
+track's first box to its first named frame; goal <= 1 s), blinks found (against the annotations where the clip has
+them), liveness states seen, and alert incidents by type. Prints a table and,
 with --json, the summaries. Clips: ../shared/data/{blink,spoof/video,video} (when present) and the bundled
 samples/hamilton_clip.mp4.
 
@@ -41,21 +42,36 @@ def build_sample_index(out: Path) -> Path:
     return out
 
 
-def replay_one(video: Path, index: Path, extra: list[str]) -> tuple[dict, list[int]]:
-    """The replay's summary and the frames on which a face's blink count went up."""
+def replay_one(video: Path, index: Path, extra: list[str]) -> tuple[dict, list[int], list[float]]:
+    """The replay's summary, the frames on which a face's blink count went up, and per named track the clip
+    seconds from its first box to its first frame with a name (time to name)."""
     from recognizer.tools.replay import build_parser, run
 
     out = io.StringIO()
     summary = run(build_parser().parse_args([str(video), "--index", str(index), *extra]), out)
     counted: list[int] = []
     last: dict[int, int] = {}
+    first_box: dict[int, float] = {}
+    to_name: dict[int, float] = {}
     for line in out.getvalue().splitlines():
         obj = json.loads(line)
         for face in faces_from_wire(obj.get("faces", [])):
             if face.blinks > last.get(face.track, 0):
                 counted.append(obj["frame"])
             last[face.track] = face.blinks
-    return summary, counted
+            first_box.setdefault(face.track, obj["t"])
+            if face.name and face.track not in to_name:
+                to_name[face.track] = obj["t"] - first_box[face.track]
+    return summary, counted, list(to_name.values())
+
+
+def name_times(times: list[float]) -> str:
+    """Time to name over a clip's named tracks: 'min / median / max s (n tracks)', '-' when none was named."""
+    if not times:
+        return "-"
+    times = sorted(times)
+    median = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
+    return f"{times[0]:.2f} / {median:.2f} / {times[-1]:.2f} ({len(times)})"
 
 
 def score_blinks(counted: list[int], events: list[dict], slack_before: int = 2, slack_after: int = 20) -> tuple[int, int]:
@@ -75,7 +91,7 @@ def score_blinks(counted: list[int], events: list[dict], slack_before: int = 2, 
     return len(used), invented
 
 
-def row(name: str, s: dict, truth: Optional[tuple[int, int, int]]) -> str:
+def row(name: str, s: dict, truth: Optional[tuple[int, int, int]], to_name: list[float]) -> str:
     tracks = s["tracks"].values()
     verdicts: dict[str, int] = {}
     live: dict[str, int] = {}
@@ -85,7 +101,7 @@ def row(name: str, s: dict, truth: Optional[tuple[int, int, int]]) -> str:
     blinks = f"{s['blinks']}" if truth is None else f"{s['blinks']} ({truth[0]} of {truth[1]} found, {truth[2]} invented)"
     fmt = lambda d: ",".join(f"{k}:{v}" for k, v in sorted(d.items())) or "-"  # noqa: E731
     return (f"| {name} | {s['frames']} | {s['clip_s']:.1f} | {s['frames_per_s']} | {len(s['tracks'])} | {fmt(verdicts)} | "
-            f"{fmt(s['named'])} | {blinks} | {fmt(live)} | {fmt(s['incidents'])} |")
+            f"{fmt(s['named'])} | {name_times(to_name)} | {blinks} | {fmt(live)} | {fmt(s['incidents'])} |")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -102,18 +118,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     ann = args.data / "blink" / "annotations.json"
     if ann.exists():
         annotations = {k: v for k, v in json.loads(ann.read_text()).items() if isinstance(v, dict)}
-    print("| clip | frames | clip s | frames/s | tracks | verdicts (per track) | frames named | blinks counted | "
-          "final liveness (per track) | alert incidents |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| clip | frames | clip s | frames/s | tracks | verdicts (per track) | frames named | "
+          "time to name, s: min / median / max (named tracks) | blinks counted | final liveness (per track) | "
+          "alert incidents |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     summaries = {}
     for video in (c for c in clips(args.data) if args.only in c.name):
-        s, counted = replay_one(video, index, args.extra)
+        s, counted, to_name = replay_one(video, index, args.extra)
         summaries[video.name] = s
         truth = None
         if video.name in annotations:
             found, invented = score_blinks(counted, annotations[video.name]["events"])
             truth = (found, annotations[video.name]["blink_count"], invented)
-        print(row(video.name, s, truth), flush=True)
+        print(row(video.name, s, truth, to_name), flush=True)
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=1))
     return 0

@@ -94,6 +94,8 @@ def issue(db: Session, specs: Sequence[str], site: EdgeSite, actor: str, ttl_h: 
                    .values(revoked_at=now))
         db.execute(sa.update(EnrolmentCode).where(EnrolmentCode.station_id.in_(stations), EnrolmentCode.used_at.is_(None),
                                                   EnrolmentCode.voided_at.is_(None)).values(voided_at=now, site=""))
+    # codes that ran out unused need their copy of the recognizer's token no longer
+    db.execute(sa.update(EnrolmentCode).where(EnrolmentCode.expires_at <= now, EnrolmentCode.site != "").values(site=""))
     expires = now + dt.timedelta(hours=ttl_h)
     out = []
     for station in stations:

@@ -40,6 +40,9 @@ class Services:
         # desk checks (POST /api/auth/check), per (station, account): the checks under way, on top of the failures
         # the database holds (dashboard.sign_in_failures)
         self.desk_checks = InFlight(free=config.sign_in_max_failures)
+        # enrolment codes (POST /api/enrolment-codes/redeem), per address: unknown or mistyped codes slow that
+        # address down the same way (a guesser gets one try per 2 min; each refusal is audited, so bounded too)
+        self.code_throttle = FailureThrottle(free=config.sign_in_max_failures, forget_s=config.sign_in_window_s)
         self.password_checks = PasswordChecks(config.password_checks_at_once)  # every password hash runs here
         self.refusals = RateLimitedLog(logging.getLogger("dashboard.signin"), "refused or failed sign-ins")
         # station credentials a recognizer was shown and this dashboard refused (made-up HELLOs): counted, not logged

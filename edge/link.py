@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
+
 from edge.frames import LatestFrame
 from edge.link_state import (
     Action,
@@ -33,7 +35,8 @@ from edge.link_state import (
     read_welcome,
 )
 from shared.backoff import Backoff
-from shared.jpeg import encode_jpeg
+from shared.drawing import draw_faces
+from shared.jpeg import encode_jpeg, shrink
 from shared.protocol import ProtocolError
 from shared.stream import MessageStream
 from shared.lognames import who
@@ -79,6 +82,8 @@ class RecognizerLink:
         self._state = LinkState(settings, time.time())
         self._conn: Optional[_LiveSocket] = None
         self._verify_callbacks: dict[str, Callable[[dict], None]] = {}  # request id -> on_done
+        # frames sent and not answered yet, as sent (shrunk), by seq: the boxes of their RESULTs are drawn on them
+        self._sent_frames: dict[int, np.ndarray] = {}
 
     @property
     def settings(self) -> LinkSettings:
@@ -220,7 +225,9 @@ class RecognizerLink:
                 if conn is not None:
                     conn.stream.close()
             elif isinstance(action, Publish):
-                self.annotated.publish(action.jpeg, action.wall, meta=action.faces)  # the faces travel with their picture
+                jpeg = action.jpeg or self._draw(action.seq, action.faces)
+                if jpeg:
+                    self.annotated.publish(jpeg, action.wall, meta=action.faces)  # the faces travel with their picture
             elif isinstance(action, VerifyDone):
                 with self._cond:
                     on_done = self._verify_callbacks.pop(action.request_id, None)
@@ -335,11 +342,32 @@ class RecognizerLink:
                 else:
                     frame = self.raw.wait_for_frame(last_seq, timeout=wait_s)
                 if frame is not None:
-                    jpeg = encode_jpeg(frame.data, s.jpeg_quality, s.max_width)
+                    picture = shrink(frame.data, s.max_width)
+                    jpeg = encode_jpeg(picture, s.jpeg_quality)
+                    if s.edge_draws:
+                        self._keep_sent(frame.seq, picture)
                     if not self._apply(lambda state: state.send_frame(frame.seq, frame.ts, jpeg, time.monotonic())):
                         return
             if not self._apply(lambda state: state.tick(time.monotonic(), time.time())):
                 return
+
+    def _keep_sent(self, seq: int, picture: np.ndarray) -> None:
+        """Keep a sent frame until its RESULT (at most a window's worth and a few: older ones are unanswered)."""
+        with self._cond:
+            self._sent_frames[seq] = picture
+            while len(self._sent_frames) > self._state.settings.max_in_flight + 4:
+                del self._sent_frames[min(self._sent_frames)]
+
+    def _draw(self, seq: int, faces: list) -> bytes:
+        """The frame sent as `seq` with `faces` drawn on it (as the recognizer draws them), as the page's JPEG;
+        b"" when that frame is no longer kept. Frames sent before it are dropped: their RESULTs came or never will."""
+        with self._cond:
+            picture = self._sent_frames.pop(seq, None)
+            for old in [k for k in self._sent_frames if k < seq]:
+                del self._sent_frames[old]
+        if picture is None:
+            return b""
+        return encode_jpeg(draw_faces(picture.copy(), faces), self.settings.jpeg_quality)
 
     def _wait_for_room(self, conn: _LiveSocket) -> bool:
         """Wait (bounded) until fewer than `window` frames are in flight; drop ones unanswered for too long."""

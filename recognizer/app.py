@@ -217,6 +217,7 @@ class RecognizerApp:
         for warning in trust.describe():
             log.warning("%s", warning)
         self.server = RecognizerServer(s.server, store, new_pipeline, Enroller(engine, store, s.known_faces, s.match.accept_distance), trust)
+        self.pool.on_cost = self.server.pacing.helper_cost  # the fair share counts the encodings' CPU too
         self._start_alerts(self.server)
         address = self.server.start()
         if s.trust.station_auth == "dashboard":  # revoked credentials of live sessions: disconnected within sync_s

@@ -245,11 +245,15 @@ class Decoder:
 # ---- message builders: one place that knows each message's header fields ----
 
 
-def hello(station: str, login: str, token: str, client: str = "facemon-edge", credential: str = "") -> Message:
-    """`credential`: the station's own token (its dashboard token), which binds `station` (docs/trust.md)."""
+def hello(station: str, login: str, token: str, client: str = "facemon-edge", credential: str = "",
+          annotate: bool = True) -> Message:
+    """`credential`: the station's own token (its dashboard token), which binds `station` (docs/trust.md).
+    `annotate` False: RESULTs come without the annotated JPEG, the edge draws the boxes from `faces` itself."""
     header = {"protocol": PROTOCOL_VERSION, "station": station, "login": login, "token": token, "client": client}
     if credential:
         header["credential"] = credential
+    if not annotate:
+        header["annotate"] = False  # absent (older edges): annotated
     return Message(MessageKind.HELLO, header)
 
 

@@ -185,6 +185,11 @@ def test_one_room_from_the_docs_runs_on_loopback(tmp_path):
         dash_env = doc_env(DOCS / "deploy.md", "dashboard.env")
         dash_env.update(FACEMON_DASHBOARD_DATABASE_URL=db_url or f"sqlite:///{var / 'dashboard.sqlite3'}",
                         FACEMON_DASHBOARD_PORT=str(dash_port))
+        key = tmp_path / "etc" / "data.key"  # the doc's /etc/facemon/data.key, made by its own command
+        subprocess.run([str(BIN / "facemon-dashboard"), "data-key", "new", "--out", str(key)], check=True,
+                       capture_output=True, timeout=60)
+        assert dash_env["FACEMON_DASHBOARD_DATA_KEY_FILE"] == "/etc/facemon/data.key"
+        dash_env["FACEMON_DASHBOARD_DATA_KEY_FILE"] = str(key)
         proxied = bool(shutil.which("nginx") and shutil.which("openssl"))
         if not proxied:  # secure cookies need the HTTPS proxy; without nginx here, people use plain HTTP
             print("no nginx/openssl here: the dashboard is used without its HTTPS proxy")
@@ -206,6 +211,7 @@ def test_one_room_from_the_docs_runs_on_loopback(tmp_path):
         u = unit(DEPLOY / "facemon-recognizer.service")
         rec_env = {k: render(v, paths, {}) for k, v in unit_env(u).items()}
         rec_env.update(doc_env(DOCS / "deploy.md", "recognizer.env"))
+        rec_env["FACEMON_RECOGNIZER_DATA_KEY_FILE"] = str(key)  # the same key file on this one box
         rec_env.update(FACEMON_RECOGNIZER_DASHBOARD_URL=dash_url, FACEMON_RECOGNIZER_DASHBOARD_TOKEN=service_token,
                        FACEMON_RECOGNIZER_HOST="127.0.0.1", FACEMON_RECOGNIZER_PORT=str(rec_port))
         for pre in u["ExecStartPre"]:
@@ -232,10 +238,28 @@ def test_one_room_from_the_docs_runs_on_loopback(tmp_path):
         procs.append(edge)
         edge.start(lambda: _ok(f"http://127.0.0.1:{web_port}/signin"), timeout=60)
 
+        # or a desk from a single-use code (the doc's "Or: a single-use code per desk"), as setup.sh --code fetches it
+        codes = cli("add-stations", "desk-08", "--codes", "--recognizer", f"127.0.0.1:{rec_port}", "--recognizer-token",
+                    rec_env["FACEMON_RECOGNIZER_TOKEN"], "--dashboard-url", dash_url)
+        code = re.search(r"desk-08  (\S+)", codes).group(1)
+        fetch = lambda: subprocess.run([sys.executable, "-m", "edge.enrolment_code", "--code", code, "--dashboard",  # noqa: E731
+                                        dash_url, "--out", str(tmp_path / "desk-08.env")], cwd=REPO, capture_output=True,
+                                       text=True, timeout=60)
+        fetched = fetch()
+        assert fetched.returncode == 0 and "desk-08: recognizer 127.0.0.1" in fetched.stdout, fetched.stderr
+        again = fetch()
+        assert again.returncode == 2 and "already used" in again.stderr
+
         people_url = dash_url
         if proxied:  # the shipped nginx config in front of it, with HTTPS: people come in through it
             people_url = f"https://127.0.0.1:{_nginx(tmp_path, dash_port, procs)}"
             assert requests.get(f"{people_url}/healthz", verify=False, timeout=10).json()["status"] == "ok"
+        if shutil.which("caddy"):  # or the shipped Caddyfile in front (its own internal CA here)
+            caddy_url = f"https://127.0.0.1:{_caddy(tmp_path, dash_port, procs)}"
+            assert requests.get(f"{caddy_url}/healthz", verify=False, timeout=10).json()["status"] == "ok"
+            _login(caddy_url)  # secure cookies over Caddy's HTTPS
+        else:
+            print("no caddy here: deploy/Caddyfile not run")
         session = _login(people_url)
         deadline = time.time() + 60
         state = None
@@ -278,9 +302,27 @@ def _nginx(tmp_path: Path, dash_port: int, procs: list[ManagedProcess]) -> int:
     return https
 
 
+def _caddy(tmp_path: Path, dash_port: int, procs: list[ManagedProcess]) -> int:
+    """deploy/Caddyfile as shipped, its site on 127.0.0.1 with free ports and Caddy's internal CA (no Let's Encrypt,
+    no admin port, nothing installed in the system's trust store); returns its HTTPS port."""
+    https, http = free_port(), free_port()
+    site = (DEPLOY / "Caddyfile").read_text()
+    assert "dashboard.lab {" in site and "127.0.0.1:5000" in site
+    site = site.replace("dashboard.lab {", f"https://127.0.0.1:{https} {{").replace("127.0.0.1:5000", f"127.0.0.1:{dash_port}")
+    (tmp_path / "Caddyfile").write_text("{\n\tadmin off\n\tlocal_certs\n\tskip_install_trust\n\tauto_https disable_redirects\n"
+                                        f"\thttp_port {http}\n\thttps_port {https}\n}}\n" + site)
+    home = tmp_path / "caddy-home"
+    caddy = ManagedProcess("caddy", ["caddy", "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+                           tmp_path / "caddy.log", {"HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
+                                                     "XDG_CONFIG_HOME": str(home / "config")})
+    procs.append(caddy)
+    caddy.start(lambda: _ok(f"https://127.0.0.1:{https}/healthz"), timeout=30)  # listening, and its certificate made
+    return https
+
+
 def _ok(url: str) -> bool:
     try:
-        return requests.get(url, timeout=2).status_code == 200
+        return requests.get(url, timeout=2, verify=False).status_code == 200  # https: a proxy's throw-away certificate
     except requests.RequestException:
         return False
 

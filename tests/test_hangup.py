@@ -150,8 +150,9 @@ def test_a_killed_edge_is_gone_at_once_although_its_thread_is_busy(recognizer, t
         # the frames each session ran: the one in hand; without the watch, more of the queued ones (the thread learns
     # it only when a send after them fails)
     assert ended["desk-killed"] == 1 and ended["desk-unwatched"] >= 2, ended
-    assert ended_s < unwatched[1], (ended_s, unwatched)
-    assert any("desk-killed hung up; its queued messages are dropped" in r.getMessage() for r in caplog.records)
+    assert ended_s < 1.5 * baseline[2], (ended_s, baseline)  # the frame in hand at most (timing varies too much
+    # under load to compare with the unwatched kill's time; the frame counts above are the comparison)
+    # (how the thread learns it differs with timing: the RDHUP check before the next message, or a reset on its read)
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])

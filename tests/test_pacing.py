@@ -45,6 +45,21 @@ def test_fair_share_splits_the_measured_capacity_among_stations() -> None:
     assert sum(share.rate(n) * n for n in (8, 16, 32)) / 3 <= 180
 
 
+def test_the_encoder_processes_cpu_counts_in_what_a_frame_costs() -> None:
+    """A re-check of each face every 30 frames in the encoder processes (80 ms each) is part of a frame's cost: the
+    stations are told a share of what the machine serves, not of what their threads alone would."""
+    threads_only = FairShare(PacingParams(warmup_frames=5), cores=2)
+    with_encoder = FairShare(PacingParams(warmup_frames=5), cores=2)
+    for i in range(90):
+        threads_only.frame_cost(0.010)
+        if i % 30 == 0:
+            with_encoder.helper_cost(0.080)
+        with_encoder.frame_cost(0.010)
+    assert threads_only.cost_ms == pytest.approx(10.0)
+    assert with_encoder.cost_ms == pytest.approx(10.0 + 3 * 80 / 90, rel=0.02)
+    assert with_encoder.rate(16) < threads_only.rate(16)
+
+
 def test_welcome_and_result_carry_the_rate_and_an_old_peer_is_unaffected() -> None:
     assert protocol.welcome("rec", 2, 5.0, 12.5).header["max_fps"] == 12.5
     assert "max_fps" not in protocol.welcome("rec", 2, 5.0).header  # unlimited: not said, as before

@@ -36,3 +36,28 @@ def test_liveness_off_says_so(engine, sample_index_dir, obama_jpeg) -> None:
     pipeline = pipeline_factory(settings, engine, engine, IndexStore(sample_index_dir))()
     assert pipeline.liveness is None
     assert pipeline.process(obama_jpeg).faces[0].liveness == "off"
+
+
+def test_a_named_face_is_checked_again_without_holding_frames(engine, sample_index_dir, obama_jpeg) -> None:
+    """With the server's encoder processes, a face still being judged is waited for (named as soon as it can be),
+    but the re-check of a decided face goes to a worker while frames go on, and is voted on once it is back."""
+    from recognizer.vision.encoders import EncoderPool
+
+    settings = RecognizerSettings(engine=EngineConfig(detector="hog"), index_dir=sample_index_dir,
+                                  pipeline=PipelineConfig(reencode_every=3))
+    pool = EncoderPool(1)
+    try:
+        pipeline = pipeline_factory(settings, engine, pool, IndexStore(sample_index_dir))()
+        names = [pipeline.process(obama_jpeg).faces[0].name for _ in range(3)]
+        assert names[-1] == "barack_obama" and not pipeline._asked  # judged on frames that waited for it
+        track = next(iter(pipeline.tracker.tracks.values()))
+        decided_at = track.encoded_frame
+        outcomes = [pipeline.process(obama_jpeg) for _ in range(3)]  # the third is due a re-check
+        assert [o.encoded for o in outcomes] == [0, 0, 1]
+        assert len(pipeline._asked) == 1 and track.encoded_frame == decided_at  # asked, not waited for
+        pipeline._asked[0].future.result(timeout=60)
+        faces = pipeline.process(obama_jpeg).faces
+        assert not pipeline._asked and track.encoded_frame == decided_at + 3  # voted, as of the frame it was asked on
+        assert faces[0].name == "barack_obama"
+    finally:
+        pool.close()

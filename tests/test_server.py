@@ -90,6 +90,25 @@ def test_annotated_jpeg_comes_back(recognizer):
     stream.close()
 
 
+def test_annotate_false_answers_faces_without_a_picture_and_a_bad_value_is_refused(recognizer):
+    """HELLO annotate false (the edge draws the boxes): same faces, no JPEG; a non-boolean is refused with a reason."""
+    sock = socket.create_connection(recognizer.server.address, timeout=10)
+    stream = MessageStream(sock)
+    stream.send(protocol.hello("desk-noann", "alice", "secret", annotate=False))
+    assert stream.recv().kind == MessageKind.WELCOME
+    reply = ask(stream, photo("biden_probe.jpg"))
+    assert reply.payload == b"" and len(reply.header["faces"]) == 1 and "error" not in reply.header
+    stream.close()
+    bad = protocol.hello("desk-badann", "alice", "secret")
+    bad.header["annotate"] = "no"
+    stream = MessageStream(socket.create_connection(recognizer.server.address, timeout=10))
+    stream.send(bad)
+    refusal = stream.recv()
+    assert refusal.kind == MessageKind.REFUSE and refusal.header["code"] == "bad_hello"
+    assert "annotate must be true or false" in refusal.header["reason"]
+    stream.close()
+
+
 def test_corrupt_jpeg_answered_and_connection_kept(recognizer):
     stream, _ = connect(recognizer, station="desk-corrupt")
     bad = ask(stream, photo("obama_probe.jpg")[:5000], 1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from shared.results import KNOWN, UNKNOWN, FaceResult
 
@@ -46,7 +46,8 @@ class Evidence:
     """A frame that may become evidence: rendered per alert type by `render` (the rules never look inside)."""
 
     raw: bytes  # the frame as the edge sent it
-    annotated: bytes  # as the live feed showed it (boxes and names)
+    # as the live feed showed it (boxes and names), or a function drawing it (the reply carried no picture)
+    annotated: "bytes | Callable[[], bytes]"
     faces: tuple[FaceResult, ...]
     login: str = ""
     blur: bool = True  # the setting (--blur-bystanders)
@@ -57,12 +58,16 @@ class Evidence:
         keep = subjects(kind, self.faces, self.login)
         others = [f for f in self.faces if f not in keep]
         if not self.blur or not others:
-            return self.annotated
+            return self.feed()
         try:
             return blurred(self.raw, keep, others)
         except ValueError as exc:  # an undecodable frame: stored as the live feed showed it, and said
             log.warning("evidence of a %s alert not blurred: %s", kind, exc)
-            return self.annotated
+            return self.feed()
+
+    def feed(self) -> bytes:
+        """The frame as the live feed showed it (drawn now when the reply carried no picture)."""
+        return self.annotated() if callable(self.annotated) else self.annotated
 
 
 def blurred(jpeg: bytes, keep: Sequence[FaceResult], others: Sequence[FaceResult], quality: int = 90) -> bytes:
@@ -70,7 +75,7 @@ def blurred(jpeg: bytes, keep: Sequence[FaceResult], others: Sequence[FaceResult
     import cv2
     import numpy as np
 
-    from recognizer.vision.annotate import draw_faces
+    from shared.drawing import draw_faces
     from shared.jpeg import encode_jpeg
 
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -91,7 +96,11 @@ def blurred(jpeg: bytes, keep: Sequence[FaceResult], others: Sequence[FaceResult
         regions.append((x0, y0, x1, y1))
     draw_faces(bgr, keep)
     scale = max(0.4, min(1.0, w / 900))
+    (tw, th), base = cv2.getTextSize("bystander", cv2.FONT_HERSHEY_DUPLEX, scale, 1)
     for x0, y0, x1, y1 in regions:
         cv2.rectangle(bgr, (x0, y0), (x1 - 1, y1 - 1), GREY, 2)
-        cv2.putText(bgr, "bystander", (x0 + 4, max(12, y0 - 4)), cv2.FONT_HERSHEY_DUPLEX, scale, GREY, 1, cv2.LINE_AA)
+        y = min(y1 + th + base + 6, h - 1)  # the label under the box, as the feed's labels are
+        cv2.rectangle(bgr, (x0, y - th - base - 6), (x0 + tw + 8, y), GREY, cv2.FILLED)
+        cv2.putText(bgr, "bystander", (x0 + 4, y - base - 2), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return encode_jpeg(bgr, quality)

@@ -16,14 +16,15 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Collection, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from recognizer.identity.gallery import GalleryClient, GalleryError, GalleryStore, Provenance, photo_digest
 from recognizer.identity.index import FaceIndex, IndexStore, save_index
-from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal
+from recognizer.identity.lookalike import Lookalike, find_lookalike, lookalike_refusal, shared_faces
+from recognizer.identity.match import OpenSetParams
 from recognizer.vision.detect import Detection, FaceEngine
 from recognizer.vision.imageio import BadImage, decode_image
 from shared import sealed_files
@@ -262,10 +263,12 @@ class Enroller:
 
 
 def import_folder(enroller: Enroller, root: Path, by: str,
-                  progress: Optional[Callable[[int, int, Path], None]] = None) -> tuple[int, list[tuple[Path, str]]]:
+                  progress: Optional[Callable[[int, int, Path], None]] = None,
+                  confirmed: Collection[frozenset[str]] = ()) -> tuple[int, list[tuple[Path, str]]]:
     """Enrol every known-face image through `enroller` (into the dashboard's gallery); (enrolled, skipped with why).
 
-    The same photo imported again is stored once (the gallery keys encodings by person and photo digest)."""
+    The same photo imported again is stored once (the gallery keys encodings by person and photo digest). A photo
+    refused as a lookalike is enrolled after all when its pair of names is in `confirmed` (--confirm-lookalike)."""
     people, skipped = collect_known_faces(root)
     jobs = [(name, path) for name, paths in people.items() for path in paths]
     done = 0
@@ -277,8 +280,11 @@ def import_folder(enroller: Enroller, root: Path, by: str,
         except (OSError, DataKeyError) as exc:
             skipped.append((path, str(exc)))
             continue
-        outcome = enroller.enrol(name, image, provenance=Provenance(by=by, source=str(path.relative_to(root))),
-                                 rules=FOLDER_RULES)
+        provenance = Provenance(by=by, source=str(path.relative_to(root)))
+        outcome = enroller.enrol(name, image, provenance=provenance, rules=FOLDER_RULES)
+        alike = outcome.lookalike
+        if outcome.code == "looks_like" and alike is not None and frozenset((name, alike.name)) in confirmed:
+            outcome = enroller.enrol(name, image, provenance=provenance, rules=FOLDER_RULES, confirm_lookalike=alike.name)
         if outcome.ok:
             done += 1
         else:
@@ -338,6 +344,12 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                         "building --index (env FACEMON_ENROL_DASHBOARD_URL)")
     parser.add_argument("--dashboard-token", default=_env("DASHBOARD_TOKEN"),
                         help="a service token of that dashboard (env FACEMON_ENROL_DASHBOARD_TOKEN)")
+    parser.add_argument("--confirm-lookalike", action="append", default=[], metavar="NAME,OTHER",
+                        help="two people whose photos look alike (within the recognizer's accept distance) are "
+                        "refused, as Capture refuses them; after checking they are two people, name the pair here "
+                        "to build anyway (repeatable)")
+    parser.add_argument("--accept-distance", type=float, default=OpenSetParams().accept_distance,
+                        help="the recognizer's accept distance, which the lookalike rule uses (default: %(default)s)")
     parser.add_argument("--data-key-file", default=os.environ.get("FACEMON_RECOGNIZER_DATA_KEY_FILE", ""),
                         help="seal the index at rest with this 0600 key file (and open sealed photos with it); the "
                         "recognizer's key (env FACEMON_RECOGNIZER_DATA_KEY_FILE, or FACEMON_DATA_KEY)")
@@ -352,16 +364,31 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     progress = None if args.quiet else progress_for(sys.stderr)
     try:
         ring = load_ring(args.data_key_file)
-    except DataKeyError as exc:
+        confirmed = [_pair(text) for text in args.confirm_lookalike]
+    except (DataKeyError, ValueError) as exc:
         print(f"facemon-enrol: {exc}", file=sys.stderr)
         return 2
     try:
         engine = FaceEngine(EngineConfig(detector=args.detector))
         if args.dashboard_url:
-            return _import(engine, args, progress, ring)
+            return _import(engine, args, progress, ring, confirmed)
         index, skipped = build_index(engine, args.known_faces, progress, ring)
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enrol: {exc}", file=sys.stderr)
+        return 2
+    alike = shared_faces(index, args.accept_distance)
+    refused = [a for a in alike if a.pair() not in confirmed]
+    for a in alike:
+        if a not in refused:
+            log.warning("%s: confirmed deliberately (--confirm-lookalike)", a.message())
+    if refused:
+        print(f"facemon-enrol: refused, {args.index}/ left as it was: two people's folders hold one face, so the "
+              "recognizer would confuse them (either name would be 'not sure', or raise wrong_person at the other's "
+              "desk):", file=sys.stderr)
+        for a in refused:
+            print(f"  {a.message()}", file=sys.stderr)
+        print("Remove the photo from the wrong folder; or, if they really are two people, build with "
+              + " ".join(f"--confirm-lookalike {a.name},{a.other}" for a in refused), file=sys.stderr)
         return 2
     save_index(index, args.index, ring)
     print(f"indexed {len(index)} images of {len(index.people)} people into {args.index}/")
@@ -371,10 +398,20 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     return 0 if len(index) else 1
 
 
-def _import(engine: FaceEngine, args: argparse.Namespace, progress, ring: Optional[KeyRing]) -> int:  # noqa: ANN001
+def _pair(text: str) -> frozenset[str]:
+    """`--confirm-lookalike NAME,OTHER` as an unordered pair; ValueError for anything else."""
+    names = [validate_name(n.strip()) for n in text.split(",")] if text.count(",") == 1 else []
+    if len(set(names)) != 2:
+        raise ValueError(f"--confirm-lookalike takes two different names as NAME,OTHER, not {text!r}")
+    return frozenset(names)
+
+
+def _import(engine: FaceEngine, args: argparse.Namespace, progress, ring: Optional[KeyRing],  # noqa: ANN001
+            confirmed: Collection[frozenset[str]]) -> int:
     """facemon-enrol --dashboard-url: the folder into the dashboard's gallery, through the one Enroller."""
     store = GalleryStore(GalleryClient(args.dashboard_url, args.dashboard_token), args.index, ring=ring)
-    done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress)
+    done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress,
+                                  confirmed)
     print(f"imported {done} images into the gallery of {args.dashboard_url} (a photo imported before is kept once)")
     _print_skipped(skipped)
     return 0 if done else 1

@@ -45,3 +45,34 @@ def lookalike_refusal(found: Optional[Lookalike], confirmed: str) -> Optional[st
         return None
     return (f"{found.message()}: this face is already enrolled as {found.name}, so enrolling it under another name "
             f"would confuse the two; an admin may confirm it deliberately")
+
+
+@dataclass(frozen=True)
+class SharedFace:
+    """Two people of one folder build whose photos hold one face: `source` (a photo of `name`) is within the accept
+    distance of `other` (the closest such photo of each pair)."""
+
+    name: str
+    other: str
+    distance: float
+    source: str
+
+    def pair(self) -> frozenset[str]:
+        return frozenset((self.name, self.other))
+
+    def message(self) -> str:
+        return f"{self.source} ({self.name}) looks like {self.other} ({self.distance:.2f})"
+
+
+def shared_faces(index: FaceIndex, accept_distance: float) -> list[SharedFace]:
+    """Every pair of people in `index` with a photo of one within `accept_distance` of the other (Capture's rule,
+    applied to a whole folder built at once), the closest photo per pair, closest pair first."""
+    closest: dict[frozenset[str], SharedFace] = {}
+    for name, encoding, source in zip(index.names, index.encodings, index.sources):
+        found = find_lookalike(index, encoding, name, accept_distance)
+        if found is None:
+            continue
+        hit = SharedFace(name, found.name, found.distance, source)
+        if hit.pair() not in closest or hit.distance < closest[hit.pair()].distance:
+            closest[hit.pair()] = hit
+    return sorted(closest.values(), key=lambda s: s.distance)

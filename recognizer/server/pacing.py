@@ -2,8 +2,8 @@
 
 Without it every edge sends as fast as its window lets it, so 20 desks race for two cores: each frame waits
 behind every other desk's, latency grows to the whole window and a desk that loses the race gets fewer frames.
-Instead the server measures what a frame costs (CPU seconds of the station's thread, an average over recent
-frames of all stations), works out how many frames a second its cores can serve (`utilisation` of them), and
+Instead the server measures what a frame costs (CPU seconds of the station's thread, plus the encoder processes'
+CPU for the faces' encodings, an average over recent frames of all stations), works out how many frames a second its cores can serve (`utilisation` of them), and
 tells each edge its share (`max_fps` in WELCOME and in every RESULT; docs/protocol.md), never more than
 `max_fps`. Edges space their frames to it (shared/pacing.py), so frames arrive evenly and are answered at once.
 
@@ -55,8 +55,16 @@ class FairShare:
         self.cores = float(cores if cores is not None else len(os.sched_getaffinity(0)))
         self._lock = threading.Lock()
         self._cost_s: Optional[float] = None
+        self._helper_s = 0.0  # helper processes' CPU not yet counted in a frame
         self._frames = 0
         self._short = False  # the last share told was under station_fps (logged once per change)
+
+    def helper_cost(self, cpu_s: float) -> None:
+        """A helper process spent `cpu_s` CPU seconds on the stations' frames (an encoding in the encoder processes):
+        counted in the cost of the next frame, so the average is what a frame costs the machine, not only its
+        station's thread (~20 % more with a re-check of each face every 30 frames)."""
+        with self._lock:
+            self._helper_s += max(0.0, cpu_s)
 
     def frame_cost(self, cpu_s: float) -> None:
         """One frame cost `cpu_s` CPU seconds of its station's thread."""
@@ -66,6 +74,7 @@ class FairShare:
                 # a rare dear frame (a model built on first use, a full-frame pass) moves the average by a bounded
                 # step, so one outlier cannot throttle every station for the next hundred frames
                 cpu_s = min(cpu_s, 3 * self._cost_s)
+            cpu_s, self._helper_s = cpu_s + self._helper_s, 0.0
             n = min(self._frames, 100)  # a running mean at first, then an average over ~100 frames
             self._cost_s = cpu_s if self._cost_s is None else self._cost_s + (cpu_s - self._cost_s) / n
 

@@ -115,7 +115,10 @@ def check_hello(msg: Message, config: ServerConfig, peer: str, session: int = 0)
         login = validate_login(msg.header.get("login"))
     except InvalidName as exc:
         raise HelloRefused(Refusal("bad_login", str(exc))) from None
-    return StationSnapshot(session, station, login, peer, time.time())
+    annotate = msg.header.get("annotate", True)
+    if type(annotate) is not bool:
+        raise HelloRefused(Refusal("bad_hello", f"annotate must be true or false, the client sent {annotate!r:.40}"))
+    return StationSnapshot(session, station, login, peer, time.time(), annotate=annotate)
 
 
 class HelloRefused(Exception):

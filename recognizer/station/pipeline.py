@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -18,7 +19,7 @@ from recognizer.identity.index import IndexStore
 from recognizer.identity.match import IdentityVoter, OpenSetParams, PersonScores, person_scores
 from recognizer.settings import check_section
 from recognizer.station.types import FrameOutcome
-from recognizer.vision.annotate import draw_faces
+from shared.drawing import draw_faces
 from recognizer.vision.detect import FaceEngine
 from recognizer.vision.encoders import ChipEncoder
 from recognizer.vision.imageio import decode_jpeg
@@ -29,6 +30,18 @@ from shared.jpeg import encode_jpeg
 from shared.results import KNOWN, UNKNOWN, UNSURE, Box, FaceResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Asked:
+    """Encodings asked of the encoder processes and not back yet (`future`), of these tracks' faces (id, box) as
+    they were on frame `frame`; `badly`: those seen too badly to call strangers; `crops`: their review-queue crops."""
+
+    future: "Future[np.ndarray]"
+    frame: int
+    faces: list[tuple[int, Box]]
+    badly: frozenset
+    crops: list[bytes]
 
 
 class Liveness(Protocol):
@@ -102,6 +115,10 @@ class StationPipeline:
         # the sign-in check's liveness when this station runs without (--no-liveness): blinks are always checked
         self.signin_liveness = signin_liveness
         self.regions = RegionDetector(config.regions) if config.regions.enabled else None
+        # an encoder that can answer later (the server's encoder processes): a frame does not wait for the re-check
+        # of a decided face, voted on the first frame after it is back; replay and tests encode in order
+        self._submit = getattr(encoder, "submit_chips", None)
+        self._asked: list[_Asked] = []
 
     def _needs_encoding(self, track) -> bool:
         frame = self.tracker.frame
@@ -170,17 +187,58 @@ class StationPipeline:
         """The frame with the faces drawn on it, as the reply JPEG."""
         return encode_jpeg(draw_faces(bgr, faces), self.config.jpeg_quality)
 
-    def process(self, jpeg: bytes) -> FrameOutcome:
-        """Run one frame; raises recognizer.vision.imageio.BadImage for a corrupt JPEG (nothing else changes)."""
+    def _ask(self, rgb: np.ndarray, bgr: np.ndarray, todo: Sequence, badly: frozenset) -> None:
+        """Ask the encoder processes for `todo`'s encodings without waiting (the crops for the review queue are cut
+        now, from this frame, before the boxes are drawn on it)."""
+        crops = [face_crop_jpeg(bgr, t.box, max_side=REVIEW_CROP_PX, quality=80) for t in todo]
+        future = self._submit(self.engine.chips(rgb, [t.box for t in todo]))
+        self._asked.append(_Asked(future, self.tracker.frame, [(t.id, t.box) for t in todo], badly, crops))
+
+    def _collect(self, index) -> None:
+        """Vote on the encodings that came back since the last frame (of tracks that still exist)."""
+        done = [job for job in self._asked if job.future.done()]
+        if not done:
+            return
+        self._asked = [job for job in self._asked if job not in done]
+        for job in done:
+            try:
+                encodings = job.future.result()
+            except Exception:  # an encoder process died: those faces are asked again on the next frame
+                log.exception("encoding %d faces failed", len(job.faces))
+                continue
+            alive = [i for i, (face_id, _) in enumerate(job.faces) if face_id in self.tracker.tracks]
+            if alive:
+                self._vote(index, job.frame, [job.faces[i] for i in alive], encodings[alive], job.badly,
+                           lambda k, job=job, alive=alive: job.crops[alive[k]])
+
+    def _vote(self, index, frame: int, faces: list[tuple[int, Box]], encodings: np.ndarray, badly: frozenset,
+              crop: Callable[[int], bytes]) -> None:
+        """Add the encodings of `faces` (as seen on `frame`) to their tracks' votes; an unknown or unsure face is
+        kept with its encoding and `crop(i)` for the review queue."""
+        idents = self.voter.observe_many([(face_id, encodings[i : i + 1]) for i, (face_id, _) in enumerate(faces)],
+                                         index, badly)
+        for i, (face_id, box) in enumerate(faces):
+            track = self.tracker.tracks[face_id]
+            track.encoded_frame, track.encoded_box = frame, box
+            if idents[face_id].state in (UNKNOWN, UNSURE):  # kept for the review queue (the alert carries it)
+                self._review[face_id] = (np.asarray(encodings[i], "<f4").tobytes(), crop(i))
+            else:
+                self._review.pop(face_id, None)
+
+    def process(self, jpeg: bytes, annotate: bool = True) -> FrameOutcome:
+        """Run one frame; raises recognizer.vision.imageio.BadImage for a corrupt JPEG (nothing else changes).
+        `annotate` False: no annotated JPEG is made (the edge draws the boxes itself); `outcome.evidence()` makes
+        it if an alert needs it."""
         t0 = time.perf_counter()
         bgr, rgb = self.decode(jpeg)
         t1 = time.perf_counter()
 
-        gray = None
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)  # for the crops, the motion test, liveness and the thumbnail
+        h, w = gray.shape
+        thumb = cv2.resize(gray, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
         if self.regions is None:
             boxes = self.detect(rgb)
         else:  # a full-frame pass now and then, crops (in grey) around the tracks between (recognizer.vision.regions)
-            gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
             tracked = [t.box for t in self.tracker.tracks.values()]
             boxes = self._big_enough(self.regions.detect(rgb, tracked, self._lost, self.detect, self.engine.detect,
                                                          self.config.detect_scale, gray))
@@ -204,20 +262,24 @@ class StationPipeline:
             if self.liveness is not None:
                 self.liveness.forget(track_id)
 
-        todo = [t for t in update.tracks if self._needs_encoding(t)]
+        self._collect(index)
+        asked = {face_id for job in self._asked for face_id, _ in job.faces}
+        todo = [t for t in update.tracks if t.id not in asked and self._needs_encoding(t)]
         if todo:
-            encodings = self.encode(rgb, [t.box for t in todo])
             # faces seen too badly to call strangers (they may still be named): under min_judge_px, or seen only
             # by a sweep (turned or badly lit: an enrolled person in profile measured 0.58-0.75 from his photos)
             swept = {t.id for t in update.tracks[n_hog:]}
             badly = frozenset(t.id for t in todo if t.id in swept or _side(t.box) < self.config.min_judge_px)
-            idents = self.voter.observe_many([(t.id, encodings[i : i + 1]) for i, t in enumerate(todo)], index, badly)
-            for i, t in enumerate(todo):
-                t.encoded_frame, t.encoded_box = self.tracker.frame, t.box
-                if idents[t.id].state in (UNKNOWN, UNSURE):  # kept for the review queue (the alert carries it)
-                    self._review[t.id] = (np.asarray(encodings[i], "<f4").tobytes(), face_crop_jpeg(bgr, t.box, max_side=REVIEW_CROP_PX, quality=80))
-                else:
-                    self._review.pop(t.id, None)
+            # a face still being judged is waited for (its name comes as soon as it can); a decided face's re-check
+            # goes to the encoder processes while this and the next frames go on, when the encoder can do that
+            later = [t for t in todo if not self.voter.needs_more(t.id)] if self._submit is not None else []
+            now = [t for t in todo if t not in later]
+            if later:
+                self._ask(rgb, bgr, later, badly)
+            if now:
+                encodings = self.encode(rgb, [t.box for t in now])
+                self._vote(index, self.tracker.frame, [(t.id, t.box) for t in now], encodings, badly,
+                           lambda i: face_crop_jpeg(bgr, now[i].box, max_side=REVIEW_CROP_PX, quality=80))
         t3 = time.perf_counter()
 
         live = {}
@@ -243,7 +305,11 @@ class StationPipeline:
                 found_by=None if self.sweep is None else "sweep" if i >= n_hog else "hog",
                 review=self._review.get(track.id) if state in (UNKNOWN, UNSURE) else None,
             ))
-        annotated = self.annotate(bgr, faces)
+        annotated, draw = b"", None
+        if annotate:
+            annotated = self.annotate(bgr, faces)
+        else:  # the frame is not drawn on: an alert that wants it as evidence draws it then
+            draw = lambda: self.annotate(bgr, faces)  # noqa: E731
         t5 = time.perf_counter()
         timings = {
             "decode": (t1 - t0) * 1e3,
@@ -254,4 +320,4 @@ class StationPipeline:
             "total": (t5 - t0) * 1e3,
         }
         log.debug("frame %d: %d faces, %d encoded, %.1f ms", self.tracker.frame, len(faces), len(todo), timings["total"])
-        return FrameOutcome(faces, annotated, {k: round(v, 2) for k, v in timings.items()}, len(todo))
+        return FrameOutcome(faces, annotated, {k: round(v, 2) for k, v in timings.items()}, len(todo), thumb, draw)

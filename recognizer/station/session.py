@@ -153,7 +153,7 @@ class StationSession:
         ts = msg.get("ts", (int, float), 0.0)
         try:
             cpu0 = self._cpu()
-            outcome = self.pipeline.process(msg.payload)
+            outcome = self.pipeline.process(msg.payload, annotate=s.annotate)
             cpu_s = self._cpu() - cpu0
         except BadImage as exc:
             self._set(errors=s.errors + 1)

@@ -4,6 +4,9 @@ threads without a lock). The alert event itself is `shared.alert_wire.AlertEvent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
 
 from shared.results import FaceResult
 
@@ -16,6 +19,14 @@ class FrameOutcome:
     annotated: bytes
     timings_ms: dict = field(default_factory=dict)
     encoded: int = 0  # faces encoded on this frame
+    thumb: Optional[np.ndarray] = None  # the frame in grey reduced 8 times (8x8 block means; alert frame statistics)
+    draw: Optional[Callable[[], bytes]] = None  # the annotated JPEG made on demand, when `annotated` was not made
+
+    def evidence(self) -> bytes:
+        """The annotated JPEG (alert evidence): the reply's, or drawn now (once) when the reply had none."""
+        if not self.annotated and self.draw is not None:
+            self.annotated, self.draw = self.draw(), None
+        return self.annotated
 
 
 @dataclass(frozen=True)
@@ -38,3 +49,4 @@ class StationSnapshot:
     camera: str = "unknown"  # the edge's camera: ok | lost | unknown (an edge that does not say)
     camera_error: str = ""
     camera_since: float = 0.0  # when the camera state began (for lost: the last frame the edge got)
+    annotate: bool = True  # RESULTs carry the annotated JPEG (HELLO `annotate`; False: the edge draws the boxes)

@@ -20,8 +20,8 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from typing import Optional, Protocol
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
@@ -68,11 +68,13 @@ def _init_worker(parent_pid: int, use_pdeathsig: bool) -> None:
     _worker_net = dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
 
 
-def _encode_in_worker(chips: np.ndarray) -> np.ndarray:
+def _encode_in_worker(chips: np.ndarray) -> tuple[np.ndarray, float]:
+    """The encodings of `chips` and the CPU seconds they cost this worker (the server's pacing counts them)."""
     if len(chips) == 0:
-        return np.zeros((0, 128), np.float32)
+        return np.zeros((0, 128), np.float32), 0.0
+    start = time.process_time()
     descriptors = _worker_net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips], 0)
-    return np.array([np.array(d) for d in descriptors], np.float32)
+    return np.array([np.array(d) for d in descriptors], np.float32), time.process_time() - start
 
 
 class EncoderPool:
@@ -80,6 +82,8 @@ class EncoderPool:
 
     def __init__(self, workers: Optional[int] = None) -> None:
         self.workers = workers or max(1, os.cpu_count() or 1)
+        # told the CPU seconds of each encoding (the server's fair share counts them in a frame's cost)
+        self.on_cost: Optional[Callable[[float], None]] = None
         # spawn: never fork a process that holds threads and sockets
         self._pool = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
@@ -93,7 +97,25 @@ class EncoderPool:
     def encode_chips(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
             return np.zeros((0, 128), np.float32)
-        return self._pool.submit(_encode_in_worker, chips).result()
+        return self.submit_chips(chips).result()
+
+    def submit_chips(self, chips: np.ndarray) -> "Future[np.ndarray]":
+        """The encodings of `chips`, later: a station's frame goes on while a worker encodes (~80 ms a face)."""
+        inner = self._pool.submit(_encode_in_worker, chips)
+        outer: "Future[np.ndarray]" = Future()
+
+        def done(f: Future) -> None:
+            try:
+                encodings, cpu_s = f.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, who logs it
+                outer.set_exception(exc)
+                return
+            if self.on_cost is not None:
+                self.on_cost(cpu_s)
+            outer.set_result(encodings)
+
+        inner.add_done_callback(done)
+        return outer
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -16,7 +16,7 @@ from recognizer.alerting.bystanders import subjects
 from recognizer.alerting.monitor import AlertMonitor
 from recognizer.alerting.rules import AlertThresholds
 from recognizer.station.types import FrameOutcome, StationSnapshot
-from recognizer.vision.annotate import draw_faces
+from shared.drawing import draw_faces
 from recognizer.vision.detect import FaceEngine
 from shared.jpeg import encode_jpeg
 from shared.results import KNOWN, UNKNOWN, FaceResult
@@ -102,3 +102,49 @@ def test_whose_face_stays_sharp_by_alert_type() -> None:
     assert subjects("no_blink", faces, "alice") == [spoof]
     assert subjects("multiple_faces", faces, "alice") == faces
     assert subjects("camera_tamper", faces, "alice") == [] and subjects("no_face", [], "alice") == []
+
+
+def test_a_reply_without_a_picture_still_gives_the_annotated_frame_as_evidence(engine: FaceEngine) -> None:
+    """An edge that draws its own boxes gets RESULTs without a picture: the frame is drawn when it becomes evidence,
+    and only then (frames that no alert keeps are never drawn)."""
+    bgr = cv2.imread(str(FIXTURE))
+    raw = encode_jpeg(bgr, 95)
+    boxes = engine.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    faces = [FaceResult(b, i + 1, UNKNOWN, distance=0.8) for i, b in enumerate(boxes)]  # both are subjects
+    drawn = []
+
+    def draw() -> bytes:
+        drawn.append(1)
+        return encode_jpeg(draw_faces(bgr.copy(), faces), 90)
+
+    events: list = []
+    thresholds = AlertThresholds(unknown_after_s=0.0, enabled=frozenset({"unknown_face"}))
+    monitor = AlertMonitor(thresholds, events.append, clock=lambda: 1.8e9)
+    status = StationSnapshot(1, "desk-01", "alice", "127.0.0.1", 1.8e9, annotate=False)
+    monitor.on_frame(status, FrameOutcome(faces, b"", draw=draw), raw)
+    (opened,) = [e for e in events if e.state == "open"]
+    assert opened.image == encode_jpeg(draw_faces(bgr.copy(), faces), 90) and drawn == [1]
+    quiet = AlertMonitor(AlertThresholds(enabled=frozenset({"camera_tamper"})), events.append, clock=lambda: 1.8e9)
+    quiet.on_frame(status, FrameOutcome(faces, b"", draw=draw), raw)
+    assert drawn == [1]  # no alert kept that frame: it was never drawn
+
+
+def test_an_edge_that_draws_its_own_boxes_still_gets_evidence(engine: FaceEngine) -> None:
+    """A reply without a picture (the edge draws): the annotated frame is made only when it becomes evidence."""
+    bgr = cv2.imread(str(FIXTURE))
+    raw = encode_jpeg(bgr, 95)
+    boxes = engine.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    drawn: list[bytes] = []
+    for faces in ([FaceResult(boxes[0], 1, UNKNOWN)], [FaceResult(b, i, UNKNOWN) for i, b in enumerate(boxes)]):
+        def draw(faces: list = faces) -> bytes:
+            drawn.append(encode_jpeg(draw_faces(bgr.copy(), faces), 90))
+            return drawn[-1]
+
+        events: list = []
+        monitor = AlertMonitor(AlertThresholds(unknown_after_s=0.0, enabled=frozenset({"unknown_face"})),
+                               events.append, clock=lambda: 1.8e9)
+        monitor.on_frame(StationSnapshot(1, "desk-01", "alice", "127.0.0.1", 1.8e9),
+                         FrameOutcome(faces, b"", draw=draw), raw)
+        (opened,) = [e for e in events if e.state == "open"]
+        assert isinstance(opened.image, bytes) and opened.image == drawn[-1], type(opened.image)
+    assert len(drawn) == 2  # once per frame that became evidence

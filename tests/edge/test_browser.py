@@ -27,6 +27,14 @@ def browser(chromium) -> Iterator[object]:
     yield chromium
 
 
+def _started_edge(source: str, server: FakeRecognizer, station: str) -> Edge:
+    """An edge of `station` (login alice) reading `source`, connected to the running fake recognizer `server`."""
+    edge = Edge(EdgeConfig(source=source, recognizer_port=server.port, station=station, login="alice", token=TOKEN,
+                           web_port=0))
+    edge.start()
+    return edge
+
+
 def test_page_shows_feed_offline_state_and_capture_answers(browser, clip: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -112,9 +120,7 @@ def test_page_says_camera_lost_and_recovers(browser) -> None:
 
     camera = MjpegServer(photo_frames(), fps=10.0).start()
     server = FakeRecognizer().start()
-    edge = Edge(EdgeConfig(source=camera.url, recognizer_port=server.port, station="desk-8", login="alice",
-                           token=TOKEN, web_port=0))
-    edge.start()
+    edge = _started_edge(camera.url, server, "desk-8")
     wait = WebDriverWait(browser, 15)
     try:
         browser.get(f"http://127.0.0.1:{edge.server.port}/video_feed_page")
@@ -143,3 +149,30 @@ def test_page_says_camera_lost_and_recovers(browser) -> None:
         edge.stop()
         server.kill()
         camera.kill()
+
+
+def test_page_says_busy_not_offline_while_the_recognizer_is_slow_to_answer(browser, clip: Path) -> None:
+    """Online but not answering for a moment (a Capture being enrolled, a loaded recognizer): the badge stays
+    "recognizer online" and the feed note says busy, never "offline" beside it; it clears when answers resume."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = FakeRecognizer().start()
+    edge = _started_edge(str(clip), server, "desk-7")
+    wait = WebDriverWait(browser, 15)
+    try:
+        browser.get(f"http://127.0.0.1:{edge.server.port}/")
+        wait.until(lambda d: d.find_element(By.ID, "link-badge").text == "recognizer online")
+        wait.until(lambda d: d.find_element(By.ID, "feed-note").text == "")
+        server.delay_s = 4.0  # each frame now takes 4 s to answer; heartbeats are still answered at once
+        wait.until(lambda d: "busy" in d.find_element(By.ID, "feed-note").text)
+        note = browser.find_element(By.ID, "feed-note").text
+        assert note == "The recognizer is busy and has not answered for a moment: showing the raw camera feed."
+        assert browser.find_element(By.ID, "link-badge").text == "recognizer online"
+        browser.save_screenshot(str(SCREENSHOTS / "facemon_edge_busy.png"))
+        server.delay_s = 0.0
+        wait.until(lambda d: d.find_element(By.ID, "feed-note").text == "")
+        assert browser.find_element(By.ID, "link-badge").text == "recognizer online"
+    finally:
+        edge.stop()
+        server.kill()

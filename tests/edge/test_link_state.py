@@ -136,7 +136,7 @@ def test_a_result_publishes_its_picture_with_its_faces_and_measures_latency() ->
     offer(state, 1, 1.0, ts=WALL + 0.9)
     faces = [FaceResult((1, 2, 3, 4), 7, "known", "alice", 0.41, 0.8, "live", 2)]
     actions = state.receive(protocol.result(1, WALL + 0.9, faces_to_wire(faces), b"annotated"), 1.2, WALL + 1.2)
-    assert actions == [Publish(b"annotated", WALL + 1.2, faces)]
+    assert actions == [Publish(b"annotated", WALL + 1.2, faces, 1)]
     status = state.status(1.2, WALL + 1.5)
     assert status["latency_ms"] == pytest.approx(300.0) and status["faces"] == faces_to_wire(faces)
     assert status["results"] == 1 and status["last_result_age_s"] == pytest.approx(0.3)
@@ -146,6 +146,26 @@ def test_a_result_publishes_its_picture_with_its_faces_and_measures_latency() ->
     status = state.status(2.05, WALL + 2.05)
     assert status["latency_ms"] == pytest.approx(50.0) and status["last_error"] == "bad jpeg"
     assert status["latency_avg_ms"] == pytest.approx(0.8 * 300 + 0.2 * 50, abs=0.1)
+
+
+def test_the_edge_asks_for_results_without_a_picture_and_draws_the_faces_itself() -> None:
+    """HELLO annotate false (docs/protocol.md): a RESULT without a picture asks the shell to draw the faces on the
+    frame sent as that seq; one with a picture (an older recognizer) is shown as it comes; an error draws nothing."""
+    assert hello(settings()).header["annotate"] is False
+    assert "annotate" not in hello(settings(edge_draws=False)).header  # absent: the recognizer annotates
+    state, _ = online()
+    faces = [FaceResult((1, 2, 3, 4), 7, "known", "alice", 0.41, 0.8, "live", 2)]
+    offer(state, 1, 1.0)
+    assert state.receive(protocol.result(1, WALL, faces_to_wire(faces)), 1.1, WALL + 1.1) == [
+        Publish(b"", WALL + 1.1, faces, 1)]
+    offer(state, 2, 2.0)
+    assert state.receive(protocol.result(2, WALL, faces_to_wire(faces), b"jpeg"), 2.1, WALL + 2.1) == [
+        Publish(b"jpeg", WALL + 2.1, faces, 2)]
+    offer(state, 3, 3.0)
+    assert state.receive(protocol.result(3, WALL, [], error="bad_image: x"), 3.1, WALL + 3.1) == []
+    state, _ = online(edge_draws=False)
+    offer(state, 1, 1.0)
+    assert state.receive(protocol.result(1, WALL, faces_to_wire(faces)), 1.1, WALL + 1.1) == []
 
 
 def test_a_malformed_result_closes_the_connection_with_a_reason() -> None:
@@ -179,7 +199,7 @@ def test_replies_arriving_a_byte_at_a_time_are_handled_like_whole_ones() -> None
         decoder.feed(wire[i:i + 1])
         for message in decoder.messages():
             actions += state.receive(message, 0.5, WALL + 0.5)
-    assert actions == [Publish(b"jpg", WALL + 0.5, [])] and state.ready_to_send
+    assert actions == [Publish(b"jpg", WALL + 0.5, [], 7)] and state.ready_to_send
 
 
 # ---- refusals and state transitions ----

@@ -1,7 +1,8 @@
 """Erasure and access across a pool of two recognizer nodes (real processes, tests/pool harness): a person's
 encoding is on both nodes, in memory and in each node's local copy on disk; `export-person` gives everything held
 about them; removing them deletes their encodings, photo and review faces at the dashboard and both nodes drop
-them from memory and disk within 2 s; both acts are audited."""
+them from memory and disk within 2 s; both acts are audited. Run with and without a data key (FACEMON_DATA_KEY for
+the dashboard and both nodes): with one, the nodes' copies on disk are sealed and erasure is as quick."""
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,10 @@ def _disk_people(node) -> set[str] | None:  # noqa: ANN001
     """The people in a node's local copy; None while it is missing or being rewritten (read again)."""
     from recognizer.identity.index import FaceIndexError, load_index
 
+    from shared.crypto import load_ring
+
     try:
-        return set(load_index(node.folder / "gallery").names)
+        return set(load_index(node.folder / "gallery", ring=load_ring(None)).names)
     except (FaceIndexError, OSError, ValueError):
         return None
 
@@ -48,8 +51,14 @@ def _gallery(node) -> dict:  # noqa: ANN001
     return node.health()[1].get("gallery") or {}
 
 
-def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path, keyed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from recognizer.identity.index import MODEL_ID
+    from shared.crypto import is_sealed, load_ring, new_key
+
+    monkeypatch.delenv("FACEMON_DATA_KEY", raising=False)
+    if keyed:  # the dashboard, both nodes and the CLI below inherit it
+        monkeypatch.setenv("FACEMON_DATA_KEY", base64.b64encode(new_key()).decode())
 
     pool = Pool(tmp_path / "pool", nodes_n=2)
     try:
@@ -66,7 +75,7 @@ def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
         from dashboard.library_models import ReviewCrop, ReviewFace
         from dashboard.models import utcnow
 
-        engine = dbmod.make_engine(f"sqlite:///{pool.db_path}")
+        engine = dbmod.make_engine(f"sqlite:///{pool.db_path}", load_ring(None))
         with dbmod.make_session_factory(engine, write=True)() as db:
             face = ReviewFace(alert_id="a" * 32, station_id="desk-01", track=1, verdict="unsure", candidate="erin",
                               vector=vec.tobytes(), seen_at=utcnow(), group_id=1, state="queued")
@@ -77,6 +86,7 @@ def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
         engine.dispose()
         wait_until("erin on both nodes, in memory and on disk", lambda: all(
             _gallery(n).get("encodings") == 1 and "erin" in (_disk_people(n) or ()) for n in pool.nodes), 30, 0.05)
+        assert all(is_sealed((n.folder / "gallery" / "index.npz").read_bytes()) == keyed for n in pool.nodes)
 
         # access: everything held about her, audited
         out = tmp_path / "export"
@@ -99,7 +109,8 @@ def test_export_and_erase_a_person_on_two_nodes(tmp_path: Path) -> None:
         wait_until("erin gone from both nodes' disk copies", lambda: all(
             _disk_people(n) is not None and "erin" not in _disk_people(n) for n in pool.nodes), 10, 0.01)
         took_disk = time.monotonic() - t0
-        print(f"erasure across 2 nodes: memory {took_memory:.3f} s, disk {took_disk:.3f} s after the request")
+        print(f"erasure across 2 nodes ({'keyed' if keyed else 'plain'}): memory {took_memory:.3f} s, "
+              f"disk {took_disk:.3f} s after the request")
         assert took_disk < 2.0, took_disk
         for node in pool.nodes:  # the old copy's bytes are not left in the folder either
             raw = b"".join(p.read_bytes() for p in (node.folder / "gallery").rglob("*") if p.is_file())

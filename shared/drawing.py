@@ -1,4 +1,6 @@
-"""Drawing results onto frames: a box per face, with name (or "unknown"), and liveness."""
+"""Drawing results onto frames: a box per face, with name (or "unknown"), and liveness. The recognizer draws its
+annotated replies with it, and an edge that asked for RESULTs without a picture draws the same boxes itself
+(docs/protocol.md, `annotate`), so its page looks the same either way."""
 from __future__ import annotations
 
 from typing import Sequence
