@@ -118,7 +118,7 @@ def post_status(station_id: str):  # noqa: ANN201
         abort(403, f"this token belongs to station {caller.name!r} and may not report for {station_id!r}")
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        abort(400, "body must be a JSON object {fps, recognizer_connected, login_name, faces, camera, camera_error, degraded}")
+        abort(400, "body must be a JSON object {fps, recognizer_connected, silent_s, login_name, faces, camera, camera_error, degraded}")
     fps, rec, faces = body.get("fps"), body.get("recognizer_connected"), body.get("faces")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1000):
         abort(400, "fps must be a number from 0 to 1000")
@@ -126,6 +126,9 @@ def post_status(station_id: str):  # noqa: ANN201
         abort(400, "recognizer_connected must be true or false")
     if faces is not None and (isinstance(faces, bool) or not isinstance(faces, int) or not 0 <= faces <= 1000):
         abort(400, "faces must be a whole number from 0 to 1000")
+    silent = body.get("silent_s")
+    if silent is not None and (isinstance(silent, bool) or not isinstance(silent, (int, float)) or not 0 <= silent <= 86400):
+        abort(400, "silent_s must be a number of seconds from 0 to 86400")
     camera, camera_error = body.get("camera"), body.get("camera_error")
     if camera is not None and camera not in CAMERA_STATES:
         abort(400, f"camera must be one of {', '.join(CAMERA_STATES)}")
@@ -138,7 +141,7 @@ def post_status(station_id: str):  # noqa: ANN201
         abort(400, str(exc))
     svc = services()
     report = StatusReport(None if fps is None else float(fps), rec, login or None, faces, camera,
-                          (camera_error or "")[:200] or None, degraded)
+                          (camera_error or "")[:200] or None, degraded, None if silent is None else float(silent))
     state = stations.record_status(svc.writer, station_id, report, svc.station_rules, svc.broker.publish)
     session = handover_session(body)
     if session is not None:

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from typing import Optional
 
+import numpy as np
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 
@@ -76,7 +77,8 @@ def people():  # noqa: ANN201
                   sa.func.max(e.created_at).label("last"))
         .where(e.person.in_(names)).group_by(e.person).order_by(e.person)).all()
     return render_template("library_people.html", rows=rows, total=total, page=page, q=q,
-                           pages=max(1, -(-total // PEOPLE_PER_PAGE)), notice_version=services().config.notice_version)
+                           pages=max(1, -(-total // PEOPLE_PER_PAGE)), notice_version=services().config.notice_version,
+                           like=_like(), new_name=request.args.get("name", "")[:64])
 
 
 @bp.get("/library/people/<name>")
@@ -95,7 +97,7 @@ def person(name: str):  # noqa: ANN201
     far = likeness.far_photos(likeness.vectors([r.vector for r in photos]))
     return render_template("library_person.html", name=name, photos=list(zip(photos, far)),
                            negatives=[r for r in rows if r.negative], history=audit.entries(db, name, 30),
-                           notice_version=services().config.notice_version)
+                           notice_version=services().config.notice_version, like=_like())
 
 
 @bp.get("/library/photos/<int:encoding_id>.jpg")
@@ -129,7 +131,18 @@ def _upload(name: str, done: str, failed: Optional[str] = None) -> Response:
     out = enrol_photo(current_app._get_current_object(), name, upload.read(), _admin(), f"upload:{filename}",
                       "add_photo", request.form.get("confirm_lookalike", ""))
     flash(("Added: " if out.ok else "Refused: ") + out.reason)
+    if out.code == "looks_like" and out.like:  # the form comes back with the deliberate confirmation to tick
+        return redirect(url_for("library.people", name=name, like=out.like) if failed else
+                        url_for("library.person", name=name, like=out.like))
     return redirect(done if out.ok else (failed or done))
+
+
+def _like() -> str:
+    """The lookalike an upload was refused for (?like=), offered to confirm on the form; "" when none or invalid."""
+    try:
+        return validate_name(request.args.get("like"), "like") if request.args.get("like") else ""
+    except InvalidName:
+        return ""
 
 
 @bp.post("/library/photos/<int:encoding_id>/remove")
@@ -189,7 +202,8 @@ def review():  # noqa: ANN201
     page = _page()
     groups, total = review_queue.groups_page(get_db(), page, GROUPS_PER_PAGE)
     return render_template("library_review.html", groups=groups, total=total, page=page,
-                           pages=max(1, -(-total // GROUPS_PER_PAGE)), confirm=_lookalike_to_confirm())
+                           pages=max(1, -(-total // GROUPS_PER_PAGE)), confirm=_lookalike_to_confirm(),
+                           notice_version=services().config.notice_version)
 
 
 def _lookalike_to_confirm() -> Optional[dict]:
@@ -294,21 +308,28 @@ def search():  # noqa: ANN201
     hits: list = []
     enrolled: list = []
     error = ""
+    probe = None
+    like_face = request.args.get("face", "")
     if request.method == "POST":
         check_csrf()
         upload = request.files.get("photo")
         probe, error = (encode_probe(current_app._get_current_object(), upload.read()) if upload and upload.filename
                         else (None, "choose a photo of a face"))
-        if probe is not None:
-            hits = review_queue.search_by_likeness(db, probe)
-            rows = db.execute(sa.select(GalleryEncoding.id, GalleryEncoding.vector).where(GalleryEncoding.negative.is_(False))).all()
-            near = likeness.nearest(probe, likeness.vectors([r.vector for r in rows]), 20, 0.6)
-            by_id = {r.id: r for r in db.scalars(sa.select(GalleryEncoding).where(GalleryEncoding.id.in_([rows[i].id for i, _ in near])))}
-            enrolled = [(by_id[rows[i].id], d) for i, d in near]
+    elif like_face:  # a face already seen at a desk (its crop's encoding): no face engine needed
+        vector = db.scalar(sa.select(ReviewFace.vector).where(ReviewFace.id == int(like_face))) if like_face.isdigit() and len(like_face) < 10 else None
+        if vector is None:
+            abort(404, "no such face")
+        probe = np.frombuffer(vector, "<f4")
+    if probe is not None:
+        hits = review_queue.search_by_likeness(db, probe)
+        rows = db.execute(sa.select(GalleryEncoding.id, GalleryEncoding.vector).where(GalleryEncoding.negative.is_(False))).all()
+        near = likeness.nearest(probe, likeness.vectors([r.vector for r in rows]), 20, 0.6)
+        by_id = {r.id: r for r in db.scalars(sa.select(GalleryEncoding).where(GalleryEncoding.id.in_([rows[i].id for i, _ in near])))}
+        enrolled = [(by_id[rows[i].id], d) for i, d in near]
     elif person_name:
         hits = [(f, None) for f in review_queue.search_by_person(db, person_name)]
     return render_template("library_search.html", hits=hits, enrolled=enrolled, person=person_name, error=error,
-                           searched=request.method == "POST" or bool(person_name))
+                           searched=request.method == "POST" or bool(person_name) or bool(like_face))
 
 
 # ---- faces from recognizers ----

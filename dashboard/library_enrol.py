@@ -26,6 +26,9 @@ EXT = "facemon.library_enroller"
 _build_lock = threading.Lock()
 
 
+NOTICE_ACTIONS = ("add_photo", "assign")  # enrolments from the pages that record the admin's notice confirmation
+
+
 class EnrolUnavailable(RuntimeError):
     """The face engine cannot run in this dashboard (the recognizer's packages are not installed)."""
 
@@ -123,10 +126,11 @@ def enrol_photo(app: Flask, name: str, image: bytes, by: str, source: str, actio
     except EnrolUnavailable as exc:
         return Outcome(False, str(exc))
     enroller.store.action.value = action
-    # an upload on the People page: the admin confirms the person was shown the current notice, as a Capture does
+    # an upload on the People page, or "this is <person>" from the review queue: the admin confirms the person was
+    # shown the current notice, as a Capture does (both forms say so)
     from dashboard.services import services
 
-    version = services(app).config.notice_version if action == "add_photo" else None
+    version = services(app).config.notice_version if action in NOTICE_ACTIONS else None
     enroller.store.notice.value = (version, by) if version else None
     enroller.store.confirmed.value = confirm_lookalike
     out = enroller.enrol(name, image, by=by, provenance=Provenance(by=by, source=source), rules=FOLDER_RULES,

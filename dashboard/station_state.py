@@ -46,15 +46,18 @@ def describe_duration(seconds: float) -> str:
 
 
 def gone_for(last_connected: Optional[dt.datetime], in_session: bool, last_seen: Optional[dt.datetime],
-             now: dt.datetime, window_s: float) -> Optional[float]:
+             now: dt.datetime, window_s: float, silent_after_s: float = float("inf")) -> Optional[float]:
     """Seconds since the desk was last known in session (None: in session now, or never was).
 
-    In session now = the latest report says so and is fresher than `window_s` (reports come every few seconds)."""
+    In session now = the latest report says so, is fresher than `window_s` (reports come every few seconds), and
+    the desk was heard (`last_connected`, a frame or a heartbeat) less than `silent_after_s` ago: a desk whose
+    cable is pulled stays in session on its recognizer until the recognizer's idle timeout, silent all along."""
     if last_connected is None:
         return None
-    if in_session and last_seen is not None and (now - last_seen).total_seconds() <= window_s:
+    gone = max(0.0, (now - last_connected).total_seconds())
+    if in_session and last_seen is not None and (now - last_seen).total_seconds() <= window_s and gone < silent_after_s:
         return None
-    return max(0.0, (now - last_connected).total_seconds())
+    return gone
 
 
 def station_state(*, now: dt.datetime, last_seen: Optional[dt.datetime], last_connected: Optional[dt.datetime],
@@ -64,7 +67,9 @@ def station_state(*, now: dt.datetime, last_seen: Optional[dt.datetime], last_co
     """The one state that matters most now, worst first: offline, camera lost, overloaded/degraded, ok."""
     if last_seen is None:
         return StationState("never", "Never connected: start its edge (it needs this station's token)")
-    gone = gone_for(last_connected, bool(recognizer_connected), last_seen, now, report_window_s)
+    gone = gone_for(last_connected, bool(recognizer_connected), last_seen, now, report_window_s, th.offline_after_s)
+    silent = gone is not None and bool(recognizer_connected) and last_seen is not None and \
+        (now - last_seen).total_seconds() <= report_window_s  # reported in session, but not heard from
     if gone is not None or not recognizer_connected:
         since = last_connected or last_seen
         at = since.astimezone().strftime("%H:%M:%S")
@@ -73,6 +78,7 @@ def station_state(*, now: dt.datetime, last_seen: Optional[dt.datetime], last_co
         # the recognizer's last word decides: "it left" (the edge hung up), or silence (the recognizer is gone)
         cause = ("the desk left its recognizer (edge unplugged, switched off or network down)"
                  if recognizer_connected is False
+                 else "the desk sends nothing, not even heartbeats (network cable pulled or network down)" if silent
                  else "no recognizer reports it (recognizer down, or it cannot reach the dashboard)")
         if gone >= th.offline_after_s:
             return StationState("offline", f"Offline for {describe_duration(gone)} since {at}: {cause}", since)

@@ -37,6 +37,12 @@ class StatusReport:
     camera: Optional[str] = None  # ok | lost | unknown
     camera_error: Optional[str] = None
     degraded: tuple[str, ...] = ()
+    silent_s: Optional[float] = None  # seconds since the recognizer last heard the desk (None: an older recognizer)
+
+
+HEARD_JITTER_S = 1.0  # a silent desk's "last heard" (now - silent_s) moves only when this much later than the stored
+# one: the report's own transit delay (ms, more under load) must not look like a desk heard again, which would close
+# its offline alert and move the incident's derived id. A desk heard within this (silent_s below it) moves it freely.
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,9 @@ def state_of(row: Optional[StationStatus], now: dt.datetime, rules: StationRules
 
 def record_status(factory: sessionmaker[Session], station_id: str, report: StatusReport, rules: StationRules,
                   publish: Callable[[str, str], None] = lambda _e, _d: None) -> StationState:
-    """Upsert the desk's latest status (last_seen = now); log its state once when it changes; close its open
-    station_offline incident when it is back in session. Returns the new state."""
+    """Upsert the desk's latest status (last_seen = now, last_connected = when the desk was last heard); log its
+    state once when it changes; close its open station_offline incident when it is heard again. Returns the new
+    state."""
     for _attempt in range(MAX_ATTEMPTS):
         with factory() as db:
             now = utcnow()
@@ -77,8 +84,14 @@ def record_status(factory: sessionmaker[Session], station_id: str, report: Statu
             row.degraded = join_codes(report.degraded) or None
             back_from = None
             if report.recognizer_connected:
-                row.last_connected = now
-                back_from, row.offline_alert_id = row.offline_alert_id, None
+                # in session since the desk was last heard (a desk whose cable is pulled stays in session on its
+                # recognizer until that recognizer's idle timeout, yet has been gone since its last frame)
+                silent_s = report.silent_s or 0.0
+                heard = now - dt.timedelta(seconds=silent_s)
+                if row.last_connected is None or heard > row.last_connected + dt.timedelta(
+                        seconds=0.0 if silent_s < HEARD_JITTER_S else HEARD_JITTER_S):
+                    row.last_connected = heard
+                    back_from, row.offline_alert_id = row.offline_alert_id, None
             after = state_of(row, now, rules)
             try:
                 db.commit()

@@ -46,6 +46,9 @@ class RecognizerFiles:
 
 def load(key_file: str) -> Optional[KeyRing]:
     """The ring from `key_file` or FACEMON_DATA_KEY; None when neither is set (DataKeyError: unusable)."""
+    if key_file and not Path(key_file).exists():
+        raise DataKeyError(f"data key file {key_file} does not exist (make one: facemon-recognizer data-key new "
+                           f"--out {key_file}; --data-key-file / {ENV_FILE} name it)")
     return load_ring(key_file or None)
 
 

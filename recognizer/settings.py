@@ -121,6 +121,11 @@ SETTINGS: tuple[Setting, ...] = (
       "eyes_closed alert", float, ge=0, le=86400, into="alerts.eyes_closed_after_s"),
     S("--cooldown", 60.0, "seconds after an alert closes before the same type opens again on that station", float,
       ge=0, le=86400, into="alerts.cooldown_s"),
+    S("--review-after", 3.0, "seconds a face must stay not sure (someone near, nobody accepted) before one crop of it "
+      "goes to the dashboard's review queue (no alert; recognizer/alerting/review.py)", float, ge=0, le=86400,
+      into="review.after_s"),
+    S("--review-per-minute", 30, "most not-sure faces posted to the review queue a minute, all desks together", int,
+      ge=1, le=10000, into="review.per_minute"),
     S("--blur-bystanders", True, "in an alert's stored evidence, pixelate the faces the alert is not about (the live "
       "feed is unchanged; recognizer/alerting/bystanders.py)", parse_bool, into="blur_bystanders"),
     S("--status-interval", 5.0, "seconds between station status reports to the dashboard", float, ge=0.2, le=300,

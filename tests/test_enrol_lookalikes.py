@@ -44,3 +44,21 @@ def test_two_folders_with_one_face_are_refused_unless_confirmed(tmp_path, capsys
     assert "test_evaluator" in load_index(index).people
     assert any("looks like barack_obama" in r.getMessage() and "confirmed deliberately" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_folder_import_enrols_a_lookalike_only_when_its_pair_is_confirmed(tmp_path, engine):
+    """The import path (facemon-enrol --dashboard-url goes through the same Enroller as a Capture): the lookalike photo
+    is skipped with its reason, and enrolled when --confirm-lookalike names the pair."""
+    from recognizer.identity.enrol import Enroller, import_folder
+    from recognizer.identity.index import IndexStore
+
+    faces = tmp_path / "known_faces"
+    shutil.copytree(KNOWN_FACES / "barack_obama", faces / "barack_obama")
+    (faces / "test_evaluator").mkdir()
+    shutil.copy(FIXTURES / "obama_probe.jpg", faces / "test_evaluator" / "me.jpg")
+    for confirmed, want in (((), False), ({frozenset(("test_evaluator", "barack_obama"))}, True)):
+        store = IndexStore(tmp_path / f"index-{want}")
+        done, skipped = import_folder(Enroller(engine, store, tmp_path / f"photos-{want}"), faces, "test",
+                                      confirmed=confirmed)
+        assert ("test_evaluator" in store.index.people) == want, skipped
+        assert any("looks like barack_obama" in why for _p, why in skipped) != want

@@ -119,3 +119,28 @@ def test_replay_with_sweeps_boxes_the_turned_face_and_raises_no_stranger_for_it(
     assert len({f["track"] for f in swept}) == 1  # one track followed between sweeps, not a new one per sweep
     assert all(f["state"] in ("pending", "unsure", "known") for f in swept)
     assert not opened(alerts, "unknown_face")
+
+
+@pytest.mark.data
+def test_a_not_sure_face_is_the_one_crop_the_server_would_queue_for_review(tmp_path, data_dir, engine) -> None:
+    """A stranger close to an enrolled person (scarlett_johansson's photo; marissa_mayer enrolled) at a vote radius
+    wide enough to reach her: not sure, no alert, and one review line (what the server posts to the review queue)."""
+    import numpy as np
+
+    from recognizer.identity.enrol import FOLDER_RULES, face_encoding_for_enrolment
+    from recognizer.identity.index import MODEL_ID, FaceIndex, save_index
+    from recognizer.vision.imageio import decode_image
+
+    photos = sorted((data_dir / "faces" / "marissa_mayer").glob("*.jpg"))
+    encs = [face_encoding_for_enrolment(engine, decode_image(p.read_bytes()), FOLDER_RULES)[0] for p in photos]
+    save_index(FaceIndex(("marissa_mayer",) * len(encs), np.asarray(encs, np.float32), tuple(map(str, photos)), MODEL_ID),
+               tmp_path / "index")
+    clip = still_clip(data_dir / "faces" / "scarlett_johansson" / "deepface_img8.jpg", tmp_path / "s.mp4", seconds=8, fps=4)
+    out = io.StringIO()
+    summary = run(build_parser().parse_args([str(clip), "--index", str(tmp_path / "index"), "--tolerance", "0.66",
+                                             "--review-after", "1", "--no-liveness"]), out)
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    reviews = [x["review"] for x in lines if "review" in x]
+    assert summary["review_faces"] == len(reviews) == 1, reviews
+    assert reviews[0]["verdict"] == "unsure" and reviews[0]["candidate"] == "marissa_mayer" and reviews[0]["distance"] <= 0.66
+    assert not [x for x in lines if x.get("alert") == "unknown_face"], "not sure is not a stranger: no alert"

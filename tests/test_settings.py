@@ -29,6 +29,14 @@ def test_every_default_of_a_part_is_the_settings_default() -> None:
                 f"{type(part).__name__}.{name} defaults to {value!r} but {s.flag} to {s.default!r}")
     # and as a whole: no flag and no variable gives exactly the parts' defaults
     assert RecognizerSettings.from_args(build_parser().parse_args([])) == defaults
+    # parts built from a setting that is not an `into` field
+    from recognizer.server.pacing import PacingParams
+    from recognizer.settings import setting
+    from recognizer.vision.regions import RegionParams
+
+    assert RegionParams().full_every == setting("full_detect_every").default == defaults.pipeline.regions.full_every
+    assert (PacingParams().station_fps, PacingParams().max_fps) == (
+        setting("station_fps").default, setting("max_station_fps").default)
 
 
 def test_the_sign_in_check_and_liveness_defaults_are_the_recognizers() -> None:

@@ -793,7 +793,7 @@ def reseal_rows(db: sqlite3.Connection, ring: Optional[KeyRing], only_plain: boo
     (one per column is tried at start; a rotation opens each)."""
 
     done = 0
-    began = not db.in_transaction
+    began = ring is not None and not db.in_transaction  # without a ring it only reads the headers
     if began:
         db.execute("BEGIN IMMEDIATE")
     try:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from recognizer.station.types import FrameOutcome, StationSnapshot
+from recognizer.settings import check_section
 from shared.results import KNOWN, UNSURE, FaceResult
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,15 @@ class ReviewThresholds:
     retries: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("after_s", "gap_s", "station_every_s"):
+        check_section(self, "review")  # after_s (--review-after), per_minute (--review-per-minute): their bounds
+        for name in ("gap_s", "station_every_s"):  # no flag
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
                 raise ValueError(f"review {name} must be 0..86400 seconds, got {value!r}")
         if self.gain < 1.0:
             raise ValueError(f"review gain must be >= 1, got {self.gain}")
-        if not 1 <= self.per_minute <= 10000 or not 1 <= self.queue <= 10000 or not 0 <= self.retries <= 100:
-            raise ValueError("review per_minute and queue must be 1..10000, retries 0..100")
+        if not 1 <= self.queue <= 10000 or not 0 <= self.retries <= 100:
+            raise ValueError("review queue must be 1..10000, retries 0..100")
 
 
 @dataclass(frozen=True)

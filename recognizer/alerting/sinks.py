@@ -108,12 +108,18 @@ class WebhookSink:
         delivered(lambda: post_json(self.url, body, headers=self.headers))
 
 
+MAX_SILENT_S = 86400.0  # the dashboard's bound of `silent_s`
+
+
 def station_report(st: StationSnapshot, now: float, stale_after_s: float) -> dict:
     """The status body for one connected station. Frames/s is 0 when the camera is lost or no frame was
-    answered for `stale_after_s` (the rate from before would be stale); `camera` is ok/lost/unknown."""
+    answered for `stale_after_s` (the rate from before would be stale); `camera` is ok/lost/unknown; `silent_s`:
+    seconds since the desk last sent anything (a frame or a heartbeat), so the dashboard's offline clock starts
+    when the desk went silent, not when this recognizer gives up on it (its idle timeout, 15 s)."""
     stale = st.camera == "lost" or not st.last_frame_at or now - st.last_frame_at > stale_after_s
     fps = 0.0 if stale else round(min(max(float(st.fps), 0.0), 1000.0), 2)
-    return {"fps": fps, "recognizer_connected": True, "login_name": st.login or None,
+    silent = round(min(max(now - (st.last_seen or st.connected_at), 0.0), MAX_SILENT_S), 2)
+    return {"fps": fps, "recognizer_connected": True, "silent_s": silent, "login_name": st.login or None,
             "faces": 0 if stale else min(len(st.faces or []), 1000), "camera": st.camera,
             "camera_error": (st.camera_error or "")[:200] or None}
 

@@ -16,7 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Collection, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -263,10 +263,12 @@ class Enroller:
 
 
 def import_folder(enroller: Enroller, root: Path, by: str,
-                  progress: Optional[Callable[[int, int, Path], None]] = None) -> tuple[int, list[tuple[Path, str]]]:
+                  progress: Optional[Callable[[int, int, Path], None]] = None,
+                  confirmed: Collection[frozenset[str]] = ()) -> tuple[int, list[tuple[Path, str]]]:
     """Enrol every known-face image through `enroller` (into the dashboard's gallery); (enrolled, skipped with why).
 
-    The same photo imported again is stored once (the gallery keys encodings by person and photo digest)."""
+    The same photo imported again is stored once (the gallery keys encodings by person and photo digest). A photo
+    refused as a lookalike is enrolled after all when its pair of names is in `confirmed` (--confirm-lookalike)."""
     people, skipped = collect_known_faces(root)
     jobs = [(name, path) for name, paths in people.items() for path in paths]
     done = 0
@@ -278,8 +280,11 @@ def import_folder(enroller: Enroller, root: Path, by: str,
         except (OSError, DataKeyError) as exc:
             skipped.append((path, str(exc)))
             continue
-        outcome = enroller.enrol(name, image, provenance=Provenance(by=by, source=str(path.relative_to(root))),
-                                 rules=FOLDER_RULES)
+        provenance = Provenance(by=by, source=str(path.relative_to(root)))
+        outcome = enroller.enrol(name, image, provenance=provenance, rules=FOLDER_RULES)
+        alike = outcome.lookalike
+        if outcome.code == "looks_like" and alike is not None and frozenset((name, alike.name)) in confirmed:
+            outcome = enroller.enrol(name, image, provenance=provenance, rules=FOLDER_RULES, confirm_lookalike=alike.name)
         if outcome.ok:
             done += 1
         else:
@@ -366,7 +371,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     try:
         engine = FaceEngine(EngineConfig(detector=args.detector))
         if args.dashboard_url:
-            return _import(engine, args, progress, ring)
+            return _import(engine, args, progress, ring, confirmed)
         index, skipped = build_index(engine, args.known_faces, progress, ring)
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"facemon-enrol: {exc}", file=sys.stderr)
@@ -401,10 +406,12 @@ def _pair(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _import(engine: FaceEngine, args: argparse.Namespace, progress, ring: Optional[KeyRing]) -> int:  # noqa: ANN001
+def _import(engine: FaceEngine, args: argparse.Namespace, progress, ring: Optional[KeyRing],  # noqa: ANN001
+            confirmed: Collection[frozenset[str]]) -> int:
     """facemon-enrol --dashboard-url: the folder into the dashboard's gallery, through the one Enroller."""
     store = GalleryStore(GalleryClient(args.dashboard_url, args.dashboard_token), args.index, ring=ring)
-    done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress)
+    done, skipped = import_folder(Enroller(engine, store, args.known_faces), args.known_faces, args.by, progress,
+                                  confirmed)
     print(f"imported {done} images into the gallery of {args.dashboard_url} (a photo imported before is kept once)")
     _print_skipped(skipped)
     return 0 if done else 1

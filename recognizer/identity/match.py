@@ -226,9 +226,10 @@ class TrackIdentity:
     """Who a tracked face is: `state` pending (not enough evidence yet), known (`name` set), unknown
     (nobody enrolled) or unsure (someone within the vote radius, nobody accepted; `candidate` is the nearest).
 
-    `distance` is the best (smallest) distance to `name` over the window when known, to anyone when
-    unknown, the last frame's when pending; `confidence` is the share (0–1) of the window's
-    observations that agree with the state; `observations` counts frames observed for the track.
+    `distance` is the latest encoding's: to `name` from the last frame that supported the name when known, to
+    the nearest person otherwise (an alert reports the face on screen now, not the best frame of the window);
+    `confidence` is the share (0–1) of the window's observations that agree with the state; `observations`
+    counts frames observed for the track since its evidence last started over (`IdentityVoter`: a person swap).
     """
 
     name: Optional[str]
@@ -243,11 +244,30 @@ _NEW = TrackIdentity(None, PENDING, float("inf"), 0.0, 0)
 
 
 class _Track:
-    __slots__ = ("history", "identity")
+    __slots__ = ("history", "identity", "encodings")
 
     def __init__(self, window: int) -> None:
         self.history: deque[Evidence] = deque(maxlen=window)
         self.identity = _NEW
+        self.encodings: deque[np.ndarray] = deque(maxlen=window)  # the face's own recent encodings (swap test)
+
+    def restart(self) -> None:
+        self.history.clear()
+        self.encodings.clear()
+        self.identity = _NEW
+
+
+def is_swap(track: _Track, query: np.ndarray, ev: Evidence, radius: float) -> bool:
+    """True when `query` (128,) is another person than the one the track has been seeing: farther than `radius`
+    (the vote radius: dlib's own "not the same person" distance) from the mean of the track's recent encodings,
+    and not a frame supporting the track's name. A tracker can carry one box across a cut from one person to
+    another in the same seat; that person's votes, name and distances must not be the newcomer's."""
+    if not track.encodings:
+        return False
+    if track.identity.state == KNOWN and ev.kind == SUPPORT and ev.name == track.identity.name:
+        return False  # the named person seen from another angle: agrees, whatever the jump
+    mean = np.mean(np.stack(track.encodings), axis=0)
+    return float(np.linalg.norm(query - mean)) > radius
 
 
 def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> TrackIdentity:
@@ -269,17 +289,19 @@ def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> Track
     recent = list(history)[-params.need:]
     full_recent = len(recent) == params.need
 
+    last = history[-1]
+
     def known(name: str) -> TrackIdentity:
-        dist = min(e.distance for e in history if e.kind == SUPPORT and e.name == name) if support.get(name) else prev.distance
-        return TrackIdentity(name, KNOWN, dist, support.get(name, 0) / total, n_obs)
+        named = [e.distance for e in history if e.kind == SUPPORT and e.name == name]
+        return TrackIdentity(name, KNOWN, named[-1] if named else prev.distance, len(named) / total, n_obs)
 
     def unknown() -> TrackIdentity:
         nobody_share = sum(1 for e in history if e.kind == NONE) / total
-        return TrackIdentity(None, UNKNOWN, min(e.distance for e in history), nobody_share, n_obs)
+        return TrackIdentity(None, UNKNOWN, last.distance, nobody_share, n_obs)
 
     def unsure() -> TrackIdentity:
-        near = min(history, key=lambda e: e.distance)
-        return TrackIdentity(None, UNSURE, near.distance, unmatched / total, n_obs, candidate=near.name)
+        near = min(history, key=lambda e: e.distance)  # the hint: the person nearest over the window
+        return TrackIdentity(None, UNSURE, last.distance, unmatched / total, n_obs, candidate=near.name)
 
     if prev.state == KNOWN:
         # a name is left only on strong contrary evidence: the last `need` frames all accepted for one
@@ -304,7 +326,6 @@ def _decide(prev: TrackIdentity, history: deque, params: OpenSetParams) -> Track
         return unknown()
     if (total == params.window and unmatched >= params.need) or prev.state == UNSURE:
         return unsure()
-    last = history[-1]
     return TrackIdentity(None, PENDING, last.distance, lead / total, n_obs)
 
 
@@ -318,14 +339,21 @@ class IdentityVoter:
         self.params = params
         self._tracks: OrderedDict[int, _Track] = OrderedDict()
         self._lock = threading.Lock()
+        self._restarted: list[int] = []  # tracks whose evidence started over (a person swap), for take_restarted
 
-    def _update(self, track_id: int, ev: Evidence) -> TrackIdentity:
+    def _update(self, track_id: int, ev: Evidence, query: np.ndarray) -> TrackIdentity:
         track = self._tracks.pop(track_id, None) or _Track(self.params.window)
         self._tracks[track_id] = track
         while len(self._tracks) > self.params.max_tracks:
             dropped, _ = self._tracks.popitem(last=False)
             log.debug("dropping identity history of track %d (max_tracks %d)", dropped, self.params.max_tracks)
+        if is_swap(track, query, ev, self.params.tolerance):
+            log.info("track %d: another person in the same place (was %s %s): its identity evidence starts over",
+                     track_id, track.identity.state, track.identity.name or "")
+            track.restart()
+            self._restarted.append(track_id)
         track.history.append(ev)
+        track.encodings.append(query)
         before = track.identity
         track.identity = _decide(before, track.history, self.params)
         if (before.state, before.name) != (track.identity.state, track.identity.name):
@@ -355,14 +383,21 @@ class IdentityVoter:
         evs = evidence(index, np.stack(queries), self.params) if queries else []
         out: dict[int, TrackIdentity] = {}
         with self._lock:
-            for track_id, ev in zip(ids, evs):
+            for track_id, ev, query in zip(ids, evs, queries):
                 if ev.kind == NONE and track_id in seen_badly and ev.name is not None:
                     ev = Evidence(WEAK, ev.name, ev.distance, ev.second, ev.votes)
-                out[track_id] = self._update(track_id, ev)
+                out[track_id] = self._update(track_id, ev, query)
             for track_id, _ in observations:
                 if track_id not in out:
                     out[track_id] = self._current(track_id)
         return out
+
+    def take_restarted(self) -> list[int]:
+        """Tracks whose evidence started over since the last call (another person came in their place): whatever
+        else is kept per track (liveness, a review crop) belongs to the person who left."""
+        with self._lock:
+            out, self._restarted = self._restarted, []
+            return out
 
     def _current(self, track_id: int) -> TrackIdentity:
         track = self._tracks.get(track_id)

@@ -81,6 +81,25 @@ def _side(box) -> int:
     return max(box[2] - box[0], box[1] - box[3])
 
 
+LOOK_PX = 8  # a face's look: its box in grey at 8x8, zero mean, unit norm
+LOOK_SAME = 0.5  # correlation of two looks of one track below which it is checked again: measured on real photos
+# at one desk, one person's frames (shake, sensor noise, the detector's box jitter) 0.64-1.0; Obama vs the stranger
+# or Biden put in his place at the same size 0.31-0.37 (tests/test_person_swap.py)
+
+
+def _look(gray: np.ndarray, box: Box) -> Optional[np.ndarray]:
+    """The face in `box` reduced to LOOK_PX x LOOK_PX grey, normalised (None when the box is off the frame)."""
+    top, right, bottom, left = box
+    h, w = gray.shape
+    crop = gray[max(top, 0):min(bottom, h), max(left, 0):min(right, w)]
+    if crop.size == 0:
+        return None
+    v = cv2.resize(crop, (LOOK_PX, LOOK_PX), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    v -= v.mean()
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-3 else None
+
+
 REVIEW_CROP_PX = 112  # an unknown face's crop for the review queue (~3-4 KB; the face ~75 px, above enrolment's 60)
 
 
@@ -119,8 +138,9 @@ class StationPipeline:
         # of a decided face, voted on the first frame after it is back; replay and tests encode in order
         self._submit = getattr(encoder, "submit_chips", None)
         self._asked: list[_Asked] = []
+        self._looks: dict[int, np.ndarray] = {}  # track -> its look when last sent to be encoded
 
-    def _needs_encoding(self, track) -> bool:
+    def _needs_encoding(self, track, look: Optional[np.ndarray] = None) -> bool:
         frame = self.tracker.frame
         if track.encoded_frame < 0:
             return True
@@ -131,6 +151,9 @@ class StationPipeline:
             return since >= self.config.unsure_every
         if since >= self.config.reencode_every:
             return True
+        then = self._looks.get(track.id)
+        if look is not None and then is not None and since >= self.config.unsure_every and float(look @ then) < LOOK_SAME:
+            return True  # the face in the box looks different (another person sat down in the same place?)
         ratio = _side(track.box) / max(_side(track.encoded_box), 1)
         return ratio >= self.config.grow_reencode or ratio <= 1 / self.config.grow_reencode
 
@@ -217,6 +240,10 @@ class StationPipeline:
         kept with its encoding and `crop(i)` for the review queue."""
         idents = self.voter.observe_many([(face_id, encodings[i : i + 1]) for i, (face_id, _) in enumerate(faces)],
                                          index, badly)
+        for face_id in self.voter.take_restarted():  # another person in the same box: the last one's state goes
+            self._review.pop(face_id, None)
+            if self.liveness is not None:
+                self.liveness.forget(face_id)
         for i, (face_id, box) in enumerate(faces):
             track = self.tracker.tracks[face_id]
             track.encoded_frame, track.encoded_box = frame, box
@@ -259,12 +286,17 @@ class StationPipeline:
         for track_id in update.ended:
             self.voter.forget(track_id)
             self._review.pop(track_id, None)
+            self._looks.pop(track_id, None)
             if self.liveness is not None:
                 self.liveness.forget(track_id)
 
         self._collect(index)
         asked = {face_id for job in self._asked for face_id, _ in job.faces}
-        todo = [t for t in update.tracks if t.id not in asked and self._needs_encoding(t)]
+        looks = {t.id: _look(gray, t.box) for t in update.tracks if t.id not in asked}
+        todo = [t for t in update.tracks if t.id not in asked and self._needs_encoding(t, looks[t.id])]
+        for t in todo:
+            if looks[t.id] is not None:
+                self._looks[t.id] = looks[t.id]
         if todo:
             # faces seen too badly to call strangers (they may still be named): under min_judge_px, or seen only
             # by a sweep (turned or badly lit: an enrolled person in profile measured 0.58-0.75 from his photos)

@@ -136,8 +136,9 @@ class Replay:
     """Feeds frames through one station's pipeline and alert engine and writes JSON lines to `out`."""
 
     def __init__(self, new_pipeline: Callable[[], Any], engine: Any, clock: ClipClock, out: TextIO, login: str = "",
-                 print_frames: bool = True, save_dir: Optional[Path] = None) -> None:
+                 print_frames: bool = True, save_dir: Optional[Path] = None, review: Any = None) -> None:
         self.clock = clock
+        self.review = review  # a ReviewPicker: the not-sure faces the server would post to the review queue
         self.pipeline = new_pipeline()
         self.alerts = engine
         self.out = out
@@ -150,6 +151,7 @@ class Replay:
         self.frames = 0
         self.busy_s = 0.0
         self.bad_frames = 0
+        self.review_faces = 0
 
     def _emit(self, obj: dict) -> None:
         self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
@@ -181,6 +183,15 @@ class Replay:
             (self.save_dir / f"{index:06d}.jpg").write_bytes(outcome.annotated)
         for ev in events:
             self._event(ev, t)
+        for item in self.review.observe(t, outcome.faces) if self.review is not None else ():
+            self._review(item, t)
+
+    def _review(self, item: Any, t: float) -> None:
+        """A not-sure face the server would post to the review queue (its crop and encoding left out)."""
+        self.review_faces += 1
+        b = item.body
+        self._emit({"review": {"track": b["track"], "verdict": b["verdict"], "candidate": b["candidate"],
+                               "distance": b["distance"]}, "t": round(t, 3)})
 
     def _event(self, ev: Any, t: float) -> None:
         self.events[(ev.type, ev.state)] += 1
@@ -193,6 +204,8 @@ class Replay:
     def finish(self, t: float) -> dict:
         for ev in self.alerts.close_all(t, "replay_ended"):
             self._event(ev, t)
+        for item in self.review.close_all() if self.review is not None else ():
+            self._review(item, t)
         summary = {
             "frames": self.frames, "bad_frames": self.bad_frames,
             "clip_s": round(t, 3),
@@ -202,6 +215,7 @@ class Replay:
             "blinks": sum(v.blinks for v in self.tracks.values()),
             "incidents": dict(self.incidents),
             "events": {f"{k}:{s}": n for (k, s), n in sorted(self.events.items())},
+            "review_faces": self.review_faces,
         }
         self._emit({"summary": summary})
         return summary
@@ -210,6 +224,7 @@ class Replay:
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     """Replay `args.video` with recognizer settings from `args`; returns the summary (also printed)."""
 
+    from recognizer.alerting.review import ReviewPicker
     from recognizer.alerting.rules import AlertEngine
     from recognizer.app import RecognizerSettings, pipeline_factory
     from recognizer.identity.index import IndexStore
@@ -230,7 +245,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     clock = ClipClock()
     new_pipeline = pipeline_factory(settings, engine, engine, store, clock=clock)
     replay = Replay(new_pipeline, AlertEngine(args.station, settings.alerts), clock, out, args.login, args.frames,
-                    save_dir)
+                    save_dir, ReviewPicker(args.station, settings.review))
     t = 0.0
     for index, t, frame in read_frames(args.video, args.fps, args.loop):
         if index % args.every:

@@ -127,3 +127,24 @@ def test_a_reply_without_a_picture_still_gives_the_annotated_frame_as_evidence(e
     quiet = AlertMonitor(AlertThresholds(enabled=frozenset({"camera_tamper"})), events.append, clock=lambda: 1.8e9)
     quiet.on_frame(status, FrameOutcome(faces, b"", draw=draw), raw)
     assert drawn == [1]  # no alert kept that frame: it was never drawn
+
+
+def test_an_edge_that_draws_its_own_boxes_still_gets_evidence(engine: FaceEngine) -> None:
+    """A reply without a picture (the edge draws): the annotated frame is made only when it becomes evidence."""
+    bgr = cv2.imread(str(FIXTURE))
+    raw = encode_jpeg(bgr, 95)
+    boxes = engine.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    drawn: list[bytes] = []
+    for faces in ([FaceResult(boxes[0], 1, UNKNOWN)], [FaceResult(b, i, UNKNOWN) for i, b in enumerate(boxes)]):
+        def draw(faces: list = faces) -> bytes:
+            drawn.append(encode_jpeg(draw_faces(bgr.copy(), faces), 90))
+            return drawn[-1]
+
+        events: list = []
+        monitor = AlertMonitor(AlertThresholds(unknown_after_s=0.0, enabled=frozenset({"unknown_face"})),
+                               events.append, clock=lambda: 1.8e9)
+        monitor.on_frame(StationSnapshot(1, "desk-01", "alice", "127.0.0.1", 1.8e9),
+                         FrameOutcome(faces, b"", draw=draw), raw)
+        (opened,) = [e for e in events if e.state == "open"]
+        assert isinstance(opened.image, bytes) and opened.image == drawn[-1], type(opened.image)
+    assert len(drawn) == 2  # once per frame that became evidence

@@ -42,6 +42,10 @@ def test_states_worst_first_with_a_reason():
     silent = state(last_seen=ago(16), last_connected=ago(16))
     assert silent.state == "offline" and "recognizer down" in silent.text
     assert state(last_seen=ago(10), last_connected=ago(10)).state == "online"  # one missed report is not gone
+    # a pulled cable: reported in session just now, but the desk was last heard 16 s ago (it sends nothing)
+    cable = state(last_seen=ago(0.5), last_connected=ago(16))
+    assert cable.state == "offline" and "sends nothing" in cable.text and "16 s" in cable.text
+    assert state(last_seen=ago(0.5), last_connected=ago(14)).state == "online"  # under the threshold: in session
     lost = state(camera="lost", camera_error="no frame for 3 s", fps=0.0)
     assert lost.state == "camera_lost" and "no frame for 3 s" in lost.text and lost.level == "bad"
     slow = state(fps=0.8)

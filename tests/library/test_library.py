@@ -124,6 +124,14 @@ def test_review_queue_groups_assigns_dismisses_and_keeps_negatives(admin, sqlite
                       headers=Tokens.header(sqlite_tokens.desk01)).status_code == 403
     page = admin.get("/library/review").get_data(as_text=True)
     assert f'id="group-{g1}"' in page and "2 faces at desk-01, desk-02" in page and f'id="not-{g3}-alex"' in page
+    # "like it" on a queued face: search by likeness to that crop's own encoding (no photo to upload)
+    with services(sqlite_app).sessions() as db:
+        first = db.scalar(sa.select(sa.func.min(ReviewFace.id)))
+    assert f'href="/library/search?face={first}"' in page
+    like = admin.get(f"/library/search?face={first}").get_data(as_text=True)
+    assert like.count('class="thumb"') == 2 and "desk-02" in like and "0.00" in like, "itself and the other obama"
+    assert admin.get("/library/search?face=999999").status_code == 404
+    assert admin.get("/library/search?face=x").status_code == 404
 
     # "this is obama": both faces of the group enrolled through the Enroller
     assert admin.post(f"/library/review/{g1}/assign", data={"csrf_token": csrf_of(admin), "person": "obama"}).status_code == 302
@@ -160,3 +168,26 @@ def _tiny(crop: bytes) -> bytes:
 
     img = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
     return encode_jpeg(cv2.resize(img, (48, 48)), 90)
+
+
+def test_an_upload_refused_as_a_lookalike_comes_back_with_the_confirm_box(admin, sqlite_app) -> None:
+    alex2 = ALEX.parent / "ageitgey_alex-lacamoire.png"
+    assert upload(admin, "/library/people", ALEX, name="alex").status_code == 302
+    r = upload(admin, "/library/people", alex2, name="lin")
+    assert r.status_code == 302 and "like=alex" in r.location and "name=lin" in r.location
+    page = admin.get(r.location).get_data(as_text=True)
+    assert "Refused: looks like alex" in page and 'id="confirm-like"' in page and 'value="lin"' in page
+    assert 'id="confirm-like"' not in admin.get("/library/people").get_data(as_text=True)
+    assert 'id="confirm-like"' not in admin.get("/library/people?like=..%2F").get_data(as_text=True)
+    # the same on a person's page; the deliberate confirmation of exactly that lookalike enrols it, audited as such
+    assert upload(admin, "/library/people", OBAMA, name="kit").status_code == 302
+    r = upload(admin, "/library/people/kit/photos", alex2)
+    assert r.location.endswith("/library/people/kit?like=alex")
+    assert upload(admin, "/library/people/kit/photos", alex2, confirm_lookalike="obama").location == r.location, \
+        "a confirmation of someone else does not carry over"
+    r = upload(admin, "/library/people/kit/photos", alex2, confirm_lookalike="alex")
+    assert r.location.endswith("/library/people/kit") and "Added" in admin.get(r.location).get_data(as_text=True)
+    assert any(a[1:] == ("add_photo", "kit") for a in _audit(sqlite_app))
+    with services(sqlite_app).sessions() as db:
+        detail = db.scalars(sa.select(AuditEntry.detail).where(AuditEntry.subject == "kit", AuditEntry.action == "add_photo").order_by(AuditEntry.id.desc())).first()
+    assert "lookalike of alex confirmed" in detail

@@ -34,6 +34,26 @@ def driver() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _tab_through(driver, presses: int) -> list[str]:  # noqa: ANN001
+    """The ids of the elements Tab focuses, from the top of the page once round, each checked for a visible focus outline."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);")
+    out = []
+    for _ in range(presses):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        el = driver.switch_to.active_element
+        ident = el.get_attribute("id")
+        if ident in out:
+            break  # round the page once
+        if ident:
+            out.append(ident)
+            style = driver.execute_script("const s = getComputedStyle(arguments[0]); return [s.outlineStyle, s.outlineWidth];", el)
+            assert style[0] != "none" and style[1] != "0px", (ident, style)
+    return out
+
+
 def _shot(driver, name: str) -> None:  # noqa: ANN001
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
@@ -97,6 +117,11 @@ def test_library_by_mouse_and_keyboard(driver, live_server, sqlite_tokens, engin
     assert driver.find_element(By.ID, "group-count").text == "2 groups"
     assert driver.execute_script(UNLABELLED) == []
     _shot(driver, "library-review")
+    # every action of every group is reached with Tab alone, in page order, each with a visible focus outline
+    reached = _tab_through(driver, 60)
+    wanted = [f"assign-{g_obama}", f"assign-button-{g_obama}", f"stranger-{g_obama}",
+              f"assign-{g_biden}", f"assign-button-{g_biden}", f"stranger-{g_biden}", f"not-{g_biden}-alex"]
+    assert [i for i in reached if i in wanted] == sorted(wanted, key=reached.index) and set(wanted) <= set(reached), reached
     # "this is barack" by keyboard: type the name, Enter
     driver.find_element(By.ID, f"assign-{g_obama}").send_keys("barack" + Keys.ENTER)
     wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "Added 2 face(s) to barack"))

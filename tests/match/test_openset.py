@@ -104,11 +104,26 @@ def test_hysteresis_keeps_a_name_through_weak_frames_and_switches_on_strong_evid
     after_weak = feed(voter, index, [weak] * 6)
     assert all((s.state, s.name) == (KNOWN, "p0") for s in after_weak)
     assert voter.needs_more(1)  # last frame disagrees: the pipeline should look again
+    assert voter.take_restarted() == []  # weak frames of the same face: no person swap
     switched = feed(voter, index, list(samples(rng, c[4], 3)))
-    assert [s.name for s in switched] == ["p0", "p0", "p4"]
+    # another person in the track's place (farther than the vote radius from its recent encodings): p0's votes
+    # go at once, p4 is named on his own `need` frames, with his own distance
+    assert [s.name for s in switched] == [None, None, "p4"] and switched[0].observations == 1
+    assert voter.take_restarted() == [1]
     assert not voter.needs_more(1)
     gone = feed(voter, index, list(samples(rng, centres(rng, 1)[0], 3)))
-    assert [s.state for s in gone] == [KNOWN, KNOWN, UNKNOWN]
+    assert [s.state for s in gone] == [PENDING, PENDING, UNKNOWN]
+    assert gone[-1].distance > P.tolerance  # the stranger's own, never p4's
+
+
+def test_a_named_face_seen_from_afar_is_no_swap(world) -> None:
+    """A frame supporting the track's name never starts it over, however far from its recent encodings."""
+    index, c = world
+    rng = np.random.default_rng(11)
+    voter = IdentityVoter(P)
+    feed(voter, index, list(samples(rng, c[2], 3)))
+    states = feed(voter, index, list(samples(rng, c[2], 4, sd=0.04)))
+    assert all(s.name == "p2" for s in states) and voter.take_restarted() == []
 
 
 def test_borderline_face_is_unsure_not_a_stranger(world) -> None:
@@ -130,18 +145,22 @@ def test_stranger_is_unknown_and_stays_so_until_someone_is_near(world) -> None:
     stranger = centres(rng, 1)[0]
     states = feed(voter, index, [stranger] * P.need)
     assert [s.state for s in states] == [PENDING] * (P.need - 1) + [UNKNOWN]
-    # one weak frame among strangers' frames does not make it "unsure"
-    states = feed(voter, index, [towards(c[0], c[1], 0.5), stranger])
-    assert [s.state for s in states] == [UNKNOWN, UNKNOWN]
+    # the same stranger seen once within the vote radius of p0 and p1 (a weak frame, close to her own encodings, so
+    # not a person swap) does not make her "unsure"
+    weak = towards(stranger, towards(c[0], c[1], 0.5), 0.6)
+    assert evidence(index, weak[None])[0].kind == WEAK
+    states = feed(voter, index, [weak, stranger])
+    assert [s.state for s in states] == [UNKNOWN, UNKNOWN] and voter.take_restarted() == []
     # the last `need` frames all within the radius: no longer called a stranger
-    states = feed(voter, index, [towards(c[0], c[1], 0.5)] * P.need)
+    states = feed(voter, index, [weak] * P.need)
     assert states[-1].state == UNSURE
 
 
 def test_observe_many_equals_observe_one_by_one(world) -> None:
     index, c = world
     rng = np.random.default_rng(8)
-    frames = [[(t, samples(rng, c[t], 1)) for t in range(4)] + [(9, centres(rng, 1))] for _ in range(4)]
+    stranger = centres(rng, 1)[0]  # one stranger on track 9 (a new one each frame would be a person swap each frame)
+    frames = [[(t, samples(rng, c[t], 1)) for t in range(4)] + [(9, samples(rng, stranger, 1))] for _ in range(4)]
     batch, single = IdentityVoter(P), IdentityVoter(P)
     for frame in frames:
         got = batch.observe_many(frame, index)

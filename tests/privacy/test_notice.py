@@ -61,3 +61,25 @@ def test_a_photo_uploaded_on_the_people_page_records_the_notice_and_the_admin(sq
     with services(sqlite_app).sessions() as db:
         got = [(e.person, e.notice_version, e.notice_confirmed_by) for e in db.scalars(sa.select(GalleryEncoding))]
     assert got == [("obama", version, "admin")], got
+
+
+def test_this_is_from_the_review_queue_records_the_notice_and_the_admin(sqlite_app, sqlite_tokens, engine) -> None:  # noqa: ANN001, F811
+    """"This is <person>" on a queued face enrols it: the current notice, confirmed by the admin who named it, as an
+    upload on the People page records (baseline: that upload, in the same test)."""
+    from tests.dashboard.conftest import csrf_of, login
+    from tests.library.conftest import ALEX, OBAMA, face_body, face_of, upload
+
+    admin = sqlite_app.test_client()
+    login(admin, "admin")
+    version = services(sqlite_app).config.notice_version
+    assert upload(admin, "/library/people", ALEX, name="alex").status_code == 302
+    group = admin.post("/api/review/faces", json=face_body(*face_of(engine, OBAMA)),
+                       headers=Tokens.header(sqlite_tokens.service)).json["group"]
+    page = admin.get("/library/review").get_data(as_text=True)
+    assert f"privacy notice {version}" in page  # the admin is told what naming a face records
+    assert admin.post(f"/library/review/{group}/assign",
+                      data={"csrf_token": csrf_of(admin), "person": "obama"}).status_code == 302
+    with services(sqlite_app).sessions() as db:
+        got = {e.person: (e.notice_version, e.notice_confirmed_by, e.source.split(":")[0])
+               for e in db.scalars(sa.select(GalleryEncoding))}
+    assert got == {"alex": (version, "admin", "upload"), "obama": (version, "admin", "review")}, got
