@@ -369,8 +369,9 @@ def main() -> None:
 
         print(f"[{detector}] code: {Path(recognizer.__file__).parents[1]}; clip: {args.clip.name} ({len(frames)} frames "
               f"used, 640x480), camera {args.fps:.0f} fps per station, in flight {args.in_flight}, downscale "
-              f"{args.downscale}, {app.pool.workers} encoder workers, pictures drawn by the "
-              f"{'recognizer' if args.recognizer_draws else 'edges'}, {os.cpu_count()} CPUs, load average "
+              f"{args.downscale}, {app.pool.workers} encoder workers, edges "
+              f"{'ask for the annotated picture' if args.recognizer_draws else 'draw their boxes (annotate false; a recognizer from before ignores it)'}"
+              f", {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         mem0 = rss_mb(pids)
         sampling = threading.Event()
