@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from shared.alert_wire import AlertEvent
 from shared.lognames import ENV, who
 
 
@@ -30,9 +31,9 @@ def test_recognizer_info_lines_name_nobody(monkeypatch: pytest.MonkeyPatch) -> N
     try:
         from recognizer.alerting import monitor
 
-        ev = type("Ev", (), {"type": "wrong_person", "state": "open", "station_id": "desk-01",
-                             "login_name": "alice_smith", "alert_id": "a" * 32,
-                             "details": {"expected": "alice_smith", "names": ["bob_jones", "unknown"]}})()
+        ev = AlertEvent(event_id="e" * 32, alert_id="a" * 32, station_id="desk-01", login_name="alice_smith",
+                        type="wrong_person", state="open", started_at=1.0e9, ended_at=None,
+                        details={"expected": "alice_smith", "names": ["bob_jones", "unknown"]})
         sent: list = []
         mon = monitor.AlertMonitor.__new__(monitor.AlertMonitor)  # only _send's logging is exercised here
         mon._emit = sent.append
