@@ -102,7 +102,8 @@ class RecognizerSettings:
                 (sections.setdefault(section, {}) if section else flat)[name] = value
         # the settings that are more than one field's value
         sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
-        sections["pipeline"]["regions"] = RegionParams(full_every=args.full_detect_every)
+        sections["pipeline"]["regions"] = RegionParams(full_every=args.full_detect_every,
+                                                         search_every=args.search_every)
         sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")
         sections["server"]["node"] = args.node_name or (f"{socket.gethostname()}:{args.port}" if args.health_port else "")

@@ -50,6 +50,10 @@ SETTINGS: tuple[Setting, ...] = (
       "HOG searches only around each face and where something moved, and a full pass also runs when a face is lost "
       "(1: the whole frame every frame; recognizer/vision/regions.py)", int, ge=1, le=1000),
       # -> pipeline.regions (RegionParams.full_every)
+    S("--search-every", 3, "with liveness on, frames between HOG searches around a face followed by its 68 landmarks "
+      "(computed for liveness anyway); sooner when its landmarks' box moves or looks implausible (1: HOG around every "
+      "face every frame; recognizer/vision/follow.py)", int, ge=1, le=30),
+      # -> pipeline.regions (RegionParams.search_every)
     S("--tolerance", 0.6, "vote radius: enrolled encodings within this distance vote (lower is stricter)", float,
       gt=0, le=2, into="match.tolerance"),
     S("--accept-distance", 0.58, "a face is named only this close to a person (their nearest photo or mean; "

@@ -35,6 +35,7 @@ def test_every_default_of_a_part_is_the_settings_default() -> None:
     from recognizer.vision.regions import RegionParams
 
     assert RegionParams().full_every == setting("full_detect_every").default == defaults.pipeline.regions.full_every
+    assert RegionParams().search_every == setting("search_every").default == defaults.pipeline.regions.search_every
     assert (PacingParams().station_fps, PacingParams().max_fps) == (
         setting("station_fps").default, setting("max_station_fps").default)
 

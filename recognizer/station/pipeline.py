@@ -22,6 +22,7 @@ from recognizer.station.types import FrameOutcome
 from shared.drawing import draw_faces
 from recognizer.vision.detect import FaceEngine
 from recognizer.vision.encoders import ChipEncoder
+from recognizer.vision.follow import LandmarkFollower
 from recognizer.vision.imageio import decode_jpeg
 from recognizer.vision.regions import RegionDetector, RegionParams
 from recognizer.vision.sweep import StationSweep
@@ -134,6 +135,10 @@ class StationPipeline:
         # the sign-in check's liveness when this station runs without (--no-liveness): blinks are always checked
         self.signin_liveness = signin_liveness
         self.regions = RegionDetector(config.regions) if config.regions.enabled else None
+        # between HOG searches a face's box comes from the 68 landmarks liveness fits anyway (recognizer.vision.follow)
+        self.follower = (LandmarkFollower(config.regions.search_every)
+                         if self.regions is not None and self.liveness is not None and config.regions.search_every > 1
+                         else None)
         # an encoder that can answer later (the server's encoder processes): a frame does not wait for the re-check
         # of a decided face, voted on the first frame after it is back; replay and tests encode in order
         self._submit = getattr(encoder, "submit_chips", None)
@@ -195,15 +200,18 @@ class StationPipeline:
         return name in self.store.index.arrays.people
 
     def liveness_of(self, bgr: np.ndarray, faces: Sequence[tuple[int, Box]], now: float,
-                    liveness: Optional[Liveness] = None, gray: Optional[np.ndarray] = None) -> dict:
+                    liveness: Optional[Liveness] = None, gray: Optional[np.ndarray] = None,
+                    points: Optional[Sequence[np.ndarray]] = None) -> dict:
         """Feed each (track id, box) on this frame to `liveness` (default: the station's own); track id → its
-        result. Empty when there is no liveness or no face. `gray`: the frame in grey, when already made."""
+        result. Empty when there is no liveness or no face. `gray`: the frame in grey, when already made;
+        `points`: the faces' 68 landmarks, when already fitted."""
         liveness = self.liveness if liveness is None else liveness
         if liveness is None or not faces:  # FaceLiveness has __len__: never test it for truth
             return {}
         if gray is None:
             gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        points = self.engine.landmarks68(gray, [box for _, box in faces])
+        if points is None:
+            points = self.engine.landmarks68(gray, [box for _, box in faces])
         return {track_id: liveness.update(track_id, now, p, gray) for (track_id, _), p in zip(faces, points)}
 
     def annotate(self, bgr: np.ndarray, faces: Sequence[FaceResult]) -> bytes:
@@ -252,6 +260,25 @@ class StationPipeline:
             else:
                 self._review.pop(face_id, None)
 
+    def _follow_by_landmarks(self, gray: np.ndarray, tracked: Sequence, fitted: dict) -> Callable[[int], Optional[Box]]:
+        """`RegionDetector.detect`'s `follow`: the box of `tracked[i]` on this frame from its 68 landmarks fitted
+        from its last box, when HOG found it less than `search_every` frames ago, it was seen on the last frame and
+        the box is plausible (recognizer.vision.follow); the landmarks are kept in `fitted` for liveness."""
+        frame = self.tracker.frame + 1
+        h, w = gray.shape
+
+        def follow(i: int) -> Optional[Box]:
+            track = tracked[i]
+            if track.last_seen != frame - 1 or not self.follower.may_follow(track.id, frame):
+                return None
+            points = self.engine.landmarks68(gray, [track.box])[0]
+            box = self.follower.follow(track.id, track.box, points, lambda b: _look(gray, b), h, w)
+            if box is not None:
+                fitted[box] = points
+            return box
+
+        return follow
+
     def process(self, jpeg: bytes, annotate: bool = True) -> FrameOutcome:
         """Run one frame; raises recognizer.vision.imageio.BadImage for a corrupt JPEG (nothing else changes).
         `annotate` False: no annotated JPEG is made (the edge draws the boxes itself); `outcome.evidence()` makes
@@ -263,12 +290,14 @@ class StationPipeline:
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)  # for the crops, the motion test, liveness and the thumbnail
         h, w = gray.shape
         thumb = cv2.resize(gray, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
+        fitted: dict[Box, np.ndarray] = {}  # landmarks of the faces followed by them, by their box on this frame
         if self.regions is None:
             boxes = self.detect(rgb)
         else:  # a full-frame pass now and then, crops (in grey) around the tracks between (recognizer.vision.regions)
-            tracked = [t.box for t in self.tracker.tracks.values()]
-            boxes = self._big_enough(self.regions.detect(rgb, tracked, self._lost, self.detect, self.engine.detect,
-                                                         self.config.detect_scale, gray))
+            tracked = list(self.tracker.tracks.values())
+            follow = self._follow_by_landmarks(gray, tracked, fitted) if self.follower is not None else None
+            boxes = self._big_enough(self.regions.detect(rgb, [t.box for t in tracked], self._lost, self.detect,
+                                                         self.engine.detect, self.config.detect_scale, gray, follow))
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
             extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)
@@ -284,6 +313,8 @@ class StationPipeline:
             self.voter = IdentityVoter(self.voter.params)
             self._index_seen = index
         for track_id in update.ended:
+            if self.follower is not None:
+                self.follower.forget(track_id)
             self.voter.forget(track_id)
             self._review.pop(track_id, None)
             self._looks.pop(track_id, None)
@@ -316,7 +347,16 @@ class StationPipeline:
 
         live = {}
         if self.liveness is not None and update.tracks:
-            live = self.liveness_of(bgr, [(t.id, t.box) for t in update.tracks], self.clock(), gray=gray)
+            missing = [t.box for t in update.tracks if t.box not in fitted]
+            if missing:
+                fitted.update(zip(missing, self.engine.landmarks68(gray, missing)))
+            points = [fitted[t.box] for t in update.tracks]
+            live = self.liveness_of(bgr, [(t.id, t.box) for t in update.tracks], self.clock(), gray=gray,
+                                    points=points)
+            if self.follower is not None:  # where HOG found a face: its box relative to its landmarks
+                for t, p in zip(update.tracks[:n_hog], points):
+                    if t.box in missing:
+                        self.follower.anchor(t.id, t.box, p, _look(gray, t.box), self.tracker.frame)
         t4 = time.perf_counter()
 
         faces = []

@@ -51,10 +51,13 @@ class RegionParams:
     (HOG's window is 80 px; never scaled up); `max_share`: crops covering more of the frame than this call a full
     pass instead; `cell_px`, `motion_level`, `motion_cells`: the motion test, on a grey thumbnail reduced
     `cell_px` times: that many cells outside the tracks whose mean changed by `motion_level` grey levels since the
-    last full pass call a full pass.
+    last full pass call a full pass; `search_every`: with liveness on, a face HOG found is followed by its 68
+    landmarks (computed for liveness anyway) and HOG searches around it only every `search_every` frames, or
+    sooner when the landmarks' box is implausible (recognizer.vision.follow; 1: HOG around every face every frame).
     """
 
     full_every: int = 10
+    search_every: int = 3
     margin: float = 0.5
     face_px: int = 90
     max_share: float = 0.5
@@ -64,6 +67,7 @@ class RegionParams:
 
     def __post_init__(self) -> None:
         check_value("full_detect_every", self.full_every, "full_every")  # the bounds of --full-detect-every
+        check_value("search_every", self.search_every, "search_every")  # the bounds of --search-every
         if not 0.2 <= self.margin <= 2.0:
             raise ValueError(f"margin must be 0.2..2 face sides, got {self.margin}")
         if not 80 <= self.face_px <= 400:
@@ -173,6 +177,7 @@ class RegionDetector:
         self.full_passes = 0
         self.crop_passes = 0
         self.motion_passes = 0  # crop passes that also searched an area that moved
+        self.followed = 0  # faces whose box came from `follow` instead of a crop search
         self.last_reason = ""
 
     def _plan(self, thumb: np.ndarray, regions: list[Region], lost: bool, height: int, width: int,
@@ -194,11 +199,15 @@ class RegionDetector:
         return "", regions
 
     def detect(self, rgb: np.ndarray, tracks: Sequence[Box], lost: bool, full: Detect, crop: Detect,
-               scale: float = 1.0, gray: Optional[np.ndarray] = None) -> list[Box]:
+               scale: float = 1.0, gray: Optional[np.ndarray] = None,
+               follow: Optional[Callable[[int], Optional[Box]]] = None) -> list[Box]:
         """This frame's face boxes: `full(rgb)` when a full pass is due, else `crop` run on a region around each
         of `tracks` (the boxes the tracker holds) and on the area that moved (at `scale`, the full pass's), merged.
         `lost`: a track was missed on the last frame. `gray`: the frame in grey, when the caller has it: crops
-        and the motion test use it (HOG on one channel costs ~25 % less than on three, boxes alike)."""
+        and the motion test use it (HOG on one channel costs ~25 % less than on three, boxes alike).
+        `follow(i)`, when given and no full pass is due: the box of `tracks[i]` on this frame found another way
+        (its landmarks), or None to search around it; a followed face's area is not searched (but still masks
+        the motion test). Followed boxes come first."""
         h, w = rgb.shape[:2]
         image = rgb if gray is None else gray
         thumb = motion_thumb(image, self.params.cell_px)
@@ -214,7 +223,13 @@ class RegionDetector:
             return boxes
         self._since_full += 1
         self.crop_passes += 1
+        followed: list[Box] = []
         found: list[Box] = []
-        for region in regions:
-            found.extend(detect_in(image, region, crop))
-        return merge(sorted(found, key=lambda b: -_side(b)))
+        for i, region in enumerate(regions):
+            box = follow(i) if follow is not None and i < len(tracks) else None
+            if box is not None:
+                followed.append(box)
+            else:
+                found.extend(detect_in(image, region, crop))
+        self.followed += len(followed)
+        return merge(followed + sorted(found, key=lambda b: -_side(b)))
