@@ -40,11 +40,12 @@ def test_liveness_off_says_so(engine, sample_index_dir, obama_jpeg) -> None:
 
 def test_a_named_face_is_checked_again_without_holding_frames(engine, sample_index_dir, obama_jpeg) -> None:
     """With the server's encoder processes, a face still being judged is waited for (named as soon as it can be),
-    but the re-check of a decided face goes to a worker while frames go on, and is voted on once it is back."""
+    but the re-check of a decided face goes to a worker while frames go on, and is voted on once it is back; a face
+    whose look stayed the same since its last encoding is re-checked every `stable_reencode_every` frames."""
     from recognizer.vision.encoders import EncoderPool
 
     settings = RecognizerSettings(engine=EngineConfig(detector="hog"), index_dir=sample_index_dir,
-                                  pipeline=PipelineConfig(reencode_every=3))
+                                  pipeline=PipelineConfig(reencode_every=3, stable_reencode_every=5))
     pool = EncoderPool(1)
     try:
         pipeline = pipeline_factory(settings, engine, pool, IndexStore(sample_index_dir))()
@@ -52,12 +53,12 @@ def test_a_named_face_is_checked_again_without_holding_frames(engine, sample_ind
         assert names[-1] == "barack_obama" and not pipeline._asked  # judged on frames that waited for it
         track = next(iter(pipeline.tracker.tracks.values()))
         decided_at = track.encoded_frame
-        outcomes = [pipeline.process(obama_jpeg) for _ in range(3)]  # the third is due a re-check
-        assert [o.encoded for o in outcomes] == [0, 0, 1]
+        outcomes = [pipeline.process(obama_jpeg) for _ in range(5)]  # the same look: the fifth is due a re-check
+        assert [o.encoded for o in outcomes] == [0, 0, 0, 0, 1]
         assert len(pipeline._asked) == 1 and track.encoded_frame == decided_at  # asked, not waited for
         pipeline._asked[0].future.result(timeout=60)
         faces = pipeline.process(obama_jpeg).faces
-        assert not pipeline._asked and track.encoded_frame == decided_at + 3  # voted, as of the frame it was asked on
+        assert not pipeline._asked and track.encoded_frame == decided_at + 5  # voted, as of the frame it was asked on
         assert faces[0].name == "barack_obama"
     finally:
         pool.close()

@@ -53,11 +53,14 @@ class Liveness(Protocol):
 @dataclass(frozen=True)
 class PipelineConfig:
     """Per-frame work. `detect_scale`: detect on the frame resized by this factor (0.25..1; boxes are mapped
-    back); `reencode_every`: frames between re-encodings of a decided face; `pending_every`: frames between
-    encodings while its identity is undecided; `jpeg_quality`: annotated reply (1..100)."""
+    back); `reencode_every`: frames between re-encodings of a decided face; `stable_reencode_every`: the same
+    when the face's look in its box stayed like its look at the last encoding on every frame since (correlation
+    >= LOOK_STABLE: the same person sitting still); `pending_every`: frames between encodings while its identity
+    is undecided; `jpeg_quality`: annotated reply (1..100)."""
 
     detect_scale: float = 1.0
     reencode_every: int = 30
+    stable_reencode_every: int = 90
     pending_every: int = 1
     unsure_every: int = 5  # frames between encodings of a face whose verdict is "unsure" (seen badly)
     grow_reencode: float = 1.5  # re-encode when the box side changed by this factor since the last encoding
@@ -72,6 +75,9 @@ class PipelineConfig:
         check_section(self, "pipeline")  # detect_scale: the bounds of --downscale
         if self.reencode_every < 1 or self.pending_every < 1 or self.unsure_every < 1:
             raise ValueError("reencode_every, pending_every and unsure_every must be at least 1 frame")
+        if self.stable_reencode_every < self.reencode_every:
+            raise ValueError(f"stable_reencode_every ({self.stable_reencode_every}) must be >= reencode_every "
+                             f"({self.reencode_every})")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
         if self.grow_reencode <= 1.0:
@@ -86,6 +92,9 @@ LOOK_PX = 8  # a face's look: its box in grey at 8x8, zero mean, unit norm
 LOOK_SAME = 0.5  # correlation of two looks of one track below which it is checked again: measured on real photos
 # at one desk, one person's frames (shake, sensor noise, the detector's box jitter) 0.64-1.0; Obama vs the stranger
 # or Biden put in his place at the same size 0.31-0.37 (tests/test_person_swap.py)
+LOOK_STABLE = 0.8  # a decided face whose look stayed at least this close to its look at its last encoding on every
+# frame since is re-checked every stable_reencode_every frames instead of reencode_every: one person at a webcam
+# desk over 90 frames (blinking, moving a little) 0.94-1.0; anything under it is re-checked as before
 
 
 def _look(gray: np.ndarray, box: Box) -> Optional[np.ndarray]:
@@ -99,6 +108,29 @@ def _look(gray: np.ndarray, box: Box) -> Optional[np.ndarray]:
     v -= v.mean()
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 1e-3 else None
+
+
+class _Colour:
+    """A frame's colours, decoded from its JPEG the first time they are asked for: detection, the motion test,
+    landmarks and liveness work on grey, so most frames never need them (encodings, sweeps and their followers,
+    review crops and drawn evidence do)."""
+
+    def __init__(self, jpeg: bytes) -> None:
+        self._jpeg = jpeg
+        self._bgr: Optional[np.ndarray] = None
+        self._rgb: Optional[np.ndarray] = None
+
+    @property
+    def bgr(self) -> np.ndarray:
+        if self._bgr is None:
+            self._bgr = decode_jpeg(self._jpeg)
+        return self._bgr
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = cv2.cvtColor(self.bgr, cv2.COLOR_BGR2RGB)
+        return self._rgb
 
 
 REVIEW_CROP_PX = 112  # an unknown face's crop for the review queue (~3-4 KB; the face ~75 px, above enrolment's 60)
@@ -144,6 +176,7 @@ class StationPipeline:
         self._submit = getattr(encoder, "submit_chips", None)
         self._asked: list[_Asked] = []
         self._looks: dict[int, np.ndarray] = {}  # track -> its look when last sent to be encoded
+        self._lowest: dict[int, float] = {}  # track -> lowest correlation of its look with that one since
 
     def _needs_encoding(self, track, look: Optional[np.ndarray] = None) -> bool:
         frame = self.tracker.frame
@@ -154,7 +187,8 @@ class StationPipeline:
             return since >= self.config.pending_every
         if self.voter.state(track.id) == UNSURE:
             return since >= self.config.unsure_every
-        if since >= self.config.reencode_every:
+        if since >= self.config.reencode_every and (since >= self.config.stable_reencode_every
+                                                    or self._lowest.get(track.id, -1.0) < LOOK_STABLE):
             return True
         then = self._looks.get(track.id)
         if look is not None and then is not None and since >= self.config.unsure_every and float(look @ then) < LOOK_SAME:
@@ -169,7 +203,8 @@ class StationPipeline:
         return bgr, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def detect(self, rgb: np.ndarray, scale: Optional[float] = None) -> list[Box]:
-        """Faces the per-frame detector finds, at least `min_face_px` a side, as boxes of the full frame.
+        """Faces the per-frame detector finds in `rgb` (or the frame in grey, as `process` gives it), at least
+        `min_face_px` a side, as boxes of the full frame.
         `scale`: detect on the frame resized by this factor (default: the config's `detect_scale`)."""
         scale = self.config.detect_scale if scale is None else scale
         if scale < 1.0:
@@ -199,11 +234,12 @@ class StationPipeline:
     def is_enrolled(self, name: str) -> bool:
         return name in self.store.index.arrays.people
 
-    def liveness_of(self, bgr: np.ndarray, faces: Sequence[tuple[int, Box]], now: float,
+    def liveness_of(self, bgr: Optional[np.ndarray], faces: Sequence[tuple[int, Box]], now: float,
                     liveness: Optional[Liveness] = None, gray: Optional[np.ndarray] = None,
                     points: Optional[Sequence[np.ndarray]] = None) -> dict:
         """Feed each (track id, box) on this frame to `liveness` (default: the station's own); track id → its
-        result. Empty when there is no liveness or no face. `gray`: the frame in grey, when already made;
+        result. Empty when there is no liveness or no face. `gray`: the frame in grey, when already made (then
+        `bgr` is not used);
         `points`: the faces' 68 landmarks, when already fitted."""
         liveness = self.liveness if liveness is None else liveness
         if liveness is None or not faces:  # FaceLiveness has __len__: never test it for truth
@@ -284,23 +320,26 @@ class StationPipeline:
         `annotate` False: no annotated JPEG is made (the edge draws the boxes itself); `outcome.evidence()` makes
         it if an alert needs it."""
         t0 = time.perf_counter()
-        bgr, rgb = self.decode(jpeg)
+        # grey for detection, the motion test, liveness and the thumbnail; colours only when something needs them
+        gray = decode_jpeg(jpeg, grey=True)
+        colour = _Colour(jpeg)
         t1 = time.perf_counter()
 
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)  # for the crops, the motion test, liveness and the thumbnail
         h, w = gray.shape
         thumb = cv2.resize(gray, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
         fitted: dict[Box, np.ndarray] = {}  # landmarks of the faces followed by them, by their box on this frame
         if self.regions is None:
-            boxes = self.detect(rgb)
-        else:  # a full-frame pass now and then, crops (in grey) around the tracks between (recognizer.vision.regions)
+            boxes = self.detect(colour.rgb)
+        else:  # a full-frame pass now and then, crops (in grey) around the tracks between (recognizer.vision.regions);
+            # the full pass on the frame's colours, as before: on grey it boxed other marginal faces of the demo clip
             tracked = list(self.tracker.tracks.values())
             follow = self._follow_by_landmarks(gray, tracked, fitted) if self.follower is not None else None
-            boxes = self._big_enough(self.regions.detect(rgb, [t.box for t in tracked], self._lost, self.detect,
-                                                         self.engine.detect, self.config.detect_scale, gray, follow))
+            boxes = self._big_enough(self.regions.detect(gray, [t.box for t in tracked], self._lost,
+                                                         lambda _: self.detect(colour.rgb), self.engine.detect,
+                                                         self.config.detect_scale, gray, follow))
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
-            extra = self.sweep.step(rgb, boxes, self.clock(), self._lost)
+            extra = self.sweep.step(lambda: colour.rgb, boxes, self.clock(), self._lost)
             boxes = boxes + [b for b in extra if _side(b) >= self.config.min_face_px]
         update = self.tracker.update(boxes)
         self._lost = bool(update.ended) or any(t.misses > 0 for t in self.tracker.tracks.values())
@@ -318,16 +357,24 @@ class StationPipeline:
             self.voter.forget(track_id)
             self._review.pop(track_id, None)
             self._looks.pop(track_id, None)
+            self._lowest.pop(track_id, None)
             if self.liveness is not None:
                 self.liveness.forget(track_id)
 
         self._collect(index)
         asked = {face_id for job in self._asked for face_id, _ in job.faces}
         looks = {t.id: _look(gray, t.box) for t in update.tracks if t.id not in asked}
+        for track_id, look in looks.items():
+            then = self._looks.get(track_id)
+            same = float(look @ then) if look is not None and then is not None else -1.0
+            self._lowest[track_id] = min(self._lowest.get(track_id, 1.0), same)
         todo = [t for t in update.tracks if t.id not in asked and self._needs_encoding(t, looks[t.id])]
         for t in todo:
+            self._lowest[t.id] = 1.0
             if looks[t.id] is not None:
                 self._looks[t.id] = looks[t.id]
+            else:  # off the frame: no look to compare the next frames with (re-checked every reencode_every)
+                self._looks.pop(t.id, None)
         if todo:
             # faces seen too badly to call strangers (they may still be named): under min_judge_px, or seen only
             # by a sweep (turned or badly lit: an enrolled person in profile measured 0.58-0.75 from his photos)
@@ -338,11 +385,11 @@ class StationPipeline:
             later = [t for t in todo if not self.voter.needs_more(t.id)] if self._submit is not None else []
             now = [t for t in todo if t not in later]
             if later:
-                self._ask(rgb, bgr, later, badly)
+                self._ask(colour.rgb, colour.bgr, later, badly)
             if now:
-                encodings = self.encode(rgb, [t.box for t in now])
+                encodings = self.encode(colour.rgb, [t.box for t in now])
                 self._vote(index, self.tracker.frame, [(t.id, t.box) for t in now], encodings, badly,
-                           lambda i: face_crop_jpeg(bgr, now[i].box, max_side=REVIEW_CROP_PX, quality=80))
+                           lambda i: face_crop_jpeg(colour.bgr, now[i].box, max_side=REVIEW_CROP_PX, quality=80))
         t3 = time.perf_counter()
 
         live = {}
@@ -351,7 +398,7 @@ class StationPipeline:
             if missing:
                 fitted.update(zip(missing, self.engine.landmarks68(gray, missing)))
             points = [fitted[t.box] for t in update.tracks]
-            live = self.liveness_of(bgr, [(t.id, t.box) for t in update.tracks], self.clock(), gray=gray,
+            live = self.liveness_of(None, [(t.id, t.box) for t in update.tracks], self.clock(), gray=gray,
                                     points=points)
             if self.follower is not None:  # where HOG found a face: its box relative to its landmarks
                 for t, p in zip(update.tracks[:n_hog], points):
@@ -379,9 +426,9 @@ class StationPipeline:
             ))
         annotated, draw = b"", None
         if annotate:
-            annotated = self.annotate(bgr, faces)
+            annotated = self.annotate(colour.bgr, faces)
         else:  # the frame is not drawn on: an alert that wants it as evidence draws it then
-            draw = lambda: self.annotate(bgr, faces)  # noqa: E731
+            draw = lambda: self.annotate(colour.bgr, faces)  # noqa: E731
         t5 = time.perf_counter()
         timings = {
             "decode": (t1 - t0) * 1e3,

@@ -281,12 +281,16 @@ class StationSweep:
         self._pending: Optional[tuple[Future, np.ndarray, float]] = None
         self.sweeps = 0
 
-    def step(self, rgb: np.ndarray, hog_boxes: Sequence[Box], now: float, lost: bool) -> list[Box]:
-        extra = self.followers.step(rgb, hog_boxes, now) if self.followers.items else []
-        extra = self._collect(rgb, hog_boxes, now, extra)
+    def step(self, rgb: "np.ndarray | Callable[[], np.ndarray]", hog_boxes: Sequence[Box], now: float,
+             lost: bool) -> list[Box]:
+        """`rgb`: the frame, or a function that gives it (called only when a follower or a sweep needs the frame's
+        colours: most frames need none, and the pipeline decodes them in grey)."""
+        frame = rgb if callable(rgb) else (lambda: rgb)
+        extra = self.followers.step(frame(), hog_boxes, now) if self.followers.items else []
+        extra = self._collect(frame, hog_boxes, now, extra)
         if self._pending is None and self.schedule.due(now, len(hog_boxes) + len(extra), lost):
-            self._start(rgb, now)
-            extra = self._collect(rgb, hog_boxes, now, extra)  # an inline sweep is ready at once
+            self._start(frame(), now)
+            extra = self._collect(frame, hog_boxes, now, extra)  # an inline sweep is ready at once
         return extra
 
     def _start(self, rgb: np.ndarray, now: float) -> None:
@@ -304,7 +308,8 @@ class StationSweep:
         self.sweeps += 1
         self._pending = (future, rgb, now)
 
-    def _collect(self, rgb: np.ndarray, hog_boxes: Sequence[Box], now: float, extra: list[Box]) -> list[Box]:
+    def _collect(self, frame: Callable[[], np.ndarray], hog_boxes: Sequence[Box], now: float,
+                 extra: list[Box]) -> list[Box]:
         """Use the outstanding sweep's faces if it is done; the follower boxes for this frame."""
         if self._pending is None or not self._pending[0].done():
             return extra
@@ -318,7 +323,7 @@ class StationSweep:
         except Exception:  # a failed sweep must not stop the station: log it, the next one may work
             log.exception("detection sweep failed")
             return extra
-        self.followers.replace(found, hog_boxes, sweep_rgb, rgb, now)
+        self.followers.replace(found, hog_boxes, sweep_rgb, frame(), now)
         log.debug("sweep: %d faces, %d not seen by HOG", len(found), len(self.followers.items))
         return [item.box for item in self.followers.items]
 
