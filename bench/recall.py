@@ -7,7 +7,8 @@ faces found per photo, recall = min(found, expected) / expected summed over phot
 photo is what the pipeline reports once a sweep ran: per-frame HOG plus the sweep's new faces.
 
 **Demo clip** (`samples/hamilton_clip.mp4`, 275 frames): every frame goes through the recognizer's own
-per-frame pipeline (`pipeline_factory`, liveness off, sweeps inline on clip time as in facemon-replay);
+per-frame pipeline (`pipeline_factory`, liveness off unless `--liveness`, sweeps inline on clip time as in
+facemon-replay; with liveness on, faces are followed by their landmarks between HOG searches, as the server does);
 on every 10th frame its boxes are compared with the faces annotated by eye in
 `bench/data/hamilton_faces.json`. A face counts as boxed when a box overlaps it (IoU >= 0.3) or has its
 centre inside it; boxes matching no annotated face are counted as extra. "CNN every frame" runs dlib's CNN
@@ -88,7 +89,7 @@ def clip_frames(path: Path):
     cap.release()
 
 
-def clip_boxes(detector: str, index_dir: Path, engine) -> tuple[dict[int, list[Box]], float, int]:
+def clip_boxes(detector: str, index_dir: Path, engine, liveness: bool = False) -> tuple[dict[int, list[Box]], float, int]:
     """Boxes the pipeline reports per frame of the clip with `detector`; also mean ms per frame and sweeps run."""
     from recognizer.app import RecognizerSettings, pipeline_factory
     from recognizer.identity.index import IndexStore
@@ -96,7 +97,7 @@ def clip_boxes(detector: str, index_dir: Path, engine) -> tuple[dict[int, list[B
     from recognizer.vision.detect import EngineConfig
     from recognizer.station.pipeline import PipelineConfig
 
-    settings = RecognizerSettings(engine=EngineConfig(detector=detector), pipeline=PipelineConfig(liveness=False),
+    settings = RecognizerSettings(engine=EngineConfig(detector=detector), pipeline=PipelineConfig(liveness=liveness),
                                   index_dir=index_dir)
     clock = ClipClock()
     pipeline = pipeline_factory(settings, engine, engine, IndexStore(index_dir), clock=clock)()
@@ -125,11 +126,11 @@ def score(reference: dict[int, list[Box]], boxes: dict[int, list[Box]]) -> dict:
     return {"visible": visible, "boxed": found, "recall": found / max(visible, 1), "extra": extra, "missed": missed}
 
 
-def clip_recall(engine_hog, engine_both, index_dir: Path) -> list[dict]:
+def clip_recall(engine_hog, engine_both, index_dir: Path, liveness: bool = False) -> list[dict]:
     reference = {int(k): [tuple(b) for b in v] for k, v in json.loads(CLIP_FACES.read_text())["frames"].items()}
     rows = []
     for name, detector, engine in (("hog (today)", "hog", engine_hog), ("hog+cnn", "hog+cnn", engine_both)):
-        boxes, ms, sweeps = clip_boxes(detector, index_dir, engine)
+        boxes, ms, sweeps = clip_boxes(detector, index_dir, engine, liveness)
         rows.append({"mode": name, **score(reference, boxes), "ms_per_frame": ms, "sweeps": sweeps})
     cnn = {}
     start = time.perf_counter()
@@ -147,6 +148,8 @@ def main() -> None:
     p.add_argument("--max-side", type=int, default=1024, help="resize photos so their longer side is at most this")
     p.add_argument("--skip-photos", action="store_true")
     p.add_argument("--skip-clip", action="store_true")
+    p.add_argument("--liveness", action="store_true",
+                   help="the demo clip with liveness on (the server's default: faces followed by their landmarks)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from recognizer.identity.enrol import build_index
@@ -174,8 +177,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="facemon-recall-") as tmp:
             index, _ = build_index(engine_hog, REPO / "known_faces")
             save_index(index, Path(tmp))
-            rows = clip_recall(engine_hog, engine_both, Path(tmp))
-        print(f"Demo clip ({CLIP.name}): faces boxed on the 28 annotated frames (every 10th) vs visible by eye\n")
+            rows = clip_recall(engine_hog, engine_both, Path(tmp), args.liveness)
+        print(f"Demo clip ({CLIP.name}, liveness {'on' if args.liveness else 'off'}): faces boxed on the 28 annotated frames (every 10th) vs visible by eye\n")
         print("| mode | visible | boxed | recall | extra boxes | ms/frame (this CPU) | sweeps |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:

@@ -105,6 +105,27 @@ def test_station_never_waits_for_a_sweep_and_has_one_outstanding():
     assert st.step(FRAME, [], 2.2, lost=False) == [(50, 300, 150, 200)]  # a failed sweep keeps the followers
 
 
+def test_a_frame_given_as_a_function_is_only_asked_for_when_a_sweep_or_a_follower_needs_it():
+    """The pipeline decodes frames in grey and hands `step` a function for the colours: not called while no sweep
+    starts (none due, or the sweeps' CPU budget spent) and no follower is followed."""
+    sweeper = ManualSweeper()
+    sweeper.budget = SweepBudget(0.25)
+    asked = []
+
+    def frame():
+        asked.append(1)
+        return FRAME
+
+    st = StationSweep(sweeper, SweepParams(period_s=2.0, idle_period_s=1.0), lambda rgb, b: SlidingFollower(b, 0))
+    assert sweeper.budget.try_acquire(0.0)  # another station's sweep holds the budget
+    assert st.step(frame, [], 0.0, lost=True) == [] and not asked and not sweeper.futures
+    sweeper.budget.release(0.0, 0.0)
+    assert st.step(frame, [], 0.1, lost=True) == [] and len(asked) == 1 and len(sweeper.futures) == 1
+    assert st.step(frame, [], 0.2, lost=True) == [] and len(asked) == 1  # still running: nothing to decode
+    sweeper.futures[0].set_result([(50, 300, 150, 200)])
+    assert st.step(frame, [], 0.3, lost=False) == [(50, 300, 150, 200)] and len(asked) == 2  # a follower starts
+
+
 def clip_frames(indices):
     cap = cv2.VideoCapture(str(SAMPLE_CLIP))
     frames, i = {}, 0

@@ -289,14 +289,15 @@ class StationSweep:
         extra = self.followers.step(frame(), hog_boxes, now) if self.followers.items else []
         extra = self._collect(frame, hog_boxes, now, extra)
         if self._pending is None and self.schedule.due(now, len(hog_boxes) + len(extra), lost):
-            self._start(frame(), now)
+            self._start(frame, now)
             extra = self._collect(frame, hog_boxes, now, extra)  # an inline sweep is ready at once
         return extra
 
-    def _start(self, rgb: np.ndarray, now: float) -> None:
+    def _start(self, frame: Callable[[], np.ndarray], now: float) -> None:
         budget = self.sweeper.budget  # the sweeper releases it when its sweep is done
         if budget is not None and not budget.try_acquire(time.monotonic()):
-            return
+            return  # (before the frame is asked for: while the budget is spent, frames are not decoded for it)
+        rgb = frame()
         try:
             future = self.sweeper.submit(rgb)
         except Exception:  # the sweep process is gone (shutting down): the per-frame path goes on without it
