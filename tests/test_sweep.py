@@ -248,3 +248,38 @@ def test_server_with_sweeps_boxes_the_turned_face_without_holding_frames(tmp_pat
         stream.close()
     finally:
         app.stop()
+
+
+class RecordingSweeper:
+    """Sweeps that find nothing, at once; records when (on the pipeline's clock) each was asked for."""
+
+    budget = None
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.times: list[float] = []
+
+    def submit(self, rgb):
+        self.times.append(round(self.clock(), 2))
+        future = Future()
+        future.set_result([])
+        return future
+
+
+def test_a_face_coming_in_brings_the_next_sweep_sooner(engine, tmp_path):
+    """Obama at the desk, Biden comes in on frame 4 (10 frames/s): the next sweep comes `idle_period_s` after the
+    last one, not a whole `period_s` (others HOG cannot see may have come with him)."""
+    from recognizer.identity.index import IndexStore
+    from recognizer.station.pipeline import PipelineConfig, StationPipeline
+    from recognizer.vision.sweep import StationSweep
+    from tests.test_regions import _frames_with_a_face_entering
+
+    now = [0.0]
+    sweeper = RecordingSweeper(lambda: now[0])
+    params = SweepParams(period_s=2.5, idle_period_s=1.0)
+    pipeline = StationPipeline(engine, engine, IndexStore(tmp_path), PipelineConfig(liveness=False),
+                               clock=lambda: now[0], sweep=StationSweep(sweeper, params, lambda rgb, b: SlidingFollower(b, 0)))
+    for i, jpeg in enumerate(_frames_with_a_face_entering(4, 20)):
+        now[0] = i / 10
+        pipeline.process(jpeg, annotate=False)
+    assert sweeper.times == [0.0, 1.0], sweeper.times  # without the rule: [0.0] (the next at 2.5 s)

@@ -164,6 +164,7 @@ class StationPipeline:
         self._index_seen = None
         self.sweep = sweep  # CNN sweeps and their followers (detector hog+cnn); None: per-frame detector only
         self._lost = False  # a track went undetected on the last frame: sweep sooner
+        self._changed = False  # a face came or a track ended since the last sweep started: sweep sooner too
         # the sign-in check's liveness when this station runs without (--no-liveness): blinks are always checked
         self.signin_liveness = signin_liveness
         self.regions = RegionDetector(config.regions) if config.regions.enabled else None
@@ -339,9 +340,15 @@ class StationPipeline:
                                                          self.config.detect_scale, gray, follow))
         n_hog = len(boxes)  # boxes after these are faces a sweep found and the per-frame detector does not see
         if self.sweep is not None:  # faces the last CNN sweep found and HOG does not, followed to this frame
-            extra = self.sweep.step(lambda: colour.rgb, boxes, self.clock(), self._lost)
+            sweeps = self.sweep.sweeps
+            # sooner (idle_period_s) also when the faces HOG sees changed since the last sweep: others that HOG
+            # cannot see (turned) may have come with them; without it their sweep came by the luck of a HOG miss
+            extra = self.sweep.step(lambda: colour.rgb, boxes, self.clock(), self._lost or self._changed)
             boxes = boxes + [b for b in extra if _side(b) >= self.config.min_face_px]
+            self._changed = self._changed and self.sweep.sweeps == sweeps
         update = self.tracker.update(boxes)
+        hog_ids = {t.id for t in update.tracks[:n_hog]}
+        self._changed = self._changed or bool(update.ended) or any(i in hog_ids for i in update.new)
         self._lost = bool(update.ended) or any(t.misses > 0 for t in self.tracker.tracks.values())
         t2 = time.perf_counter()
 

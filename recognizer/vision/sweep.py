@@ -3,7 +3,7 @@
 dlib's HOG detector (every frame, ~10-40 ms) finds frontal faces only; dlib's CNN (MMOD) detector also finds
 faces turned up to ~60 degrees or partly lit, but costs ~1-3 s of one core per 640x360 frame on a small CPU
 (and holds the GIL). So on a CPU the CNN runs as a *sweep*: per station every `period_s` (sooner when HOG sees
-nobody or lost a track), in one background process shared by all stations, never on a station's frame path,
+nobody, lost a track, or a face came or went since the last sweep: recognizer.station.pipeline), in one background process shared by all stations, never on a station's frame path,
 and within a budget of CPU time. A sweep also runs HOG upsampled once, which finds small frontal faces
 (down to ~40 px) that per-frame HOG at upsample 0 misses.
 
