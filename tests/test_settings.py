@@ -49,6 +49,37 @@ def test_the_sign_in_check_and_liveness_defaults_are_the_recognizers() -> None:
     assert set(DETECTORS) == set(ENGINE_DETECTORS) and set(LIVENESS_METHODS) == set(METHODS)
 
 
+def test_the_sign_in_check_bounds_are_declared_once_for_the_edge_and_the_recognizer() -> None:
+    """The edge asks for the check's frames and time (--verify-frames, --verify-timeout) and the recognizer checks
+    what it is asked (VerifyParams): one declaration each (shared.signin), so no value one accepts is refused by the
+    other. The check's distances are the recognizer's --accept-distance and --margin, with their bounds."""
+    from edge.config import EdgeConfig, load_config
+    from shared.config import settings_of
+    from shared.signin import VERIFY_FRAMES, VERIFY_TIMEOUT
+
+    edge = {s.dest: s for s in settings_of(EdgeConfig)}
+    assert (edge["verify_frames"], edge["verify_timeout"]) == (VERIFY_FRAMES, VERIFY_TIMEOUT)
+    for flag, field, good, bad in (("--verify-frames", "frames", (1, 300), (0, 301)),
+                                   ("--verify-timeout", "timeout_s", (1.0, 600.0), (0.5, 601.0))):
+        for value in good:  # the edge's bounds are the recognizer's, both ends
+            load_config([flag, str(value)], {})
+            VerifyParams(**{field: value})
+        for value in bad:
+            with pytest.raises(ConfigError, match=f"{flag}: {value!r} is out of range"):
+                load_config([flag, str(value)], {})
+            with pytest.raises(ConfigError, match=f"{field} \\({flag}\\): {value!r} is out of range"):
+                VerifyParams(**{field: value})
+    for field, good, bad in (("accept_distance", (0.01, 2.0), (0.0, 2.01)), ("margin", (0.0, 1.0), (-0.01, 1.01))):
+        for value in good:  # the same bounds as the recognizer's own setting (OpenSetParams)
+            VerifyParams(**{field: value})
+            OpenSetParams(**{"tolerance": 2.0, field: value})  # (its accept_distance is also <= its tolerance)
+        for value in bad:
+            with pytest.raises(ConfigError, match=f"{field} \\(--{field.replace('_', '-')}\\)"):
+                VerifyParams(**{field: value})
+            with pytest.raises(ConfigError):
+                OpenSetParams(**{"tolerance": 2.0, field: value})
+
+
 def test_every_setting_has_its_variable_and_checks_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = {a.option_strings[0]: a for a in build_parser()._actions if a.option_strings}
     for s in SETTINGS:
