@@ -184,6 +184,13 @@ def test_the_edge_settings_are_its_config_fields() -> None:
         load_config(["--recognizer", "host:70000"], {})
     with pytest.raises(ConfigError, match="--web-threads: 2 is out of range 4..256"):
         EdgeConfig(web_threads=2)
+    # the sign-in part's own defaults are the edge's settings' (it is built from them: edge/runtime.py)
+    from edge.auth import AuthSettings
+
+    auth = AuthSettings()
+    assert (auth.verify_frames, auth.verify_timeout_s, auth.session_idle_s, auth.session_max_s, auth.max_sessions) == (
+        EdgeConfig.verify_frames, EdgeConfig.verify_timeout, EdgeConfig.session_idle, EdgeConfig.session_max,
+        EdgeConfig.max_sessions)
 
 
 def test_the_dashboard_settings_are_its_config_fields() -> None:
