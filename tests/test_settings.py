@@ -104,6 +104,20 @@ def test_replay_takes_every_recognizer_setting_from_the_same_table() -> None:
     assert settings.liveness.blink_timeout_s == 60.0
 
 
+def test_replay_lists_only_the_settings_it_uses() -> None:
+    """facemon-replay's --help leaves out the recognizer's network, dashboard, outbox and pool flags (it ignores
+    them); they still parse, so one command line serves both programs."""
+    text = replay_parser().format_help()
+    for used in ("--accept-distance", "--detector", "--first-blink-timeout", "--unknown-after", "--review-after",
+                 "--full-detect-every", "--alert-types", "--index", "--liveness-method", "--sweep-period"):
+        assert used in text, used
+    for ignored in ("--port", "--token", "--dashboard-url", "--outbox", "--station-auth", "--health-port",
+                    "--max-station-fps", "--webhook-url", "--workers", "--gallery", "--credential-grace"):
+        assert f"{ignored} " not in text and f"{ignored}\n" not in text, ignored
+    args = replay_parser().parse_args(["clip.mp4", "--port", "9", "--dashboard-url", "http://x"])
+    assert (args.port, args.dashboard_url) == (9, "http://x")
+
+
 def test_calibrate_recommends_flags_the_recognizer_takes() -> None:
     tuned = dataclasses.replace(OpenSetParams(), accept_distance=0.52, margin=0.05, min_votes=1, person_slack=0.03)
     line = recommended_flags(tuned)

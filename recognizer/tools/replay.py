@@ -32,13 +32,24 @@ from shared.results import FaceResult, faces_to_wire
 log = logging.getLogger("recognizer.tools.replay")
 
 
+# what a replay uses of the recognizer's settings (`into` targets, by section): the per-frame path and the alert rules
+REPLAYED = ("engine.", "sweep.", "pipeline.", "match.", "liveness.", "liveness_method", "alerts.", "review.", "index_dir")
+REPLAYED_FLAGS = ("--full-detect-every", "--alert-types", "--log-level")  # settings read without an `into`
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from recognizer.settings import build_parser as recognizer_parser
+    from recognizer.settings import SETTINGS, build_parser as recognizer_parser
 
     p = recognizer_parser(prog="facemon-replay", description=(
         "Run a recorded clip through the recognizer's per-frame path and alert rules, exactly as a station's frames "
-        "are processed (same flags and defaults as facemon-recognizer; network flags are ignored), and print one JSON "
-        "line per frame and per alert event, then a summary. Time is the clip's time."))
+        "are processed (same flags and defaults as facemon-recognizer; its other flags, for the network, the "
+        "dashboard, the outbox or a pool, are accepted and ignored, and not listed here), and print one JSON line per "
+        "frame and per alert event, then a summary. Time is the clip's time."))
+    unused = {s.dest for s in SETTINGS
+              if s.flag not in REPLAYED_FLAGS and not any(t.startswith(REPLAYED) for t in s.into)}
+    for action in p._actions:  # still parsed (one command line or env file serves both programs), not shown
+        if action.dest in unused:
+            action.help = argparse.SUPPRESS
     p.add_argument("video", help="video file (anything OpenCV reads: mp4, avi, webm, an image sequence pattern)")
     p.add_argument("--login", default="", help="the evaluator expected at the desk (for wrong_person)")
     p.add_argument("--station", default="replay", help="station id written in the alert events")
