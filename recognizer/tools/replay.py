@@ -33,7 +33,8 @@ log = logging.getLogger("recognizer.tools.replay")
 
 
 # what a replay uses of the recognizer's settings (`into` targets, by section): the per-frame path and the alert rules
-REPLAYED = ("engine.", "sweep.", "pipeline.", "match.", "liveness.", "liveness_method", "alerts.", "review.", "index_dir")
+REPLAYED = ("engine.", "sweep.", "pipeline.", "match.", "liveness.", "liveness_method", "alerts.", "review.", "index_dir",
+            "data_key_file")
 REPLAYED_FLAGS = ("--full-detect-every", "--alert-types", "--log-level")  # settings read without an `into`
 
 
@@ -238,15 +239,23 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     from recognizer.alerting.review import ReviewPicker
     from recognizer.alerting.rules import AlertEngine
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.identity.index import IndexStore
+    from recognizer import data_key
+    from recognizer.identity.index import IndexMissing, IndexStore, load_index
     from recognizer.vision.detect import FaceEngine
     from shared.jpeg import encode_jpeg
 
     if args.every < 1 or args.loop < 1 or args.max_frames < 0 or not 1 <= args.jpeg_quality <= 100:
         raise ValueError("--every and --loop must be >= 1, --max-frames >= 0, --jpeg-quality 1..100")
     settings = RecognizerSettings.from_args(args)
+    # an index sealed at rest opens with the recognizer's own key (--data-key-file / FACEMON_DATA_KEY); one that
+    # cannot be read is an error here, not an empty index that calls everyone unknown
+    ring = data_key.load(settings.data_key_file)
+    try:
+        load_index(settings.index_dir, ring=ring)
+    except IndexMissing:
+        pass
     engine = FaceEngine(settings.engine)
-    store = IndexStore(settings.index_dir)
+    store = IndexStore(settings.index_dir, ring=ring)
     if not len(store.index):
         log.warning("the index in %s is empty: every face will be unknown", settings.index_dir)
     save_dir = Path(args.save_annotated) if args.save_annotated else None
@@ -282,9 +291,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"facemon-replay: configuration error: {exc}", file=sys.stderr)
         return 2
+    from recognizer.identity.index import FaceIndexError
+
     try:
         run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FaceIndexError) as exc:
         print(f"facemon-replay: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # piped into head: not an error
