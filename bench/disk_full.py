@@ -145,8 +145,9 @@ def _statuses(db: Path) -> set:
 
 
 def scenario(repo: Path, work: Path, mount: Path, index_dir: Path, cycles: int = 6, free_kb: int = 128,
-             memory_events: Optional[int] = None) -> Outcome:
-    """One run (see the module doc). `mount` is an empty small filesystem; `index_dir` a built face index."""
+             memory_events: Optional[int] = None, data_key: Optional[Path] = None) -> Outcome:
+    """One run (see the module doc). `mount` is an empty small filesystem; `index_dir` a built face index (sealed in
+    place at start when `data_key`, a 0600 key file, is given: the recognizer then seals its outbox too)."""
     py = sys.executable
     db = work / "dashboard.sqlite3"
     url_db = f"sqlite:///{db}"
@@ -168,6 +169,8 @@ def scenario(repo: Path, work: Path, mount: Path, index_dir: Path, cycles: int =
                "--outbox", str(mount / "outbox.sqlite3"), "--log-level", "INFO"]
     if memory_events is not None:
         rec_cmd += ["--outbox-memory-events", str(memory_events)]
+    if data_key is not None:
+        rec_cmd += ["--data-key-file", str(data_key)]
     rec_log = work / "recognizer.log"
     rec = ManagedProcess("recognizer", rec_cmd, rec_log, env)
     jpeg = (REPO / "tests" / "fixtures" / "stranger_kit.jpg").read_bytes()

@@ -61,7 +61,8 @@ def _queue_for_review(face: object, msg: AlertMessage) -> None:
     """The alert's face into the review queue; a bad face is logged and never costs the alert."""
     try:
         review_queue.add_face(services().writer, review_queue.parse_face(
-            face, msg.alert_id, msg.station_id, msg.ended_at or msg.started_at), services().review_index)
+            face, msg.alert_id, msg.station_id, msg.ended_at or msg.started_at), services().review_index,
+            services().config.review_max_queued_per_station)
     except review_queue.BadFace as exc:
         log.warning("alert %s: its face is not queued for review: %s", msg.alert_id, exc)
 

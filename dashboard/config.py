@@ -48,6 +48,7 @@ class DashboardConfig:
     max_live_streams: int = F(8, "live pages (event streams) at once; more are told to poll and retry later", int, ge=1)
     data_key_file: Optional[str] = F(None, "file (0600) of the keys that seal encodings, photos and evidence at rest (facemon-dashboard data-key new); else env FACEMON_DATA_KEY; neither: stored unencrypted")
     notice_version: str = F("2026-12-v1", "version of the privacy notice shown before enrolment (docs/privacy.md), recorded with each Capture")
+    review_max_queued_per_station: int = F(1000, "faces one desk may have waiting in the review queue; more are refused (429; an alert's face is then not queued, the alert is kept)", int, ge=1, le=1_000_000)
     retention_evidence_days: float = F(30.0, "days alert evidence images are kept (0: forever)", float, ge=0, le=3650)
     retention_alerts_days: float = F(180.0, "days alert rows are kept, with their events (0: forever)", float, ge=0, le=3650)
     retention_review_days: float = F(30.0, "days review-queue faces (crops, encodings) are kept (0: forever)", float, ge=0, le=3650)

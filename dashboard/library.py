@@ -352,5 +352,9 @@ def post_face():  # noqa: ANN201
         face = review_queue.parse_face(body, alert_id.lower(), station, seen_at)
     except (BadAlert, review_queue.BadFace, ValueError, TypeError) as exc:
         abort(400, str(exc))
-    face_id, group = review_queue.add_face(services().writer, face, services().review_index)
+    try:
+        face_id, group = review_queue.add_face(services().writer, face, services().review_index,
+                                               services().config.review_max_queued_per_station)
+    except review_queue.QueueFull as exc:
+        abort(429, str(exc))
     return {"id": face_id, "group": group}, 201

@@ -35,6 +35,11 @@ class BadFace(ValueError):
     """A posted face that cannot be queued; the text says why."""
 
 
+class QueueFull(BadFace):
+    """The posting station already has as many faces waiting for review as it may: nothing is stored (a desk whose
+    token leaked, or a recognizer gone wrong, cannot fill the dashboard's disk; other desks are not affected)."""
+
+
 @dataclass(frozen=True)
 class NewFace:
     alert_id: str
@@ -78,14 +83,23 @@ def parse_face(face: object, alert_id: str, station_id: str, seen_at: dt.datetim
                    None if distance is None else float(distance))
 
 
-def add_face(factory: sessionmaker[Session], face: NewFace, index: QueueIndex) -> tuple[int, int]:
+def add_face(factory: sessionmaker[Session], face: NewFace, index: QueueIndex,
+             max_queued: Optional[int] = None) -> tuple[int, int]:
     """Queue `face`; (its id, its group). A face already queued for that alert and track is replaced by a new row
-    (so `index` never holds a stale vector); one already resolved stays as the admin left it."""
+    (so `index` never holds a stale vector); one already resolved stays as the admin left it. QueueFull when its
+    station already has `max_queued` faces waiting (checked under the index's lock, so faces posted at once cannot
+    all slip under the limit)."""
     with index.lock, factory() as db:
         index.sync(db)
         old = db.scalar(sa.select(ReviewFace).where(ReviewFace.alert_id == face.alert_id, ReviewFace.track == face.track))
         if old is not None and old.state != QUEUED:
             return old.id, old.group_id
+        if old is None and max_queued is not None:
+            waiting = db.scalar(sa.select(sa.func.count()).select_from(ReviewFace).where(
+                ReviewFace.station_id == face.station_id, ReviewFace.state == QUEUED)) or 0
+            if waiting >= max_queued:
+                raise QueueFull(f"station {face.station_id} already has {waiting} faces waiting for review (at most "
+                                f"{max_queued}: review_max_queued_per_station); resolve some on /library/review")
         if old is not None:
             index.forget(old.id)
             db.execute(sa.delete(ReviewCrop).where(ReviewCrop.face_id == old.id))

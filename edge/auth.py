@@ -25,7 +25,7 @@ from typing import Callable, Optional, Protocol
 
 from shared.http import HttpError, post_json
 from shared.log_limit import RateLimitedLog
-from shared.signin import NOT_COUNTED
+from shared.signin import NOT_COUNTED, VERIFY_FRAMES, VERIFY_TIMEOUT
 from shared.throttle import MAX_DELAY_S, FailureThrottle, TooManyFailures, Try
 from shared.lognames import who
 
@@ -45,8 +45,8 @@ class AuthSettings:
     """Sign-in behaviour. Times in seconds."""
 
     station: str = "edge"
-    verify_frames: int = 10
-    verify_timeout_s: float = 20.0
+    verify_frames: int = VERIFY_FRAMES.default
+    verify_timeout_s: float = VERIFY_TIMEOUT.default
     max_failures: int = 5  # failures of one account at this desk before each further try waits (5 s doubling)
     failure_window_s: float = 300.0  # quiet time after which an account's failures are forgotten
     max_delay_s: float = MAX_DELAY_S

@@ -15,8 +15,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional, Sequence
 
 from edge.link import LinkSettings
-from shared.config import ConfigError, Setting, SettingsParser, check_fields, flag_settings_of, setting_field
+from shared.config import (ConfigError, Setting, SettingsParser, check_fields, declared_field, flag_settings_of,
+                           setting_field)
 from shared.names import InvalidName, validate_name
+from shared.signin import VERIFY_FRAMES, VERIFY_TIMEOUT
 from shared.web_server import WebServerSettings, quiet_web_server_logs
 
 ENV_PREFIX = "FACEMON_EDGE_"
@@ -52,8 +54,8 @@ class EdgeConfig:
                              "dashboard); prefer the env variable", repr=False)
     auth: str = F("", "on|off: require sign-in for the page", str.lower, choices=("", "on", "off"),
                   computed="on when --dashboard-url is set, else off")
-    verify_frames: int = F(10, "consecutive agreeing frames the sign-in face check needs", int, ge=1, le=300)
-    verify_timeout: float = F(20.0, "seconds the sign-in face check may take", float, ge=1, le=600)
+    verify_frames: int = declared_field(VERIFY_FRAMES)  # the recognizer checks the same bounds (shared.signin)
+    verify_timeout: float = declared_field(VERIFY_TIMEOUT)
     secret_key: str = F("", "session cookie key, >= 32 characters", repr=False,
                         computed="generated once into STATE_DIR/secret_key")
     state_dir: str = F("var/edge", "folder for the generated session key and the enrolment record")

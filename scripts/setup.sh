@@ -9,6 +9,9 @@
 #   scripts/setup.sh edge --pi --code 7KQ2-M9XD-PAWE --dashboard https://dash.lab
 #     --code/--dashboard: instead of carrying a file, redeem the desk's single-use enrolment code
 #       (`facemon-dashboard add-stations ... --codes`) for its env file, then install it as --env-file does
+# Environment: FACEMON_SETUP_VENV=DIR uses that existing venv as it is, with nothing created or installed (it must
+#   already hold the profile's packages: CI, tests, a shared venv); FACEMON_SETUP_ETC=DIR installs edge.env there
+#   instead of /etc/facemon (as root) or the checkout's ./edge.env (otherwise).
 set -euo pipefail
 here="$PWD"
 cd "$(dirname "$0")/.."
@@ -41,7 +44,12 @@ case "$profile" in
   *) echo "usage: scripts/setup.sh [server|edge|demo|dev]" >&2; exit 2 ;;
 esac
 PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
+venv=.venv
+if [ -n "${FACEMON_SETUP_VENV:-}" ]; then
+  venv="$FACEMON_SETUP_VENV"; case "$venv" in /*) ;; *) venv="$here/$venv" ;; esac
+  [ -x "$venv/bin/python" ] || { echo "setup: FACEMON_SETUP_VENV=$venv has no bin/python" >&2; exit 2; }
+  echo "[setup] using the venv $venv as it is (FACEMON_SETUP_VENV: nothing created or installed)"
+elif [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)$([ $pi = 1 ] && echo ', seeing the system packages (picamera2)')"
   if [ $pi = 1 ]; then "$PY" -m venv --system-site-packages .venv; else "$PY" -m venv .venv; fi
 elif [ $pi = 1 ] && grep -q '^include-system-site-packages = false' .venv/pyvenv.cfg; then
@@ -50,7 +58,7 @@ elif [ $pi = 1 ] && grep -q '^include-system-site-packages = false' .venv/pyvenv
 fi
 stamp=".venv/.facemon-$profile"
 want=$(cat pyproject.toml requirements-*.txt | sha256sum | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+if [ -z "${FACEMON_SETUP_VENV:-}" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing Python packages ($profile); the first time takes a few minutes"
   .venv/bin/python -m pip install -q --upgrade pip wheel "setuptools<81"
   args=(); for r in "${reqs[@]}"; do [ -f "$r" ] && args+=(-r "$r"); done
@@ -58,19 +66,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
-if [ $pi = 1 ] && ! .venv/bin/python -c "import picamera2" 2>/dev/null; then
+if [ $pi = 1 ] && ! "$venv/bin/python" -c "import picamera2" 2>/dev/null; then
   echo "[setup] warning: picamera2 is not importable; on Raspberry Pi OS: sudo apt install python3-picamera2" >&2
 fi
 if [ -n "$code" ]; then
   fetched="$(mktemp -d)"; trap 'rm -rf "$fetched"' EXIT
   # the code is single-use: redeemed only here, after the venv is ready, so a failed install does not burn it
-  .venv/bin/python -m edge.enrolment_code --code "$code" --dashboard "$dashboard" --out "$fetched/edge.env"
+  "$venv/bin/python" -m edge.enrolment_code --code "$code" --dashboard "$dashboard" --out "$fetched/edge.env"
   env_file="$fetched/edge.env"
 fi
 if [ -n "$env_file" ]; then
-  .venv/bin/python -m edge.env_check "$env_file"   # the edge's own settings rules: refuses what the edge would
-  etc="${FACEMON_SETUP_ETC:-/etc/facemon}"   # (tests point it elsewhere)
+  "$venv/bin/python" -m edge.env_check "$env_file"   # the edge's own settings rules: refuses what the edge would
+  etc="${FACEMON_SETUP_ETC:-}"; case "$etc" in ""|/*) ;; *) etc="$here/$etc" ;; esac
   if [ "$(id -u)" = 0 ]; then
+    etc="${etc:-/etc/facemon}"
     install -d -m 0750 "$etc"
     if getent group facemon >/dev/null; then
       install -m 0640 -o root -g facemon "$env_file" "$etc/edge.env"; chgrp facemon "$etc"
@@ -79,7 +88,8 @@ if [ -n "$env_file" ]; then
     fi
     echo "[setup] installed $etc/edge.env; start it: cp deploy/facemon-edge.service /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now facemon-edge"
   else
-    install -m 0600 "$env_file" edge.env
-    echo "[setup] installed ./edge.env (0600); run it: set -a; . ./edge.env; set +a; .venv/bin/facemon-edge"
+    dest="${etc:-.}"; [ -z "$etc" ] || install -d -m 0750 "$etc"
+    install -m 0600 "$env_file" "$dest/edge.env"
+    echo "[setup] installed $dest/edge.env (0600); run it: set -a; . $dest/edge.env; set +a; $venv/bin/facemon-edge"
   fi
 fi

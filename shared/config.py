@@ -156,6 +156,15 @@ def setting_field(default: Any, help: str, parse: Parse = str, *, flag: bool = T
     return dataclasses.field(default=default, repr=repr, metadata={"setting": spec, "flag": flag})
 
 
+def declared_field(setting: Setting) -> Any:
+    """A config dataclass field that is `setting`, declared elsewhere because two programs read it (e.g. the sign-in
+    check's `shared.signin.VERIFY_FRAMES`, asked for by the edge and checked by the recognizer). The field must be
+    named after the setting's flag (`settings_of` names it from the field)."""
+    return setting_field(setting.default, setting.help, setting.parse, ge=setting.ge, le=setting.le, gt=setting.gt,
+                         choices=setting.choices, aliases=setting.aliases, zero_ok=setting.zero_ok,
+                         computed=setting.computed)
+
+
 def settings_of(cls: type) -> tuple[Setting, ...]:
     """The settings declared on dataclass `cls`'s fields (`setting_field`), in field order."""
     cached = _SETTINGS_OF.get(cls)

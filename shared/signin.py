@@ -1,11 +1,18 @@
-"""Sign-in failure reasons, once for the recognizer (face check), the edge (sign-in flow) and the dashboard.
+"""Sign-in failure reasons, and the face check's own settings, once for the recognizer (face check), the edge
+(sign-in flow) and the dashboard.
 
 Each code has a sentence for people. `NOT_COUNTED` are outcomes that are not the person's failure (the check
 was cancelled, the recognizer was offline, the request itself was malformed): the edge neither counts them
 towards its throttle nor reports them. The dashboard accepts every code here, so no reason one part can send
 is refused by another.
+
+`VERIFY_FRAMES` and `VERIFY_TIMEOUT` are the face check's length and time limit, declared here (the lowest layer
+both programs share): the edge asks for them (`--verify-frames`, `--verify-timeout`, fields of `EdgeConfig`), the
+recognizer checks what it is asked (`VerifyParams`), both against these bounds.
 """
 from __future__ import annotations
+
+from shared.config import Setting
 
 WRONG_PASSWORD = "wrong_password"
 NO_FACE = "no_face"
@@ -37,3 +44,8 @@ FAILURE_REASONS = tuple(REASONS)
 def describe(reason: str) -> str:
     """A sentence for a reason code (the code itself when unknown)."""
     return REASONS.get(reason, reason)
+
+
+VERIFY_FRAMES = Setting("--verify-frames", 10, "consecutive agreeing frames the sign-in face check needs", int, ge=1,
+                        le=300)
+VERIFY_TIMEOUT = Setting("--verify-timeout", 20.0, "seconds the sign-in face check may take", float, ge=1, le=600)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,25 @@ def test_a_not_sure_face_is_the_one_crop_the_server_would_queue_for_review(tmp_p
     assert summary["review_faces"] == len(reviews) == 1, reviews
     assert reviews[0]["verdict"] == "unsure" and reviews[0]["candidate"] == "marissa_mayer" and reviews[0]["distance"] <= 0.66
     assert not [x for x in lines if x.get("alert") == "unknown_face"], "not sure is not a stranger: no alert"
+
+
+def test_replay_opens_an_index_sealed_at_rest_with_the_key_and_refuses_without_it(tmp_path, sample_index_dir) -> None:
+    """An index the recognizer sealed (a data key configured) replays with the same key; without it the replay stops
+    with a sentence naming the setting, instead of calling every face unknown."""
+    from recognizer.identity.index import load_index, save_index
+    from shared.crypto import KeyRing, new_key, write_ring
+
+    key_file = tmp_path / "data.key"
+    ring = KeyRing((new_key(),))
+    write_ring(key_file, ring)
+    sealed = tmp_path / "sealed"
+    save_index(load_index(sample_index_dir), sealed, ring)
+    assert b"lin_manuel_miranda" not in (sealed / "index.npz").read_bytes()
+    _, _, summary = replay(SAMPLE_CLIP, sealed, "--data-key-file", str(key_file), "--max-frames", "60")
+    assert any(t["names"].get("lin_manuel_miranda") for t in summary["tracks"].values()), summary["tracks"]
+    exe = Path(sys.executable).with_name("facemon-replay")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recognizer.tools.replay"]
+    r = subprocess.run([*cmd, str(SAMPLE_CLIP), "--index", str(sealed), "--max-frames", "5"], capture_output=True,
+                       text=True, timeout=120, cwd=REPO, env={k: v for k, v in os.environ.items() if not k.startswith("FACEMON_")})
+    assert r.returncode == 2 and "facemon-replay:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "key" in r.stderr.lower(), r.stderr

@@ -50,6 +50,37 @@ def test_the_sign_in_check_and_liveness_defaults_are_the_recognizers() -> None:
     assert set(DETECTORS) == set(ENGINE_DETECTORS) and set(LIVENESS_METHODS) == set(METHODS)
 
 
+def test_the_sign_in_check_bounds_are_declared_once_for_the_edge_and_the_recognizer() -> None:
+    """The edge asks for the check's frames and time (--verify-frames, --verify-timeout) and the recognizer checks
+    what it is asked (VerifyParams): one declaration each (shared.signin), so no value one accepts is refused by the
+    other. The check's distances are the recognizer's --accept-distance and --margin, with their bounds."""
+    from edge.config import EdgeConfig, load_config
+    from shared.config import settings_of
+    from shared.signin import VERIFY_FRAMES, VERIFY_TIMEOUT
+
+    edge = {s.dest: s for s in settings_of(EdgeConfig)}
+    assert (edge["verify_frames"], edge["verify_timeout"]) == (VERIFY_FRAMES, VERIFY_TIMEOUT)
+    for flag, field, good, bad in (("--verify-frames", "frames", (1, 300), (0, 301)),
+                                   ("--verify-timeout", "timeout_s", (1.0, 600.0), (0.5, 601.0))):
+        for value in good:  # the edge's bounds are the recognizer's, both ends
+            load_config([flag, str(value)], {})
+            VerifyParams(**{field: value})
+        for value in bad:
+            with pytest.raises(ConfigError, match=f"{flag}: {value!r} is out of range"):
+                load_config([flag, str(value)], {})
+            with pytest.raises(ConfigError, match=f"{field} \\({flag}\\): {value!r} is out of range"):
+                VerifyParams(**{field: value})
+    for field, good, bad in (("accept_distance", (0.01, 2.0), (0.0, 2.01)), ("margin", (0.0, 1.0), (-0.01, 1.01))):
+        for value in good:  # the same bounds as the recognizer's own setting (OpenSetParams)
+            VerifyParams(**{field: value})
+            OpenSetParams(**{"tolerance": 2.0, field: value})  # (its accept_distance is also <= its tolerance)
+        for value in bad:
+            with pytest.raises(ConfigError, match=f"{field} \\(--{field.replace('_', '-')}\\)"):
+                VerifyParams(**{field: value})
+            with pytest.raises(ConfigError):
+                OpenSetParams(**{"tolerance": 2.0, field: value})
+
+
 def test_every_setting_has_its_variable_and_checks_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = {a.option_strings[0]: a for a in build_parser()._actions if a.option_strings}
     for s in SETTINGS:
@@ -72,6 +103,20 @@ def test_replay_takes_every_recognizer_setting_from_the_same_table() -> None:
     settings = RecognizerSettings.from_args(args)
     assert settings.liveness.first_blink_timeout_s == 12.0 and settings.pipeline.liveness is False
     assert settings.liveness.blink_timeout_s == 60.0
+
+
+def test_replay_lists_only_the_settings_it_uses() -> None:
+    """facemon-replay's --help leaves out the recognizer's network, dashboard, outbox and pool flags (it ignores
+    them); they still parse, so one command line serves both programs."""
+    text = replay_parser().format_help()
+    for used in ("--accept-distance", "--detector", "--first-blink-timeout", "--unknown-after", "--review-after",
+                 "--full-detect-every", "--alert-types", "--index", "--liveness-method", "--sweep-period"):
+        assert used in text, used
+    for ignored in ("--port", "--token", "--dashboard-url", "--outbox", "--station-auth", "--health-port",
+                    "--max-station-fps", "--webhook-url", "--workers", "--gallery", "--credential-grace"):
+        assert f"{ignored} " not in text and f"{ignored}\n" not in text, ignored
+    args = replay_parser().parse_args(["clip.mp4", "--port", "9", "--dashboard-url", "http://x"])
+    assert (args.port, args.dashboard_url) == (9, "http://x")
 
 
 def test_calibrate_recommends_flags_the_recognizer_takes() -> None:
@@ -154,6 +199,13 @@ def test_the_edge_settings_are_its_config_fields() -> None:
         load_config(["--recognizer", "host:70000"], {})
     with pytest.raises(ConfigError, match="--web-threads: 2 is out of range 4..256"):
         EdgeConfig(web_threads=2)
+    # the sign-in part's own defaults are the edge's settings' (it is built from them: edge/runtime.py)
+    from edge.auth import AuthSettings
+
+    auth = AuthSettings()
+    assert (auth.verify_frames, auth.verify_timeout_s, auth.session_idle_s, auth.session_max_s, auth.max_sessions) == (
+        EdgeConfig.verify_frames, EdgeConfig.verify_timeout, EdgeConfig.session_idle, EdgeConfig.session_max,
+        EdgeConfig.max_sessions)
 
 
 def test_the_dashboard_settings_are_its_config_fields() -> None:

@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from shared.signin import CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, SEVERAL_FACES, TIMED_OUT, describe
+from recognizer.settings import check_value, setting
+from shared.signin import (CANCELLED, NO_BLINK, NO_FACE, NOT_ENROLLED, NOT_HOLDER, SEVERAL_FACES, TIMED_OUT,
+                           VERIFY_FRAMES, VERIFY_TIMEOUT, describe)
 
 PENDING, PASSED, FAILED = "pending", "passed", "failed"
 
@@ -24,29 +26,27 @@ PENDING, PASSED, FAILED = "pending", "passed", "failed"
 class VerifyParams:
     """Thresholds of the face check. Distances are Euclidean between dlib 128-D encodings; times in seconds."""
 
-    frames: int = 10
-    """N: consecutive agreeing frames needed."""
-    timeout_s: float = 20.0
-    """The whole check must pass within this time, counted from the first frame."""
-    accept_distance: float = 0.58
+    frames: int = VERIFY_FRAMES.default
+    """N: consecutive agreeing frames needed (the edge's --verify-frames asks for it)."""
+    timeout_s: float = VERIFY_TIMEOUT.default
+    """The whole check must pass within this time, counted from the first frame (--verify-timeout)."""
+    accept_distance: float = setting("accept_distance").default
     """The claimed person's distance (their nearest photo or mean encoding) must be within this; the recognizer
     passes its own --accept-distance (`OpenSetParams.accept_distance`)."""
-    margin: float = 0.10
-    """Every other enrolled person must be at least this much farther than the claimed one."""
+    margin: float = setting("margin").default
+    """Every other enrolled person must be at least this much farther than the claimed one (--margin)."""
     require_blink: bool = True
     """A blink must be seen during the agreeing run (a still photo never passes)."""
     mismatch_frames: int = 5
     """Consecutive single-face frames that do not agree after which the check fails as not the holder."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.frames <= 300:
-            raise ValueError(f"frames must be 1..300 consecutive frames (10 is typical), got {self.frames}")
-        if not 1.0 <= self.timeout_s <= 600.0:
-            raise ValueError(f"timeout_s must be 1..600 s (20 is typical), got {self.timeout_s}")
-        if not 0.0 < self.accept_distance < 1.0:
-            raise ValueError(f"accept_distance must be in (0, 1) (0.58 is the default), got {self.accept_distance}")
-        if not 0.0 <= self.margin < 1.0:
-            raise ValueError(f"margin must be in [0, 1) (0.10 is the default), got {self.margin}")
+        # bounds declared once: the frames and time in shared.signin (the edge asks within them), the distances in
+        # recognizer/settings.py (as for OpenSetParams)
+        VERIFY_FRAMES.check(self.frames, f"frames ({VERIFY_FRAMES.flag})")
+        VERIFY_TIMEOUT.check(self.timeout_s, f"timeout_s ({VERIFY_TIMEOUT.flag})")
+        check_value("accept_distance", self.accept_distance, "accept_distance")
+        check_value("margin", self.margin, "margin")
         if self.mismatch_frames < 1:
             raise ValueError(f"mismatch_frames must be at least 1, got {self.mismatch_frames}")
 

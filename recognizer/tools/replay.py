@@ -32,13 +32,25 @@ from shared.results import FaceResult, faces_to_wire
 log = logging.getLogger("recognizer.tools.replay")
 
 
+# what a replay uses of the recognizer's settings (`into` targets, by section): the per-frame path and the alert rules
+REPLAYED = ("engine.", "sweep.", "pipeline.", "match.", "liveness.", "liveness_method", "alerts.", "review.", "index_dir",
+            "data_key_file")
+REPLAYED_FLAGS = ("--full-detect-every", "--alert-types", "--log-level")  # settings read without an `into`
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from recognizer.settings import build_parser as recognizer_parser
+    from recognizer.settings import SETTINGS, build_parser as recognizer_parser
 
     p = recognizer_parser(prog="facemon-replay", description=(
         "Run a recorded clip through the recognizer's per-frame path and alert rules, exactly as a station's frames "
-        "are processed (same flags and defaults as facemon-recognizer; network flags are ignored), and print one JSON "
-        "line per frame and per alert event, then a summary. Time is the clip's time."))
+        "are processed (same flags and defaults as facemon-recognizer; its other flags, for the network, the "
+        "dashboard, the outbox or a pool, are accepted and ignored, and not listed here), and print one JSON line per "
+        "frame and per alert event, then a summary. Time is the clip's time."))
+    unused = {s.dest for s in SETTINGS
+              if s.flag not in REPLAYED_FLAGS and not any(t.startswith(REPLAYED) for t in s.into)}
+    for action in p._actions:  # still parsed (one command line or env file serves both programs), not shown
+        if action.dest in unused:
+            action.help = argparse.SUPPRESS
     p.add_argument("video", help="video file (anything OpenCV reads: mp4, avi, webm, an image sequence pattern)")
     p.add_argument("--login", default="", help="the evaluator expected at the desk (for wrong_person)")
     p.add_argument("--station", default="replay", help="station id written in the alert events")
@@ -227,15 +239,23 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     from recognizer.alerting.review import ReviewPicker
     from recognizer.alerting.rules import AlertEngine
     from recognizer.app import RecognizerSettings, pipeline_factory
-    from recognizer.identity.index import IndexStore
+    from recognizer import data_key
+    from recognizer.identity.index import IndexMissing, IndexStore, load_index
     from recognizer.vision.detect import FaceEngine
     from shared.jpeg import encode_jpeg
 
     if args.every < 1 or args.loop < 1 or args.max_frames < 0 or not 1 <= args.jpeg_quality <= 100:
         raise ValueError("--every and --loop must be >= 1, --max-frames >= 0, --jpeg-quality 1..100")
     settings = RecognizerSettings.from_args(args)
+    # an index sealed at rest opens with the recognizer's own key (--data-key-file / FACEMON_DATA_KEY); one that
+    # cannot be read is an error here, not an empty index that calls everyone unknown
+    ring = data_key.load(settings.data_key_file)
+    try:
+        load_index(settings.index_dir, ring=ring)
+    except IndexMissing:
+        pass
     engine = FaceEngine(settings.engine)
-    store = IndexStore(settings.index_dir)
+    store = IndexStore(settings.index_dir, ring=ring)
     if not len(store.index):
         log.warning("the index in %s is empty: every face will be unknown", settings.index_dir)
     save_dir = Path(args.save_annotated) if args.save_annotated else None
@@ -271,9 +291,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"facemon-replay: configuration error: {exc}", file=sys.stderr)
         return 2
+    from recognizer.identity.index import FaceIndexError
+
     try:
         run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FaceIndexError) as exc:
         print(f"facemon-replay: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # piped into head: not an error

@@ -3,6 +3,7 @@ recovery by itself as soon as a little space returns. Real tmpfs (root only; ski
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -38,9 +39,15 @@ def opened(jpeg: bytes, n: int) -> list[AlertEvent]:
 def test_real_recognizer_on_a_full_disk_loses_nothing_and_recovers(tmp_path, small_disk, sample_index_dir):
     from tests.procs import REPO
 
+    from shared.crypto import KeyRing, new_key, write_ring
+
     work = tmp_path / "work"
     work.mkdir()
-    out = scenario(REPO, work, small_disk, sample_index_dir, cycles=3, free_kb=128)
+    # sealed at rest, as the demo and the deployment docs run it: the outbox's rows are sealed on the full disk too
+    key = tmp_path / "data.key"
+    write_ring(key, KeyRing((new_key(),)))
+    index = shutil.copytree(sample_index_dir, work / "index")
+    out = scenario(REPO, work, small_disk, index, cycles=3, free_kb=128, data_key=key)
     print(out)
     assert out.raised >= 6, "the stations raised too few incidents to say anything"
     assert out.lost == 0, out  # every event raised reached the dashboard, through the full disk and its outage
@@ -48,6 +55,9 @@ def test_real_recognizer_on_a_full_disk_loses_nothing_and_recovers(tmp_path, sma
     assert out.writable_s is not None and out.writable_s < 10, out  # 128 KiB freed is enough to go on
     assert {"disk_full", "ok"} <= out.status_seen  # the dashboard was told, then told it is over
     assert "disk_full" in out.heartbeat_states  # and so were the edges
+    from shared.crypto import is_sealed
+
+    assert is_sealed((index / "index.npz").read_bytes())  # it really ran sealed
 
 
 def test_memory_bound_loses_exactly_the_excess_and_says_so(tmp_path, small_disk, dashboard: Dashboard, stranger_jpeg):

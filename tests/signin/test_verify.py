@@ -99,8 +99,8 @@ def test_progress_dict_and_cancel():
     assert v.cancel().state == FAILED
 
 
-@pytest.mark.parametrize("bad", [dict(frames=0), dict(timeout_s=0.5), dict(accept_distance=0), dict(margin=1.0),
-                                 dict(mismatch_frames=0)])
+@pytest.mark.parametrize("bad", [dict(frames=0), dict(frames=301), dict(timeout_s=0.5), dict(accept_distance=0),
+                                 dict(accept_distance=2.1), dict(margin=-0.1), dict(margin=1.1), dict(mismatch_frames=0)])
 def test_params_are_validated(bad):
     with pytest.raises(ValueError):
         VerifyParams(**bad)
