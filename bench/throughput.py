@@ -7,7 +7,8 @@ and sends spaced to the `max_fps` the recognizer tells it (shared/pacing.py, as 
 before the pacer allows waits for it; a recognizer that says nothing is not paced). The simulated stations run in
 a process of their own, so they neither take the recognizer's GIL nor count in its CPU. Prints, per station count:
 frames/s of each station (min / median / max across stations, and the slowest station as a share of the mean:
-fairness), frames/s summed, latency p50/p95/p99 (send → reply, all stations' frames), frames dropped at the edge,
+fairness), frames/s summed, latency p50/p95/p99 (send → reply, all stations' frames; p95/p99 also without the
+row's first 5 s, the stations' start: first encodings of every new face), frames dropped at the edge,
 the recognizer's CPU per frame (main process + encoder workers + sweep process) and the simulated edges' apart,
 and the recognizer's memory (RSS of the main process, the encoder workers and the sweep process); then issue 17's
 goals, met or not. Also runs the seeds' per-frame loop (HOG upsample 1 + encode every face on every frame).
@@ -119,7 +120,7 @@ def station(addr, name: str, token: str, frames: list[bytes], seconds: float, fp
         _station(addr, name, token, frames, seconds, fps, in_flight, out)
     except (OSError, AssertionError, protocol.ProtocolError) as exc:
         logging.getLogger("bench.throughput").warning("station %s failed: %s", name, exc)
-        out.update(replies=0, elapsed=seconds, latencies=[], dropped=0, paced=0, rate=0.0, failed=True)
+        out.update(replies=0, elapsed=seconds, latencies=[], settled=[], dropped=0, paced=0, rate=0.0, failed=True)
 
 
 def _station(addr, name: str, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int, out: dict) -> None:
@@ -136,6 +137,7 @@ def _station(addr, name: str, token: str, frames: list[bytes], seconds: float, f
     window = threading.Semaphore(in_flight)
     sent: dict[int, float] = {}
     lat: list[float] = []
+    settled: list[float] = []  # latencies of the frames sent after the row's first SETTLE_S seconds
     done = threading.Event()
     replies = [0]
 
@@ -150,7 +152,10 @@ def _station(addr, name: str, token: str, frames: list[bytes], seconds: float, f
             t = time.perf_counter()
             seq = msg.header["seq"]
             if seq in sent:
-                lat.append(t - sent.pop(seq))
+                t_sent = sent.pop(seq)
+                lat.append(t - t_sent)
+                if t_sent - start >= SETTLE[0]:
+                    settled.append(t - t_sent)
                 replies[0] += 1
             if pacer is not None and "max_fps" in msg.header:
                 pacer.set_rate(rate_from_peer(msg.header["max_fps"]))
@@ -159,9 +164,9 @@ def _station(addr, name: str, token: str, frames: list[bytes], seconds: float, f
             if done.is_set() and not sent:
                 return
 
+    start = time.perf_counter()
     rx = threading.Thread(target=receive, daemon=True)
     rx.start()
-    start = time.perf_counter()
     seq = dropped = paced = 0
     next_t = start
     while time.perf_counter() - start < seconds:
@@ -188,19 +193,21 @@ def _station(addr, name: str, token: str, frames: list[bytes], seconds: float, f
     done.set()
     rx.join(timeout=10)
     stream.close()
-    out.update(replies=replies[0], elapsed=elapsed, latencies=lat, dropped=dropped, paced=paced,
+    out.update(replies=replies[0], elapsed=elapsed, latencies=lat, settled=settled, dropped=dropped, paced=paced,
                rate=rates[-1] if rates else 0.0)
 
 
+SETTLE_S = 5.0  # latency is also given for the frames sent after this much of a row (past the stations' start)
+SETTLE = [SETTLE_S]  # in the simulated edges' process: `run_stations(settle_s=...)`
 ANNOTATED = [False]  # whether the simulated edges ask for the annotated picture (--recognizer-draws)
 
 
 def _stations_process(addr, n: int, token: str, frames: list[bytes], seconds: float, fps: float, in_flight: int,
-                      start_at: float, conn, annotated: bool = False) -> None:
+                      start_at: float, conn, annotated: bool = False, settle_s: float = SETTLE_S) -> None:
     """The simulated edges of one row, in a process of their own (see `run_stations`); sends back their results
     and this process's CPU seconds while they ran."""
     logging.basicConfig(level=logging.WARNING)
-    ANNOTATED[0] = annotated
+    ANNOTATED[0], SETTLE[0] = annotated, settle_s
     results = [dict() for _ in range(n)]
     tag = time.monotonic_ns() % 100000
     threads = [threading.Thread(target=station, args=(addr, f"bench-{n}-{i}-{tag}", token, frames, seconds, fps,
@@ -215,7 +222,8 @@ def _stations_process(addr, n: int, token: str, frames: list[bytes], seconds: fl
     conn.close()
 
 
-def run_stations(app, n: int, frames, seconds, fps, in_flight, token, pids: list[int]) -> dict:
+def run_stations(app, n: int, frames, seconds, fps, in_flight, token, pids: list[int],
+                 settle_s: float = SETTLE_S) -> dict:
     """`n` simulated edges against `app` for `seconds`, in a process of their own, so that their sockets, JSON and
     threads neither share the recognizer's GIL nor count in its CPU (reported apart: `edge_cpu_ms`)."""
     import multiprocessing
@@ -224,7 +232,7 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token, pids: list
     ours, theirs = ctx.Pipe(duplex=False)
     start_at = time.time() + 3.0  # the process is started and has the frames by then
     proc = ctx.Process(target=_stations_process, args=(app.server.address, n, token, frames, seconds, fps, in_flight,
-                                                       start_at, theirs, ANNOTATED[0]), daemon=True)
+                                                       start_at, theirs, ANNOTATED[0], settle_s), daemon=True)
     proc.start()
     theirs.close()
     time.sleep(max(0.0, start_at - time.time()))
@@ -236,6 +244,7 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token, pids: list
     results, edge_cpu = ours.recv()
     proc.join(timeout=10)
     lat = np.array([x for r in results for x in r["latencies"]] or [float("nan")]) * 1e3
+    settled = np.array([x for r in results for x in r["settled"]] or [float("nan")]) * 1e3
     per_station = [r["replies"] / r["elapsed"] for r in results]
     return {
         "stations": n,
@@ -251,6 +260,9 @@ def run_stations(app, n: int, frames, seconds, fps, in_flight, token, pids: list
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
+        "p95_settled": float(np.percentile(settled, 95)),
+        "p99_settled": float(np.percentile(settled, 99)),
+        "in_flight": in_flight,
         "dropped": sum(r["dropped"] for r in results),
         "frames": sum(r["replies"] for r in results),
         "recognizer_cpu_s": cpu1 - cpu0,
@@ -297,12 +309,18 @@ def print_goals(rows: list[dict]) -> None:
         r = by_n[16]
         line("16 stations: >= 160 frames/s summed", f"{r['fps_total']:.1f}", r["fps_total"] >= 160)
         line("16 stations: every station >= 10 frames/s", f"slowest {r['fps_min']:.1f}", r["fps_min"] >= 10)
-        line("16 stations: latency p95 <= 250 ms", f"{r['p95']:.0f} ms", r["p95"] <= 250)
+        line("16 stations: latency p95 <= 250 ms (every frame)",
+             f"{r['p95']:.0f} ms ({r['p95_settled']:.0f} after the first {SETTLE_S:.0f} s)", r["p95"] <= 250)
         rss = r["rss_main"] + r["rss_workers"] + r["rss_sweep"]
         line("16 stations: recognizer memory <= 1 GB (main + workers + sweep)", f"{rss:.0f} MB", rss <= 1024)
     if 32 in by_n:
         r = by_n[32]
         line("32 stations (overload): slowest >= 80 % of the mean", f"{r['fairness']:.2f}", r["fairness"] >= 0.8)
+        # a frame waits at most for the window's frames before it: in_flight frames at the rate a station is served
+        window_ms = r["in_flight"] * 1e3 / max(r["fps_median"], 1e-9)
+        line(f"32 stations (overload): latency p99 <= the in-flight window ({r['in_flight']} frames at the median "
+             f"station's rate: {window_ms:.0f} ms)", f"{r['p99']:.0f} ms ({r['p99_settled']:.0f} after the first "
+             f"{SETTLE_S:.0f} s)", r["p99"] <= window_ms)
     print(f"(load average {os.getloadavg()[0]:.1f} at the end; the machine's other programs share its cores)")
 
 
@@ -331,8 +349,12 @@ def main() -> None:
                    help="the simulated edges ask for the annotated picture in every RESULT (edges before issue 17's "
                         "`annotate` option); default: they draw the boxes themselves, as the edge does")
     p.add_argument("--mem-every", type=float, default=0, help="also print memory every N seconds (soak runs)")
+    p.add_argument("--debug", nargs="+", default=[], metavar="LOGGER",
+                   help="these loggers at debug level, e.g. recognizer.server.pacing (the share's every change)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in args.debug:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     ANNOTATED[0] = args.recognizer_draws
 
     frames_by_faces = {k: load_frames(args.clip, 300 if k > 1 else 600, faces=k) for k in args.faces}
@@ -401,13 +423,15 @@ def main() -> None:
 
     print()
     print("| detector | faces/frame | stations | frames/s per station min / median / max | slowest / mean | "
-          "frames/s summed | told fps | latency p50 ms | p95 ms | p99 ms | dropped at edge | paced at edge | "
+          f"frames/s summed | told fps | latency p50 ms | p95 ms | p99 ms | p95 / p99 ms after {SETTLE_S:.0f} s | "
+          "dropped at edge | paced at edge | "
           "recognizer CPU ms per frame | edges' CPU ms per frame | sweep CPU s | RSS MB main + workers + sweep | load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['detector']} | {r['faces']} | {r['stations']} | {r['fps_min']:.1f} / {r['fps_median']:.1f} / "
               f"{r['fps_max']:.1f} | {r['fairness']:.2f} | {r['fps_total']:.1f} | {r['told_fps']:.1f} | "
-              f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['dropped']} | {r['paced']} | {r['cpu_ms']:.1f} | "
+              f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['p95_settled']:.0f} / {r['p99_settled']:.0f} | "
+              f"{r['dropped']} | {r['paced']} | {r['cpu_ms']:.1f} | "
               f"{r['edge_cpu_ms']:.1f} | "
               f"{r['sweep_cpu_s']:.1f} | {r['rss_main']:.0f} + {r['rss_workers']:.0f} + {r['rss_sweep']:.0f} = "
               f"{r['rss_main'] + r['rss_workers'] + r['rss_sweep']:.0f} | {r['load']:.1f} |"

@@ -1,6 +1,7 @@
 """Blocking socket shell over `shared.protocol`: send and receive whole messages."""
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from typing import Optional
@@ -50,6 +51,18 @@ class MessageStream:
                 return None
             data = self.sock.recv(_RECV_CHUNK)
             self._decoder.feed(data)
+
+    def waiting(self) -> bool:
+        """Bytes of a next message are already here (read into the decoder, or waiting in the socket): the peer sent
+        it before this side asked for it. Never blocks."""
+        if self._decoder.buffered:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):  # closed meanwhile: nothing is waiting
+            return False
 
     def close(self) -> None:
         """Shut the connection down; safe to call twice and from another thread."""

@@ -23,7 +23,7 @@ from recognizer.identity.gallery import Provenance
 from recognizer.identity.index import IndexStore
 from recognizer.server.gate import FailureDelay, HandshakeGate, LogLimiter, Refusal
 from recognizer.server.hangup import HangupWatch, keep_alive, peer_hung_up
-from recognizer.server.pacing import FairShare, PacingParams
+from recognizer.server.pacing import ControlParams, FairShare, PacingParams
 from recognizer.server.trust import Admission, Trust, TrustConfig, TrustRefusal
 from recognizer.settings import check_section
 from recognizer.station.pipeline import StationPipeline
@@ -65,10 +65,15 @@ class ServerConfig:
     node: str = ""  # this node's name in a pool, told to edges in WELCOME (empty: one recognizer)
     station_fps: float = 15.0  # frames/s each station is planned for (recognizer.server.pacing)
     max_station_fps: float = 30.0  # the most any station is told it may send
+    # the cores the fair share counts on (0: the CPUs this process may run on; a container's CPU quota is not seen)
+    pacing_cores: float = 0.0
+    follow_served: bool = True  # the share follows what the stations are served (False: the CPU model alone)
 
     def __post_init__(self) -> None:
         check_section(self, "server")  # port, max_stations, max_in_flight, station rates ...: their flags' bounds
         PacingParams(self.station_fps, self.max_station_fps)  # station_fps <= max_fps
+        if self.pacing_cores < 0:
+            raise ValueError(f"pacing_cores must be >= 0 (0: the CPUs this process may use), got {self.pacing_cores}")
         if self.max_message < 64 * 1024:
             raise ValueError("max_message must be at least 64 KiB")
         if self.idle_timeout_s <= self.heartbeat_s:
@@ -243,6 +248,7 @@ class StationConnection:
         self.server.unregister(self)
 
     def _serve(self, session: StationSession) -> None:
+        frames = 0
         while True:
             msg = self.stream.recv()
             if msg is None:
@@ -252,15 +258,23 @@ class StationConnection:
                 self._hang_up()
                 log.info("station %s hung up; its queued messages are dropped", session.snapshot.station)
                 return
-            for action in session.receive(msg):
-                if isinstance(action, Send):
-                    self.stream.send(action.message)
-                elif isinstance(action, FrameProcessed):
-                    self.server.frame_processed(action.snapshot, action.outcome, action.jpeg, action.cpu_s)
-                elif isinstance(action, CameraChanged):
-                    self.server.camera_changed(action.snapshot)
-                elif isinstance(action, Enrol):
-                    self.stream.send(self.server.enrol(session.snapshot.station, action.message))
+            t0 = time.monotonic()
+            self._carry_out(session, msg)
+            if msg.kind == MessageKind.FRAME:  # the pacing hears how long it took and whether the next one waits
+                frames += 1
+                self.server.pacing.frame_served(self, time.monotonic() - t0, self.stream.waiting(), frames)
+
+    def _carry_out(self, session: StationSession, msg: Message) -> None:
+        """`msg` through the station's session, and each action it returns carried out."""
+        for action in session.receive(msg):
+            if isinstance(action, Send):
+                self.stream.send(action.message)
+            elif isinstance(action, FrameProcessed):
+                self.server.frame_processed(action.snapshot, action.outcome, action.jpeg, action.cpu_s)
+            elif isinstance(action, CameraChanged):
+                self.server.camera_changed(action.snapshot)
+            elif isinstance(action, Enrol):
+                self.stream.send(self.server.enrol(session.snapshot.station, action.message))
 
 
 class RecognizerServer:
@@ -289,7 +303,10 @@ class RecognizerServer:
         self._listener: Optional[socket.socket] = None
         self.gate: Optional[HandshakeGate] = None
         self._admitting = threading.BoundedSemaphore(max(1, config.max_stations))
-        self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps))
+        self.pacing = FairShare(PacingParams(config.station_fps, config.max_station_fps,
+                                             control=ControlParams(enabled=config.follow_served,
+                                                                   window=config.max_in_flight)),
+                                cores=config.pacing_cores or None)
         self.log_limiter = LogLimiter()  # per peer address / station: a flood of bad input is not a flood of log
         # refused HELLOs (bad credential, station in use, ...): five lines a minute, then "... and 8,645 more"
         self.refusal_log = RateLimitedLog(log, "refused handshakes", per_window=5)
