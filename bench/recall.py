@@ -52,10 +52,9 @@ def boxed(ref: Box, boxes: list[Box]) -> bool:
     return False
 
 
-def photo_recall(engine, folder: Path, max_side: int) -> list[dict]:
-    """Faces found per group photo by each detector."""
+def group_photos(folder: Path, max_side: int):
+    """(name, annotation, RGB) per annotated group photo, resized so its longer side is at most `max_side`."""
     notes = json.loads((folder / "annotations.json").read_text())
-    rows = []
     for name, entry in sorted(notes.items()):
         if name.startswith("_"):
             continue
@@ -63,7 +62,13 @@ def photo_recall(engine, folder: Path, max_side: int) -> list[dict]:
         scale = min(1.0, max_side / max(bgr.shape[:2]))
         if scale < 1.0:
             bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        yield name, entry, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def photo_recall(engine, folder: Path, max_side: int) -> list[dict]:
+    """Faces found per group photo by each detector."""
+    rows = []
+    for name, entry, rgb in group_photos(folder, max_side):
         hog0 = engine.detect_hog(rgb, 0)
         t = time.perf_counter()
         cnn = engine.detect_cnn(rgb, 0)
