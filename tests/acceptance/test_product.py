@@ -62,8 +62,9 @@ class Product:
     def edge(self, station: str, source: Path, login: str) -> "Edge":
         """An edge as staff set one up: its station credential issued by the dashboard, then started."""
         credential = f"{station}-credential-0123456789abcdef"
-        subprocess.run([sys.executable, "-m", "dashboard", "--db", self.db_url, "add-station", "--station-id", station,
-                        "--token", credential], cwd=REPO, check=True, capture_output=True, timeout=120)
+        made = subprocess.run([sys.executable, "-m", "dashboard", "--db", self.db_url, "add-station", "--station-id",
+                               station, "--token", credential], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr[-3000:]  # the CLI's own words if it fails (the product is running)
         port = free_port()
         proc = ManagedProcess(
             f"edge-{station}", [sys.executable, "-m", "edge", "--source", str(source), "--recognizer",

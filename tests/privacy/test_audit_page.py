@@ -19,6 +19,8 @@ pytestmark = pytest.mark.browser
 
 
 def test_the_audit_page_shows_looks_and_a_broken_chain(tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
     app = build_app(f"sqlite:///{tmp_path / 'd.sqlite3'}")
     server = LiveServer(app)
     driver, profile = launch_chromium("1280,700")
@@ -34,6 +36,8 @@ def test_the_audit_page_shows_looks_and_a_broken_chain(tmp_path: Path) -> None:
         driver.find_element("name", "username").send_keys("admin")
         driver.find_element("name", "password").send_keys(PASSWORD)
         driver.find_element("css selector", "form button[type=submit]").click()
+        # the login's answer must be in before the next page (a loaded box took longer than the next get)
+        WebDriverWait(driver, 30).until(lambda d: "/login" not in d.current_url)
         driver.get(f"{server.url}/api/alerts/{m['alert_id']}/image")
         driver.get(f"{server.url}/admin/audit")
         chain = driver.find_element("id", "chain").text
