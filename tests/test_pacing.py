@@ -211,56 +211,6 @@ def test_every_station_is_told_the_same_share_and_a_cut_is_at_most_half() -> Non
     assert told[-1] == pytest.approx(0.6, abs=0.2)
 
 
-@pytest.mark.slow
-def test_a_recognizer_that_believes_it_has_more_cores_keeps_its_latency_when_the_share_follows_what_is_served(
-        tmp_path, sample_index_dir) -> None:
-    """A recognizer told it has 16 cores (as in a container whose CPU quota it cannot see) tells 8 desks they may
-    send 30 frames/s each, far more than 2 cores serve: without the control their frames wait in the edges'
-    4-frame windows; with it the share falls to what is served and a frame is answered as it comes. Real sockets,
-    the bench's simulated edges (a process of their own, paced as the edge); baseline in the same test."""
-    from bench.throughput import run_stations
-    from recognizer.app import RecognizerApp, RecognizerSettings
-    from recognizer.server.stations import ServerConfig
-    from recognizer.station.pipeline import PipelineConfig
-    from recognizer.vision.detect import EngineConfig
-
-    import cv2
-    import numpy as np
-
-    # one face in every frame, as at a desk: a shipped photo on a 640x480 grey frame, a real JPEG
-    face = cv2.imread(str(REPO / "known_faces" / "barack_obama" / "ageitgey_obama.jpg"))
-    k = 400 / max(face.shape[:2])
-    face = cv2.resize(face, (int(face.shape[1] * k), int(face.shape[0] * k)))
-    canvas = np.full((480, 640, 3), 90, np.uint8)
-    canvas[40:40 + face.shape[0], 120:120 + face.shape[1]] = face
-    frames = [cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()]
-    shutil.copytree(sample_index_dir, tmp_path / "encodings")
-
-    def run(follow: bool) -> dict:
-        app = RecognizerApp(RecognizerSettings(
-            server=ServerConfig(host="127.0.0.1", port=0, token="t", max_in_flight=4, station_fps=15,
-                                max_station_fps=30, pacing_cores=16, follow_served=follow),
-            engine=EngineConfig(detector="hog"), pipeline=PipelineConfig(liveness=False),
-            index_dir=tmp_path / "encodings", known_faces=tmp_path / f"kf-{follow}", workers=1))
-        app.start()
-        try:
-            return run_stations(app, 8, frames, 20.0, 30.0, 4, "t", [os.getpid()], settle_s=8.0)
-        finally:
-            app.stop()
-
-    fixed, follows = run(False), run(True)
-    assert fixed["told_fps"] == 30.0  # the CPU model with 16 cores: every desk may send its camera's rate
-    assert follows["told_fps"] < 0.8 * 30.0, follows  # the share came down to what 2 cores serve
-    # frames no longer wait in full windows: the median latency 0.34-0.56 of the baseline's in 4 runs on a 2-core box
-    # at load 5-9 shared with other test runs. The 95th percentile of the frames sent after the start (the first
-    # encodings of 8 new faces) was 0.52-0.87 of it, not reliably lower on so loaded a box (a queue builds for a second
-    # or two each time the share is raised past what is served): asserted no worse
-    assert follows["p50"] < 0.75 * fixed["p50"], (follows, fixed)
-    assert follows["p95_settled"] < 1.1 * fixed["p95_settled"], (follows, fixed)
-    assert follows["fps_total"] >= 0.75 * fixed["fps_total"], (follows, fixed)  # served as much, within noise
-    assert follows["fairness"] >= 0.7, follows
-
-
 def test_a_new_stations_start_does_not_cut_the_share() -> None:
     """Every desk's first seconds wait for its face's first encodings (backlogged, slow): not counted."""
     share, clock = _share()

@@ -81,7 +81,9 @@ def test_library_by_mouse_and_keyboard(driver, live_server, sqlite_tokens, engin
     wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "Added: enrolled obama"))
     for photo in (OBAMA2, BIDEN):
         driver.find_element(By.ID, "photo").send_keys(str(photo))
-        driver.find_element(By.ID, "add-photo").click()
+        button = driver.find_element(By.ID, "add-photo")
+        button.click()
+        wait.until(EC.staleness_of(button))  # the page before still says "Added": wait for the new one
         wait.until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.flash"), "Added"))
     flagged = driver.find_elements(By.CSS_SELECTOR, "tr.far")
     assert len(flagged) == 1 and "ageitgey_biden.jpg" in flagged[0].text and "far from the other photos" in flagged[0].text
