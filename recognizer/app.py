@@ -103,6 +103,7 @@ class RecognizerSettings:
         # the settings that are more than one field's value
         sections["sweep"]["idle_period_s"] = min(args.sweep_period, 1.0)
         sections["pipeline"]["regions"] = RegionParams(full_every=args.full_detect_every,
+                                                         full_every_max=args.full_detect_every_max,
                                                          search_every=args.search_every)
         sections["alerts"]["enabled"] = frozenset(_alert_types(args.alert_types))
         sections["trust"]["station_auth"] = args.station_auth or ("dashboard" if args.dashboard_url else "shared")

@@ -50,6 +50,10 @@ SETTINGS: tuple[Setting, ...] = (
       "HOG searches only around each face and where something moved, and a full pass also runs when a face is lost "
       "(1: the whole frame every frame; recognizer/vision/regions.py)", int, ge=1, le=1000),
       # -> pipeline.regions (RegionParams.full_every)
+    S("--full-detect-every-max", 40, "the most frames between full-frame detections: while the scene stays the same "
+      "(each full pass finds just the faces already followed) the interval doubles from --full-detect-every up to "
+      "this; a lost or new face brings it back", int, ge=1, le=1000),
+      # -> pipeline.regions (RegionParams.full_every_max)
     S("--search-every", 3, "with liveness on, frames between HOG searches around a face followed by its 68 landmarks "
       "(computed for liveness anyway); sooner when its landmarks' box moves or looks implausible (1: HOG around every "
       "face every frame; recognizer/vision/follow.py)", int, ge=1, le=30),

@@ -36,6 +36,8 @@ def test_every_default_of_a_part_is_the_settings_default() -> None:
 
     assert RegionParams().full_every == setting("full_detect_every").default == defaults.pipeline.regions.full_every
     assert RegionParams().search_every == setting("search_every").default == defaults.pipeline.regions.search_every
+    assert (RegionParams().full_every_max == setting("full_detect_every_max").default
+            == defaults.pipeline.regions.full_every_max)
     assert (PacingParams().station_fps, PacingParams().max_fps) == (
         setting("station_fps").default, setting("max_station_fps").default)
 

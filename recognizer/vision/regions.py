@@ -13,7 +13,10 @@ moving on a desk cost only the area they cover.
 A full-frame pass runs:
 
 - every `full_every` frames (the reference for motion is renewed; a face that appeared without moving, e.g. a
-  seated person turning to the camera, is found);
+  seated person turning to the camera, is found). While the scene stays as it is (a periodic pass found exactly
+  the faces already followed, nothing was lost and no new face came from a moving area) the interval doubles
+  after each such pass, up to `full_every_max` frames (40: ~1.3 s at 30 fps); anything else brings it back to
+  `full_every`. One seated candidate is the common desk: its full passes were ~3 ms of a frame's ~15;
 - when a track was missed on the last frame (the tracker lost confidence in it);
 - when the crops and the moving area would cover more than `max_share` of the frame (as dear as the frame).
 
@@ -46,7 +49,7 @@ class RegionParams:
     """How the per-frame detector looks only where faces can be.
 
     `full_every`: frames between full-frame passes while every face is followed (1: every frame, the old
-    behaviour); `margin`: a crop is the track's box grown by this share of its side on each side (how far a face
+    behaviour); `full_every_max`: the longest that interval grows while the scene stays the same; `margin`: a crop is the track's box grown by this share of its side on each side (how far a face
     may move between two frames); `face_px`: crops are scaled down so the followed face is about this many pixels
     (HOG's window is 80 px; never scaled up); `max_share`: crops covering more of the frame than this call a full
     pass instead; `cell_px`, `motion_level`, `motion_cells`: the motion test, on a grey thumbnail reduced
@@ -57,6 +60,7 @@ class RegionParams:
     """
 
     full_every: int = 10
+    full_every_max: int = 40
     search_every: int = 3
     margin: float = 0.5
     face_px: int = 90
@@ -68,6 +72,7 @@ class RegionParams:
     def __post_init__(self) -> None:
         check_value("full_detect_every", self.full_every, "full_every")  # the bounds of --full-detect-every
         check_value("search_every", self.search_every, "search_every")  # the bounds of --search-every
+        check_value("full_detect_every_max", self.full_every_max, "full_every_max")  # (under full_every: no growth)
         if not 0.2 <= self.margin <= 2.0:
             raise ValueError(f"margin must be 0.2..2 face sides, got {self.margin}")
         if not 80 <= self.face_px <= 400:
@@ -157,6 +162,11 @@ def detect_in(rgb: np.ndarray, region: Region, detect: Detect) -> list[Box]:
              int(round(b / s)) + region.top, int(round(l / s)) + region.left) for t, r, b, l in detect(crop)]
 
 
+def same_faces(found: Sequence[Box], tracks: Sequence[Box], overlap: float = 0.3) -> bool:
+    """Whether a full pass found exactly the faces already followed: as many boxes, each on a track's box."""
+    return len(found) == len(tracks) and all(any(iou(b, t) >= overlap for t in tracks) for b in found)
+
+
 def merge(boxes: Sequence[Box], overlap: float = 0.4) -> list[Box]:
     """Boxes with duplicates dropped (two crops that both saw one face): the first of overlapping ones is kept."""
     out: list[Box] = []
@@ -174,6 +184,7 @@ class RegionDetector:
         self._reference: Optional[np.ndarray] = None  # thumbnail of the last full pass
         self._reference_regions: list[Region] = []  # where faces were on it
         self._since_full = 0
+        self._interval = params.full_every  # frames between periodic full passes now (grows while nothing changes)
         self.full_passes = 0
         self.crop_passes = 0
         self.motion_passes = 0  # crop passes that also searched an area that moved
@@ -188,7 +199,7 @@ class RegionDetector:
             return "first frame", []
         if lost:
             return "track lost", []
-        if self._since_full + 1 >= p.full_every:
+        if self._since_full + 1 >= self._interval:
             return "periodic", []
         moving = motion_region(self._reference, thumb, regions + self._reference_regions, p, height, width, scale)
         if moving is not None:
@@ -216,6 +227,9 @@ class RegionDetector:
         self.last_reason = reason
         if reason:
             boxes = list(full(rgb))
+            p = self.params
+            stayed = reason == "periodic" and same_faces(boxes, tracks)
+            self._interval = max(p.full_every, min(2 * self._interval, p.full_every_max)) if stayed else p.full_every
             self._reference = thumb
             self._reference_regions = regions + [region_around(b, h, w, self.params) for b in boxes]
             self._since_full = 0
@@ -232,4 +246,26 @@ class RegionDetector:
             else:
                 found.extend(detect_in(image, region, crop))
         self.followed += len(followed)
-        return merge(followed + sorted(found, key=lambda b: -_side(b)))
+        boxes = merge(followed + sorted(found, key=lambda b: -_side(b)))
+        if len(boxes) > len(tracks):  # a face came (from an area that moved): full passes at their shortest again
+            self._interval = self.params.full_every
+        elif len(regions) > len(tracks):  # an area moved and held no new face: it is the reference there from now
+            self._absorb(thumb, regions[-1])
+        return boxes
+
+    def _absorb(self, thumb: np.ndarray, searched: Region) -> None:
+        """Take `thumb`'s cells under `searched` into the motion reference: what changed there was searched and is
+        no face, so it is not searched again on every frame until the next full pass (a shifted chair, a
+        candidate's shoulders after they sat back) unless it changes again."""
+        if self._reference is None:
+            return
+        cell = self.params.cell_px
+        rows = slice(searched.top // cell, math.ceil(searched.bottom / cell))
+        cols = slice(searched.left // cell, math.ceil(searched.right / cell))
+        self._reference = self._reference.copy()
+        self._reference[rows, cols] = thumb[rows, cols]
+
+    @property
+    def interval(self) -> int:
+        """Frames between periodic full passes now: `full_every`, doubled by each pass that found nothing new."""
+        return self._interval
