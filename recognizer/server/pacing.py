@@ -10,7 +10,8 @@ The share has two parts:
 
 - A ceiling from the CPU a frame costs (`FairShare`): the station threads' CPU seconds plus the encoder processes'
   for the faces' encodings, averaged over recent frames of all stations; the cores (`utilisation` of them) serve
-  that many frames a second, divided among the connected stations.
+  that many frames a second, divided among the connected stations. Until `warmup_frames` were measured a frame
+  is assumed to cost `prior_cost_ms` (25 ms), so a lone desk starts at its camera's rate.
 - What is actually served (`ShareController`): the CPU model assumes the cores are the recognizer's. When they
   are not (other programs, a container's CPU quota), stations told the ceiling send more than they are served;
   their frames wait in the edges' windows and latency grows to the whole window. So each station thread reports,
@@ -90,13 +91,16 @@ class PacingParams:
     """`station_fps`: the rate each station is planned for (frames/s); `max_fps`: the most any station is told
     (a camera faster than this gains nothing); `utilisation`: share of the cores the stations' frames are planned
     to fill (the rest absorbs uneven frames, sweeps and the sockets); `warmup_frames`: frames measured before the
-    first estimate (until then each station is told `station_fps`); `control`: how the share follows what is
-    served (`enabled` False: the CPU model alone, as before stop 24)."""
+    first estimate; `prior_cost_ms`: what a frame is assumed to cost until then (one face, 640x480, liveness on:
+    measured 15-25 ms on a 2-core box), so one desk starts at a camera's rate and sixteen at their share, instead of
+    every desk at `station_fps` (which cost a lone desk ~20 frames of its first 1.3 s); `control`: how the share
+    follows what is served (`enabled` False: the CPU model alone, as before stop 24)."""
 
     station_fps: float = 15.0
     max_fps: float = 30.0
     utilisation: float = 0.9
     warmup_frames: int = 20
+    prior_cost_ms: float = 25.0
     control: ControlParams = field(default_factory=ControlParams)
 
     def __post_init__(self) -> None:
@@ -108,6 +112,8 @@ class PacingParams:
             raise ValueError(f"utilisation must be 0.1..1, got {self.utilisation}")
         if self.warmup_frames < 1:
             raise ValueError("warmup_frames must be at least 1")
+        if not 1.0 <= self.prior_cost_ms <= 10_000.0:
+            raise ValueError(f"prior_cost_ms must be 1..10000, got {self.prior_cost_ms}")
 
 
 @dataclass
@@ -281,11 +287,11 @@ class FairShare:
         return self.cores * self.params.utilisation * 1e3 / max(cost, 0.1)
 
     def ceiling(self, stations: int) -> float:
-        """Each station's share of what the cores serve at the measured cost (`station_fps` until measured)."""
+        """Each station's share of what the cores serve at the measured cost (at `prior_cost_ms` until measured)."""
         p = self.params
         capacity = self.capacity_fps()
         if capacity is None:
-            return p.station_fps
+            capacity = self.cores * p.utilisation * 1e3 / p.prior_cost_ms
         return min(p.max_fps, capacity / max(stations, 1))
 
     def rate(self, stations: int) -> float:
@@ -300,7 +306,7 @@ class FairShare:
             if short:
                 log.warning("%d stations need %.0f frames/s at %.0f each; this recognizer serves about %.0f (%.1f ms "
                             "of CPU a frame, %g cores%s): each is served %.1f frames/s", stations,
-                            stations * p.station_fps, p.station_fps, share * max(stations, 1), self.cost_ms or 0.0,
+                            stations * p.station_fps, p.station_fps, share * max(stations, 1), self.cost_ms or p.prior_cost_ms,
                             self.cores, f"; {self._control.last_reason}" if self._control.last_reason else "", share)
             else:
                 log.info("every station is served at least %.0f frames/s again", p.station_fps)
