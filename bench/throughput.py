@@ -342,6 +342,8 @@ def main() -> None:
     p.add_argument("--max-station-fps", type=float, default=None, help="the recognizer's --max-station-fps")
     p.add_argument("--full-detect-every", type=int, default=None,
                    help="the recognizer's --full-detect-every (1: HOG on the whole frame every frame)")
+    p.add_argument("--sweep-budget", type=float, default=None,
+                   help="the recognizer's --sweep-budget (most of one core the CNN sweeps may use; default: its own)")
     p.add_argument("--no-liveness", action="store_true",
                    help="liveness off (what the recognizer did before issue 9 fixed it: it never ran)")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
@@ -376,8 +378,13 @@ def main() -> None:
         from recognizer.vision.regions import RegionParams
 
         pipeline_extra["regions"] = RegionParams(full_every=args.full_detect_every)
+    settings_extra = {}
+    if args.sweep_budget is not None:
+        from recognizer.vision.sweep import SweepParams
+
+        settings_extra["sweep"] = SweepParams(budget=args.sweep_budget)
     for detector in args.detectors:
-        app = RecognizerApp(RecognizerSettings(
+        app = RecognizerApp(RecognizerSettings(**settings_extra,
             server=ServerConfig(host="127.0.0.1", port=0, token=token, max_in_flight=args.in_flight, **server_extra),
             engine=EngineConfig(detector=detector),
             pipeline=PipelineConfig(detect_scale=args.downscale, liveness=not args.no_liveness, **pipeline_extra),

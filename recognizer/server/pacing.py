@@ -11,7 +11,8 @@ The share has two parts:
 - A ceiling from the CPU a frame costs (`FairShare`): the station threads' CPU seconds plus the encoder processes'
   for the faces' encodings, averaged over recent frames of all stations; the cores (`utilisation` of them) serve
   that many frames a second, divided among the connected stations. Until `warmup_frames` were measured a frame
-  is assumed to cost `prior_cost_ms` (25 ms), so a lone desk starts at its camera's rate.
+  is assumed to cost `prior_cost_ms` (25 ms), so a lone desk starts at its camera's rate (never under
+  `station_fps`: many desks start at that and the control cuts it where it is too much).
 - What is actually served (`ShareController`): the CPU model assumes the cores are the recognizer's. When they
   are not (other programs, a container's CPU quota), stations told the ceiling send more than they are served;
   their frames wait in the edges' windows and latency grows to the whole window. So each station thread reports,
@@ -92,8 +93,9 @@ class PacingParams:
     (a camera faster than this gains nothing); `utilisation`: share of the cores the stations' frames are planned
     to fill (the rest absorbs uneven frames, sweeps and the sockets); `warmup_frames`: frames measured before the
     first estimate; `prior_cost_ms`: what a frame is assumed to cost until then (one face, 640x480, liveness on:
-    measured 15-25 ms on a 2-core box), so one desk starts at a camera's rate and sixteen at their share, instead of
-    every desk at `station_fps` (which cost a lone desk ~20 frames of its first 1.3 s); `control`: how the share
+    measured 15-25 ms on a 2-core box), so one desk starts at a camera's rate instead of `station_fps` (which cost a
+    lone desk ~20 frames of its first 1.3 s); never under `station_fps` (sixteen desks started at their prior share
+    of 4.5 took ~10 s to climb to the 7 served); `control`: how the share
     follows what is served (`enabled` False: the CPU model alone, as before stop 24)."""
 
     station_fps: float = 15.0
@@ -290,8 +292,10 @@ class FairShare:
         """Each station's share of what the cores serve at the measured cost (at `prior_cost_ms` until measured)."""
         p = self.params
         capacity = self.capacity_fps()
-        if capacity is None:
-            capacity = self.cores * p.utilisation * 1e3 / p.prior_cost_ms
+        if capacity is None:  # a desk or a few: as fast as the prior allows; many: the planned rate (the control
+            # cuts it within seconds where it is too much; starting under it, the share took ~10 s to climb)
+            prior = self.cores * p.utilisation * 1e3 / p.prior_cost_ms
+            return max(p.station_fps, min(p.max_fps, prior / max(stations, 1)))
         return min(p.max_fps, capacity / max(stations, 1))
 
     def rate(self, stations: int) -> float:
