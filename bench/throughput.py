@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -344,6 +345,9 @@ def main() -> None:
                    help="the recognizer's --full-detect-every (1: HOG on the whole frame every frame)")
     p.add_argument("--sweep-budget", type=float, default=None,
                    help="the recognizer's --sweep-budget (most of one core the CNN sweeps may use; default: its own)")
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval for the recognizer's process (Python's default 0.005 s): how long a "
+                        "station thread may hold the GIL before another waiting one gets it")
     p.add_argument("--no-liveness", action="store_true",
                    help="liveness off (what the recognizer did before issue 9 fixed it: it never ran)")
     p.add_argument("--no-seeds", action="store_true", help="skip the seeds' loop")
@@ -358,6 +362,8 @@ def main() -> None:
     for name in args.debug:
         logging.getLogger(name).setLevel(logging.DEBUG)
     ANNOTATED[0] = args.recognizer_draws
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
 
     frames_by_faces = {k: load_frames(args.clip, 300 if k > 1 else 600, faces=k) for k in args.faces}
     frames = frames_by_faces[args.faces[0]]
