@@ -95,8 +95,8 @@ class PacingParams:
     first estimate; `prior_cost_ms`: what a frame is assumed to cost until then (one face, 640x480, liveness on:
     measured 15-25 ms on a 2-core box), so one desk starts at a camera's rate instead of `station_fps` (which cost a
     lone desk ~20 frames of its first 1.3 s); never under `station_fps` (sixteen desks started at their prior share
-    of 4.5 took ~10 s to climb to the 7 served); `control`: how the share
-    follows what is served (`enabled` False: the CPU model alone, as before stop 24)."""
+    of 4.5 took ~10 s to climb to the 7 served); `control`: how the share follows what is served (`enabled`
+    False: the CPU model alone, as before stop 24)."""
 
     station_fps: float = 15.0
     max_fps: float = 30.0
@@ -310,8 +310,8 @@ class FairShare:
             if short:
                 log.warning("%d stations need %.0f frames/s at %.0f each; this recognizer serves about %.0f (%.1f ms "
                             "of CPU a frame, %g cores%s): each is served %.1f frames/s", stations,
-                            stations * p.station_fps, p.station_fps, share * max(stations, 1), self.cost_ms or p.prior_cost_ms,
-                            self.cores, f"; {self._control.last_reason}" if self._control.last_reason else "", share)
+                            stations * p.station_fps, p.station_fps, share * max(stations, 1),
+                            self.cost_ms or p.prior_cost_ms, self.cores, f"; {self._control.last_reason}" if self._control.last_reason else "", share)
             else:
                 log.info("every station is served at least %.0f frames/s again", p.station_fps)
         return round(max(share, 0.5), 1)

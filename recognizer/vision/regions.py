@@ -16,7 +16,7 @@ A full-frame pass runs:
   seated person turning to the camera, is found). While the scene stays as it is (a periodic pass found exactly
   the faces already followed, nothing was lost and no new face came from a moving area) the interval doubles
   after each such pass, up to `full_every_max` frames (40: ~1.3 s at 30 fps); anything else brings it back to
-  `full_every`. One seated candidate is the common desk: its full passes were ~3 ms of a frame's ~15;
+  `full_every`. One seated candidate is the common desk: its full passes were ~3 ms of a frame's ~15, now ~1;
 - when a track was missed on the last frame (the tracker lost confidence in it);
 - when the crops and the moving area would cover more than `max_share` of the frame (as dear as the frame).
 
@@ -49,8 +49,9 @@ class RegionParams:
     """How the per-frame detector looks only where faces can be.
 
     `full_every`: frames between full-frame passes while every face is followed (1: every frame, the old
-    behaviour); `full_every_max`: the longest that interval grows while the scene stays the same; `margin`: a crop is the track's box grown by this share of its side on each side (how far a face
-    may move between two frames); `face_px`: crops are scaled down so the followed face is about this many pixels
+    behaviour); `full_every_max`: the longest that interval grows while the scene stays the same; `margin`: a
+    crop is the track's box grown by this share of its side on each side (how far a face may move between two
+    frames); `face_px`: crops are scaled down so the followed face is about this many pixels
     (HOG's window is 80 px; never scaled up); `max_share`: crops covering more of the frame than this call a full
     pass instead; `cell_px`, `motion_level`, `motion_cells`: the motion test, on a grey thumbnail reduced
     `cell_px` times: that many cells outside the tracks whose mean changed by `motion_level` grey levels since the
