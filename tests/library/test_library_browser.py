@@ -146,7 +146,9 @@ def test_library_by_mouse_and_keyboard(driver, live_server, sqlite_tokens, engin
     driver.get(f"{url}/library/search?person=barack")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#hits tbody tr td.thumb")) == 2
     driver.find_element(By.ID, "search-photo").send_keys(str(BIDEN))
+    by_person = driver.find_element(By.ID, "hits")
     driver.find_element(By.ID, "search-by-likeness").click()
+    wait.until(EC.staleness_of(by_person))  # the person search's page is gone (its #hits satisfied the wait)
     wait.until(EC.presence_of_element_located((By.ID, "hits")))
     rows = driver.find_elements(By.CSS_SELECTOR, "#hits tbody tr")
     assert len(rows) == 3 and "desk-01" in driver.find_element(By.ID, "hits").text
